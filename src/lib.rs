@@ -1,0 +1,1 @@
+//! nftpol: compiles Kubernetes NetworkPolicies into one nftables table.
