@@ -1,0 +1,216 @@
+//! The command line: argument parsing and the glue between pipeline stages.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::diag::Diagnostic;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: invalid input or a failed check.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code: nftpol itself failed (IO, nft missing, ...).
+pub const EXIT_FAILURE: u8 = 2;
+
+/// nftpol: Kubernetes NetworkPolicy enforcement with one nftables table.
+#[derive(Debug, Parser)]
+#[command(name = "nftpol", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile manifests into the nftables ruleset and print it.
+    Compile(CompileArgs),
+    /// Compile manifests and load the ruleset into the current network namespace.
+    Apply(ApplyArgs),
+}
+
+/// Inputs shared by every command that reads manifests.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// YAML or JSON files or directories holding Namespaces, Pods and
+    /// NetworkPolicies (multi-document, `kind: List`); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Enforce only pods with this spec.nodeName (the DaemonSet's view);
+    /// without it every pod is enforced.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `nft -f` script.
+    Nft,
+    /// libnftables JSON (`nft -j -f`).
+    Json,
+}
+
+/// `nftpol compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "nft")]
+    pub format: Format,
+    /// Write the ruleset here instead of stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+/// `nftpol apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Only check that the kernel would accept the ruleset (`nft -c`); change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Compile(a) => compile_cmd(&a),
+        Command::Apply(a) => apply_cmd(&a),
+    };
+    ExitCode::from(code)
+}
+
+/// The result of reading and compiling inputs.
+struct Compiled {
+    script: Option<crate::Compiled>,
+    has_errors: bool,
+}
+
+fn report(diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+fn load_and_compile(input: &InputArgs) -> Compiled {
+    let (objs, load_diags) = crate::k8s::load_paths(&input.files);
+    report(&load_diags);
+    if load_diags.iter().any(Diagnostic::is_error) {
+        // Something could not be read: compiling the rest could silently drop
+        // a policy and widen access, so nothing is produced.
+        let _ = writeln!(
+            std::io::stderr(),
+            "nftpol: input has errors; no ruleset produced"
+        );
+        return Compiled {
+            script: None,
+            has_errors: true,
+        };
+    }
+    let out = crate::compile_objects(
+        &objs,
+        &crate::compile::Options {
+            node: input.node.clone(),
+        },
+    );
+    report(&out.diagnostics);
+    let has_errors = out.diagnostics.iter().any(Diagnostic::is_error);
+    Compiled {
+        script: Some(out),
+        has_errors,
+    }
+}
+
+fn compile_cmd(a: &CompileArgs) -> u8 {
+    let c = load_and_compile(&a.input);
+    let Some(out) = c.script else {
+        return EXIT_INVALID;
+    };
+    let text = match a.format {
+        Format::Nft => crate::nft::render::script(&out.ruleset),
+        Format::Json => crate::nft::json::script(&out.ruleset),
+    };
+    let written = match &a.output {
+        Some(path) => {
+            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                Ok(()) => Ok(()),
+                // A closed pipe (`| head`) is the reader's choice, not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(format!("stdout: {e}")),
+            }
+        }
+    };
+    if let Err(e) = written {
+        let _ = writeln!(std::io::stderr(), "nftpol: cannot write {e}");
+        return EXIT_FAILURE;
+    }
+    if c.has_errors {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nftpol: invalid policies fail closed in this ruleset (see errors above)"
+        );
+        EXIT_INVALID
+    } else {
+        EXIT_OK
+    }
+}
+
+fn apply_cmd(a: &ApplyArgs) -> u8 {
+    let c = load_and_compile(&a.input);
+    let Some(out) = c.script else {
+        return EXIT_INVALID;
+    };
+    if c.has_errors {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nftpol: not applied: fix the errors above (the kernel ruleset is unchanged)"
+        );
+        return EXIT_INVALID;
+    }
+    let text = crate::nft::render::script(&out.ruleset);
+    match crate::nft::apply::run_nft(&a.nft, &text, a.check, false) {
+        Ok(()) => {
+            let s = out.ruleset.stats();
+            let _ = writeln!(
+                std::io::stderr(),
+                "nftpol: {} table inet nftpol: {} chains, {} rules, {} sets, {} maps, {} elements",
+                if a.check { "checked" } else { "loaded" },
+                s.chains,
+                s.rules,
+                s.sets,
+                s.maps,
+                s.elements
+            );
+            EXIT_OK
+        }
+        Err(e @ crate::nft::apply::ApplyError::Rejected { .. }) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: {e}");
+            if a.check { EXIT_INVALID } else { EXIT_FAILURE }
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

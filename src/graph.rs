@@ -1,0 +1,200 @@
+//! The selector graph: which policies isolate which pods, and which pods each
+//! distinct peer selector matches.
+//!
+//! ```text
+//!   Namespace ──contains──▶ Pod ◀──selects── PodMatch (ns scope × pod selector)
+//!                            ▲                    ▲
+//!                 isolates(dir)          allows(dir)
+//!                            └────── Policy ──────┴──allows(dir)──▶ IpBlock
+//! ```
+//!
+//! Built once per cluster snapshot; [`crate::compile`] reads it, and the
+//! `explain`/`graph` commands can show it. Pure: no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::model::{
+    Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Policy,
+};
+
+/// A vertex of the selector graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Vertex {
+    /// A namespace (present as an object or only referenced by pods).
+    Namespace(String),
+    /// An active pod.
+    Pod(ObjectRef),
+    /// A NetworkPolicy.
+    Policy(ObjectRef),
+    /// A distinct peer selector (namespace scope × pod selector).
+    PodMatch(PodMatch),
+    /// A distinct ipBlock.
+    IpBlock(IpBlock),
+}
+
+/// An edge of the selector graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Relation {
+    /// Namespace → Pod.
+    Contains,
+    /// Policy → Pod: the policy selects the pod and isolates it in a direction.
+    Isolates(Direction),
+    /// PodMatch → Pod: the pod is a member of the peer selector.
+    Selects,
+    /// Policy → PodMatch or IpBlock: a rule of the policy allows that peer.
+    Allows(Direction),
+}
+
+/// The graph plus indexes for the queries the compiler makes.
+#[derive(Debug, Default)]
+pub struct SelectorGraph {
+    /// The graph itself; vertices are added in sorted order, so indexes are deterministic.
+    pub graph: DiGraph<Vertex, Relation>,
+    index: BTreeMap<Vertex, NodeIndex>,
+}
+
+impl SelectorGraph {
+    /// Builds the graph for a cluster.
+    pub fn build(cluster: &Cluster) -> SelectorGraph {
+        let mut g = SelectorGraph::default();
+
+        // Pods grouped by namespace: every selector is evaluated namespace by
+        // namespace, so a podSelector only ever looks at its own namespace.
+        let mut pods_by_ns: BTreeMap<&str, Vec<&crate::model::Pod>> = BTreeMap::new();
+        for p in cluster.pods.values() {
+            pods_by_ns.entry(&p.id.namespace).or_default().push(p);
+        }
+        let mut ns_names: BTreeSet<&str> = cluster.namespaces.keys().map(|s| s.as_str()).collect();
+        ns_names.extend(pods_by_ns.keys().copied());
+        for ns in &ns_names {
+            let nv = g.vertex(Vertex::Namespace(ns.to_string()));
+            for p in pods_by_ns.get(ns).into_iter().flatten() {
+                let pv = g.vertex(Vertex::Pod(p.id.clone()));
+                g.graph.add_edge(nv, pv, Relation::Contains);
+            }
+        }
+        let ns_labels: BTreeMap<&str, _> = ns_names
+            .iter()
+            .map(|n| (*n, cluster.namespace_labels(n)))
+            .collect();
+
+        let mut matches: BTreeSet<&PodMatch> = BTreeSet::new();
+        for pol in cluster.policies.values() {
+            let polv = g.vertex(Vertex::Policy(pol.id.clone()));
+            for dir in Direction::ALL {
+                let Some(rules) = pol.rules(dir) else {
+                    continue;
+                };
+                for p in pods_by_ns
+                    .get(pol.id.namespace.as_str())
+                    .into_iter()
+                    .flatten()
+                {
+                    if pol.pod_selector.matches(&p.labels) {
+                        let pv = g.index[&Vertex::Pod(p.id.clone())];
+                        g.graph.add_edge(polv, pv, Relation::Isolates(dir));
+                    }
+                }
+                for peer in rules.iter().flat_map(|r| r.peers.iter().flatten()) {
+                    let v = match peer {
+                        Peer::Pods(m) => {
+                            matches.insert(m);
+                            Vertex::PodMatch(m.clone())
+                        }
+                        Peer::IpBlock(b) => Vertex::IpBlock(b.clone()),
+                    };
+                    let pv = g.vertex(v);
+                    g.graph.update_edge(polv, pv, Relation::Allows(dir));
+                }
+            }
+        }
+
+        for m in matches {
+            let mv = g.index[&Vertex::PodMatch(m.clone())];
+            let namespaces: Vec<&str> = match &m.namespaces {
+                NamespaceScope::Named(n) => vec![n.as_str()],
+                NamespaceScope::Selector(s) => ns_labels
+                    .iter()
+                    .filter(|(_, l)| s.matches(l))
+                    .map(|(n, _)| *n)
+                    .collect(),
+            };
+            for ns in namespaces {
+                for p in pods_by_ns.get(ns).into_iter().flatten() {
+                    if m.pods.matches(&p.labels) {
+                        let pv = g.index[&Vertex::Pod(p.id.clone())];
+                        g.graph.add_edge(mv, pv, Relation::Selects);
+                    }
+                }
+            }
+        }
+        g
+    }
+
+    fn vertex(&mut self, v: Vertex) -> NodeIndex {
+        if let Some(i) = self.index.get(&v) {
+            return *i;
+        }
+        let i = self.graph.add_node(v.clone());
+        self.index.insert(v, i);
+        i
+    }
+
+    /// Policies that isolate a pod in a direction, sorted.
+    pub fn isolating_policies(&self, pod: &ObjectRef, dir: Direction) -> Vec<ObjectRef> {
+        let Some(&pv) = self.index.get(&Vertex::Pod(pod.clone())) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ObjectRef> = self
+            .graph
+            .edges_directed(pv, petgraph::Direction::Incoming)
+            .filter(|e| *e.weight() == Relation::Isolates(dir))
+            .filter_map(|e| match &self.graph[e.source()] {
+                Vertex::Policy(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Pods a peer selector matches, sorted.
+    pub fn members(&self, m: &PodMatch) -> Vec<ObjectRef> {
+        let Some(&mv) = self.index.get(&Vertex::PodMatch(m.clone())) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ObjectRef> = self
+            .graph
+            .edges_directed(mv, petgraph::Direction::Outgoing)
+            .filter_map(|e| match &self.graph[e.target()] {
+                Vertex::Pod(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Whether a policy selects a pod with the given namespace and labels
+/// (policies only select pods of their own namespace).
+pub fn policy_selects(pol: &Policy, namespace: &str, labels: &crate::model::Labels) -> bool {
+    pol.id.namespace == namespace && pol.pod_selector.matches(labels)
+}
+
+/// Whether a peer selector matches a pod, given its namespace's labels.
+pub fn pod_match_matches(
+    m: &PodMatch,
+    namespace: &str,
+    ns_labels: &crate::model::Labels,
+    pod_labels: &crate::model::Labels,
+) -> bool {
+    let ns_ok = match &m.namespaces {
+        NamespaceScope::Named(n) => n == namespace,
+        NamespaceScope::Selector(s) => s.matches(ns_labels),
+    };
+    ns_ok && m.pods.matches(pod_labels)
+}

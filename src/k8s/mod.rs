@@ -1,0 +1,43 @@
+//! The only module that knows Kubernetes types: loading YAML/JSON and
+//! converting k8s-openapi objects into the model.
+
+pub mod convert;
+pub mod load;
+
+use crate::diag::Diagnostic;
+use crate::model::Cluster;
+pub use load::{Objects, load_paths, parse_into};
+
+/// Converts loaded objects into a cluster. Later duplicates of the same
+/// object replace earlier ones, with a warning.
+pub fn to_cluster(objs: &Objects) -> (Cluster, Vec<Diagnostic>) {
+    let mut c = Cluster::default();
+    let mut d = Vec::new();
+    let dup = |kind: &str, id: &str, src: &crate::diag::Source| {
+        Diagnostic::warning("defined again; this definition replaces the earlier one")
+            .at(src)
+            .on(format!("{kind} {id}"))
+    };
+    for (src, ns) in &objs.namespaces {
+        if let Some(n) = convert::namespace(ns, Some(src), &mut d)
+            && let Some(_) = c.namespaces.insert(n.name.clone(), n.clone())
+        {
+            d.push(dup("Namespace", &n.name, src));
+        }
+    }
+    for (src, p) in &objs.pods {
+        if let Some(p) = convert::pod(p, Some(src), &mut d)
+            && let Some(old) = c.pods.insert(p.id.clone(), p)
+        {
+            d.push(dup("Pod", &old.id.to_string(), src));
+        }
+    }
+    for (src, np) in &objs.policies {
+        if let Some(p) = convert::policy(np, Some(src), &mut d)
+            && let Some(old) = c.policies.insert(p.id.clone(), p)
+        {
+            d.push(dup("NetworkPolicy", &old.id.to_string(), src));
+        }
+    }
+    (c, d)
+}

@@ -1,0 +1,8 @@
+//! nftables: object names, the typed ruleset, rendering, and applying.
+//! The only module that runs `nft`.
+
+pub mod apply;
+pub mod json;
+pub mod names;
+pub mod render;
+pub mod ruleset;

@@ -1,0 +1,192 @@
+//! A typed nftables ruleset: exactly the object and rule shapes nftpol emits.
+//!
+//! Keeping the shapes closed (enums, not strings) lets the renderers and the
+//! test tracer handle every case and nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::model::{Family, Protocol, Range};
+
+/// The table nftpol owns (family `inet`).
+pub const TABLE: &str = "nftpol";
+
+/// Key type of a named set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetKind {
+    /// Addresses of pods (`ipv4_addr` / `ipv6_addr`).
+    Addr(Family),
+    /// Address ranges (`flags interval`), for ipBlocks.
+    AddrInterval(Family),
+    /// `addr . addr`, a pod talking to itself.
+    AddrPair(Family),
+    /// `addr . inet_proto . inet_service`, named ports resolved per pod.
+    AddrProtoPort(Family),
+    /// `inet_proto . inet_service` with intervals, numeric ports and ranges.
+    ProtoPort,
+}
+
+/// One element of a set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Element {
+    /// An address.
+    Addr(IpAddr),
+    /// An address range.
+    Range(Range),
+    /// `saddr . daddr`.
+    AddrPair(IpAddr, IpAddr),
+    /// `addr . proto . port`.
+    AddrProtoPort(IpAddr, Protocol, u16),
+    /// `proto . first-last`.
+    ProtoPort(Protocol, u16, u16),
+}
+
+/// A named set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// Key type.
+    pub kind: SetKind,
+    /// What the set implements (namespace/policy/selector).
+    pub comment: String,
+    /// Elements, sorted.
+    pub elements: BTreeSet<Element>,
+}
+
+/// A verdict map from pod address to `jump <chain>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    /// Address family of the key.
+    pub family: Family,
+    /// What the map dispatches.
+    pub comment: String,
+    /// Pod address → chain to jump to.
+    pub elements: BTreeMap<IpAddr, String>,
+}
+
+/// Which address of the packet a match looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Addr {
+    /// Source address.
+    Src,
+    /// Destination address.
+    Dst,
+}
+
+impl Addr {
+    /// `saddr` / `daddr`.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Addr::Src => "saddr",
+            Addr::Dst => "daddr",
+        }
+    }
+}
+
+/// One match expression of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Match {
+    /// `ct state established,related`.
+    CtEstablishedRelated,
+    /// `icmpv6 type { neighbour discovery types }`.
+    NeighbourDiscovery,
+    /// `ip saddr . ip daddr @set` (a pod talking to itself).
+    SelfPair(Family, String),
+    /// `ip saddr @set` / `ip daddr @set`.
+    AddrIn(Family, Addr, String),
+    /// `meta l4proto . th dport @set`.
+    ProtoPortIn(String),
+    /// `ip daddr . meta l4proto . th dport @set` (named ports of the destination).
+    DstProtoPortIn(Family, String),
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// Accept.
+    Accept,
+    /// Drop, counting packets.
+    CountedDrop,
+    /// Jump to a chain (returning when it ends without a verdict).
+    Jump(String),
+    /// Go to a chain (never returning here).
+    Goto(String),
+    /// `ip saddr vmap @map` / `ip daddr vmap @map`: jump chosen by address, or
+    /// fall through when the address is not in the map.
+    AddrVmap(Family, Addr, String),
+}
+
+/// A rule: all matches ANDed, then the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    /// Matches, in order.
+    pub matches: Vec<Match>,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Short note on where the rule comes from.
+    pub comment: Option<String>,
+}
+
+/// A base chain's hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    /// Hook name (`forward`).
+    pub hook: &'static str,
+    /// Priority (`filter` = 0).
+    pub priority: i32,
+}
+
+/// A chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Base-chain hook, if any.
+    pub hook: Option<Hook>,
+    /// What the chain implements.
+    pub comment: String,
+    /// Rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// The whole `inet nftpol` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Named sets by name.
+    pub sets: BTreeMap<String, Set>,
+    /// Verdict maps by name.
+    pub maps: BTreeMap<String, VerdictMap>,
+    /// Chains in render order (base chain first).
+    pub chains: Vec<(String, Chain)>,
+}
+
+impl Ruleset {
+    /// A chain by name.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// Counts for reports and metrics.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sets: self.sets.len(),
+            maps: self.maps.len(),
+            chains: self.chains.len(),
+            rules: self.chains.iter().map(|(_, c)| c.rules.len()).sum(),
+            elements: self.sets.values().map(|s| s.elements.len()).sum::<usize>()
+                + self.maps.values().map(|m| m.elements.len()).sum::<usize>(),
+        }
+    }
+}
+
+/// Size of a ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Named sets.
+    pub sets: usize,
+    /// Verdict maps.
+    pub maps: usize,
+    /// Chains.
+    pub chains: usize,
+    /// Rules over all chains.
+    pub rules: usize,
+    /// Set and map elements.
+    pub elements: usize,
+}
