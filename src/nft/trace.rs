@@ -1,0 +1,220 @@
+//! A packet tracer over the typed ruleset: evaluates one packet the way the
+//! kernel would, for exactly the rule shapes nftpol emits. Used by tests (the
+//! differential property test) and by tooling that wants to cross-check the
+//! compiled table without a kernel.
+
+use std::net::IpAddr;
+
+use super::ruleset::{Addr, Element, Match, Ruleset, SetKind, Verdict};
+use crate::model::{Family, Protocol};
+
+/// Transport protocol of a traced packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// A port-carrying protocol with its destination port.
+    Port(Protocol, u16),
+    /// ICMPv6 with its type (135/136 are neighbour solicitation/advertisement).
+    Icmpv6(u8),
+    /// Anything else (ICMP, ...), given by protocol number.
+    Other(u8),
+}
+
+/// The packet to trace, seen at the forward hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address (after DNAT).
+    pub dst: IpAddr,
+    /// Transport.
+    pub l4: L4,
+    /// Whether conntrack sees it as part of an established/related flow.
+    pub established: bool,
+}
+
+/// Final verdict of the forward hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded.
+    Accept,
+    /// Dropped.
+    Drop,
+}
+
+/// The verdict plus the rules that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// Verdict.
+    pub outcome: Outcome,
+    /// `(chain, rule index)` of every rule whose matches all held, in order.
+    pub path: Vec<(String, usize)>,
+}
+
+/// Why a trace could not be completed (the ruleset is malformed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// A jump/goto/vmap names a chain that does not exist.
+    #[error("unknown chain {0}")]
+    UnknownChain(String),
+    /// A rule names a set or map that does not exist, or of the wrong type.
+    #[error("unknown or mistyped set {0}")]
+    UnknownSet(String),
+    /// More nested jumps than the kernel allows.
+    #[error("jump stack overflow at {0}")]
+    StackOverflow(String),
+    /// No base chain.
+    #[error("no base chain")]
+    NoBaseChain,
+}
+
+/// Traces a packet through the ruleset's base chain.
+pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
+    let (base, _) = rs
+        .chains
+        .iter()
+        .find(|(_, c)| c.hook.is_some())
+        .ok_or(TraceError::NoBaseChain)?;
+    let mut path = Vec::new();
+    // Call stack of (chain, next rule index).
+    let mut stack: Vec<(String, usize)> = vec![(base.clone(), 0)];
+    while let Some((chain_name, idx)) = stack.pop() {
+        let chain = rs
+            .chain(&chain_name)
+            .ok_or_else(|| TraceError::UnknownChain(chain_name.clone()))?;
+        let Some(rule) = chain.rules.get(idx) else {
+            if stack.is_empty() {
+                // End of the base chain: its policy (accept).
+                return Ok(Trace {
+                    outcome: Outcome::Accept,
+                    path,
+                });
+            }
+            continue; // implicit return to the caller
+        };
+        let mut all = true;
+        for m in &rule.matches {
+            if !eval_match(rs, m, pkt)? {
+                all = false;
+                break;
+            }
+        }
+        if !all {
+            stack.push((chain_name, idx + 1));
+            continue;
+        }
+        let target = match &rule.verdict {
+            Verdict::Accept => {
+                path.push((chain_name, idx));
+                return Ok(Trace {
+                    outcome: Outcome::Accept,
+                    path,
+                });
+            }
+            Verdict::CountedDrop => {
+                path.push((chain_name, idx));
+                return Ok(Trace {
+                    outcome: Outcome::Drop,
+                    path,
+                });
+            }
+            Verdict::Jump(c) => Some((c.clone(), true)),
+            Verdict::Goto(c) => Some((c.clone(), false)),
+            Verdict::AddrVmap(f, a, map) => {
+                let m = rs
+                    .maps
+                    .get(map)
+                    .filter(|m| m.family == *f)
+                    .ok_or_else(|| TraceError::UnknownSet(map.clone()))?;
+                let ip = pick(pkt, *a);
+                if Family::of(&ip) != *f {
+                    None
+                } else {
+                    m.elements.get(&ip).map(|c| (c.clone(), true))
+                }
+            }
+        };
+        match target {
+            None => stack.push((chain_name, idx + 1)),
+            Some((next, is_jump)) => {
+                path.push((chain_name.clone(), idx));
+                if is_jump {
+                    stack.push((chain_name, idx + 1));
+                }
+                if stack.len() >= 16 {
+                    return Err(TraceError::StackOverflow(next));
+                }
+                if rs.chain(&next).is_none() {
+                    return Err(TraceError::UnknownChain(next));
+                }
+                stack.push((next, 0));
+            }
+        }
+    }
+    unreachable!("the base chain frame always returns")
+}
+
+fn pick(pkt: &Packet, a: Addr) -> IpAddr {
+    match a {
+        Addr::Src => pkt.src,
+        Addr::Dst => pkt.dst,
+    }
+}
+
+fn set_of<'a>(
+    rs: &'a Ruleset,
+    name: &str,
+    kind: SetKind,
+) -> Result<&'a std::collections::BTreeSet<Element>, TraceError> {
+    rs.sets
+        .get(name)
+        .filter(|s| s.kind == kind)
+        .map(|s| &s.elements)
+        .ok_or_else(|| TraceError::UnknownSet(name.to_string()))
+}
+
+fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError> {
+    let fam = Family::of(&pkt.src);
+    Ok(match m {
+        Match::CtEstablishedRelated => pkt.established,
+        Match::NeighbourDiscovery => {
+            fam == Family::V6 && matches!(pkt.l4, L4::Icmpv6(133..=137))
+        }
+        Match::SelfPair(f, set) => {
+            let els = set_of(rs, set, SetKind::AddrPair(*f))?;
+            fam == *f && els.contains(&Element::AddrPair(pkt.src, pkt.dst))
+        }
+        Match::AddrIn(f, a, set) => {
+            let ip = pick(pkt, *a);
+            match rs.sets.get(set).map(|s| s.kind) {
+                Some(SetKind::Addr(sf)) if sf == *f => {
+                    fam == *f && set_of(rs, set, SetKind::Addr(*f))?.contains(&Element::Addr(ip))
+                }
+                Some(SetKind::AddrInterval(sf)) if sf == *f => {
+                    fam == *f
+                        && set_of(rs, set, SetKind::AddrInterval(*f))?
+                            .iter()
+                            .any(|e| matches!(e, Element::Range(r) if r.contains(&ip)))
+                }
+                _ => return Err(TraceError::UnknownSet(set.clone())),
+            }
+        }
+        Match::ProtoPortIn(set) => {
+            let els = set_of(rs, set, SetKind::ProtoPort)?;
+            match pkt.l4 {
+                L4::Port(p, port) => els.iter().any(|e| {
+                    matches!(e, Element::ProtoPort(ep, a, b) if *ep == p && (*a..=*b).contains(&port))
+                }),
+                _ => false,
+            }
+        }
+        Match::DstProtoPortIn(f, set) => {
+            let els = set_of(rs, set, SetKind::AddrProtoPort(*f))?;
+            match pkt.l4 {
+                L4::Port(p, port) if fam == *f => {
+                    els.contains(&Element::AddrProtoPort(pkt.dst, p, port))
+                }
+                _ => false,
+            }
+        }
+    })
+}
