@@ -1,0 +1,97 @@
+//! Golden tests: every `testdata/<case>/` compiles to the ruleset stored in
+//! `snapshots/<case>.snap` (all pods enforced) and `snapshots/<case>@node-1.snap`
+//! (the DaemonSet's view on node-1). The diagnostics are part of the snapshot.
+//! A changed or missing snapshot fails (CI runs with INSTA_UPDATE=no).
+
+use std::path::{Path, PathBuf};
+
+use nftpol::compile::Options;
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("testdata/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
+fn render_case(dir: &Path, node: Option<&str>) -> String {
+    let (objs, load) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
+    let out = nftpol::compile_objects(
+        &objs,
+        &Options {
+            node: node.map(str::to_string),
+        },
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut s = String::new();
+    for d in load.iter().chain(&out.diagnostics) {
+        // Paths relative to the repo, so snapshots do not depend on the checkout location.
+        let line = d.to_string().replace(&format!("{}/", root.display()), "");
+        s.push_str(&format!("# {line}\n"));
+    }
+    s.push_str(&nftpol::nft::render::script(&out.ruleset));
+    s
+}
+
+#[test]
+fn every_case_matches_its_snapshot() {
+    let cases = cases();
+    assert!(
+        cases.len() >= 20,
+        "expected the testdata cases, found {}",
+        cases.len()
+    );
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        for dir in &cases {
+            let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+            settings_for(&name, || {
+                insta::assert_snapshot!(name.clone(), render_case(dir, None));
+                insta::assert_snapshot!(format!("{name}@node-1"), render_case(dir, Some("node-1")));
+            });
+        }
+    });
+}
+
+fn settings_for(case: &str, f: impl FnOnce()) {
+    let mut s = insta::Settings::clone_current();
+    s.set_input_file(Path::new("testdata").join(case));
+    s.bind(f);
+}
+
+#[test]
+fn output_is_byte_identical_across_runs() {
+    for dir in cases() {
+        let a = render_case(&dir, None);
+        let b = render_case(&dir, None);
+        assert_eq!(a, b, "{} differs between two compiles", dir.display());
+    }
+}
+
+#[test]
+fn input_order_does_not_change_output() {
+    // Objects of a case given in reverse document order compile identically.
+    for dir in cases() {
+        let (objs, _) = nftpol::k8s::load_paths(&[dir.clone()]);
+        let mut rev = objs.clone();
+        rev.namespaces.reverse();
+        rev.pods.reverse();
+        rev.policies.reverse();
+        let a = nftpol::compile_objects(&objs, &Options::default());
+        let b = nftpol::compile_objects(&rev, &Options::default());
+        assert_eq!(
+            nftpol::nft::render::script(&a.ruleset),
+            nftpol::nft::render::script(&b.ruleset),
+            "{}: document order changed the ruleset",
+            dir.display()
+        );
+    }
+}
