@@ -96,7 +96,8 @@ fn stdin_and_output_file() {
 #[test]
 fn bad_input_exit_codes_and_messages() {
     // (args, stdin, exit code, stdout empty?, text the error must contain, why)
-    let rows: Vec<(Vec<&str>, Option<&str>, i32, bool, &str, &str)> = vec![
+    type Row<'a> = (Vec<&'a str>, Option<&'a str>, i32, bool, &'a str, &'a str);
+    let rows: Vec<Row> = vec![
         (
             vec!["compile", "-f", "no/such/file.yaml"],
             None,

@@ -80,7 +80,7 @@ fn output_is_byte_identical_across_runs() {
 fn input_order_does_not_change_output() {
     // Objects of a case given in reverse document order compile identically.
     for dir in cases() {
-        let (objs, _) = nftpol::k8s::load_paths(&[dir.clone()]);
+        let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
         let mut rev = objs.clone();
         rev.namespaces.reverse();
         rev.pods.reverse();

@@ -176,9 +176,7 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError>
     let fam = Family::of(&pkt.src);
     Ok(match m {
         Match::CtEstablishedRelated => pkt.established,
-        Match::NeighbourDiscovery => {
-            fam == Family::V6 && matches!(pkt.l4, L4::Icmpv6(133..=137))
-        }
+        Match::NeighbourDiscovery => fam == Family::V6 && matches!(pkt.l4, L4::Icmpv6(133..=137)),
         Match::SelfPair(f, set) => {
             let els = set_of(rs, set, SetKind::AddrPair(*f))?;
             fam == *f && els.contains(&Element::AddrPair(pkt.src, pkt.dst))
