@@ -1,0 +1,147 @@
+//! A deterministic synthetic cluster generator for benchmarks.
+//!
+//! Namespaces carry `team` and `env` labels; pods carry `app`, `tier`, `team`
+//! and `version` and declare named ports; every namespace gets a realistic mix
+//! of policies: default-deny ingress, same-namespace allows (numeric and named
+//! ports), cross-namespace allows by namespaceSelector, egress to an ipBlock
+//! with except over a port range, and a monitoring allow.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use nftpol::diag::Source;
+use nftpol::k8s::Objects;
+use serde_json::{Value, json};
+
+/// Cluster size.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// Name in reports.
+    pub name: &'static str,
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Pods, spread evenly over namespaces and nodes.
+    pub pods: usize,
+    /// Policies, spread evenly over namespaces.
+    pub policies: usize,
+    /// Nodes.
+    pub nodes: usize,
+}
+
+/// The scales of the performance issue.
+pub const SCALES: [Scale; 3] = [
+    Scale { name: "small", namespaces: 10, pods: 100, policies: 50, nodes: 20 },
+    Scale { name: "medium", namespaces: 100, pods: 1_000, policies: 500, nodes: 20 },
+    Scale { name: "large", namespaces: 1_000, pods: 10_000, policies: 5_000, nodes: 20 },
+];
+
+/// SplitMix64: tiny, deterministic, good enough to spread labels.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    /// Next value below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+const TIERS: [&str; 3] = ["web", "api", "db"];
+const ENVS: [&str; 3] = ["prod", "staging", "dev"];
+
+fn ns_name(i: usize) -> String {
+    format!("ns-{i:04}")
+}
+
+fn pod_ips(i: usize, node: usize) -> (String, String) {
+    // Each node owns 10.{100+node/256}.{node%256}.0/24-style blocks of 250 pods.
+    let block = i / 250;
+    let host = i % 250 + 2;
+    (
+        format!("10.{}.{}.{}", 100 + node, block, host),
+        format!("fd00:10:{:x}:{:x}::{:x}", 100 + node, block, host),
+    )
+}
+
+/// Generates the cluster for a scale, deterministically from `seed`.
+pub fn generate(scale: Scale, seed: u64) -> Objects {
+    let mut rng = Rng::new(seed);
+    let mut docs_ns = Vec::new();
+    let mut docs_pods = Vec::new();
+    let mut docs_pol = Vec::new();
+    let teams = (scale.namespaces / 5).max(2);
+    for n in 0..scale.namespaces {
+        let team = format!("team-{}", n % teams);
+        let env = ENVS[rng.below(3)];
+        let name = if n == 0 { "monitoring".to_string() } else { ns_name(n) };
+        docs_ns.push(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"team": team, "env": env}}}));
+    }
+    let ns_of = |n: usize| if n == 0 { "monitoring".to_string() } else { ns_name(n) };
+    for i in 0..scale.pods {
+        let n = i % scale.namespaces;
+        let node = i % scale.nodes;
+        let app = format!("app-{}", rng.below(5));
+        let tier = TIERS[rng.below(3)];
+        let (v4, v6) = pod_ips(i / scale.nodes, node);
+        let http = if rng.below(2) == 0 { 8080 } else { 9090 };
+        docs_pods.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("pod-{i:05}"), "namespace": ns_of(n),
+                "labels": {"app": app, "tier": tier, "team": format!("team-{}", n % teams),
+                           "version": format!("v{}", rng.below(3))}},
+            "spec": {"nodeName": format!("node-{node:02}"), "containers": [{"name": "c", "image": "i",
+                "ports": [{"name": "http", "containerPort": http},
+                          {"name": "metrics", "containerPort": 9100},
+                          {"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": v4}, {"ip": v6}]}}));
+    }
+    let per_ns = scale.policies.div_ceil(scale.namespaces).max(1);
+    let mut made = 0;
+    'outer: for n in 0..scale.namespaces {
+        for k in 0..per_ns {
+            if made == scale.policies {
+                break 'outer;
+            }
+            made += 1;
+            let ns = ns_of(n);
+            let spec = policy_spec(k, &mut rng, teams);
+            docs_pol.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": format!("pol-{k}"), "namespace": ns}, "spec": spec}));
+        }
+    }
+    let src = Source { file: "synthetic".into(), document: 0, item: None };
+    let conv = |v: Vec<Value>| -> Vec<Value> { v };
+    Objects {
+        namespaces: conv(docs_ns).into_iter().map(|v| (src.clone(), serde_json::from_value::<Namespace>(v).unwrap())).collect(),
+        pods: conv(docs_pods).into_iter().map(|v| (src.clone(), serde_json::from_value::<Pod>(v).unwrap())).collect(),
+        policies: conv(docs_pol).into_iter().map(|v| (src.clone(), serde_json::from_value::<NetworkPolicy>(v).unwrap())).collect(),
+    }
+}
+
+fn policy_spec(k: usize, rng: &mut Rng, teams: usize) -> Value {
+    let app = |rng: &mut Rng| format!("app-{}", rng.below(5));
+    match k % 5 {
+        0 => json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        1 => json!({"podSelector": {"matchLabels": {"app": app(rng)}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": app(rng)}}}],
+                         "ports": [{"port": "http"}, {"port": 8443}]}]}),
+        2 => json!({"podSelector": {"matchLabels": {"tier": "api"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": format!("team-{}", rng.below(teams))}},
+                                   "podSelector": {"matchLabels": {"tier": "web"}}}],
+                         "ports": [{"port": 443}, {"port": 8000, "endPort": 8100}]}]}),
+        3 => json!({"podSelector": {"matchLabels": {"tier": "db"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.96.0.0/12"]}}],
+                        "ports": [{"port": 5432, "endPort": 5440}]},
+                       {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                        "ports": [{"port": "dns", "protocol": "UDP"}]}]}),
+        _ => json!({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                         "ports": [{"port": "metrics"}]}]}),
+    }
+}
