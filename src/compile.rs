@@ -59,6 +59,7 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Outp
         rs: Ruleset::default(),
         diags: Vec::new(),
         set_keys: BTreeMap::new(),
+        enforced: BTreeSet::new(),
     };
     c.run(opts);
     Output {
@@ -74,6 +75,8 @@ struct Compiler<'a> {
     diags: Vec<Diagnostic>,
     /// Set name → the canonical key it was made for, to detect hash collisions.
     set_keys: BTreeMap<String, String>,
+    /// Pods enforced here (all pods without `--node`).
+    enforced: BTreeSet<ObjectRef>,
 }
 
 /// The ports part of one rule, after splitting numeric from named ports.
@@ -82,8 +85,8 @@ enum PortClass {
     Any,
     /// `meta l4proto . th dport @set`.
     Numeric(String),
-    /// `ip daddr . meta l4proto . th dport @set-<family>` (set name without family).
-    Named(String),
+    /// A named port of the destination pod, and its protocol.
+    Named(String, Protocol),
 }
 
 impl Compiler<'_> {
@@ -94,6 +97,7 @@ impl Compiler<'_> {
             .values()
             .filter(|p| opts.node.is_none() || p.node == opts.node)
             .collect();
+        self.enforced = enforced.iter().map(|p| p.id.clone()).collect();
 
         // Dispatch: each enforced pod's isolating policies, per direction, define its group.
         let mut groups: BTreeMap<(Direction, Vec<ObjectRef>), String> = BTreeMap::new();
@@ -276,25 +280,41 @@ impl Compiler<'_> {
         for (i, r) in pol.rules(dir).unwrap_or_default().iter().enumerate() {
             let ports = self.port_classes(r.ports.as_deref());
             for f in Family::ALL {
-                let peers: Vec<Option<Match>> = match &r.peers {
+                // `None` = every peer; ipBlocks of the other family have no rules here.
+                let peers: Vec<Option<&Peer>> = match &r.peers {
                     None => vec![None],
                     Some(ps) => ps
                         .iter()
-                        .filter_map(|p| self.peer_set(p, f))
-                        .map(|set| Some(Match::AddrIn(f, peer_addr, set)))
+                        .filter(|p| !matches!(p, Peer::IpBlock(b) if b.cidr.family != f))
+                        .map(Some)
                         .collect(),
                 };
                 for peer in &peers {
                     for port in &ports {
-                        let mut matches: Vec<Match> = peer.iter().cloned().collect();
-                        match port {
-                            PortClass::Any => {}
-                            PortClass::Numeric(set) => {
-                                matches.push(Match::ProtoPortIn(set.clone()))
+                        let peer_match = |c: &mut Self| {
+                            peer.map(|p| Match::AddrIn(f, peer_addr, c.peer_set(p, f)))
+                        };
+                        let matches: Vec<Match> = match (port, dir) {
+                            (PortClass::Any, _) => peer_match(self).into_iter().collect(),
+                            (PortClass::Numeric(set), _) => peer_match(self)
+                                .into_iter()
+                                .chain([Match::ProtoPortIn(set.clone())])
+                                .collect(),
+                            // Ingress: the destination is the enforced pod itself.
+                            (PortClass::Named(n, proto), Direction::Ingress) => {
+                                let set = self.local_named_port_set(n, *proto, f);
+                                peer_match(self)
+                                    .into_iter()
+                                    .chain([Match::DstProtoPortIn(f, set)])
+                                    .collect()
                             }
-                            PortClass::Named(set) => matches
-                                .push(Match::DstProtoPortIn(f, format!("{set}-{}", f.suffix()))),
-                        }
+                            // Egress: one set of `pod . proto . port` for the peer's pods
+                            // answers both "is it the peer" and "is it that port".
+                            (PortClass::Named(n, proto), Direction::Egress) => {
+                                let set = self.peer_named_port_set(*peer, n, *proto, f);
+                                vec![Match::DstProtoPortIn(f, set)]
+                            }
+                        };
                         // A rule matching neither an address nor a family-specific set
                         // is family-independent: emit it once, not per family.
                         let family_free =
@@ -329,8 +349,8 @@ impl Compiler<'_> {
         }
     }
 
-    /// Splits a rule's ports into one numeric set (shared by content) and one
-    /// named-port set per (name, protocol).
+    /// Splits a rule's ports into one numeric set (shared by content) and the
+    /// distinct named ports.
     fn port_classes(&mut self, ports: Option<&[crate::model::Port]>) -> Vec<PortClass> {
         let Some(ports) = ports else {
             return vec![PortClass::Any];
@@ -364,50 +384,106 @@ impl Compiler<'_> {
             });
             out.push(PortClass::Numeric(name));
         }
-        for (n, proto) in named {
-            let base = format!("named-port-{n}-{}", proto.nft());
-            for f in Family::ALL {
-                let set = format!("{base}-{}", f.suffix());
-                if self.rs.sets.contains_key(&set) {
-                    continue;
-                }
-                let elements = self
-                    .cluster
-                    .pods
-                    .values()
-                    .filter_map(|p| p.named_ports.get(&n).map(|np| (p, np)))
-                    .filter(|(_, (pp, _))| *pp == proto)
-                    .flat_map(|(p, (pp, num))| {
-                        p.ips
-                            .iter()
-                            .filter(|ip| Family::of(ip) == f)
-                            .map(move |ip| Element::AddrProtoPort(*ip, *pp, *num))
-                    })
-                    .collect();
-                self.rs.sets.insert(
-                    set,
-                    Set {
-                        kind: SetKind::AddrProtoPort(f),
-                        comment: names::comment(&format!(
-                            "pods with container port {n:?} ({})",
-                            proto.nft()
-                        )),
-                        elements,
-                    },
-                );
-            }
-            out.push(PortClass::Named(base));
-        }
+        out.extend(named.into_iter().map(|(n, p)| PortClass::Named(n, p)));
         out
     }
 
-    /// The set implementing a peer in one family (`None`: the peer has no
-    /// addresses of that family, e.g. an IPv4 ipBlock for IPv6).
-    fn peer_set(&mut self, peer: &Peer, f: Family) -> Option<String> {
+    /// `pod . proto . number` of pods (filtered by `keep`) declaring a named port.
+    fn named_port_elements(
+        &self,
+        name: &str,
+        proto: Protocol,
+        f: Family,
+        keep: impl Fn(&crate::model::Pod, &std::net::IpAddr) -> bool,
+    ) -> BTreeSet<Element> {
+        self.cluster
+            .pods
+            .values()
+            .filter_map(|p| p.named_ports.get(name).map(|np| (p, *np)))
+            .filter(|(_, (pp, _))| *pp == proto)
+            .flat_map(|(p, (pp, num))| {
+                p.ips
+                    .iter()
+                    .filter(|ip| Family::of(ip) == f && keep(p, ip))
+                    .map(move |ip| Element::AddrProtoPort(*ip, pp, num))
+            })
+            .collect()
+    }
+
+    /// Named port of the enforced pods (ingress rules: the destination is local).
+    fn local_named_port_set(&mut self, name: &str, proto: Protocol, f: Family) -> String {
+        let set = format!("named-port-{name}-{}-{}", proto.nft(), f.suffix());
+        if !self.rs.sets.contains_key(&set) {
+            let elements =
+                self.named_port_elements(name, proto, f, |p, _| self.enforced.contains(&p.id));
+            self.rs.sets.insert(
+                set.clone(),
+                Set {
+                    kind: SetKind::AddrProtoPort(f),
+                    comment: names::comment(&format!(
+                        "enforced pods with container port {name:?} ({})",
+                        proto.nft()
+                    )),
+                    elements,
+                },
+            );
+        }
+        set
+    }
+
+    /// Named port of the pods a peer matches (egress rules): every pod for no
+    /// peer; the selector's pods; an ipBlock's known pods (a named port never
+    /// matches an address that is not a pod).
+    fn peer_named_port_set(
+        &mut self,
+        peer: Option<&Peer>,
+        name: &str,
+        proto: Protocol,
+        f: Family,
+    ) -> String {
+        let what = match peer {
+            None => "all pods".to_string(),
+            Some(Peer::Pods(m)) => m.to_string(),
+            Some(Peer::IpBlock(b)) => format!("pods in {b}"),
+        };
+        let key = format!("{peer:?}/{name}/{proto:?}");
+        let base = self.unique_set_name("named-port", &key, &format!("{name}-{}", proto.nft()));
+        let set = format!("{base}-{}", f.suffix());
+        if !self.rs.sets.contains_key(&set) {
+            let elements = match peer {
+                None => self.named_port_elements(name, proto, f, |_, _| true),
+                Some(Peer::Pods(m)) => {
+                    let members: BTreeSet<ObjectRef> = self.graph.members(m).into_iter().collect();
+                    self.named_port_elements(name, proto, f, |p, _| members.contains(&p.id))
+                }
+                Some(Peer::IpBlock(b)) => {
+                    let ranges = b.ranges();
+                    self.named_port_elements(name, proto, f, |_, ip| {
+                        ranges.iter().any(|r| r.contains(ip))
+                    })
+                }
+            };
+            self.rs.sets.insert(
+                set.clone(),
+                Set {
+                    kind: SetKind::AddrProtoPort(f),
+                    comment: names::comment(&format!(
+                        "{what} with container port {name:?} ({})",
+                        proto.nft()
+                    )),
+                    elements,
+                },
+            );
+        }
+        set
+    }
+
+    /// The set implementing a peer in one family (callers skip ipBlocks of
+    /// the other family).
+    fn peer_set(&mut self, peer: &Peer, f: Family) -> String {
         match peer {
-            Peer::Pods(m) => Some(self.pod_match_set(m, f)),
-            Peer::IpBlock(b) if b.cidr.family == f => Some(self.ip_block_set(b)),
-            Peer::IpBlock(_) => None,
+            Peer::Pods(m) => self.pod_match_set(m, f),
+            Peer::IpBlock(b) => self.ip_block_set(b),
         }
     }
 
