@@ -1,0 +1,42 @@
+//! `rulesets/` holds loadable example outputs (`nft -f rulesets/<case>.nft`,
+//! `nft -j -f rulesets/<case>.json`) for people reading what nftpol emits.
+//! This test keeps them current: it fails when a file differs from a fresh
+//! compile; `UPDATE_RULESETS=1 cargo test --test rulesets` rewrites them.
+
+use std::path::Path;
+
+const EXAMPLES: [&str; 6] = [
+    "k8s-docs-default-deny-all",
+    "k8s-docs-test-network-policy",
+    "named-ports",
+    "ipblock-except-v6",
+    "match-expressions",
+    "upstream-xyz",
+];
+
+#[test]
+fn example_rulesets_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let update = std::env::var_os("UPDATE_RULESETS").is_some();
+    let mut stale = Vec::new();
+    for case in EXAMPLES {
+        let (objs, diags) = nftpol::k8s::load_paths(&[root.join("testdata").join(case)]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{case}: {diags:?}");
+        let out = nftpol::compile_objects(&objs, &nftpol::compile::Options::default());
+        for (ext, text) in [
+            ("nft", nftpol::nft::render::script(&out.ruleset)),
+            ("json", nftpol::nft::json::script(&out.ruleset)),
+        ] {
+            let path = root.join("rulesets").join(format!("{case}.{ext}"));
+            if update {
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale example rulesets (run UPDATE_RULESETS=1 cargo test --test rulesets): {stale:?}"
+    );
+}
