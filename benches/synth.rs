@@ -29,9 +29,27 @@ pub struct Scale {
 
 /// The scales of the performance issue.
 pub const SCALES: [Scale; 3] = [
-    Scale { name: "small", namespaces: 10, pods: 100, policies: 50, nodes: 20 },
-    Scale { name: "medium", namespaces: 100, pods: 1_000, policies: 500, nodes: 20 },
-    Scale { name: "large", namespaces: 1_000, pods: 10_000, policies: 5_000, nodes: 20 },
+    Scale {
+        name: "small",
+        namespaces: 10,
+        pods: 100,
+        policies: 50,
+        nodes: 20,
+    },
+    Scale {
+        name: "medium",
+        namespaces: 100,
+        pods: 1_000,
+        policies: 500,
+        nodes: 20,
+    },
+    Scale {
+        name: "large",
+        namespaces: 1_000,
+        pods: 10_000,
+        policies: 5_000,
+        nodes: 20,
+    },
 ];
 
 /// SplitMix64: tiny, deterministic, good enough to spread labels.
@@ -79,11 +97,21 @@ pub fn generate(scale: Scale, seed: u64) -> Objects {
     for n in 0..scale.namespaces {
         let team = format!("team-{}", n % teams);
         let env = ENVS[rng.below(3)];
-        let name = if n == 0 { "monitoring".to_string() } else { ns_name(n) };
+        let name = if n == 0 {
+            "monitoring".to_string()
+        } else {
+            ns_name(n)
+        };
         docs_ns.push(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {"team": team, "env": env}}}));
     }
-    let ns_of = |n: usize| if n == 0 { "monitoring".to_string() } else { ns_name(n) };
+    let ns_of = |n: usize| {
+        if n == 0 {
+            "monitoring".to_string()
+        } else {
+            ns_name(n)
+        }
+    };
     for i in 0..scale.pods {
         let n = i % scale.namespaces;
         let node = i % scale.nodes;
@@ -111,16 +139,36 @@ pub fn generate(scale: Scale, seed: u64) -> Objects {
             made += 1;
             let ns = ns_of(n);
             let spec = policy_spec(k, &mut rng, teams);
-            docs_pol.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": format!("pol-{k}"), "namespace": ns}, "spec": spec}));
+            docs_pol.push(
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": format!("pol-{k}"), "namespace": ns}, "spec": spec}),
+            );
         }
     }
-    let src = Source { file: "synthetic".into(), document: 0, item: None };
+    let src = Source {
+        file: "synthetic".into(),
+        document: 0,
+        item: None,
+    };
     let conv = |v: Vec<Value>| -> Vec<Value> { v };
     Objects {
-        namespaces: conv(docs_ns).into_iter().map(|v| (src.clone(), serde_json::from_value::<Namespace>(v).unwrap())).collect(),
-        pods: conv(docs_pods).into_iter().map(|v| (src.clone(), serde_json::from_value::<Pod>(v).unwrap())).collect(),
-        policies: conv(docs_pol).into_iter().map(|v| (src.clone(), serde_json::from_value::<NetworkPolicy>(v).unwrap())).collect(),
+        namespaces: conv(docs_ns)
+            .into_iter()
+            .map(|v| (src.clone(), serde_json::from_value::<Namespace>(v).unwrap()))
+            .collect(),
+        pods: conv(docs_pods)
+            .into_iter()
+            .map(|v| (src.clone(), serde_json::from_value::<Pod>(v).unwrap()))
+            .collect(),
+        policies: conv(docs_pol)
+            .into_iter()
+            .map(|v| {
+                (
+                    src.clone(),
+                    serde_json::from_value::<NetworkPolicy>(v).unwrap(),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -140,8 +188,10 @@ fn policy_spec(k: usize, rng: &mut Rng, teams: usize) -> Value {
                         "ports": [{"port": 5432, "endPort": 5440}]},
                        {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                         "ports": [{"port": "dns", "protocol": "UDP"}]}]}),
-        _ => json!({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]},
+        _ => {
+            json!({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]},
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-                         "ports": [{"port": "metrics"}]}]}),
+                         "ports": [{"port": "metrics"}]}]})
+        }
     }
 }
