@@ -2,6 +2,7 @@
 //! The only module that runs `nft`.
 
 pub mod apply;
+pub mod delta;
 pub mod json;
 pub mod names;
 pub mod render;

@@ -1,0 +1,114 @@
+//! Incremental updates: when only set and map *elements* differ between the
+//! table in the kernel and a fresh compile, the change is applied as element
+//! additions and deletions in one transaction, leaving every rule, chain and
+//! set definition in place. Anything else needs a whole-table replacement.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use super::render;
+use super::ruleset::{Element, Ruleset, TABLE};
+
+/// How to go from one ruleset to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Nothing to do.
+    None,
+    /// Only elements changed: an `nft -f` script of element deletions and
+    /// additions (one transaction), with counts.
+    Elements {
+        /// The script.
+        script: String,
+        /// Elements added (map entries whose verdict changed count here and in `deleted`).
+        added: usize,
+        /// Elements deleted.
+        deleted: usize,
+    },
+    /// Rules, chains or set definitions changed: replace the whole table.
+    Full,
+}
+
+/// Whether two rulesets have the same structure: same chains and rules, same
+/// sets and maps with the same types and comments (elements may differ).
+pub fn same_structure(a: &Ruleset, b: &Ruleset) -> bool {
+    a.chains == b.chains
+        && a.sets.len() == b.sets.len()
+        && a.maps.len() == b.maps.len()
+        && a.sets
+            .iter()
+            .zip(&b.sets)
+            .all(|((na, sa), (nb, sb))| na == nb && sa.kind == sb.kind && sa.comment == sb.comment)
+        && a.maps.iter().zip(&b.maps).all(|((na, ma), (nb, mb))| {
+            na == nb && ma.family == mb.family && ma.comment == mb.comment
+        })
+}
+
+/// The update that turns `old` (what the kernel holds) into `new`.
+pub fn diff(old: &Ruleset, new: &Ruleset) -> Update {
+    if !same_structure(old, new) {
+        return Update::Full;
+    }
+    let mut deletes = String::new();
+    let mut adds = String::new();
+    let (mut added, mut deleted) = (0, 0);
+    for ((name, so), (_, sn)) in old.sets.iter().zip(&new.sets) {
+        let gone: Vec<&Element> = so.elements.difference(&sn.elements).collect();
+        let came: Vec<&Element> = sn.elements.difference(&so.elements).collect();
+        deleted += gone.len();
+        added += came.len();
+        element_cmd(
+            &mut deletes,
+            "delete",
+            name,
+            gone.iter().map(|e| render::element(e)),
+        );
+        element_cmd(
+            &mut adds,
+            "add",
+            name,
+            came.iter().map(|e| render::element(e)),
+        );
+    }
+    for ((name, mo), (_, mn)) in old.maps.iter().zip(&new.maps) {
+        let old_keys: BTreeSet<_> = mo.elements.iter().collect();
+        let new_keys: BTreeSet<_> = mn.elements.iter().collect();
+        let gone: Vec<_> = old_keys.difference(&new_keys).collect();
+        let came: Vec<_> = new_keys.difference(&old_keys).collect();
+        deleted += gone.len();
+        added += came.len();
+        // A key whose verdict changed appears in both: deleted first, re-added.
+        element_cmd(
+            &mut deletes,
+            "delete",
+            name,
+            gone.iter().map(|(ip, _)| ip.to_string()),
+        );
+        element_cmd(
+            &mut adds,
+            "add",
+            name,
+            came.iter()
+                .map(|(ip, chain)| format!("{ip} : jump {chain}")),
+        );
+    }
+    if added + deleted == 0 {
+        return Update::None;
+    }
+    Update::Elements {
+        script: format!("{deletes}{adds}"),
+        added,
+        deleted,
+    }
+}
+
+fn element_cmd(out: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = String>) {
+    let elements: Vec<String> = elements.collect();
+    if elements.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{verb} element inet {TABLE} {set} {{ {} }}",
+        elements.join(", ")
+    );
+}

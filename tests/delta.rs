@@ -1,0 +1,257 @@
+//! Element deltas in the real kernel: after any sequence of membership
+//! changes applied as element updates, the kernel table equals a fresh full
+//! load of the same state. Structural changes fall back to a full replacement.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use nftpol::compile::Options;
+use nftpol::k8s::Objects;
+use nftpol::nft::delta::{Update, diff};
+use serde_json::Value;
+
+/// A network namespace that is deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("nftpol-delta-{}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name} (root needed)");
+        Netns(name)
+    }
+
+    fn nft(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?} failed: {}\n--- input ---\n{stdin}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The table as JSON with handles dropped and element lists sorted, so
+    /// tables built by different histories compare equal.
+    fn table(&self) -> Value {
+        let mut v: Value =
+            serde_json::from_str(&self.nft(&["-j", "list", "table", "inet", "nftpol"], ""))
+                .unwrap();
+        normalize(&mut v);
+        v
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            if let Some(Value::Array(els)) = m.get_mut("elem") {
+                els.sort_by_key(|e| e.to_string());
+            }
+            m.values_mut().for_each(normalize);
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// Deterministic pseudo-random numbers (no dependency, stable across runs).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+fn set_labels(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    k: &str,
+    v: Option<&str>,
+) {
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    match v {
+        Some(v) => labels.insert(k.to_string(), v.to_string()),
+        None => labels.remove(k),
+    };
+}
+
+/// One random membership change; returns what it did.
+fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
+    let vals = ["a", "b", "c"];
+    match rng.below(6) {
+        0 | 1 if !objs.pods.is_empty() => {
+            let i = rng.below(objs.pods.len());
+            let key = ["pod", "app", "tier"][rng.below(3)];
+            let val = if rng.below(4) == 0 {
+                None
+            } else {
+                Some(vals[rng.below(3)])
+            };
+            set_labels(&mut objs.pods[i].1.metadata, key, val);
+            format!("relabel pod {i} {key}={val:?}")
+        }
+        2 if objs.pods.len() > 2 => {
+            let i = rng.below(objs.pods.len());
+            objs.pods.remove(i);
+            format!("delete pod {i}")
+        }
+        3 if !objs.namespaces.is_empty() => {
+            let i = rng.below(objs.namespaces.len());
+            let val = if rng.below(3) == 0 {
+                None
+            } else {
+                Some(vals[rng.below(3)])
+            };
+            set_labels(&mut objs.namespaces[i].1.metadata, "ns", val);
+            format!("relabel namespace {i} ns={val:?}")
+        }
+        _ => {
+            // A new pod: a copy of an existing one with a fresh name and addresses.
+            let i = rng.below(objs.pods.len());
+            let mut p = objs.pods[i].clone();
+            *next_ip += 1;
+            p.1.metadata.name = Some(format!("new-{next_ip}"));
+            let node = if rng.below(2) == 0 { 1 } else { 2 };
+            p.1.spec.as_mut().unwrap().node_name = Some(format!("node-{node}"));
+            let st = p.1.status.as_mut().unwrap();
+            st.pod_ip = None;
+            st.pod_ips = Some(vec![
+                k8s_openapi::api::core::v1::PodIP {
+                    ip: format!("10.244.{node}.{next_ip}"),
+                },
+                k8s_openapi::api::core::v1::PodIP {
+                    ip: format!("fd00:10:244:{node}::{next_ip:x}"),
+                },
+            ]);
+            objs.pods.push(p);
+            format!("add pod new-{next_ip}")
+        }
+    }
+}
+
+#[test]
+fn element_deltas_reach_the_same_kernel_table_as_full_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream");
+    let mut objs = Objects::default();
+    let mut diags = Vec::new();
+    for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        nftpol::k8s::parse_into(&text, f, &mut objs, &mut diags);
+    }
+    // Policies whose selectors the random relabels keep moving pods in and out of.
+    let extra = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: by-app, namespace: x}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: In, values: [a, b]}]}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: b}}, podSelector: {matchLabels: {tier: a}}}], ports: [{port: serve-80-tcp}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-by-tier, namespace: y}
+spec:
+  podSelector: {matchLabels: {tier: c}}
+  egress: [{to: [{podSelector: {matchExpressions: [{key: pod, operator: NotIn, values: [a]}]}}], ports: [{port: serve-81-udp, protocol: UDP}, {port: 80}]}]
+"#;
+    nftpol::k8s::parse_into(extra, "extra", &mut objs, &mut diags);
+    assert!(
+        !objs.pods.is_empty() && objs.policies.len() >= 3,
+        "{diags:?}"
+    );
+    let live = Netns::new("live");
+    let fresh = Netns::new("fresh");
+    let opts = Options {
+        node: Some("node-1".to_string()),
+    };
+    let mut current = nftpol::compile_objects(&objs, &opts).ruleset;
+    live.nft(&["-f", "-"], &nftpol::nft::render::script(&current));
+    let mut rng = Lcg(7);
+    let mut next_ip = 100u8;
+    let (mut deltas, mut fulls, mut nothing) = (0, 0, 0);
+    for step in 0..100 {
+        let what = mutate(&mut objs, &mut rng, &mut next_ip);
+        let new = nftpol::compile_objects(&objs, &opts).ruleset;
+        match diff(&current, &new) {
+            Update::None => nothing += 1,
+            Update::Elements { script, .. } => {
+                deltas += 1;
+                live.nft(&["-f", "-"], &script);
+            }
+            Update::Full => {
+                fulls += 1;
+                live.nft(&["-f", "-"], &nftpol::nft::render::script(&new));
+            }
+        }
+        fresh.nft(&["-f", "-"], &nftpol::nft::render::script(&new));
+        assert_eq!(
+            live.table(),
+            fresh.table(),
+            "step {step} ({what}): kernel tables differ"
+        );
+        current = new;
+    }
+    println!("100 changes: {deltas} element deltas, {fulls} full replacements, {nothing} no-ops");
+    assert!(
+        deltas >= 30 && deltas > 5 * fulls,
+        "membership changes must mostly be deltas ({deltas} deltas, {fulls} full)"
+    );
+    assert!(
+        fulls >= 1,
+        "a pod joining a new policy group needs a full replacement"
+    );
+}
+
+#[test]
+fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream-xyz");
+    let (mut objs, _) = nftpol::k8s::load_paths(&[dir]);
+    let opts = Options::default();
+    let before = nftpol::compile_objects(&objs, &opts).ruleset;
+    // Relabel a pod of namespace y so it is no longer `pod: a` (peer sets change).
+    let i = objs
+        .pods
+        .iter()
+        .position(|(_, p)| p.metadata.namespace.as_deref() == Some("y"))
+        .unwrap();
+    set_labels(&mut objs.pods[i].1.metadata, "pod", Some("zz"));
+    let relabelled = nftpol::compile_objects(&objs, &opts).ruleset;
+    assert!(matches!(
+        diff(&before, &relabelled),
+        Update::Elements { .. } | Update::None
+    ));
+    let mut extra = objs.policies[0].clone();
+    extra.1.metadata.name = Some("another".into());
+    objs.policies.push(extra);
+    let with_policy = nftpol::compile_objects(&objs, &opts).ruleset;
+    assert_eq!(
+        diff(&relabelled, &with_policy),
+        Update::Full,
+        "a new policy changes structure"
+    );
+    assert_eq!(diff(&with_policy, &with_policy), Update::None);
+}
