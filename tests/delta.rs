@@ -255,3 +255,130 @@ fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
     );
     assert_eq!(diff(&with_policy, &with_policy), Update::None);
 }
+
+/// Runs `f` on a thread that lives in a new, empty network namespace (the
+/// `nft` processes it spawns inherit it), so the host is never touched.
+fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare only changes this thread's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET) needs root");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn enforcer_deltas_verification_and_drift_repair() {
+    use nftpol::nft::enforcer::{Applied, Enforcer};
+    in_new_netns(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (mut objs, _) = nftpol::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let opts = Options::default();
+        let mut e = Enforcer::new("nft");
+        let first = nftpol::compile_objects(&objs, &opts).ruleset;
+        assert_eq!(
+            e.sync(&first).unwrap(),
+            Applied::Full,
+            "the first sync replaces the table"
+        );
+        assert_eq!(e.sync(&first).unwrap(), Applied::Unchanged);
+        assert!(e.verify().unwrap(), "a freshly applied table verifies");
+
+        // A pod leaves: an element delta.
+        objs.pods.pop();
+        let second = nftpol::compile_objects(&objs, &opts).ruleset;
+        assert!(matches!(e.sync(&second).unwrap(), Applied::Delta { deleted, .. } if deleted > 0));
+        assert!(e.verify().unwrap());
+
+        // Someone flushes a map behind our back: verify notices, the next sync repairs.
+        let out = Command::new("nft")
+            .args(["flush", "map", "inet", "nftpol", "ingress-pods-v4"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(!e.verify().unwrap(), "drift is detected");
+        assert_eq!(
+            e.sync(&second).unwrap(),
+            Applied::Full,
+            "drift is repaired by a full replacement"
+        );
+        assert!(e.verify().unwrap());
+
+        // Someone deletes the whole table.
+        Command::new("nft")
+            .args(["delete", "table", "inet", "nftpol"])
+            .status()
+            .unwrap();
+        assert!(!e.verify().unwrap());
+        assert_eq!(e.sync(&second).unwrap(), Applied::Full);
+
+        // Every testdata case verifies after a full load (the listing parser
+        // understands every object shape nftpol emits).
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.is_dir() || dir.ends_with("upstream") {
+                continue;
+            }
+            let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
+            let rs = nftpol::compile_objects(&objs, &opts).ruleset;
+            e.invalidate();
+            e.sync(&rs).unwrap();
+            assert!(
+                e.verify().unwrap(),
+                "{} does not verify after loading",
+                dir.display()
+            );
+        }
+        e.remove_table().unwrap();
+        assert!(
+            !Command::new("nft")
+                .args(["list", "table", "inet", "nftpol"])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+        e.remove_table().unwrap(); // idempotent
+    });
+}
+
+#[test]
+fn a_failed_apply_keeps_the_previous_table_and_the_next_sync_is_full() {
+    use nftpol::nft::enforcer::{Applied, Enforcer};
+    in_new_netns(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (objs, _) = nftpol::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let good = nftpol::compile_objects(&objs, &Options::default()).ruleset;
+        let mut e = Enforcer::new("nft");
+        e.sync(&good).unwrap();
+        let before = Command::new("nft")
+            .args(["list", "table", "inet", "nftpol"])
+            .output()
+            .unwrap()
+            .stdout;
+        // A ruleset the kernel rejects: a rule jumping to a chain that does not exist.
+        let mut bad = good.clone();
+        bad.chains[0].1.rules.insert(
+            0,
+            nftpol::nft::ruleset::Rule {
+                matches: vec![],
+                verdict: nftpol::nft::ruleset::Verdict::Jump("no-such-chain".into()),
+                comment: None,
+            },
+        );
+        assert!(e.sync(&bad).is_err(), "the kernel rejects it");
+        let after = Command::new("nft")
+            .args(["list", "table", "inet", "nftpol"])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(before, after, "the previous table stays in force");
+        assert!(
+            e.mirror().is_none(),
+            "the mirror is distrusted after a failure"
+        );
+        assert_eq!(e.sync(&good).unwrap(), Applied::Full);
+    });
+}

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod delta;
+pub mod enforcer;
 pub mod json;
 pub mod names;
 pub mod render;
