@@ -31,6 +31,16 @@ pub enum Command {
     Compile(CompileArgs),
     /// Compile manifests and load the ruleset into the current network namespace.
     Apply(ApplyArgs),
+    /// Remove table inet nftpol from the current network namespace (stops enforcement).
+    Uninstall(UninstallArgs),
+}
+
+/// `nftpol uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
 }
 
 /// Inputs shared by every command that reads manifests.
@@ -89,6 +99,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Compile(a) => compile_cmd(&a),
         Command::Apply(a) => apply_cmd(&a),
+        Command::Uninstall(a) => uninstall_cmd(&a),
     };
     ExitCode::from(code)
 }
@@ -207,6 +218,19 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
         Err(e @ crate::nft::apply::ApplyError::Rejected { .. }) => {
             let _ = writeln!(std::io::stderr(), "nftpol: {e}");
             if a.check { EXIT_INVALID } else { EXIT_FAILURE }
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn uninstall_cmd(a: &UninstallArgs) -> u8 {
+    match crate::nft::enforcer::Enforcer::new(a.nft.clone()).remove_table() {
+        Ok(()) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: table inet nftpol removed");
+            EXIT_OK
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "nftpol: {e}");

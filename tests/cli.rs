@@ -171,7 +171,11 @@ fn apply_loads_and_replaces_the_table_in_a_fresh_namespace() {
         nft add table inet othertable
         "$NFTPOL" apply -f testdata/upstream-xyz    # replaces ours, leaves theirs
         nft list tables
-        nft list table inet nftpol | grep -c 'chain ' 
+        nft list table inet nftpol | grep -c 'chain '
+        "$NFTPOL" uninstall
+        ! nft list table inet nftpol 2>/dev/null     # gone
+        nft list table inet othertable >/dev/null   # theirs stays
+        "$NFTPOL" uninstall                          # idempotent
         "#,
     );
     let stdout = text(&out.stdout);
