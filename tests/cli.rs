@@ -165,7 +165,7 @@ fn apply_loads_and_replaces_the_table_in_a_fresh_namespace() {
     let out = in_fresh_netns(
         r#"
         "$NFTPOL" apply --check -f testdata/k8s-docs-default-deny-all
-        ! nft list table inet nftpol 2>/dev/null   # --check changed nothing
+        if nft list table inet nftpol 2>/dev/null; then echo "--check loaded it"; exit 1; fi
         "$NFTPOL" apply -f testdata/k8s-docs-default-deny-all
         nft list table inet nftpol | grep -q 'ingress-pods-v4'
         nft add table inet othertable
@@ -173,7 +173,7 @@ fn apply_loads_and_replaces_the_table_in_a_fresh_namespace() {
         nft list tables
         nft list table inet nftpol | grep -c 'chain '
         "$NFTPOL" uninstall
-        ! nft list table inet nftpol 2>/dev/null     # gone
+        if nft list table inet nftpol 2>/dev/null; then echo "not removed"; exit 1; fi
         nft list table inet othertable >/dev/null   # theirs stays
         "$NFTPOL" uninstall                          # idempotent
         "#,
