@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -195,7 +195,7 @@ fn udp(to: SocketAddr, timeout: Duration) -> Result<Outcome> {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
         SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
     };
-    let s = UdpSocket::bind(local).context("binding UDP socket")?;
+    let s = bind_udp_source(local, to)?;
     if let Err(e) = s.connect(to) {
         return Ok(net_error(e));
     }
@@ -230,6 +230,37 @@ fn udp(to: SocketAddr, timeout: Duration) -> Result<Outcome> {
             }
         }
     }
+}
+
+/// Per-destination source-port counters for UDP probes.
+static UDP_PORTS: OnceLock<Mutex<HashMap<SocketAddr, usize>>> = OnceLock::new();
+
+/// Binds a UDP probe socket to a source port that no earlier probe to `to` used (round-robin
+/// over 28,000 ports per destination), so a probe never reuses the 5-tuple of an earlier one
+/// whose conntrack entry (established if it was answered) may outlive a ruleset change.
+/// Falls back to a kernel-chosen port if every tried port is busy.
+fn bind_udp_source(local: SocketAddr, to: SocketAddr) -> Result<UdpSocket> {
+    const LOW: usize = 32768;
+    const SPAN: usize = 28000;
+    const TRIES: usize = 64;
+    let counters = UDP_PORTS.get_or_init(|| Mutex::new(HashMap::new()));
+    for _ in 0..TRIES {
+        let n = {
+            let mut map = counters.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .entry(to)
+                .or_insert_with(|| random_u64() as usize % SPAN);
+            *c = c.wrapping_add(1);
+            *c
+        };
+        let port = (LOW + n % SPAN) as u16;
+        match UdpSocket::bind(SocketAddr::new(local.ip(), port)) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e).context("binding UDP socket"),
+        }
+    }
+    UdpSocket::bind(local).context("binding UDP socket")
 }
 
 fn sctp_init(to: SocketAddr, timeout: Duration, checksum: ChecksumMode) -> Result<Outcome> {
