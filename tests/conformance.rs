@@ -229,8 +229,14 @@ fn objects_yaml(topo: &Topology, extra: &str) -> String {
     s
 }
 
-/// Compiles `yaml` for every node and loads each node's ruleset.
+/// Compiles `yaml` for every node and loads each node's ruleset (`--node <node>`).
 fn apply(topo: &Topology, yaml: &str) {
+    apply_with(topo, yaml, true);
+}
+
+/// Like [`apply`]; with `per_node` false every node loads the ruleset that enforces every pod
+/// (`nftpol compile` without `--node`).
+fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
     let mut objs = nftpol::k8s::Objects::default();
     let mut diags = Vec::new();
     nftpol::k8s::parse_into(yaml, "test", &mut objs, &mut diags);
@@ -239,7 +245,7 @@ fn apply(topo: &Topology, yaml: &str) {
         let out = nftpol::compile_objects(
             &objs,
             &nftpol::compile::Options {
-                node: Some(node.to_owned()),
+                node: per_node.then(|| node.to_owned()),
             },
         );
         let errors: Vec<String> = out
@@ -358,7 +364,6 @@ fn host_network_pod_is_never_isolated() {
             topo.node_ip("node-1", Family::V4),
             topo.node_ip("node-1", Family::V6),
         );
-        apply(&topo, &objects_yaml(&topo, &hostnet));
         let mut cases = Vec::new();
         for family in Family::ALL {
             for proto in Proto::ALL {
@@ -374,14 +379,20 @@ fn host_network_pod_is_never_isolated() {
                 }
             }
         }
-        if let Err(e) = topo.check("hostNetwork pod selected by deny-all", &cases) {
-            panic!("{e}");
+        // The agent's own traffic never crosses node-1's forward hook; with every pod enforced
+        // on every node, its cross-node traffic crosses node-2's, where a wrongly isolated
+        // agent address would be dropped.
+        for (per_node, view) in [(true, "--node rulesets"), (false, "all-pods rulesets")] {
+            apply_with(&topo, &objects_yaml(&topo, &hostnet), per_node);
+            if let Err(e) = topo.check(&format!("hostNetwork pod, {view}"), &cases) {
+                panic!("{e}");
+            }
         }
     }
 }
 
 /// (d) A Service whose backend `c` is on node-2, with `c` accepting only `app: a` on TCP 80
-/// and `b` allowed egress only to `c`: through the ClusterIP, `a` and `b` (node-1) reach `c`
+/// and `b` allowed egress only to `d`: through the ClusterIP, `a` and `b` (node-1) reach `c`
 /// only as the policies say, exactly like direct traffic; `d` (node-2, same node) is denied.
 #[test]
 fn service_with_cross_node_backend_under_policy() {
