@@ -33,6 +33,37 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove table inet nftpol from the current network namespace (stops enforcement).
     Uninstall(UninstallArgs),
+    /// Run the node agent: watch the API server and keep the table in sync.
+    Run(RunArgs),
+}
+
+/// `nftpol run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// This node's name; pods with this spec.nodeName are enforced.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9750")]
+    pub listen: std::net::SocketAddr,
+    /// Quiet time that ends a burst of events; also the minimum time between applies.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub min_interval: std::time::Duration,
+    /// Longest any event waits for its apply.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub max_delay: std::time::Duration,
+    /// How often to verify the kernel table and repair drift (0s = never).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: std::time::Duration,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
 }
 
 /// `nftpol uninstall`.
@@ -100,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Compile(a) => compile_cmd(&a),
         Command::Apply(a) => apply_cmd(&a),
         Command::Uninstall(a) => uninstall_cmd(&a),
+        Command::Run(a) => run_cmd(a),
     };
     ExitCode::from(code)
 }
@@ -234,6 +266,46 @@ fn uninstall_cmd(a: &UninstallArgs) -> u8 {
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "nftpol: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn run_cmd(a: RunArgs) -> u8 {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if a.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let cfg = crate::controller::Config {
+        node: a.node,
+        kubeconfig: a.kubeconfig,
+        nft: a.nft,
+        listen: a.listen,
+        min_interval: a.min_interval,
+        max_delay: a.max_delay,
+        resync: a.resync,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match rt.block_on(crate::controller::run(cfg)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            tracing::error!(error = %e, "nftpol run failed");
             EXIT_FAILURE
         }
     }

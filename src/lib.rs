@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod controller;
 pub mod diag;
 pub mod graph;
 pub mod k8s;

@@ -1,0 +1,179 @@
+//! The agent's Prometheus metrics (OpenMetrics text via prometheus-client).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `kind` label: full, delta, unchanged.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What kind of apply.
+    pub kind: String,
+}
+
+/// `reason` label of failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// `object` label of ruleset size gauges: sets, maps, chains, rules, elements.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabel {
+    /// Object kind.
+    pub object: String,
+}
+
+/// Every metric the agent exports. Names are listed in [`Metrics::NAMES`].
+pub struct Metrics {
+    /// The registry the server encodes.
+    pub registry: Registry,
+    /// Seconds spent compiling (convert + graph + compile).
+    pub compile_seconds: Histogram,
+    /// Seconds spent applying, by kind.
+    pub apply_seconds: Family<KindLabel, Histogram>,
+    /// Applies by kind.
+    pub applies: Family<KindLabel, Counter>,
+    /// Failed applies by reason.
+    pub failures: Family<ReasonLabel, Counter>,
+    /// Size of the table in the kernel, by object kind.
+    pub ruleset_objects: Family<ObjectLabel, Gauge>,
+    /// Unix time of the last successful apply.
+    pub last_success: Gauge,
+    /// Pods enforced on this node.
+    pub enforced_pods: Gauge,
+    /// Periodic verifications by result (ok, drift).
+    pub resyncs: Family<KindLabel, Counter>,
+    /// Invalid policies (failing closed) in the last compile.
+    pub invalid_policies: Gauge,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
+    pub const NAMES: [&'static str; 9] = [
+        "nftpol_compile_duration_seconds",
+        "nftpol_apply_duration_seconds",
+        "nftpol_applies_total",
+        "nftpol_apply_failures_total",
+        "nftpol_ruleset_objects",
+        "nftpol_last_successful_apply_timestamp_seconds",
+        "nftpol_enforced_pods",
+        "nftpol_resyncs_total",
+        "nftpol_invalid_policies",
+    ];
+
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("nftpol");
+        let compile_seconds = seconds_histogram();
+        let apply_seconds = Family::<KindLabel, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let applies = Family::<KindLabel, Counter>::default();
+        let failures = Family::<ReasonLabel, Counter>::default();
+        let ruleset_objects = Family::<ObjectLabel, Gauge>::default();
+        let last_success = Gauge::default();
+        let enforced_pods = Gauge::default();
+        let resyncs = Family::<KindLabel, Counter>::default();
+        let invalid_policies = Gauge::default();
+        registry.register(
+            "compile_duration_seconds",
+            "Time to compile the cluster state into a ruleset",
+            compile_seconds.clone(),
+        );
+        registry.register(
+            "apply_duration_seconds",
+            "Time to apply a ruleset to the kernel, by kind",
+            apply_seconds.clone(),
+        );
+        registry.register(
+            "applies",
+            "Applies to the kernel by kind (full, delta, unchanged)",
+            applies.clone(),
+        );
+        registry.register(
+            "apply_failures",
+            "Failed applies by reason; the previous ruleset stays in force",
+            failures.clone(),
+        );
+        registry.register(
+            "ruleset_objects",
+            "Objects in table inet nftpol (sets, maps, chains, rules, elements)",
+            ruleset_objects.clone(),
+        );
+        registry.register(
+            "last_successful_apply_timestamp_seconds",
+            "Unix time of the last successful apply",
+            last_success.clone(),
+        );
+        registry.register(
+            "enforced_pods",
+            "Pods enforced on this node",
+            enforced_pods.clone(),
+        );
+        registry.register(
+            "resyncs",
+            "Periodic kernel verifications by result (ok, drift)",
+            resyncs.clone(),
+        );
+        registry.register(
+            "invalid_policies",
+            "NetworkPolicies the API server would reject, failing closed",
+            invalid_policies.clone(),
+        );
+        // Every label value exists from the start, so a counter reads 0 rather
+        // than being absent until its first increment.
+        for kind in ["full", "delta", "unchanged"] {
+            drop(applies.get_or_create(&Metrics::kind(kind)));
+            drop(apply_seconds.get_or_create(&Metrics::kind(kind)));
+        }
+        for reason in ["spawn", "rejected"] {
+            drop(failures.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            }));
+        }
+        for kind in ["ok", "drift"] {
+            drop(resyncs.get_or_create(&Metrics::kind(kind)));
+        }
+        Metrics {
+            registry,
+            compile_seconds,
+            apply_seconds,
+            applies,
+            failures,
+            ruleset_objects,
+            last_success,
+            enforced_pods,
+            resyncs,
+            invalid_policies,
+        }
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Label helper.
+    pub fn kind(kind: &str) -> KindLabel {
+        KindLabel {
+            kind: kind.to_string(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,421 @@
+//! The node agent (`nftpol run`): the only async code and the only module
+//! that talks to the API server.
+//!
+//! ```text
+//!  watch Pods ─────────┐   (reflectors: stripped objects in stores)
+//!  watch Namespaces ───┼──▶ change signal ──▶ worker: coalesce ──▶ snapshot stores
+//!  watch NetworkPolicies┘                          │                 → compile (blocking pool)
+//!                                                   │                 → Enforcer::sync (delta/full)
+//!                      periodic resync ────────────┘                 → metrics, readiness
+//! ```
+//!
+//! Nothing is written to the kernel until all three watches have synced. A
+//! failed apply leaves the previous ruleset in force and is retried with
+//! backoff. Losing the API server keeps the last ruleset (the reflectors
+//! retry and resync on return). SIGTERM leaves the table in the kernel, so a
+//! restarting agent never opens a window of unfiltered traffic.
+
+pub mod http;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::compile::Options;
+use crate::diag::Source;
+use crate::nft::enforcer::{Applied, Enforcer};
+use metrics::{Metrics, ObjectLabel, ReasonLabel};
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name (pods with this spec.nodeName are enforced).
+    pub node: String,
+    /// Kubeconfig file; in-cluster config or the default kubeconfig when absent.
+    pub kubeconfig: Option<PathBuf>,
+    /// The nft binary.
+    pub nft: String,
+    /// Address of the /healthz, /readyz and /metrics server.
+    pub listen: SocketAddr,
+    /// Quiet time that ends a burst of events, and the minimum time between applies.
+    pub min_interval: Duration,
+    /// Longest an event may wait for its apply, however busy the API server is.
+    pub max_delay: Duration,
+    /// How often the kernel table is verified against the mirror (0 = never).
+    pub resync: Duration,
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let mut stop = shutdown_signal()?;
+    let client = match &cfg.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            Client::try_from(conf)?
+        }
+        None => Client::try_default().await?,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(http::Health::default());
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
+    tokio::spawn(http::serve(listener, health.clone(), metrics.clone()));
+
+    let changed = Arc::new(Notify::new());
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let (namespaces, ns_w) = reflector::store::<Namespace>();
+    let (policies, pol_w) = reflector::store::<NetworkPolicy>();
+    let wcfg = watcher::Config::default();
+    let events = stream::select_all([
+        watcher(Api::<Pod>::all(client.clone()), wcfg.clone())
+            .default_backoff()
+            .modify(strip_pod)
+            .reflect(pods_w)
+            .map(|e| e.map(|_| ()))
+            .boxed(),
+        watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
+            .default_backoff()
+            .modify(|n| strip_meta(&mut n.metadata))
+            .reflect(ns_w)
+            .map(|e| e.map(|_| ()))
+            .boxed(),
+        watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
+            .default_backoff()
+            .modify(|p| strip_meta(&mut p.metadata))
+            .reflect(pol_w)
+            .map(|e| e.map(|_| ()))
+            .boxed(),
+    ]);
+    {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            let mut events = events;
+            while let Some(e) = events.next().await {
+                match e {
+                    Ok(()) => changed.notify_one(),
+                    // The backoff retries; the stores keep their last state meanwhile.
+                    Err(err) => tracing::warn!(error = %err, "watch error; retrying"),
+                }
+            }
+        });
+    }
+
+    health.alive.store(true, Ordering::Relaxed);
+    tracing::info!(node = %cfg.node, "waiting for pods, namespaces and networkpolicies to sync");
+    let synced = async {
+        pods.wait_until_ready().await?;
+        namespaces.wait_until_ready().await?;
+        policies.wait_until_ready().await
+    };
+    tokio::select! {
+        r = synced => r?,
+        _ = stopped(&mut stop) => return Ok(()),
+    }
+    tracing::info!("synced; taking over table inet nftpol");
+
+    let stores = Stores {
+        pods,
+        namespaces,
+        policies,
+    };
+    let mut worker = Worker {
+        cfg: cfg.clone(),
+        enforcer: Some(Enforcer::new(cfg.nft.clone())),
+        metrics,
+        health,
+    };
+    worker.run(stores, changed, stop).await;
+    tracing::info!("shutting down; table inet nftpol stays in force");
+    Ok(())
+}
+
+/// Becomes true once SIGTERM or SIGINT arrived (one handler for the whole
+/// run, so no signal is lost between waits).
+fn shutdown_signal() -> std::io::Result<tokio::sync::watch::Receiver<bool>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// Resolves once shutdown was requested.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+struct Stores {
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    policies: Store<NetworkPolicy>,
+}
+
+impl Stores {
+    /// The stores' current content as compiler input, in a stable order.
+    fn snapshot(&self) -> crate::k8s::Objects {
+        fn sorted<K: kube::Resource<DynamicType = ()> + Clone>(s: &Store<K>) -> Vec<(Source, K)> {
+            let mut v: Vec<(Source, K)> = s
+                .state()
+                .iter()
+                .map(|o| {
+                    let src = Source {
+                        file: "api".to_string(),
+                        document: 0,
+                        item: None,
+                    };
+                    (src, (**o).clone())
+                })
+                .collect();
+            v.sort_by(|a, b| {
+                (a.1.namespace(), a.1.name_any()).cmp(&(b.1.namespace(), b.1.name_any()))
+            });
+            v
+        }
+        crate::k8s::Objects {
+            namespaces: sorted(&self.namespaces),
+            pods: sorted(&self.pods),
+            policies: sorted(&self.policies),
+        }
+    }
+}
+
+struct Worker {
+    cfg: Config,
+    /// Taken out while a blocking apply runs.
+    enforcer: Option<Enforcer>,
+    metrics: Arc<Metrics>,
+    health: Arc<http::Health>,
+}
+
+impl Worker {
+    async fn run(
+        &mut self,
+        stores: Stores,
+        changed: Arc<Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::ZERO;
+        let mut last_apply = Instant::now() - self.cfg.min_interval;
+        let mut next_resync = Instant::now() + self.resync_period();
+        let mut dirty = true; // the first sync always runs
+        loop {
+            if !dirty {
+                tokio::select! {
+                    _ = changed.notified() => dirty = true,
+                    _ = tokio::time::sleep_until(next_resync.into()) => {
+                        next_resync = Instant::now() + self.resync_period();
+                        if !self.verify().await {
+                            dirty = true;
+                        }
+                    }
+                    _ = stopped(&mut stop) => return,
+                }
+                if !dirty {
+                    continue;
+                }
+            }
+            // Coalesce a burst: wait for quiet, but never past max_delay.
+            let first = Instant::now();
+            let deadline = first + self.cfg.max_delay;
+            let earliest = (last_apply + self.cfg.min_interval).max(first + backoff);
+            loop {
+                let quiet_until = Instant::now() + self.cfg.min_interval;
+                let wake = quiet_until.max(earliest).min(deadline.max(earliest));
+                tokio::select! {
+                    _ = changed.notified() => if Instant::now() >= deadline { break },
+                    _ = tokio::time::sleep_until(wake.into()) => break,
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+            let ok = self.apply_once(&stores).await;
+            last_apply = Instant::now();
+            if ok {
+                dirty = false;
+                backoff = Duration::ZERO;
+            } else {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+                tracing::warn!(retry_in = ?backoff, "apply failed; previous ruleset stays in force");
+            }
+        }
+    }
+
+    fn resync_period(&self) -> Duration {
+        if self.cfg.resync.is_zero() {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            self.cfg.resync
+        }
+    }
+
+    /// Compiles the stores and brings the kernel to the result; true on success.
+    async fn apply_once(&mut self, stores: &Stores) -> bool {
+        let objs = stores.snapshot();
+        let node = self.cfg.node.clone();
+        let t = Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || {
+            crate::compile_objects(&objs, &Options { node: Some(node) })
+        })
+        .await
+        .expect("the compiler does not panic");
+        self.metrics
+            .compile_seconds
+            .observe(t.elapsed().as_secs_f64());
+        let invalid = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+        self.metrics.invalid_policies.set(invalid as i64);
+        for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
+            tracing::warn!(diagnostic = %d, "invalid object (fails closed)");
+        }
+        let ruleset = compiled.ruleset;
+        let mut enforcer = self
+            .enforcer
+            .take()
+            .expect("enforcer present between applies");
+        let t = Instant::now();
+        let (enforcer, result, ruleset) = tokio::task::spawn_blocking(move || {
+            let r = enforcer.sync(&ruleset);
+            (enforcer, r, ruleset)
+        })
+        .await
+        .expect("the enforcer does not panic");
+        self.enforcer = Some(enforcer);
+        match result {
+            Ok(applied) => {
+                let kind = applied.kind();
+                self.metrics
+                    .apply_seconds
+                    .get_or_create(&Metrics::kind(kind))
+                    .observe(t.elapsed().as_secs_f64());
+                self.metrics
+                    .applies
+                    .get_or_create(&Metrics::kind(kind))
+                    .inc();
+                let s = ruleset.stats();
+                for (object, n) in [
+                    ("sets", s.sets),
+                    ("maps", s.maps),
+                    ("chains", s.chains),
+                    ("rules", s.rules),
+                    ("elements", s.elements),
+                ] {
+                    self.metrics
+                        .ruleset_objects
+                        .get_or_create(&ObjectLabel {
+                            object: object.into(),
+                        })
+                        .set(n as i64);
+                }
+                let enforced = ruleset
+                    .sets
+                    .get("self-v4")
+                    .map_or(0, |s| s.elements.len())
+                    .max(ruleset.sets.get("self-v6").map_or(0, |s| s.elements.len()));
+                self.metrics.enforced_pods.set(enforced as i64);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.metrics.last_success.set(now.as_secs() as i64);
+                self.health.ready.store(true, Ordering::Relaxed);
+                if !matches!(applied, Applied::Unchanged) {
+                    tracing::info!(kind, rules = s.rules, elements = s.elements, took = ?t.elapsed(), "applied");
+                }
+                true
+            }
+            Err(e) => {
+                let reason = match e {
+                    crate::nft::apply::ApplyError::Spawn { .. } => "spawn",
+                    crate::nft::apply::ApplyError::Rejected { .. } => "rejected",
+                };
+                self.metrics
+                    .failures
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.into(),
+                    })
+                    .inc();
+                self.health.ready.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "apply failed");
+                false
+            }
+        }
+    }
+
+    /// Verifies the kernel table; false when it drifted (the next apply is full).
+    async fn verify(&mut self) -> bool {
+        let mut enforcer = self
+            .enforcer
+            .take()
+            .expect("enforcer present between applies");
+        let (enforcer, ok) = tokio::task::spawn_blocking(move || {
+            let ok = enforcer.verify().unwrap_or(false);
+            (enforcer, ok)
+        })
+        .await
+        .expect("verify does not panic");
+        self.enforcer = Some(enforcer);
+        let label = if ok { "ok" } else { "drift" };
+        self.metrics
+            .resyncs
+            .get_or_create(&Metrics::kind(label))
+            .inc();
+        if !ok {
+            tracing::warn!("kernel table drifted from what nftpol applied; repairing");
+        }
+        ok
+    }
+}
+
+/// Drops what nftpol never reads, so the stores stay small at 10k pods.
+fn strip_pod(p: &mut Pod) {
+    strip_meta(&mut p.metadata);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.command = None;
+            c.args = None;
+            c.resources = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+    if let Some(st) = p.status.as_mut() {
+        st.conditions = None;
+        st.container_statuses = None;
+        st.init_container_statuses = None;
+    }
+}
+
+fn strip_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    m.managed_fields = None;
+    m.owner_references = None;
+    if let Some(a) = m.annotations.as_mut() {
+        // Only nftpol's own annotations are ever read.
+        a.retain(|k, _| k.starts_with("nftpol.io/"));
+    }
+}

@@ -1,0 +1,290 @@
+//! `nftpol run` end to end against the in-repo fake API server, inside a
+//! fresh network namespace: initial sync, element deltas for pod churn, full
+//! replacement for new policies, API server outage and return, drift repair,
+//! SIGTERM leaving the table in place.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApiServer;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
+const METRICS: &str = "127.0.0.1:9750";
+
+fn ns(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+fn pod(ns: &str, name: &str, node: &str, ip4: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+            "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "podIP": ip4, "podIPs": [{"ip": ip4}]}})
+}
+
+fn deny_ingress(ns: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": ns},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}})
+}
+
+/// `nft list table inet nftpol` in this thread's namespace, or None.
+fn table() -> Option<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "nftpol"])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn http_get(path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(METRICS).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.get(9..12)?.parse().ok()?;
+    Some((code, buf))
+}
+
+/// Sum of a metric's samples whose line contains `filter`.
+fn metric(name: &str, filter: &str) -> f64 {
+    let Some((_, body)) = http_get("/metrics") else {
+        return 0.0;
+    };
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Agent(Child);
+
+impl Agent {
+    fn start(kubeconfig: &std::path::Path) -> Agent {
+        Agent(
+            Command::new(BIN)
+                .args([
+                    "run",
+                    "--node",
+                    "node-1",
+                    "--listen",
+                    METRICS,
+                    "--min-interval",
+                    "50ms",
+                    "--max-delay",
+                    "300ms",
+                    "--resync",
+                    "1s",
+                    "--kubeconfig",
+                ])
+                .arg(kubeconfig)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("nftpol run starts"),
+        )
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "agent ignores SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn agent_follows_the_api_server() {
+    std::thread::spawn(|| {
+        // SAFETY: only this thread (and what it spawns) moves to a new namespace.
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "needs root"
+        );
+        assert!(
+            Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let api = FakeApiServer::start();
+        let dir = std::env::temp_dir().join(format!("nftpol-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        api.kubeconfig(&kubeconfig).unwrap();
+
+        api.apply(ns("web", json!({"team": "a"}))).unwrap();
+        api.apply(pod(
+            "web",
+            "server",
+            "node-1",
+            "10.244.1.10",
+            json!({"app": "web"}),
+        ))
+        .unwrap();
+        api.apply(pod(
+            "web",
+            "client",
+            "node-2",
+            "10.244.2.10",
+            json!({"role": "client"}),
+        ))
+        .unwrap();
+        api.apply(deny_ingress("web")).unwrap();
+
+        let agent = Agent::start(&kubeconfig);
+        wait_for("the first apply", Duration::from_secs(20), || {
+            table().is_some_and(|t| t.contains("10.244.1.10 : jump ingress-group-"))
+        });
+        wait_for("readiness", Duration::from_secs(5), || {
+            http_get("/readyz").is_some_and(|(c, _)| c == 200)
+        });
+        assert_eq!(http_get("/healthz").unwrap().0, 200);
+        assert_eq!(
+            metric("nftpol_applies_total", "kind=\"full\""),
+            1.0,
+            "the first sync is a full replacement"
+        );
+        assert!(
+            table().unwrap().contains("10.244.2.10"),
+            "the remote client is in the peer set"
+        );
+
+        // Pod churn: a new client pod arrives → element delta only.
+        api.apply(pod(
+            "web",
+            "client2",
+            "node-2",
+            "10.244.2.11",
+            json!({"role": "client"}),
+        ))
+        .unwrap();
+        wait_for("the new peer", Duration::from_secs(5), || {
+            table().unwrap().contains("10.244.2.11")
+        });
+        assert_eq!(
+            metric("nftpol_applies_total", "kind=\"full\""),
+            1.0,
+            "a new pod is not a full replacement"
+        );
+        assert!(metric("nftpol_applies_total", "kind=\"delta\"") >= 1.0);
+
+        // Relabel: the client stops being a client → removed from the set by a delta.
+        api.apply(pod(
+            "web",
+            "client2",
+            "node-2",
+            "10.244.2.11",
+            json!({"role": "other"}),
+        ))
+        .unwrap();
+        wait_for("the relabel", Duration::from_secs(5), || {
+            !table().unwrap().contains("10.244.2.11")
+        });
+        assert_eq!(metric("nftpol_applies_total", "kind=\"full\""), 1.0);
+
+        // A new policy is structural → full replacement.
+        let mut p = deny_ingress("web");
+        p["metadata"]["name"] = json!("second");
+        api.apply(p).unwrap();
+        wait_for("the second policy", Duration::from_secs(5), || {
+            table().unwrap().contains("web/second")
+        });
+        assert_eq!(metric("nftpol_applies_total", "kind=\"full\""), 2.0);
+
+        // API server outage: the table stays; changes made meanwhile arrive on return.
+        api.stop();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            table().unwrap().contains("web/second"),
+            "the last ruleset stays in force"
+        );
+        api.delete("NetworkPolicy", "web", "second").unwrap();
+        api.restart().unwrap();
+        wait_for("resync after the outage", Duration::from_secs(30), || {
+            !table().unwrap().contains("web/second")
+        });
+
+        // Drift: someone flushes our table; the periodic resync repairs it.
+        assert!(
+            Command::new("nft")
+                .args(["flush", "table", "inet", "nftpol"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        // (flush removes the rules, not the set elements.)
+        assert!(
+            !table()
+                .unwrap()
+                .contains("ct state established,related accept")
+        );
+        wait_for("drift detection", Duration::from_secs(10), || {
+            metric("nftpol_resyncs_total", "kind=\"drift\"") >= 1.0
+        });
+        wait_for("drift repair", Duration::from_secs(5), || {
+            table().is_some_and(|t| t.contains("ct state established,related accept"))
+        });
+
+        // Every exported metric is documented in Metrics::NAMES and present.
+        let (_, body) = http_get("/metrics").unwrap();
+        for name in nftpol::controller::metrics::Metrics::NAMES {
+            // OpenMetrics names a counter's family without its `_total` suffix.
+            let family = name.trim_end_matches("_total");
+            assert!(
+                body.contains(&format!("# TYPE {family} ")),
+                "{name} missing from /metrics"
+            );
+        }
+
+        // SIGTERM: clean exit, table left in place.
+        let status = agent.terminate();
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            table().is_some_and(|t| t.contains("10.244.1.10")),
+            "the table outlives the agent"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .join()
+    .unwrap();
+}
