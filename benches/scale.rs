@@ -5,6 +5,7 @@
 //! takes to load the table into a fresh network namespace and to replace it
 //! there. Under `cargo test` it runs the small scale once, as a smoke test.
 
+#[path = "support/synth.rs"]
 mod synth;
 
 use std::process::Command;
