@@ -16,9 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::model::{
-    Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Policy,
-};
+use crate::model::{Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch};
 
 /// A vertex of the selector graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,24 +175,4 @@ impl SelectorGraph {
         out.sort();
         out
     }
-}
-
-/// Whether a policy selects a pod with the given namespace and labels
-/// (policies only select pods of their own namespace).
-pub fn policy_selects(pol: &Policy, namespace: &str, labels: &crate::model::Labels) -> bool {
-    pol.id.namespace == namespace && pol.pod_selector.matches(labels)
-}
-
-/// Whether a peer selector matches a pod, given its namespace's labels.
-pub fn pod_match_matches(
-    m: &PodMatch,
-    namespace: &str,
-    ns_labels: &crate::model::Labels,
-    pod_labels: &crate::model::Labels,
-) -> bool {
-    let ns_ok = match &m.namespaces {
-        NamespaceScope::Named(n) => n == namespace,
-        NamespaceScope::Selector(s) => s.matches(ns_labels),
-    };
-    ns_ok && m.pods.matches(pod_labels)
 }
