@@ -211,7 +211,7 @@ fn compile_cmd(a: &CompileArgs) -> u8 {
     if c.has_errors {
         let _ = writeln!(
             std::io::stderr(),
-            "nftpol: invalid policies fail closed in this ruleset (see errors above)"
+            "nftpol: input has errors (see above): invalid policies fail closed, invalid objects are left out"
         );
         EXIT_INVALID
     } else {
