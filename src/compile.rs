@@ -44,6 +44,8 @@ pub struct Output {
     pub ruleset: Ruleset,
     /// Findings (warnings only; input errors come from conversion).
     pub diagnostics: Vec<Diagnostic>,
+    /// Pods enforced by this ruleset (on this node, or all without `--node`).
+    pub enforced_pods: usize,
 }
 
 /// Name of the base chain.
@@ -65,6 +67,7 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Outp
     Output {
         ruleset: c.rs,
         diagnostics: c.diags,
+        enforced_pods: c.enforced.len(),
     }
 }
 

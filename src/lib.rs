@@ -21,6 +21,8 @@ pub struct Compiled {
     pub ruleset: nft::ruleset::Ruleset,
     /// Conversion and compile diagnostics, in input order.
     pub diagnostics: Vec<diag::Diagnostic>,
+    /// Pods enforced by this ruleset.
+    pub enforced_pods: usize,
 }
 
 /// The whole pure pipeline: objects → model → graph → ruleset.
@@ -32,5 +34,6 @@ pub fn compile_objects(objs: &k8s::Objects, opts: &compile::Options) -> Compiled
     Compiled {
         ruleset: out.ruleset,
         diagnostics,
+        enforced_pods: out.enforced_pods,
     }
 }

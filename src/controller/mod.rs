@@ -283,6 +283,7 @@ impl Worker {
         for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
             tracing::warn!(diagnostic = %d, "invalid object (fails closed)");
         }
+        let enforced_pods = compiled.enforced_pods;
         let ruleset = compiled.ruleset;
         let mut enforcer = self
             .enforcer
@@ -322,12 +323,7 @@ impl Worker {
                         })
                         .set(n as i64);
                 }
-                let enforced = ruleset
-                    .sets
-                    .get("self-v4")
-                    .map_or(0, |s| s.elements.len())
-                    .max(ruleset.sets.get("self-v6").map_or(0, |s| s.elements.len()));
-                self.metrics.enforced_pods.set(enforced as i64);
+                self.metrics.enforced_pods.set(enforced_pods as i64);
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default();
