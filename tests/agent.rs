@@ -188,6 +188,11 @@ fn agent_follows_the_api_server() {
             table().unwrap().contains("10.244.2.10"),
             "the remote client is in the peer set"
         );
+        assert_eq!(
+            metric("nftpol_enforced_pods", ""),
+            1.0,
+            "only the node-1 pod is enforced here"
+        );
 
         // Pod churn: a new client pod arrives → element delta only.
         api.apply(pod(
