@@ -28,6 +28,18 @@ pub struct ObjectLabel {
     pub object: String,
 }
 
+/// Labels of dropped-packet counts: the isolated pod whose policies dropped
+/// the packet (the destination for ingress, the source for egress).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// Namespace of the isolated pod.
+    pub namespace: String,
+    /// Name of the isolated pod (empty if its address is no longer known).
+    pub pod: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+}
+
 /// Every metric the agent exports. Names are listed in [`Metrics::NAMES`].
 pub struct Metrics {
     /// The registry the server encodes.
@@ -50,6 +62,9 @@ pub struct Metrics {
     pub resyncs: Family<KindLabel, Counter>,
     /// Invalid policies (failing closed) in the last compile.
     pub invalid_policies: Gauge,
+    /// Dropped packets the log rules sent to the agent (rate-limited: a
+    /// sample of all drops), by isolated pod and direction.
+    pub dropped_packets: Family<DropLabel, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -58,7 +73,7 @@ fn seconds_histogram() -> Histogram {
 
 impl Metrics {
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -68,6 +83,7 @@ impl Metrics {
         "nftpol_enforced_pods",
         "nftpol_resyncs_total",
         "nftpol_invalid_policies",
+        "nftpol_dropped_packets_total",
     ];
 
     /// Creates and registers every metric.
@@ -84,6 +100,7 @@ impl Metrics {
         let enforced_pods = Gauge::default();
         let resyncs = Family::<KindLabel, Counter>::default();
         let invalid_policies = Gauge::default();
+        let dropped_packets = Family::<DropLabel, Counter>::default();
         registry.register(
             "compile_duration_seconds",
             "Time to compile the cluster state into a ruleset",
@@ -129,6 +146,11 @@ impl Metrics {
             "NetworkPolicies the API server would reject, failing closed",
             invalid_policies.clone(),
         );
+        registry.register(
+            "dropped_packets",
+            "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction",
+            dropped_packets.clone(),
+        );
         // Every label value exists from the start, so a counter reads 0 rather
         // than being absent until its first increment.
         for kind in ["full", "delta", "unchanged"] {
@@ -154,6 +176,7 @@ impl Metrics {
             enforced_pods,
             resyncs,
             invalid_policies,
+            dropped_packets,
         }
     }
 

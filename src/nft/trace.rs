@@ -117,6 +117,12 @@ pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
                     path,
                 });
             }
+            // Logging changes nothing: record it and go on with the next rule.
+            Verdict::Log(_) => {
+                path.push((chain_name.clone(), idx));
+                stack.push((chain_name, idx + 1));
+                continue;
+            }
             Verdict::Jump(c) => Some((c.clone(), true)),
             Verdict::Goto(c) => Some((c.clone(), false)),
             Verdict::AddrVmap(f, a, map) => {
