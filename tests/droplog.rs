@@ -500,3 +500,208 @@ fn agent_wide_option_and_opt_out() {
     let ip: IpAddr = "10.244.2.12".parse().unwrap();
     assert_eq!(out.drop_log.pods[&ip].to_string(), "typo/x");
 }
+
+/// `GET path` on the agent's metrics address inside `netns`.
+fn http_get(netns: &str, addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    in_netns(netns, || {
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        Some(buf)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Value of the sample of `name` whose labels contain every `labels` entry.
+fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `nftpol run` on node-1 against the fake API server (both inside node-1's
+/// network namespace): the dropped-packets counter and the per-flow log lines
+/// after real blocked probes; nothing for allowed traffic or for lab.
+#[test]
+fn agent_counts_and_logs_drops() {
+    const METRICS: &str = "127.0.0.1:9750";
+    let objs = load(&case_dir());
+    let topo = topology(Shape::Routed);
+    let node1 = topo.node_netns("node-1").to_string();
+    let api = in_netns(&node1, fake_apiserver::FakeApiServer::start).unwrap();
+    for (_, o) in &objs.namespaces {
+        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+    }
+    for (_, o) in &objs.pods {
+        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+    }
+    for (_, o) in &objs.policies {
+        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("nftpol-droplog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig).unwrap();
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let group = GROUP.to_string();
+    let mut agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &node1, env!("CARGO_BIN_EXE_nftpol"), "run"])
+        .args(["--node", "node-1", "--listen", METRICS, "--log-json"])
+        .args(["--min-interval", "50ms", "--max-delay", "300ms"])
+        .args([
+            "--log-group",
+            &group,
+            "--log-rate",
+            "1000",
+            "--log-burst",
+            "1000",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("nftpol run starts");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let start = Instant::now();
+        while !topo
+            .exec(&node1, &["nft", "list", "table", "inet", "nftpol"])
+            .is_ok_and(|t| t.contains(" log prefix "))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no table with log rules"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The reader starts right after the apply that first logs.
+        std::thread::sleep(Duration::from_millis(500));
+        let db4 = topo.pod_ip("shop.db", Family::V4);
+        let db6 = topo.pod_ip("shop.db", Family::V6);
+        let lab4 = topo.pod_ip("lab.db", Family::V4);
+        let reached = topo.probe_many(&[
+            ProbeSpec::pod("shop.web", db4, Proto::Tcp, 81), // ingress drop, logged
+            ProbeSpec::pod("lab.web", db6, Proto::Udp, 80),  // ingress drop, logged
+            ProbeSpec::pod("shop.batch", db4, Proto::Udp, 81), // egress drop, logged
+            ProbeSpec::pod("shop.web", db4, Proto::Tcp, 80), // allowed
+            ProbeSpec::pod("shop.web", lab4, Proto::Tcp, 81), // dropped, lab does not log
+        ]);
+        assert_eq!(reached, [false, false, false, true, false]);
+        let db_in = ["namespace=\"shop\"", "pod=\"db\"", "direction=\"ingress\""];
+        let batch_out = [
+            "namespace=\"shop\"",
+            "pod=\"batch\"",
+            "direction=\"egress\"",
+        ];
+        let metric = "nftpol_dropped_packets_total";
+        let start = Instant::now();
+        let body = loop {
+            let body = http_get(&node1, METRICS, "/metrics").unwrap_or_default();
+            if sample(&body, metric, &db_in) >= 2.0 && sample(&body, metric, &batch_out) >= 1.0 {
+                break body;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "counters:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            sample(&body, metric, &["namespace=\"lab\""]),
+            0.0,
+            "lab does not log"
+        );
+        body
+    }));
+    // SIGTERM, then read what the agent logged.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Err(e) = result {
+        eprintln!("agent log:\n{text}");
+        std::panic::resume_unwind(e);
+    }
+    let drops: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "nftpol::drop")
+        .collect();
+    let has = |dir: &str, src: &str, dst: &str, proto: &str, dport: u64, policies: &str| {
+        drops.iter().any(|v| {
+            let f = &v["fields"];
+            f["direction"] == dir
+                && f["src"] == src
+                && f["dst"] == dst
+                && f["proto"] == proto
+                && f["dport"] == dport
+                && f["policies"] == policies
+        })
+    };
+    assert!(
+        has(
+            "ingress",
+            "shop/web",
+            "shop/db",
+            "tcp",
+            81,
+            "shop/db-allow-web"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "ingress",
+            "lab/web",
+            "shop/db",
+            "udp",
+            80,
+            "shop/db-allow-web"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "egress",
+            "shop/batch",
+            "shop/db",
+            "udp",
+            81,
+            "shop/batch-egress"
+        ),
+        "{text}"
+    );
+    assert!(
+        drops
+            .iter()
+            .all(|v| v["fields"]["dport"] != 80 || v["fields"]["proto"] != "tcp"),
+        "an allowed flow was logged: {text}"
+    );
+    assert!(
+        drops.iter().all(|v| v["fields"]["dst"] != "lab/db"),
+        "lab does not log: {text}"
+    );
+    // One line per flow: no two lines for the same 5-tuple.
+    let keys: Vec<String> = drops
+        .iter()
+        .map(|v| {
+            let f = &v["fields"];
+            format!(
+                "{} {} {} {} {}",
+                f["src_ip"], f["dst_ip"], f["proto"], f["sport"], f["dport"]
+            )
+        })
+        .collect();
+    let distinct: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
