@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics (OpenMetrics text via prometheus-client).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -65,6 +67,25 @@ pub struct Metrics {
     /// Dropped packets the log rules sent to the agent (rate-limited: a
     /// sample of all drops), by isolated pod and direction.
     pub dropped_packets: Family<DropLabel, Counter>,
+}
+
+/// A counter family whose `# TYPE`/`# HELP` lines are exported even before
+/// its first sample (the registry skips empty families).
+#[derive(Debug)]
+struct AlwaysListed<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug> {
+    name: &'static str,
+    help: &'static str,
+    family: Family<L, Counter>,
+}
+
+impl<L> Collector for AlwaysListed<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+        self.family.encode(metric)
+    }
 }
 
 fn seconds_histogram() -> Histogram {
@@ -146,11 +167,13 @@ impl Metrics {
             "NetworkPolicies the API server would reject, failing closed",
             invalid_policies.clone(),
         );
-        registry.register(
-            "dropped_packets",
-            "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction",
-            dropped_packets.clone(),
-        );
+        // Its label values (pods) are not known up front, and the registry
+        // leaves out families without samples: a collector keeps it listed.
+        registry.register_collector(Box::new(AlwaysListed {
+            name: "dropped_packets",
+            help: "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction",
+            family: dropped_packets.clone(),
+        }));
         // Every label value exists from the start, so a counter reads 0 rather
         // than being absent until its first increment.
         for kind in ["full", "delta", "unchanged"] {
@@ -192,6 +215,32 @@ impl Metrics {
         KindLabel {
             kind: kind.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_packets_is_listed_before_and_after_its_first_sample() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("# TYPE nftpol_dropped_packets counter"));
+        m.dropped_packets
+            .get_or_create(&DropLabel {
+                namespace: "shop".into(),
+                pod: "db".into(),
+                direction: "ingress".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "nftpol_dropped_packets_total{namespace=\"shop\",pod=\"db\",direction=\"ingress\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE nftpol_dropped_packets ").count(), 1);
     }
 }
 
