@@ -706,3 +706,57 @@ fn agent_counts_and_logs_drops() {
     assert_eq!(distinct.len(), keys.len(), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The binary's flags: `--log-drops` and friends reach the ruleset, bad values
+/// are refused, and without them a case without annotations has no log rule.
+#[test]
+fn cli_flags() {
+    let bin = env!("CARGO_BIN_EXE_nftpol");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("compile")
+            .arg("-f")
+            .arg(&case)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let plain = run(&[]);
+    assert!(plain.status.success());
+    assert!(log_lines(&String::from_utf8_lossy(&plain.stdout)).is_empty());
+    let on = run(&[
+        "--log-drops",
+        "--log-group",
+        "7",
+        "--log-rate",
+        "3",
+        "--log-burst",
+        "4",
+    ]);
+    assert!(on.status.success());
+    let text = String::from_utf8_lossy(&on.stdout).into_owned();
+    let lines = log_lines(&text);
+    assert_eq!(lines.len(), 2, "ingress and egress group: {text}");
+    assert!(
+        lines.iter().all(|l| l
+            .contains("limit rate 3/second burst 4 packets log prefix \"nftpol drop ")
+            && l.contains("\" group 7 ")),
+        "{lines:?}"
+    );
+    let json = run(&["--log-drops", "--format", "json"]);
+    assert!(String::from_utf8_lossy(&json.stdout).contains("\"log\""));
+    for bad in [
+        &["--log-rate", "0"][..],
+        &["--log-burst", "0"],
+        &["--log-group", "70000"],
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(bad[0]),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
