@@ -6,7 +6,7 @@
 //! flags and metrics the binary has.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -735,4 +735,78 @@ fn the_build_context_keeps_what_cargo_needs() {
         ignored.contains(&"target"),
         "target/ stays out of the context"
     );
+}
+
+/// Runs `script` with `sh -ec` in a fresh network namespace.
+fn in_fresh_netns(script: &str) -> std::process::Output {
+    std::process::Command::new("unshare")
+        .args(["-n", "sh", "-ec", script])
+        .env("NFTPOL", env!("CARGO_BIN_EXE_nftpol"))
+        .current_dir(root())
+        .output()
+        .expect("unshare runs (tests need root)")
+}
+
+#[test]
+fn the_granted_capabilities_are_enough_for_nft_and_needed() {
+    // The container's capability set, applied with setpriv to the real
+    // binary in a fresh network namespace: every kernel operation the agent
+    // makes (version check, whole-table load, JSON listing for drift checks,
+    // element update, removal) must work with exactly these capabilities,
+    // and fail without them.
+    let d = load();
+    let c = container(one(&d.daemonsets, "DaemonSet"));
+    let args = run_args(c);
+    let sc = c.security_context.as_ref().unwrap();
+    let caps: Vec<String> = sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.add.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
+    let nft = if Path::new(&args.nft).exists() {
+        args.nft.clone()
+    } else {
+        "nft".to_string()
+    };
+    let nnp = if sc.allow_privilege_escalation == Some(false) {
+        "--no-new-privs"
+    } else {
+        ""
+    };
+    let limited =
+        |bounding: &str| format!("setpriv --bounding-set=-all{bounding} --inh-caps=-all {nnp} --");
+    let granted = limited(&format!(",{}", caps.join(",")));
+    let out = in_fresh_netns(&format!(
+        r#"
+        {granted} "$NFTPOL" apply --nft {nft} -f testdata/k8s-docs-test-network-policy
+        {granted} {nft} -j list table inet nftpol > /dev/null
+        {granted} {nft} add element inet nftpol self-v4 '{{ 10.9.9.9 . 10.9.9.9 }}'
+        {granted} "$NFTPOL" uninstall --nft {nft}
+        ! {nft} list table inet nftpol 2>/dev/null
+        echo all-ok
+        "#
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("all-ok"),
+        "with {caps:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let none = limited("");
+    let out = in_fresh_netns(&format!(
+        r#"
+        set +e
+        {none} "$NFTPOL" apply --nft {nft} -f testdata/k8s-docs-test-network-policy
+        echo "code=$?"
+        "#
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("code=2"),
+        "without capabilities: {stdout} {stderr}"
+    );
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
 }
