@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, PodSpec, ResourceQuota, Service, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nftpol::cli::{Cli, Command, RunArgs};
@@ -38,6 +40,7 @@ struct Deploy {
     bindings: Vec<ClusterRoleBinding>,
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
+    quotas: Vec<ResourceQuota>,
 }
 
 /// Paths present in `orig` but missing or different after a typed round
@@ -93,6 +96,7 @@ fn add_doc(d: &mut Deploy, doc: &Value, what: &str) -> Result<(), String> {
         ("v1", "Namespace") => d.namespaces.push(strict(doc, what)?),
         ("v1", "ServiceAccount") => d.service_accounts.push(strict(doc, what)?),
         ("v1", "Service") => d.services.push(strict(doc, what)?),
+        ("v1", "ResourceQuota") => d.quotas.push(strict(doc, what)?),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => d.cluster_roles.push(strict(doc, what)?),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             d.bindings.push(strict(doc, what)?)
@@ -195,6 +199,7 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() {
     one(&d.bindings, "ClusterRoleBinding");
     one(&d.daemonsets, "DaemonSet");
     one(&d.services, "Service");
+    one(&d.quotas, "ResourceQuota");
 }
 
 #[test]
@@ -303,6 +308,29 @@ fn the_daemonset_runs_on_every_node_with_only_net_admin() {
     assert_eq!(
         spec.priority_class_name.as_deref(),
         Some("system-node-critical")
+    );
+    // Clusters that limit critical priority classes by quota admit the
+    // agent only with a quota in its namespace scoped to that class.
+    let q = one(&d.quotas, "ResourceQuota");
+    assert_eq!(q.metadata.namespace, ds.metadata.namespace);
+    let qspec = q.spec.as_ref().expect("quota spec");
+    let scoped = qspec
+        .scope_selector
+        .as_ref()
+        .map(|s| s.match_expressions.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        scoped.iter().any(|e| e.scope_name == "PriorityClass"
+            && e.operator == "In"
+            && e.values
+                .iter()
+                .flatten()
+                .any(|v| v == "system-node-critical")),
+        "quota scoped to system-node-critical"
+    );
+    assert!(
+        qspec.hard.as_ref().is_some_and(|h| h.contains_key("pods")),
+        "the quota only counts pods"
     );
 
     // Kubernetes' toleration matching (k8s.io/api core/v1 ToleratesTaint).
