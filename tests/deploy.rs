@@ -530,6 +530,12 @@ fn the_image_ships_what_the_command_runs() {
         "the image installs Debian's nftables package"
     );
     assert!(file.contains("cargo build --release --locked --bin nftpol"));
+    // The build image's Rust is the crate's declared minimum (rust-version).
+    let msrv = env!("CARGO_PKG_RUST_VERSION");
+    assert!(
+        file.contains(&format!("FROM docker.io/library/rust:{msrv}-")),
+        "the build stage uses rust:{msrv}"
+    );
     // The manifest's image tag is the crate's version.
     let image = c.image.as_deref().expect("image");
     assert!(
