@@ -253,6 +253,7 @@ impl Agent {
         .arg("--kubeconfig")
         .arg(&self.kubeconfig)
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -516,7 +517,7 @@ impl Bed {
                 &ns,
                 addr,
                 Proto::Tcp,
-                Duration::from_millis(100),
+                Duration::from_millis(10),
                 ChecksumMode::Correct,
             )
             .unwrap();
