@@ -398,13 +398,21 @@ impl Drop for Scratch {
 // The test bed
 // ---------------------------------------------------------------------------------------------
 
+/// Fields drop in order: agents first, the namespaces last.
 struct Bed {
-    topo: Topology,
-    api: Api,
     agents: Vec<Agent>,
-    scratch: Scratch,
     _relay: Relay,
+    api: Api,
+    scratch: Scratch,
+    topo: Topology,
     dir: PathBuf,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // Failures print the agents' logs in their message; nothing else is worth keeping.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Bed {
@@ -660,11 +668,11 @@ fn bed() -> Bed {
         Agent::new("n2", &n2, kc2, &dir),
     ];
     Bed {
-        topo,
-        api,
         agents,
-        scratch: Scratch::new(),
         _relay: relay,
+        api,
+        scratch: Scratch::new(),
+        topo,
         dir,
     }
 }
@@ -1012,6 +1020,5 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     for a in &mut bed.agents {
         a.assert_alive();
     }
-    let _ = std::fs::remove_dir_all(&bed.dir);
     eprintln!("whole test {:?}", t0.elapsed());
 }
