@@ -410,8 +410,13 @@ struct Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        // Failures print the agents' logs in their message; nothing else is worth keeping.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Failures print the agents' logs in their message; set NFTPOL_E2E_KEEP to keep them
+        // (and the kubeconfigs) anyway.
+        if std::env::var_os("NFTPOL_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("agent logs kept in {}", self.dir.display());
+        }
     }
 }
 
@@ -423,19 +428,23 @@ impl Bed {
     /// Waits until every node's kernel table equals a fresh full compile of the API server's
     /// objects for that node; returns how long it took.
     fn converge(&mut self, label: &str) -> Duration {
+        self.converge_within(label, APPLY_DEADLINE)
+    }
+
+    fn converge_within(&mut self, label: &str, deadline: Duration) -> Duration {
         let start = Instant::now();
         let objects = self.api.objects();
         for a in &mut self.agents {
             a.assert_alive();
             let want = self.scratch.fresh_table(&objects, &a.node);
             let mut last = None;
-            let deadline = Instant::now() + APPLY_DEADLINE;
+            let until = start + deadline;
             loop {
                 let got = kernel_table(&a.netns);
                 if got.as_ref() == Some(&want) {
                     break;
                 }
-                if Instant::now() > deadline {
+                if Instant::now() > until {
                     let diff = match &got {
                         Some(g) => table_diff(g, &want),
                         None => "  no table inet nftpol at all\n".into(),
@@ -449,7 +458,7 @@ impl Bed {
                 panic!(
                     "[{label}] node {}: kernel table differs from a fresh compile after {:?}:\n{diff}\nagent log:\n{}",
                     a.node,
-                    APPLY_DEADLINE,
+                    deadline,
                     std::fs::read_to_string(&a.log).unwrap_or_default()
                 );
             }
@@ -808,7 +817,10 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     );
 
     // 5. API server outage: enforcement unchanged; changes made meanwhile and after arrive.
+    //    The server also forgets its event history, so the agents' watches cannot resume
+    //    from their last resourceVersion (410 Gone) and must list again.
     bed.api.stop();
+    bed.api.server.set_history_limit(0);
     std::thread::sleep(Duration::from_millis(500));
     bed.check("5 API server down");
     for a in &mut bed.agents {
@@ -828,7 +840,6 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         json!({"role": "client"}),
     );
     bed.api.apply(cli_a);
-    std::thread::sleep(Duration::from_millis(1500));
     bed.api.restart();
     let ops_b = pod(
         "ops",
@@ -838,7 +849,13 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         json!({"role": "other"}),
     );
     bed.api.apply(ops_b);
-    let took = bed.converge("5 API server back");
+    // kube-runtime's default watcher backoff (as client-go's reflector: 0.8 s doubling to 30 s,
+    // reset only after 120 s without errors) counts every failed reconnect and the 410, so
+    // catching up after an outage can take up to ~30 s.
+    let took = bed.converge_within("5 API server back", Duration::from_secs(45));
+    bed.api
+        .server
+        .set_history_limit(fake_apiserver::DEFAULT_HISTORY_LIMIT);
     eprintln!("caught up {took:?} after the API server came back");
     bed.check("5 API server back");
 
