@@ -299,3 +299,97 @@ fn parse_element(v: &serde_json::Value, interval: bool) -> Option<Element> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn range(a: &str, b: &str) -> Element {
+        let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+        Element::Range(Range {
+            family: Family::of(&a),
+            start: ip_to_u128(&a),
+            end: ip_to_u128(&b),
+        })
+    }
+
+    #[test]
+    fn listed_elements_parse_into_compiler_elements() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // (element as `nft -j list` prints it, interval set?, expected), shapes seen on nft 1.0.6.
+        let rows = [
+            (
+                json!("10.0.0.1"),
+                false,
+                Some(Element::Addr(ip("10.0.0.1"))),
+            ),
+            (json!("fd00::1"), false, Some(Element::Addr(ip("fd00::1")))),
+            (
+                json!("203.0.113.0"),
+                true,
+                Some(range("203.0.113.0", "203.0.113.0")),
+            ),
+            (
+                json!({"range": ["203.0.113.2", "203.0.113.7"]}),
+                true,
+                Some(range("203.0.113.2", "203.0.113.7")),
+            ),
+            (
+                json!({"prefix": {"addr": "203.0.113.192", "len": 26}}),
+                true,
+                Some(range("203.0.113.192", "203.0.113.255")),
+            ),
+            (
+                json!({"prefix": {"addr": "2001:db8::", "len": 127}}),
+                true,
+                Some(range("2001:db8::", "2001:db8::1")),
+            ),
+            (
+                json!({"concat": ["10.0.0.1", "10.0.0.1"]}),
+                false,
+                Some(Element::AddrPair(ip("10.0.0.1"), ip("10.0.0.1"))),
+            ),
+            (
+                json!({"concat": ["10.0.0.1", "tcp", 8080]}),
+                false,
+                Some(Element::AddrProtoPort(ip("10.0.0.1"), Protocol::Tcp, 8080)),
+            ),
+            (
+                json!({"concat": ["udp", 53]}),
+                true,
+                Some(Element::ProtoPort(Protocol::Udp, 53, 53)),
+            ),
+            (
+                json!({"concat": ["sctp", {"range": [32000, 32768]}]}),
+                true,
+                Some(Element::ProtoPort(Protocol::Sctp, 32000, 32768)),
+            ),
+            // Anything nftpol never emits is unreadable, which verify treats as drift.
+            (json!({"concat": ["icmp", 1]}), true, None),
+            (
+                json!({"elem": {"val": "10.0.0.1", "timeout": 5}}),
+                false,
+                None,
+            ),
+            (json!({"range": ["10.0.0.1", "fd00::1"]}), true, None),
+            (json!(42), false, None),
+        ];
+        for (listed, interval, want) in rows {
+            assert_eq!(parse_element(&listed, interval), want, "{listed}");
+        }
+    }
+
+    #[test]
+    fn a_swapped_element_is_a_different_content() {
+        let listing = |elem: &str| {
+            format!(
+                r#"{{"nftables": [{{"metainfo": {{}}}}, {{"set": {{"family": "inet", "name": "s", "table": "nftpol", "type": "ipv4_addr", "elem": ["10.0.0.1", "{elem}"]}}}}]}}"#
+            )
+        };
+        let a = kernel_content(&listing("10.0.0.2")).unwrap();
+        let b = kernel_content(&listing("10.0.0.3")).unwrap();
+        assert_ne!(a, b, "same count, different element");
+        assert_eq!(a, kernel_content(&listing("10.0.0.2")).unwrap());
+    }
+}
