@@ -8,12 +8,12 @@
 //! test. Runs in its own network namespace; the agent uses its default
 //! coalescing settings (100 ms quiet time, 1 s maximum delay).
 
+#[path = "../tests/support/agent.rs"]
+mod agent;
 #[path = "support/synth.rs"]
 mod synth;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_apiserver::FakeApiServer;
@@ -23,23 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 const METRICS: &str = "127.0.0.1:9750";
 
 fn applies() -> Option<(f64, f64, f64)> {
-    let mut s = TcpStream::connect(METRICS).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let get = |kind: &str| -> f64 {
-        body.lines()
-            .find(|l| {
-                l.starts_with("nftpol_applies_total") && l.contains(&format!("kind=\"{kind}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    Some((get("full"), get("delta"), get("unchanged")))
+    agent::applies(METRICS)
 }
 
 /// Waits until the applies counters change from `before`; returns the new
@@ -56,16 +40,6 @@ fn wait_apply(before: (f64, f64, f64), started: Instant) -> ((f64, f64, f64), Du
             "no apply within 60 s"
         );
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The agent process, killed however the measurement ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -95,7 +69,7 @@ fn measure(scale: synth::Scale, samples: usize) {
         api.apply(serde_json::to_value(o).unwrap()).unwrap();
     }
     let started = Instant::now();
-    let _agent = KillOnDrop(
+    let _agent = agent::AgentProcess::spawn(
         Command::new(BIN)
             .args([
                 "run",
@@ -110,9 +84,7 @@ fn measure(scale: synth::Scale, samples: usize) {
             .arg(&kubeconfig)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::inherit()),
     );
     let mut state = loop {
         if let Some(a) = applies()
@@ -191,20 +163,7 @@ fn measure(scale: synth::Scale, samples: usize) {
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    std::thread::spawn(move || {
-        // SAFETY: only this thread (and what it spawns) moves to a new namespace.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "needs root"
-        );
-        assert!(
-            Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap()
-                .success()
-        );
+    agent::in_new_netns(move || {
         if bench {
             for scale in [synth::SCALES[0], synth::SCALES[2]] {
                 measure(scale, 30);
@@ -212,7 +171,5 @@ fn main() {
         } else {
             measure(synth::SCALES[0], 3);
         }
-    })
-    .join()
-    .unwrap();
+    });
 }

@@ -274,6 +274,10 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
         );
         return EXIT_INVALID;
     }
+    if let Err(e) = nft_versions_ok(&a.nft) {
+        let _ = writeln!(std::io::stderr(), "nftpol: {e}");
+        return EXIT_FAILURE;
+    }
     let text = crate::nft::render::script(&out.ruleset);
     match crate::nft::apply::run_nft(&a.nft, &text, a.check, false) {
         Ok(()) => {
@@ -301,6 +305,16 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
     }
 }
 
+/// Checks `nft` and the kernel against the minimum versions; unreadable
+/// versions are reported as warnings and do not stop the command.
+fn nft_versions_ok(nft: &str) -> Result<(), crate::nft::version::VersionError> {
+    let found = crate::nft::version::check(nft)?;
+    for w in &found.warnings {
+        let _ = writeln!(std::io::stderr(), "warning: {w}");
+    }
+    Ok(())
+}
+
 fn uninstall_cmd(a: &UninstallArgs) -> u8 {
     match crate::nft::enforcer::Enforcer::new(a.nft.clone()).remove_table() {
         Ok(()) => {
@@ -324,6 +338,24 @@ fn run_cmd(a: RunArgs) -> u8 {
         builder.json().init();
     } else {
         builder.init();
+    }
+    // Fail fast, before the API server is contacted: an agent that can never
+    // load its ruleset must not look alive.
+    match crate::nft::version::check(&a.nft) {
+        Ok(found) => {
+            for w in &found.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                nft = %found.nft.map_or("unknown".into(), |v| v.to_string()),
+                kernel = %found.kernel.map_or("unknown".into(), |v| v.to_string()),
+                "nft and kernel versions"
+            );
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_FAILURE;
+        }
     }
     let cfg = crate::controller::Config {
         node: a.node,

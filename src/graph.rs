@@ -11,7 +11,7 @@
 //! Built once per cluster snapshot; [`crate::compile`] reads it, and the
 //! `explain`/`graph` commands can show it. Pure: no IO.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -51,80 +51,109 @@ pub enum Relation {
 pub struct SelectorGraph {
     /// The graph itself; vertices are added in sorted order, so indexes are deterministic.
     pub graph: DiGraph<Vertex, Relation>,
-    index: BTreeMap<Vertex, NodeIndex>,
+    /// Vertex lookup for queries (a hash map: only the graph's own vertex
+    /// order matters for determinism, never this map's).
+    index: HashMap<Vertex, NodeIndex>,
 }
 
 impl SelectorGraph {
     /// Builds the graph for a cluster.
+    ///
+    /// Vertices are added in a deterministic order (namespaces and their pods
+    /// sorted, then policies sorted, each followed by the peers it names), so
+    /// vertex indexes are deterministic. Lookups during the build use indexes
+    /// kept beside the borrowed model, never cloned keys.
     pub fn build(cluster: &Cluster) -> SelectorGraph {
         let mut g = SelectorGraph::default();
 
-        // Pods grouped by namespace: every selector is evaluated namespace by
-        // namespace, so a podSelector only ever looks at its own namespace.
+        // Pods grouped by namespace, with their vertex: every selector is
+        // evaluated namespace by namespace, so a podSelector only ever looks
+        // at its own namespace.
         let mut pods_by_ns: BTreeMap<&str, Vec<&crate::model::Pod>> = BTreeMap::new();
         for p in cluster.pods.values() {
             pods_by_ns.entry(&p.id.namespace).or_default().push(p);
         }
         let mut ns_names: BTreeSet<&str> = cluster.namespaces.keys().map(|s| s.as_str()).collect();
         ns_names.extend(pods_by_ns.keys().copied());
+        let mut pod_vertices: HashMap<&str, Vec<(&crate::model::Pod, NodeIndex)>> =
+            HashMap::with_capacity(ns_names.len());
         for ns in &ns_names {
             let nv = g.vertex(Vertex::Namespace(ns.to_string()));
-            for p in pods_by_ns.get(ns).into_iter().flatten() {
+            let pods = pods_by_ns.get(ns).map(Vec::as_slice).unwrap_or_default();
+            let mut with_vertex = Vec::with_capacity(pods.len());
+            for p in pods {
                 let pv = g.vertex(Vertex::Pod(p.id.clone()));
                 g.graph.add_edge(nv, pv, Relation::Contains);
+                with_vertex.push((*p, pv));
             }
+            pod_vertices.insert(ns, with_vertex);
         }
-        let ns_labels: BTreeMap<&str, _> = ns_names
+        let pods_in = |ns: &str| pod_vertices.get(ns).map(Vec::as_slice).unwrap_or_default();
+        let ns_labels: Vec<(&str, _)> = ns_names
             .iter()
             .map(|n| (*n, cluster.namespace_labels(n)))
             .collect();
 
-        let mut matches: BTreeSet<&PodMatch> = BTreeSet::new();
+        let mut matches: BTreeMap<&PodMatch, NodeIndex> = BTreeMap::new();
+        let mut blocks: HashMap<&IpBlock, NodeIndex> = HashMap::new();
         for pol in cluster.policies.values() {
             let polv = g.vertex(Vertex::Policy(pol.id.clone()));
             for dir in Direction::ALL {
                 let Some(rules) = pol.rules(dir) else {
                     continue;
                 };
-                for p in pods_by_ns
-                    .get(pol.id.namespace.as_str())
-                    .into_iter()
-                    .flatten()
-                {
+                for (p, pv) in pods_in(&pol.id.namespace) {
                     if pol.pod_selector.matches(&p.labels) {
-                        let pv = g.index[&Vertex::Pod(p.id.clone())];
-                        g.graph.add_edge(polv, pv, Relation::Isolates(dir));
+                        g.graph.add_edge(polv, *pv, Relation::Isolates(dir));
                     }
                 }
                 for peer in rules.iter().flat_map(|r| r.peers.iter().flatten()) {
-                    let v = match peer {
-                        Peer::Pods(m) => {
-                            matches.insert(m);
-                            Vertex::PodMatch(m.clone())
-                        }
-                        Peer::IpBlock(b) => Vertex::IpBlock(b.clone()),
+                    let pv = match peer {
+                        Peer::Pods(m) => match matches.get(m) {
+                            Some(v) => *v,
+                            None => {
+                                let v = g.vertex(Vertex::PodMatch(m.clone()));
+                                matches.insert(m, v);
+                                v
+                            }
+                        },
+                        Peer::IpBlock(b) => match blocks.get(b) {
+                            Some(v) => *v,
+                            None => {
+                                let v = g.vertex(Vertex::IpBlock(b.clone()));
+                                blocks.insert(b, v);
+                                v
+                            }
+                        },
                     };
-                    let pv = g.vertex(v);
                     g.graph.update_edge(polv, pv, Relation::Allows(dir));
                 }
             }
         }
 
-        for m in matches {
-            let mv = g.index[&Vertex::PodMatch(m.clone())];
-            let namespaces: Vec<&str> = match &m.namespaces {
-                NamespaceScope::Named(n) => vec![n.as_str()],
-                NamespaceScope::Selector(s) => ns_labels
-                    .iter()
-                    .filter(|(_, l)| s.matches(l))
-                    .map(|(n, _)| *n)
-                    .collect(),
-            };
-            for ns in namespaces {
-                for p in pods_by_ns.get(ns).into_iter().flatten() {
+        // Namespaces each distinct namespaceSelector matches, evaluated once
+        // per selector rather than once per peer that uses it.
+        let mut ns_matches: HashMap<&crate::model::Selector, Vec<&str>> = HashMap::new();
+        for (m, mv) in matches {
+            let mut add = |ns: &str| {
+                for (p, pv) in pods_in(ns) {
                     if m.pods.matches(&p.labels) {
-                        let pv = g.index[&Vertex::Pod(p.id.clone())];
-                        g.graph.add_edge(mv, pv, Relation::Selects);
+                        g.graph.add_edge(mv, *pv, Relation::Selects);
+                    }
+                }
+            };
+            match &m.namespaces {
+                NamespaceScope::Named(n) => add(n),
+                NamespaceScope::Selector(s) => {
+                    let names = ns_matches.entry(s).or_insert_with(|| {
+                        ns_labels
+                            .iter()
+                            .filter(|(_, l)| s.matches(l))
+                            .map(|(n, _)| *n)
+                            .collect()
+                    });
+                    for n in names.iter() {
+                        add(n);
                     }
                 }
             }

@@ -31,9 +31,20 @@ pub struct Compiled {
 
 /// The whole pure pipeline: objects → model → graph → ruleset.
 pub fn compile_objects(objs: &k8s::Objects, opts: &compile::Options) -> Compiled {
-    let (cluster, mut diagnostics) = k8s::to_cluster(objs);
-    let graph = graph::SelectorGraph::build(&cluster);
-    let out = compile::compile(&cluster, &graph, opts);
+    let (cluster, diagnostics) = k8s::to_cluster(objs);
+    compile_cluster(&cluster, diagnostics, opts)
+}
+
+/// The pipeline from an already converted model (the agent keeps one up to
+/// date with [`k8s::cache::ClusterCache`]); `diagnostics` are the
+/// conversion's, reported first.
+pub fn compile_cluster(
+    cluster: &model::Cluster,
+    mut diagnostics: Vec<diag::Diagnostic>,
+    opts: &compile::Options,
+) -> Compiled {
+    let graph = graph::SelectorGraph::build(cluster);
+    let out = compile::compile(cluster, &graph, opts);
     diagnostics.extend(out.diagnostics);
     Compiled {
         ruleset: out.ruleset,

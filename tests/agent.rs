@@ -3,10 +3,13 @@
 //! replacement for new policies, API server outage and return, drift repair,
 //! SIGTERM leaving the table in place.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/agent.rs"]
+mod support_agent;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support_agent::{AgentProcess, in_new_netns, wait_for};
 
 use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
@@ -44,108 +47,40 @@ fn table() -> Option<String> {
 }
 
 fn http_get(path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(METRICS).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.get(9..12)?.parse().ok()?;
-    Some((code, buf))
+    support_agent::http_get(METRICS, path)
 }
 
 /// Sum of a metric's samples whose line contains `filter`.
 fn metric(name: &str, filter: &str) -> f64 {
-    let Some((_, body)) = http_get("/metrics") else {
-        return 0.0;
-    };
-    body.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support_agent::metric(METRICS, name, filter)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Agent(Child);
-
-impl Agent {
-    fn start(kubeconfig: &std::path::Path) -> Agent {
-        Agent(
-            Command::new(BIN)
-                .args([
-                    "run",
-                    "--node",
-                    "node-1",
-                    "--listen",
-                    METRICS,
-                    "--min-interval",
-                    "50ms",
-                    "--max-delay",
-                    "300ms",
-                    "--resync",
-                    "1s",
-                    "--kubeconfig",
-                ])
-                .arg(kubeconfig)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("nftpol run starts"),
-        )
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "agent ignores SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_agent(kubeconfig: &std::path::Path) -> AgentProcess {
+    AgentProcess::spawn(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--node",
+                "node-1",
+                "--listen",
+                METRICS,
+                "--min-interval",
+                "50ms",
+                "--max-delay",
+                "300ms",
+                "--resync",
+                "1s",
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
 }
 
 #[test]
 fn agent_follows_the_api_server() {
-    std::thread::spawn(|| {
-        // SAFETY: only this thread (and what it spawns) moves to a new namespace.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "needs root"
-        );
-        assert!(
-            Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap()
-                .success()
-        );
+    in_new_netns(|| {
         let api = FakeApiServer::start();
         let dir = std::env::temp_dir().join(format!("nftpol-agent-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -171,7 +106,7 @@ fn agent_follows_the_api_server() {
         .unwrap();
         api.apply(deny_ingress("web")).unwrap();
 
-        let agent = Agent::start(&kubeconfig);
+        let agent = start_agent(&kubeconfig);
         wait_for("the first apply", Duration::from_secs(20), || {
             table().is_some_and(|t| t.contains("10.244.1.10 : jump ingress-group-"))
         });
@@ -289,7 +224,5 @@ fn agent_follows_the_api_server() {
             "the table outlives the agent"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    })
-    .join()
-    .unwrap();
+    });
 }

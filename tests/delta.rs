@@ -383,3 +383,101 @@ fn a_failed_apply_keeps_the_previous_table_and_the_next_sync_is_full() {
         assert_eq!(e.sync(&good).unwrap(), Applied::Full);
     });
 }
+
+/// Runs an `nft -f` script in the current namespace; false if nft rejects it.
+fn nft_script(script: &str) -> bool {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    child.wait().unwrap().success()
+}
+
+#[test]
+fn verify_compares_element_values_not_only_counts() {
+    use nftpol::nft::enforcer::{Applied, Enforcer};
+    use nftpol::nft::render::element;
+    use nftpol::nft::ruleset::{Element, SetKind};
+    use std::net::IpAddr;
+    in_new_netns(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let fresh = |v6: bool| -> IpAddr {
+            if v6 {
+                "2001:db8:ee::77".parse().unwrap()
+            } else {
+                "198.51.100.77".parse().unwrap()
+            }
+        };
+        let mut tested = std::collections::BTreeSet::new();
+        for case in ["upstream-xyz", "ipblock-except-v4", "named-ports"] {
+            let (objs, _) = nftpol::k8s::load_paths(&[root.join(case)]);
+            let rs = nftpol::compile_objects(&objs, &Options::default()).ruleset;
+            let mut e = Enforcer::new("nft");
+            // Each tamper swaps one element for another, so every count stays the same.
+            let mut tampers: Vec<(String, String)> = Vec::new();
+            for (name, set) in &rs.sets {
+                let Some(old) = set.elements.iter().next() else {
+                    continue;
+                };
+                let v6 = |ip: &IpAddr| ip.is_ipv6();
+                let (what, new) = match (set.kind, old) {
+                    (SetKind::Addr(_), Element::Addr(a)) => ("addr", fresh(v6(a)).to_string()),
+                    (SetKind::AddrInterval(_), Element::Range(r)) => (
+                        "interval",
+                        fresh(r.family == nftpol::model::Family::V6).to_string(),
+                    ),
+                    (SetKind::AddrPair(_), Element::AddrPair(a, _)) => {
+                        ("pair", format!("{0} . {0}", fresh(v6(a))))
+                    }
+                    (SetKind::AddrProtoPort(_), Element::AddrProtoPort(a, p, n)) => (
+                        "named-port",
+                        format!("{} . {} . {n}", fresh(v6(a)), p.nft()),
+                    ),
+                    _ => continue,
+                };
+                tampers.push((
+                    format!("{what} set {name}"),
+                    format!(
+                        "delete element inet nftpol {name} {{ {} }}\nadd element inet nftpol {name} {{ {new} }}\n",
+                        element(old)
+                    ),
+                ));
+            }
+            for (name, map) in &rs.maps {
+                let Some((ip, target)) = map.elements.iter().next() else {
+                    continue;
+                };
+                // Another group chain of the same map (any chain could loop back into it).
+                let Some(other) = map.elements.values().find(|c| *c != target) else {
+                    continue;
+                };
+                tampers.push((
+                    format!("verdict map {name}"),
+                    format!(
+                        "delete element inet nftpol {name} {{ {ip} }}\nadd element inet nftpol {name} {{ {ip} : jump {other} }}\n"
+                    ),
+                ));
+            }
+            for (what, script) in tampers {
+                e.invalidate();
+                assert_eq!(e.sync(&rs).unwrap(), Applied::Full);
+                assert!(e.verify().unwrap(), "{case}: verifies before tampering");
+                assert!(nft_script(&script), "{case}: tamper {what}:\n{script}");
+                assert!(
+                    !e.verify().unwrap(),
+                    "{case}: a swapped element in {what} is drift even though counts agree"
+                );
+                assert_eq!(e.sync(&rs).unwrap(), Applied::Full, "{case}: repaired");
+                assert!(e.verify().unwrap(), "{case}: verifies after repair");
+                tested.insert(what.split(' ').next().unwrap().to_string());
+            }
+        }
+        for kind in ["addr", "interval", "pair", "named-port", "verdict"] {
+            assert!(tested.contains(kind), "no {kind} tamper was exercised");
+        }
+    });
+}

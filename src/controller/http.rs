@@ -11,6 +11,15 @@ use hyper_util::rt::TokioIo;
 
 use super::metrics::Metrics;
 
+/// Liveness probe: 200 while the worker loop runs.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness probe: 200 once every watch synced and the last apply succeeded.
+pub const READYZ: &str = "/readyz";
+/// OpenMetrics text of [`Metrics`].
+pub const METRICS: &str = "/metrics";
+/// Every path the server answers (anything else is 404).
+pub const PATHS: [&str; 3] = [HEALTHZ, READYZ, METRICS];
+
 /// What the probes report.
 #[derive(Default)]
 pub struct Health {
@@ -43,23 +52,23 @@ pub async fn serve(
 
 fn respond(path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (code, ctype, body) = match path {
-        "/healthz" if health.alive.load(Ordering::Relaxed) => {
+        HEALTHZ if health.alive.load(Ordering::Relaxed) => {
             (StatusCode::OK, "text/plain", "ok\n".to_string())
         }
-        "/healthz" => (
+        HEALTHZ => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "worker not running\n".to_string(),
         ),
-        "/readyz" if health.ready.load(Ordering::Relaxed) => {
+        READYZ if health.ready.load(Ordering::Relaxed) => {
             (StatusCode::OK, "text/plain", "ok\n".to_string())
         }
-        "/readyz" => (
+        READYZ => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "not synced, or the last apply failed\n".to_string(),
         ),
-        "/metrics" => (
+        METRICS => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),

@@ -218,6 +218,12 @@ impl Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,11 +247,5 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("# TYPE nftpol_dropped_packets ").count(), 1);
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }

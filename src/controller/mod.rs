@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!  watch Pods ─────────┐   (reflectors: stripped objects in stores)
-//!  watch Namespaces ───┼──▶ change signal ──▶ worker: coalesce ──▶ snapshot stores
-//!  watch NetworkPolicies┘                          │                 → compile (blocking pool)
+//!  watch Namespaces ───┼──▶ change signal ──▶ worker: coalesce ──▶ store state (Arcs)
+//!  watch NetworkPolicies┘                          │                 → ClusterCache: convert
+//!                                                   │                   changed objects only
+//!                                                   │                 → graph + compile (blocking pool)
 //!                                                   │                 → Enforcer::sync (delta/full)
 //!                      periodic resync ────────────┘                 → metrics, readiness
 //! ```
@@ -29,12 +31,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::compile::Options;
-use crate::diag::Source;
 use crate::droplog::{DEDUPE_WINDOW, Dedupe, DroppedFlow, Index};
+use crate::k8s::cache::ClusterCache;
 use crate::nft::enforcer::{Applied, Enforcer};
 use metrics::{DropLabel, Metrics, ObjectLabel, ReasonLabel};
 
@@ -136,6 +138,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut worker = Worker {
         cfg: cfg.clone(),
         enforcer: Some(Enforcer::new(cfg.nft.clone())),
+        model: Some(ClusterCache::new()),
         metrics,
         health,
         drop_index: Arc::new(RwLock::new(Arc::new(Index::default()))),
@@ -174,38 +177,30 @@ struct Stores {
 }
 
 impl Stores {
-    /// The stores' current content as compiler input, in a stable order.
-    fn snapshot(&self) -> crate::k8s::Objects {
-        fn sorted<K: kube::Resource<DynamicType = ()> + Clone>(s: &Store<K>) -> Vec<(Source, K)> {
-            let mut v: Vec<(Source, K)> = s
-                .state()
-                .iter()
-                .map(|o| {
-                    let src = Source {
-                        file: "api".to_string(),
-                        document: 0,
-                        item: None,
-                    };
-                    (src, (**o).clone())
-                })
-                .collect();
-            v.sort_by(|a, b| {
-                (a.1.namespace(), a.1.name_any()).cmp(&(b.1.namespace(), b.1.name_any()))
-            });
-            v
-        }
-        crate::k8s::Objects {
-            namespaces: sorted(&self.namespaces),
-            pods: sorted(&self.pods),
-            policies: sorted(&self.policies),
+    /// The stores' current content (shared pointers, no copies).
+    fn state(&self) -> StoreState {
+        StoreState {
+            namespaces: self.namespaces.state(),
+            pods: self.pods.state(),
+            policies: self.policies.state(),
         }
     }
+}
+
+/// One moment of the three stores.
+struct StoreState {
+    namespaces: Vec<Arc<Namespace>>,
+    pods: Vec<Arc<Pod>>,
+    policies: Vec<Arc<NetworkPolicy>>,
 }
 
 struct Worker {
     cfg: Config,
     /// Taken out while a blocking apply runs.
     enforcer: Option<Enforcer>,
+    /// The model, converted incrementally (only changed objects); taken out
+    /// while a blocking compile runs.
+    model: Option<ClusterCache>,
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
     /// What the drop-log reader explains packets with: the index of the
@@ -277,21 +272,36 @@ impl Worker {
 
     /// Compiles the stores and brings the kernel to the result; true on success.
     async fn apply_once(&mut self, stores: &Stores) -> bool {
-        let objs = stores.snapshot();
+        let state = stores.state();
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
+        let mut model = self.model.take().expect("model present between applies");
         let t = Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || {
-            crate::compile_objects(
-                &objs,
+        let (model, compiled) = tokio::task::spawn_blocking(move || {
+            let stats = model.update(
+                state.namespaces.iter().map(|o| &**o),
+                state.pods.iter().map(|o| &**o),
+                state.policies.iter().map(|o| &**o),
+            );
+            tracing::debug!(
+                converted = stats.converted,
+                removed = stats.removed,
+                reused = stats.reused,
+                "model updated"
+            );
+            let compiled = crate::compile_cluster(
+                model.cluster(),
+                model.diagnostics(),
                 &Options {
                     node: Some(node),
                     drop_log,
                 },
-            )
+            );
+            (model, compiled)
         })
         .await
         .expect("the compiler does not panic");
+        self.model = Some(model);
         self.metrics
             .compile_seconds
             .observe(t.elapsed().as_secs_f64());

@@ -32,8 +32,22 @@ fn ferr(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
-fn emit(diags: &mut Vec<Diagnostic>, d: Diagnostic, src: Option<&Source>, object: &str) {
-    let d = d.on(object);
+/// `Kind namespace/name`, formatted only when a diagnostic is emitted.
+struct Labelled<'a>(&'static str, &'a ObjectRef);
+
+impl std::fmt::Display for Labelled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+fn emit(
+    diags: &mut Vec<Diagnostic>,
+    d: Diagnostic,
+    src: Option<&Source>,
+    object: &dyn std::fmt::Display,
+) {
+    let d = d.on(object.to_string());
     diags.push(match src {
         Some(s) => d.at(s),
         None => d,
@@ -52,7 +66,7 @@ pub fn namespace(
             diags,
             Diagnostic::error("a Namespace needs a name").field("metadata.name"),
             src,
-            "Namespace <unnamed>",
+            &"Namespace <unnamed>",
         );
         return None;
     };
@@ -107,7 +121,9 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
         return None;
     };
     let id = ObjectRef::new(namespace, name);
-    let object = format!("Pod {id}");
+    // Formatted only when a diagnostic needs it: conversion runs for every
+    // pod on every agent recompile.
+    let object = Labelled("Pod", &id);
     let spec = p.spec.as_ref();
     if spec.and_then(|s| s.host_network).unwrap_or(false) {
         return None;
@@ -119,21 +135,26 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
     ) {
         return None;
     }
-    let mut raw_ips: Vec<(String, String)> = Vec::new();
+    // (index in status.podIPs or None for status.podIP, address).
+    let mut raw_ips: Vec<(Option<usize>, &str)> = Vec::new();
     if let Some(st) = status {
         if let Some(ips) = &st.pod_ips {
             for (i, ip) in ips.iter().enumerate() {
-                raw_ips.push((format!("status.podIPs[{i}].ip"), ip.ip.clone()));
+                raw_ips.push((Some(i), ip.ip.as_str()));
             }
         }
         if raw_ips.is_empty()
             && let Some(ip) = &st.pod_ip
         {
-            raw_ips.push(("status.podIP".to_string(), ip.clone()));
+            raw_ips.push((None, ip.as_str()));
         }
     }
     let mut ips: Vec<IpAddr> = Vec::new();
-    for (field, s) in raw_ips {
+    for (i, s) in raw_ips {
+        let field = || match i {
+            Some(i) => format!("status.podIPs[{i}].ip"),
+            None => "status.podIP".to_string(),
+        };
         if s.is_empty() {
             continue;
         }
@@ -145,7 +166,7 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
                         Diagnostic::warning(format!(
                             "{s} ignored: the pod already has an address of that family"
                         ))
-                        .field(field),
+                        .field(field()),
                         src,
                         &object,
                     );
@@ -157,7 +178,7 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
                 emit(
                     diags,
                     Diagnostic::error(format!("{s:?} is not an IP address; pod ignored"))
-                        .field(field),
+                        .field(field()),
                     src,
                     &object,
                 );
@@ -176,27 +197,27 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
             .containers
             .iter()
             .enumerate()
-            .map(|(i, c)| (format!("spec.containers[{i}]"), c))
+            .map(|(i, c)| ("spec.containers", i, c))
             .chain(
                 spec.init_containers
                     .iter()
                     .flatten()
                     .enumerate()
                     .filter(|(_, c)| c.restart_policy.as_deref() == Some("Always"))
-                    .map(|(i, c)| (format!("spec.initContainers[{i}]"), c)),
+                    .map(|(i, c)| ("spec.initContainers", i, c)),
             );
-        for (cpath, c) in containers {
+        for (list, i, c) in containers {
             for (j, cp) in c.ports.iter().flatten().enumerate() {
                 let Some(pname) = cp.name.clone().filter(|n| !n.is_empty()) else {
                     continue;
                 };
-                let field = format!("{cpath}.ports[{j}]");
+                let field = || format!("{list}[{i}].ports[{j}]");
                 let proto = cp.protocol.as_deref().unwrap_or("TCP");
                 let Some(proto) = Protocol::parse(proto) else {
                     emit(
                         diags,
                         Diagnostic::warning(format!("unknown protocol {proto:?}; port ignored"))
-                            .field(format!("{field}.protocol")),
+                            .field(format!("{}.protocol", field())),
                         src,
                         &object,
                     );
@@ -209,7 +230,7 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
                             "{} is not a port number; port ignored",
                             cp.container_port
                         ))
-                        .field(format!("{field}.containerPort")),
+                        .field(format!("{}.containerPort", field())),
                         src,
                         &object,
                     );
@@ -221,7 +242,7 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
                         Diagnostic::warning(format!(
                             "port name {pname:?} used twice in the pod; the first one counts"
                         ))
-                        .field(format!("{field}.name")),
+                        .field(format!("{}.name", field())),
                         src,
                         &object,
                     );
@@ -262,7 +283,7 @@ pub fn policy(
         return None;
     };
     let id = ObjectRef::new(namespace, name);
-    let object = format!("NetworkPolicy {id}");
+    let object = Labelled("NetworkPolicy", &id);
     let default_spec = net::NetworkPolicySpec::default();
     let spec = np.spec.as_ref().unwrap_or(&default_spec);
     let mut errors: Vec<FieldError> = Vec::new();

@@ -1,6 +1,7 @@
 //! The only module that knows Kubernetes types: loading YAML/JSON and
 //! converting k8s-openapi objects into the model.
 
+pub mod cache;
 pub mod convert;
 pub mod load;
 

@@ -9,3 +9,4 @@ pub mod names;
 pub mod render;
 pub mod ruleset;
 pub mod trace;
+pub mod version;

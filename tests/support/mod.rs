@@ -16,6 +16,7 @@
 // Each integration test binary compiles this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod held;
 pub mod netns;
 pub mod probe;

@@ -1,0 +1,1042 @@
+//! End to end with real packets: one fake API server, two routed nodes with
+//! dual-stack pods, one `nftpol run` per node (each in its node's network
+//! namespace), and every pod pair probed (TCP and UDP, IPv4 and IPv6) against
+//! the oracle after every step:
+//!
+//! 1. initial objects (readyz fails until the watches synced);
+//! 2. relabels → element deltas only;
+//! 3. a pod created without an IP, then given one → element delta;
+//! 4. a policy added, modified, deleted → full replacements;
+//! 5. API server down: enforcement unchanged; back up: changes made meanwhile and after arrive;
+//! 6. `kill -9` of one agent while probes run: no denied probe ever gets through;
+//! 7. drift (an element swapped, the table deleted) → the periodic resync repairs it;
+//! 8. throughout: each node's kernel table equals a fresh full compile of the API server's
+//!    objects for that node, loaded into an empty namespace (compared as normalised JSON).
+//!
+//! The API server listens on 127.0.0.1 inside node 1's namespace (the agent there uses it
+//! directly); node 2's agent reaches it over the node link through a small TCP relay on
+//! node 1's underlay address, so there is a single API server for both.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApiServer;
+use serde_json::{Value, json};
+
+use support::agent::{AgentProcess, metric_in, metrics_text, wait_for};
+use support::netns;
+use support::probe::{self, Outcome};
+use support::{ChecksumMode, Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
+
+#[path = "support/oracle.rs"]
+mod oracle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
+/// Where each agent serves its metrics, inside its own node namespace.
+const METRICS: &str = "127.0.0.1:9750";
+/// Every pod serves TCP and UDP on this port; policies talk about it.
+const PORT: u16 = 80;
+/// How long an agent may take to apply a change on this (loaded, 2-core) machine.
+const APPLY_DEADLINE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------------
+
+fn namespace(name: &str, team: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"team": team}}})
+}
+
+/// A pod; `ips` None is a pod the scheduler placed but whose sandbox has no address yet.
+fn pod(ns: &str, name: &str, node: &str, ips: Option<(IpAddr, IpAddr)>, labels: Value) -> Value {
+    let status = match ips {
+        Some((v4, v6)) => json!({"phase": "Running", "podIP": v4.to_string(),
+            "podIPs": [{"ip": v4.to_string()}, {"ip": v6.to_string()}]}),
+        None => json!({"phase": "Pending"}),
+    };
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+            "ports": [{"name": "http", "containerPort": PORT}]}]},
+        "status": status})
+}
+
+fn policy(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+/// The API server plus the names of what the test put there, so the current state can be
+/// read back from the server itself.
+struct Api {
+    server: FakeApiServer,
+    node1_netns: String,
+    keys: BTreeSet<(String, String, String)>,
+}
+
+impl Api {
+    fn apply(&mut self, obj: Value) {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        self.server
+            .apply(obj)
+            .unwrap_or_else(|e| panic!("apply {kind} {ns}/{name}: {e:?}"));
+        self.keys.insert((kind, ns, name));
+    }
+
+    fn delete(&mut self, kind: &str, ns: &str, name: &str) {
+        self.server
+            .delete(kind, ns, name)
+            .unwrap_or_else(|e| panic!("delete {kind} {ns}/{name}: {e:?}"));
+        self.keys
+            .remove(&(kind.to_string(), ns.to_string(), name.to_string()));
+    }
+
+    /// Every object as the API server holds it now.
+    fn objects(&self) -> Vec<Value> {
+        self.keys
+            .iter()
+            .map(|(kind, ns, name)| {
+                self.server
+                    .get(kind, ns, name)
+                    .unwrap_or_else(|e| panic!("get {kind} {ns}/{name}: {e:?}"))
+            })
+            .collect()
+    }
+
+    fn stop(&self) {
+        self.server.stop();
+    }
+
+    /// Serves again; the listener must be bound inside node 1's namespace.
+    fn restart(&self) {
+        netns::in_netns(&self.node1_netns, || self.server.restart())
+            .unwrap()
+            .expect("the API server rebinds its port");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP relay: node 2 reaches the API server over the node link.
+// ---------------------------------------------------------------------------------------------
+
+/// Accepts on `listen` and pipes every connection to `upstream`; everything it opens lives in
+/// the namespace of the thread that started it. Stops (and cuts its connections) on drop.
+struct Relay {
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Relay> {
+        let listener = TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let thread = {
+            let (stop, conns) = (stop.clone(), conns.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let client = match listener.accept() {
+                        Ok((c, _)) => c,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    let _ = client.set_nonblocking(false);
+                    // API server down: the client sees its connection closed, like a refusal.
+                    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))
+                    else {
+                        continue;
+                    };
+                    let pairs = [
+                        (client.try_clone(), server.try_clone()),
+                        (server.try_clone(), client.try_clone()),
+                    ];
+                    let mut held = conns.lock().unwrap();
+                    held.retain(|s| s.peer_addr().is_ok());
+                    held.extend(client.try_clone());
+                    held.extend(server.try_clone());
+                    drop(held);
+                    for pair in pairs {
+                        if let (Ok(mut from), Ok(mut to)) = pair {
+                            std::thread::spawn(move || {
+                                let _ = io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Relay {
+            stop,
+            conns,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------------
+
+struct Agent {
+    node: String,
+    netns: String,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    process: Option<AgentProcess>,
+}
+
+impl Agent {
+    fn new(node: &str, netns: &str, kubeconfig: PathBuf, dir: &Path) -> Agent {
+        let mut a = Agent {
+            node: node.to_string(),
+            netns: netns.to_string(),
+            kubeconfig,
+            log: dir.join(format!("agent-{node}.log")),
+            process: None,
+        };
+        a.start();
+        a
+    }
+
+    /// Starts `nftpol run` in the node's namespace (appending to its log).
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.netns,
+            BIN,
+            "run",
+            "--node",
+            &self.node,
+        ])
+        .args(["--listen", METRICS, "--resync", "1s"])
+        .args(["--min-interval", "50ms", "--max-delay", "300ms"])
+        .arg("--kubeconfig")
+        .arg(&self.kubeconfig)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        // `ip netns exec` execs the agent, so the child's pid is the agent's.
+        self.process = Some(AgentProcess::spawn(&mut cmd));
+    }
+
+    fn kill9(&mut self) {
+        let p = self.process.take().expect("agent running");
+        let status = p.kill9();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "the agent died of SIGKILL, not of something else ({status})"
+        );
+    }
+
+    fn metrics(&self) -> String {
+        netns::in_netns(&self.netns, || metrics_text(METRICS))
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    fn metric(&self, name: &str, filter: &str) -> f64 {
+        metric_in(&self.metrics(), name, filter)
+    }
+
+    fn applies(&self, kind: &str) -> f64 {
+        self.metric("nftpol_applies_total", &format!("kind=\"{kind}\""))
+    }
+
+    fn readyz(&self) -> Option<u16> {
+        netns::in_netns(&self.netns, || {
+            support::agent::http_get(METRICS, "/readyz").map(|r| r.0)
+        })
+        .unwrap()
+    }
+
+    fn assert_alive(&mut self) {
+        let p = self.process.as_mut().expect("agent started");
+        assert!(
+            p.running(),
+            "agent on {} exited; log:\n{}",
+            self.node,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel tables
+// ---------------------------------------------------------------------------------------------
+
+/// `nft -j list table inet nftpol` in `ns`, with handles dropped, element lists sorted and
+/// counters zeroed, so tables with different histories compare equal; None without a table.
+fn kernel_table(ns: &str) -> Option<Value> {
+    let text = netns::exec(ns, &["nft", "-j", "list", "table", "inet", "nftpol"], None).ok()?;
+    let mut v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
+    normalize(&mut v);
+    Some(v)
+}
+
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            if let Some(Value::Array(els)) = m.get_mut("elem") {
+                els.sort_by_key(|e| e.to_string());
+            }
+            if let Some(Value::Object(c)) = m.get_mut("counter") {
+                for n in c.values_mut() {
+                    *n = json!(0);
+                }
+            }
+            m.values_mut().for_each(normalize);
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// Lines of `a` missing from `b` and vice versa (pretty JSON), for failure messages.
+fn table_diff(got: &Value, want: &Value) -> String {
+    let lines = |v: &Value| -> BTreeSet<String> {
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o.to_string())
+            .collect()
+    };
+    let (g, w) = (lines(got), lines(want));
+    let mut out = String::new();
+    for l in w.difference(&g) {
+        out.push_str(&format!("  missing: {l}\n"));
+    }
+    for l in g.difference(&w) {
+        out.push_str(&format!("  extra:   {l}\n"));
+    }
+    out
+}
+
+/// An empty namespace to load fresh full compiles into.
+struct Scratch(String);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let name = format!("{}-scratch", netns::instance_prefix());
+        netns::add(std::slice::from_ref(&name)).unwrap();
+        Scratch(name)
+    }
+
+    /// The table a fresh full compile of `objects` for `node` produces in an empty kernel.
+    fn fresh_table(&self, objects: &[Value], node: &str) -> Value {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        let mut objs = nftpol::k8s::Objects::default();
+        let mut diags = Vec::new();
+        nftpol::k8s::parse_into(&list.to_string(), "api", &mut objs, &mut diags);
+        assert!(
+            diags.iter().all(|d| !d.is_error()),
+            "the API server's objects load: {diags:?}"
+        );
+        let compiled = nftpol::compile_objects(
+            &objs,
+            &nftpol::compile::Options {
+                node: Some(node.to_string()),
+                ..Default::default()
+            },
+        );
+        let script = nftpol::nft::render::script(&compiled.ruleset);
+        netns::exec(&self.0, &["nft", "-f", "-"], Some(&script)).unwrap();
+        kernel_table(&self.0).expect("the fresh table loaded")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = netns::delete(std::slice::from_ref(&self.0));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test bed
+// ---------------------------------------------------------------------------------------------
+
+/// Fields drop in order: agents first, the namespaces last.
+struct Bed {
+    agents: Vec<Agent>,
+    _relay: Relay,
+    api: Api,
+    scratch: Scratch,
+    topo: Topology,
+    dir: PathBuf,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // Failures print the agents' logs in their message; set NFTPOL_E2E_KEEP to keep them
+        // (and the kubeconfigs) anyway.
+        if std::env::var_os("NFTPOL_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("agent logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+impl Bed {
+    fn agent(&mut self, node: &str) -> &mut Agent {
+        self.agents.iter_mut().find(|a| a.node == node).unwrap()
+    }
+
+    /// Waits until every node's kernel table equals a fresh full compile of the API server's
+    /// objects for that node; returns how long it took.
+    fn converge(&mut self, label: &str) -> Duration {
+        self.converge_within(label, APPLY_DEADLINE)
+    }
+
+    fn converge_within(&mut self, label: &str, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        let objects = self.api.objects();
+        for a in &mut self.agents {
+            a.assert_alive();
+            let want = self.scratch.fresh_table(&objects, &a.node);
+            let mut last = None;
+            let until = start + deadline;
+            loop {
+                let got = kernel_table(&a.netns);
+                if got.as_ref() == Some(&want) {
+                    break;
+                }
+                if Instant::now() > until {
+                    let diff = match &got {
+                        Some(g) => table_diff(g, &want),
+                        None => "  no table inet nftpol at all\n".into(),
+                    };
+                    last = Some(diff);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(diff) = last {
+                panic!(
+                    "[{label}] node {}: kernel table differs from a fresh compile after {:?}:\n{diff}\nagent log:\n{}",
+                    a.node,
+                    deadline,
+                    std::fs::read_to_string(&a.log).unwrap_or_default()
+                );
+            }
+        }
+        start.elapsed()
+    }
+
+    /// Every ordered pod pair, TCP and UDP, IPv4 and IPv6, compared with the oracle's verdict
+    /// for the API server's current objects.
+    fn check(&self, label: &str) {
+        let mut cluster = oracle::Cluster::default();
+        for o in self.api.objects() {
+            cluster.add_document(o).unwrap();
+        }
+        let pods = self.topo.pods();
+        let mut cases = Vec::new();
+        for a in &pods {
+            for b in pods.iter().filter(|b| *b != a) {
+                for fam in [Family::V4, Family::V6] {
+                    for proto in [Proto::Tcp, Proto::Udp] {
+                        let (src, dst) = (self.topo.pod_ip(a, fam), self.topo.pod_ip(b, fam));
+                        let flow = oracle::Flow {
+                            src,
+                            dst,
+                            proto: oracle_proto(proto),
+                            port: PORT,
+                        };
+                        cases.push((
+                            ProbeSpec::pod(a, dst, proto, PORT),
+                            oracle::allowed(&cluster, &flow),
+                        ));
+                    }
+                }
+            }
+        }
+        match self.topo.check(label, &cases) {
+            Ok(summary) => eprintln!("{summary}"),
+            Err(report) => panic!("{report}"),
+        }
+    }
+
+    /// Whether the oracle allows `from` → `to` (TCP, IPv4) for the current objects.
+    fn oracle_allows(&self, from: &str, to: &str) -> bool {
+        let mut cluster = oracle::Cluster::default();
+        for o in self.api.objects() {
+            cluster.add_document(o).unwrap();
+        }
+        oracle::allowed(
+            &cluster,
+            &oracle::Flow {
+                src: self.topo.pod_ip(from, Family::V4),
+                dst: self.topo.pod_ip(to, Family::V4),
+                proto: oracle::Proto::Tcp,
+                port: PORT,
+            },
+        )
+    }
+
+    /// Applies counters per node: (full, delta).
+    fn counts(&self) -> Vec<(f64, f64)> {
+        self.agents
+            .iter()
+            .map(|a| (a.applies("full"), a.applies("delta")))
+            .collect()
+    }
+
+    /// Time until a TCP probe `from` → `to` (IPv4) first gets through, probing every few ms.
+    fn time_until_reached(&self, from: &str, to: &str, since: Instant) -> Duration {
+        let ns = self.topo.pod_netns(from).to_string();
+        let addr = SocketAddr::new(self.topo.pod_ip(to, Family::V4), PORT);
+        loop {
+            let o = probe::probe_in(
+                &ns,
+                addr,
+                Proto::Tcp,
+                Duration::from_millis(10),
+                ChecksumMode::Correct,
+            )
+            .unwrap();
+            if o.reached() {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < APPLY_DEADLINE,
+                "{from} → {to} never became reachable"
+            );
+        }
+    }
+
+    fn ip(&self, pod: &str) -> Option<(IpAddr, IpAddr)> {
+        Some((
+            self.topo.pod_ip(pod, Family::V4),
+            self.topo.pod_ip(pod, Family::V6),
+        ))
+    }
+}
+
+fn oracle_proto(p: Proto) -> oracle::Proto {
+    match p {
+        Proto::Tcp => oracle::Proto::Tcp,
+        Proto::Udp => oracle::Proto::Udp,
+        Proto::Sctp => oracle::Proto::Sctp,
+    }
+}
+
+/// Builds the topology, the API server (stopped, with the initial objects), the relay and
+/// one agent per node; the agents cannot sync until the API server is restarted.
+fn bed() -> Bed {
+    let spec = TopoSpec::new()
+        .ports(&[PORT])
+        .node("n1", "10.244.1.0/24", "fd00:10:244:1::/64")
+        .node("n2", "10.244.2.0/24", "fd00:10:244:2::/64")
+        .pod("web-a", "n1", "10.244.1.10", "fd00:10:244:1::10")
+        .pod("cli-a", "n1", "10.244.1.11", "fd00:10:244:1::11")
+        .pod("ops-a", "n1", "10.244.1.12", "fd00:10:244:1::12")
+        .pod("web-b", "n2", "10.244.2.10", "fd00:10:244:2::10")
+        .pod("cli-b", "n2", "10.244.2.11", "fd00:10:244:2::11")
+        .pod("ops-b", "n2", "10.244.2.12", "fd00:10:244:2::12")
+        .pod("late-b", "n2", "10.244.2.13", "fd00:10:244:2::13");
+    let topo = Topology::build(Shape::Routed, &spec).expect("topology");
+    let n1 = topo.node_netns("n1").to_string();
+    let n2 = topo.node_netns("n2").to_string();
+    let node1_ip = topo.node_ip("n1", Family::V4);
+    let (server, relay) = netns::in_netns(&n1, || {
+        let server = FakeApiServer::start();
+        let port = server.addr().port();
+        let relay = Relay::start(SocketAddr::new(node1_ip, port), server.addr())
+            .expect("relay binds node 1's address");
+        (server, relay)
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("nftpol-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc1 = dir.join("kubeconfig-n1");
+    server.kubeconfig(&kc1).unwrap();
+    let kc2 = dir.join("kubeconfig-n2");
+    let text = std::fs::read_to_string(&kc1).unwrap();
+    let remote = format!("http://{}", SocketAddr::new(node1_ip, server.addr().port()));
+    std::fs::write(&kc2, text.replace(&server.url(), &remote)).unwrap();
+
+    let mut api = Api {
+        server,
+        node1_netns: n1.clone(),
+        keys: BTreeSet::new(),
+    };
+    let ip = |p: &str| Some((topo.pod_ip(p, Family::V4), topo.pod_ip(p, Family::V6)));
+    api.apply(namespace("web", "web"));
+    api.apply(namespace("ops", "ops"));
+    api.apply(pod(
+        "web",
+        "web-a",
+        "n1",
+        ip("web-a"),
+        json!({"app": "web"}),
+    ));
+    api.apply(pod(
+        "web",
+        "cli-a",
+        "n1",
+        ip("cli-a"),
+        json!({"role": "client"}),
+    ));
+    api.apply(pod(
+        "ops",
+        "ops-a",
+        "n1",
+        ip("ops-a"),
+        json!({"role": "client"}),
+    ));
+    api.apply(pod(
+        "web",
+        "web-b",
+        "n2",
+        ip("web-b"),
+        json!({"app": "web"}),
+    ));
+    api.apply(pod(
+        "web",
+        "cli-b",
+        "n2",
+        ip("cli-b"),
+        json!({"role": "client"}),
+    ));
+    api.apply(pod(
+        "ops",
+        "ops-b",
+        "n2",
+        ip("ops-b"),
+        json!({"role": "other"}),
+    ));
+    api.apply(policy(
+        "web",
+        "default-deny",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    ));
+    api.apply(policy(
+        "web",
+        "allow-clients",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [
+                {"podSelector": {"matchLabels": {"role": "client"}}},
+                {"namespaceSelector": {"matchLabels": {"team": "ops"}},
+                 "podSelector": {"matchLabels": {"role": "client"}}}],
+              "ports": [{"protocol": "TCP", "port": PORT}, {"protocol": "UDP", "port": PORT}]}]}),
+    ));
+    api.apply(policy(
+        "ops",
+        "egress-to-web",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}]}),
+    ));
+    api.stop();
+
+    let agents = vec![
+        Agent::new("n1", &n1, kc1, &dir),
+        Agent::new("n2", &n2, kc2, &dir),
+    ];
+    Bed {
+        agents,
+        _relay: relay,
+        api,
+        scratch: Scratch::new(),
+        topo,
+        dir,
+    }
+}
+
+#[test]
+fn agents_enforce_what_the_api_server_says_with_real_packets() {
+    let t0 = Instant::now();
+    let mut bed = bed();
+    eprintln!("test bed up in {:?}", t0.elapsed());
+
+    // 1. No API server yet: nothing synced, nothing written, not ready.
+    std::thread::sleep(Duration::from_millis(700));
+    for a in &mut bed.agents {
+        a.assert_alive();
+        wait_for("the metrics server", Duration::from_secs(10), || {
+            a.readyz().is_some()
+        });
+        assert_eq!(a.readyz(), Some(503), "{}: not ready before sync", a.node);
+        assert!(
+            kernel_table(&a.netns).is_none(),
+            "{}: nothing is written before the watches synced",
+            a.node
+        );
+    }
+    bed.api.restart();
+    let took = bed.converge("initial sync");
+    for a in &bed.agents {
+        wait_for("readiness", Duration::from_secs(5), || {
+            a.readyz() == Some(200)
+        });
+        assert_eq!(a.applies("full"), 1.0, "{}: the first sync is full", a.node);
+    }
+    eprintln!("initial sync after API server start: {took:?}");
+    bed.check("1 initial");
+
+    // 2. Relabels only move set elements: deltas on both nodes, no full replacement.
+    let before = bed.counts();
+    assert!(!bed.oracle_allows("ops-b", "web-a"));
+    let t = Instant::now();
+    let ops_b = pod(
+        "ops",
+        "ops-b",
+        "n2",
+        bed.ip("ops-b"),
+        json!({"role": "client"}),
+    );
+    bed.api.apply(ops_b);
+    let delta_latency = bed.time_until_reached("ops-b", "web-a", t);
+    let cli_a = pod(
+        "web",
+        "cli-a",
+        "n1",
+        bed.ip("cli-a"),
+        json!({"role": "none"}),
+    );
+    bed.api.apply(cli_a);
+    bed.converge("2 relabel");
+    for (a, (full, delta)) in bed.agents.iter().zip(&before) {
+        assert_eq!(
+            a.applies("full"),
+            *full,
+            "{}: a relabel is not full",
+            a.node
+        );
+        assert!(
+            a.applies("delta") > *delta,
+            "{}: a relabel is a delta",
+            a.node
+        );
+    }
+    bed.check("2 relabel");
+
+    // 3. A new pod without an IP contributes nothing; its IP arrives as a delta.
+    let before = bed.counts();
+    bed.api
+        .apply(pod("web", "late-b", "n2", None, json!({"role": "client"})));
+    bed.converge("3 pod without IP");
+    let late = pod(
+        "web",
+        "late-b",
+        "n2",
+        bed.ip("late-b"),
+        json!({"role": "client"}),
+    );
+    bed.api.apply(late);
+    bed.converge("3 pod gets its IP");
+    for (a, (full, delta)) in bed.agents.iter().zip(&before) {
+        assert_eq!(
+            a.applies("full"),
+            *full,
+            "{}: a new pod is not full",
+            a.node
+        );
+        assert!(
+            a.applies("delta") > *delta,
+            "{}: a new pod is a delta",
+            a.node
+        );
+    }
+    bed.check("3 new pod");
+
+    // 4. Policies: added, modified, deleted → full replacements.
+    let allow_ops = |team: &str| {
+        policy(
+            "web",
+            "allow-ops",
+            json!({"podSelector": {}, "ingress": [{"from": [
+                {"namespaceSelector": {"matchLabels": {"team": team}}}]}]}),
+        )
+    };
+    assert!(!bed.oracle_allows("ops-a", "cli-a"));
+    let before = bed.counts();
+    let t = Instant::now();
+    bed.api.apply(allow_ops("ops"));
+    let full_latency = bed.time_until_reached("ops-a", "cli-a", t);
+    bed.converge("4 policy added");
+    bed.check("4 policy added");
+    bed.api.apply(allow_ops("nobody"));
+    bed.converge("4 policy modified");
+    bed.check("4 policy modified");
+    bed.api.delete("NetworkPolicy", "web", "allow-ops");
+    bed.converge("4 policy deleted");
+    for (a, (full, _)) in bed.agents.iter().zip(&before) {
+        assert!(
+            a.applies("full") >= full + 3.0,
+            "{}: each policy change is a full replacement",
+            a.node
+        );
+    }
+    bed.check("4 policy deleted");
+    eprintln!(
+        "event to enforcement, seen by packets: delta (relabel) {delta_latency:?}, full (new policy) {full_latency:?}"
+    );
+
+    // 5. API server outage: enforcement unchanged; changes made meanwhile and after arrive.
+    //    The server also forgets its event history, so the agents' watches cannot resume
+    //    from their last resourceVersion (410 Gone) and must list again.
+    bed.api.stop();
+    bed.api.server.set_history_limit(0);
+    std::thread::sleep(Duration::from_millis(500));
+    bed.check("5 API server down");
+    for a in &mut bed.agents {
+        a.assert_alive();
+        assert_eq!(
+            a.readyz(),
+            Some(200),
+            "{}: the last ruleset stays in force (readiness only tracks applies)",
+            a.node
+        );
+    }
+    let cli_a = pod(
+        "web",
+        "cli-a",
+        "n1",
+        bed.ip("cli-a"),
+        json!({"role": "client"}),
+    );
+    bed.api.apply(cli_a);
+    bed.api.restart();
+    let ops_b = pod(
+        "ops",
+        "ops-b",
+        "n2",
+        bed.ip("ops-b"),
+        json!({"role": "other"}),
+    );
+    bed.api.apply(ops_b);
+    // kube-runtime's default watcher backoff (as client-go's reflector: 0.8 s doubling to 30 s,
+    // reset only after 120 s without errors) counts every failed reconnect and the 410, so
+    // catching up after an outage can take up to ~30 s.
+    let took = bed.converge_within("5 API server back", Duration::from_secs(45));
+    bed.api
+        .server
+        .set_history_limit(fake_apiserver::DEFAULT_HISTORY_LIMIT);
+    eprintln!("caught up {took:?} after the API server came back");
+    bed.check("5 API server back");
+
+    // 6. kill -9 of node 1's agent under probes: the table stays, nothing denied gets through.
+    let denied = [("web-b", "cli-a"), ("ops-a", "ops-b")];
+    let allowed = ("cli-b", "web-a");
+    for (from, to) in denied {
+        assert!(!bed.oracle_allows(from, to), "{from} → {to} is denied");
+    }
+    assert!(bed.oracle_allows(allowed.0, allowed.1));
+    let stop = AtomicBool::new(false);
+    let leaks = AtomicUsize::new(0);
+    let denied_probes = AtomicUsize::new(0);
+    let allowed_ok = AtomicUsize::new(0);
+    let allowed_probes = AtomicUsize::new(0);
+    let flows: Vec<(String, SocketAddr, bool)> = denied
+        .iter()
+        .map(|(f, t)| (*f, *t, false))
+        .chain([(allowed.0, allowed.1, true)])
+        .flat_map(|(f, t, ok)| {
+            [Family::V4, Family::V6].map(|fam| {
+                (
+                    bed.topo.pod_netns(f).to_string(),
+                    SocketAddr::new(bed.topo.pod_ip(t, fam), PORT),
+                    ok,
+                )
+            })
+        })
+        .collect();
+    let window = std::thread::scope(|s| {
+        for (ns, addr, ok) in &flows {
+            for proto in [Proto::Tcp, Proto::Udp] {
+                let (stop, leaks, denied_probes, allowed_ok, allowed_probes) =
+                    (&stop, &leaks, &denied_probes, &allowed_ok, &allowed_probes);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let o = probe::probe_in(
+                            ns,
+                            *addr,
+                            proto,
+                            Duration::from_millis(300),
+                            ChecksumMode::Correct,
+                        )
+                        .unwrap();
+                        if *ok {
+                            allowed_probes.fetch_add(1, Ordering::Relaxed);
+                            if o.reached() {
+                                allowed_ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            denied_probes.fetch_add(1, Ordering::Relaxed);
+                            if !matches!(o, Outcome::Timeout) {
+                                leaks.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("LEAK: {proto} {addr} from {ns}: {o}");
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                });
+            }
+        }
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        bed.agent("n1").kill9();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            kernel_table(&bed.agents[0].netns).is_some(),
+            "the table outlives a killed agent"
+        );
+        bed.agent("n1").start();
+        let a = &bed.agents[0];
+        wait_for("the restarted agent's first apply", APPLY_DEADLINE, || {
+            a.applies("full") >= 1.0 && a.readyz() == Some(200)
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        stop.store(true, Ordering::Relaxed);
+        start.elapsed()
+    });
+    let (leaks, denied_probes) = (leaks.into_inner(), denied_probes.into_inner());
+    let (allowed_ok, allowed_probes) = (allowed_ok.into_inner(), allowed_probes.into_inner());
+    eprintln!(
+        "kill -9 window {window:?}: {denied_probes} denied-flow probes, {leaks} got through; allowed flow {allowed_ok}/{allowed_probes}"
+    );
+    assert!(
+        denied_probes >= 8,
+        "the denied flows were probed throughout"
+    );
+    assert_eq!(
+        leaks, 0,
+        "a denied flow got through while the agent was down"
+    );
+    assert!(allowed_ok > 0, "the allowed flow kept working");
+    assert!(
+        bed.topo
+            .probe_many(&[
+                ProbeSpec::pod(
+                    allowed.0,
+                    bed.topo.pod_ip(allowed.1, Family::V4),
+                    Proto::Tcp,
+                    PORT
+                ),
+                ProbeSpec::pod(
+                    allowed.0,
+                    bed.topo.pod_ip(allowed.1, Family::V6),
+                    Proto::Udp,
+                    PORT
+                ),
+            ])
+            .iter()
+            .all(|r| *r),
+        "the allowed flow works after the restart"
+    );
+    bed.converge("6 agent restarted");
+    bed.check("6 agent restarted");
+
+    // 7. Drift: an element swapped for another (same counts) on node 1, the whole table
+    //    deleted on node 2; the periodic resync detects and repairs both.
+    let drift_before: Vec<f64> = bed
+        .agents
+        .iter()
+        .map(|a| a.metric("nftpol_resyncs_total", "kind=\"drift\""))
+        .collect();
+    let n1 = bed.agents[0].netns.clone();
+    let cli_a4 = bed.topo.pod_ip("cli-a", Family::V4).to_string();
+    let table = kernel_table(&n1).unwrap();
+    let set = table["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("set"))
+        .find(|s| {
+            s["type"] == "ipv4_addr"
+                && s["elem"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|x| x == &json!(cli_a4)))
+        })
+        .expect("a peer set holding cli-a")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    netns::exec(
+        &n1,
+        &["nft", "-f", "-"],
+        Some(&format!(
+            "delete element inet nftpol {set} {{ {cli_a4} }}\nadd element inet nftpol {set} {{ 10.244.9.99 }}\n"
+        )),
+    )
+    .unwrap();
+    netns::exec(
+        &bed.agents[1].netns,
+        &["nft", "delete", "table", "inet", "nftpol"],
+        None,
+    )
+    .unwrap();
+    let took = bed.converge("7 drift repaired");
+    for (a, before) in bed.agents.iter().zip(&drift_before) {
+        assert!(
+            a.metric("nftpol_resyncs_total", "kind=\"drift\"") > *before,
+            "{}: the resync counted the drift",
+            a.node
+        );
+    }
+    eprintln!("drift repaired within {took:?}");
+    bed.check("7 drift repaired");
+
+    // 8. After the whole sequence each kernel table equals a fresh full compile (converge
+    //    compared them after every step; say it once more explicitly).
+    let objects = bed.api.objects();
+    for a in &bed.agents {
+        let want = bed.scratch.fresh_table(&objects, &a.node);
+        let got = kernel_table(&a.netns).unwrap();
+        assert!(
+            got == want,
+            "{}: final table differs:\n{}",
+            a.node,
+            table_diff(&got, &want)
+        );
+    }
+    for a in &mut bed.agents {
+        a.assert_alive();
+    }
+    eprintln!("whole test {:?}", t0.elapsed());
+}
