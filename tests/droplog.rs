@@ -531,7 +531,8 @@ fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
 
 /// `nftpol run` on node-1 against the fake API server (both inside node-1's
 /// network namespace): the dropped-packets counter and the per-flow log lines
-/// after real blocked probes; nothing for allowed traffic or for lab.
+/// after real blocked probes; nothing for allowed traffic or for lab, until
+/// lab is annotated through the API server (then its drops are logged too).
 #[test]
 fn agent_counts_and_logs_drops() {
     const METRICS: &str = "127.0.0.1:9750";
@@ -622,7 +623,47 @@ fn agent_counts_and_logs_drops() {
             0.0,
             "lab does not log"
         );
-        body
+
+        // Annotating lab turns its logging on (a structural change: full replacement).
+        let mut lab = objs
+            .namespaces
+            .iter()
+            .map(|(_, n)| n.clone())
+            .find(|n| n.metadata.name.as_deref() == Some("lab"))
+            .unwrap();
+        lab.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("nftpol.io/log-drops".into(), "true".into());
+        api.apply(serde_json::to_value(&lab).unwrap()).unwrap();
+        let start = Instant::now();
+        while !topo
+            .exec(&node1, &["nft", "list", "table", "inet", "nftpol"])
+            .is_ok_and(|t| t.matches(" log prefix ").count() == 3)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "lab's log rule never came"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let lab_in = ["namespace=\"lab\"", "pod=\"db\"", "direction=\"ingress\""];
+        assert_eq!(
+            topo.probe_many(&[ProbeSpec::pod("shop.web", lab4, Proto::Tcp, 81)]),
+            [false]
+        );
+        let start = Instant::now();
+        loop {
+            let body = http_get(&node1, METRICS, "/metrics").unwrap_or_default();
+            if sample(&body, metric, &lab_in) >= 1.0 {
+                break body;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "counters:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }));
     // SIGTERM, then read what the agent logged.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
@@ -687,9 +728,18 @@ fn agent_counts_and_logs_drops() {
             .all(|v| v["fields"]["dport"] != 80 || v["fields"]["proto"] != "tcp"),
         "an allowed flow was logged: {text}"
     );
+    // Before the annotation, lab's drop (shop/web -> lab/db tcp/81) was not
+    // logged; after it, the same flow (new source ports) was, exactly once per flow.
     assert!(
-        drops.iter().all(|v| v["fields"]["dst"] != "lab/db"),
-        "lab does not log: {text}"
+        has(
+            "ingress",
+            "shop/web",
+            "lab/db",
+            "tcp",
+            81,
+            "lab/db-allow-web"
+        ),
+        "{text}"
     );
     // One line per flow: no two lines for the same 5-tuple.
     let keys: Vec<String> = drops
