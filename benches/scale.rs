@@ -89,7 +89,10 @@ fn main() {
     for scale in scales {
         let objs = synth::generate(scale, 42);
         for (view, node) in [("node", Some("node-01".to_string())), ("all", None)] {
-            let opts = Options { node: node.clone() };
+            let opts = Options {
+                node: node.clone(),
+                ..Default::default()
+            };
             let compile_times: Vec<Duration> = (0..rounds)
                 .map(|_| {
                     let t = Instant::now();

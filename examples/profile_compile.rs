@@ -15,7 +15,10 @@ fn main() {
     let scale = synth::SCALES[2];
     let objs = synth::generate(scale, 42);
     let node = std::env::args().nth(1);
-    let opts = nftpol::compile::Options { node: node.clone() };
+    let opts = nftpol::compile::Options {
+        node: node.clone(),
+        ..Default::default()
+    };
     let n: usize = std::env::var("N")
         .ok()
         .and_then(|s| s.parse().ok())

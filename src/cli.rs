@@ -64,6 +64,42 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+}
+
+/// Drop logging flags (docs/drop-logging.md), shared by `compile`, `apply` and `run`.
+#[derive(Debug, Args)]
+pub struct DropLogArgs {
+    /// Log dropped packets in every namespace (except those annotated
+    /// `nftpol.io/log-drops: "false"`); without it only namespaces annotated
+    /// `nftpol.io/log-drops: "true"` log.
+    #[arg(long)]
+    pub log_drops: bool,
+    /// NFLOG group the log rules send packets to (and the agent reads).
+    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_GROUP)]
+    pub log_group: u16,
+    /// Logged packets per second, per group chain, once the burst is used up.
+    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_rate: u32,
+    /// Packets logged back to back, per group chain, before the rate applies.
+    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_burst: u32,
+}
+
+impl DropLogArgs {
+    /// The compiler's setting.
+    pub fn options(&self) -> crate::compile::DropLog {
+        crate::compile::DropLog {
+            all_namespaces: self.log_drops,
+            group: self.log_group,
+            rate: self.log_rate,
+            burst: self.log_burst,
+        }
+    }
 }
 
 /// `nftpol uninstall`.
@@ -108,6 +144,9 @@ pub struct CompileArgs {
     /// Write the ruleset here instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
 }
 
 /// `nftpol apply`.
@@ -122,6 +161,9 @@ pub struct ApplyArgs {
     /// The nft binary to run.
     #[arg(long, default_value = "nft")]
     pub nft: String,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -149,7 +191,7 @@ fn report(diags: &[Diagnostic]) {
     }
 }
 
-fn load_and_compile(input: &InputArgs) -> Compiled {
+fn load_and_compile(input: &InputArgs, drop_log: crate::compile::DropLog) -> Compiled {
     let (objs, load_diags) = crate::k8s::load_paths(&input.files);
     report(&load_diags);
     if load_diags.iter().any(Diagnostic::is_error) {
@@ -168,6 +210,7 @@ fn load_and_compile(input: &InputArgs) -> Compiled {
         &objs,
         &crate::compile::Options {
             node: input.node.clone(),
+            drop_log,
         },
     );
     report(&out.diagnostics);
@@ -179,7 +222,7 @@ fn load_and_compile(input: &InputArgs) -> Compiled {
 }
 
 fn compile_cmd(a: &CompileArgs) -> u8 {
-    let c = load_and_compile(&a.input);
+    let c = load_and_compile(&a.input, a.drop_log.options());
     let Some(out) = c.script else {
         return EXIT_INVALID;
     };
@@ -220,7 +263,7 @@ fn compile_cmd(a: &CompileArgs) -> u8 {
 }
 
 fn apply_cmd(a: &ApplyArgs) -> u8 {
-    let c = load_and_compile(&a.input);
+    let c = load_and_compile(&a.input, a.drop_log.options());
     let Some(out) = c.script else {
         return EXIT_INVALID;
     };
@@ -322,6 +365,7 @@ fn run_cmd(a: RunArgs) -> u8 {
         min_interval: a.min_interval,
         max_delay: a.max_delay,
         resync: a.resync,
+        drop_log: a.drop_log.options(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -27,7 +27,7 @@ use crate::model::{
 };
 use crate::nft::names;
 use crate::nft::ruleset::{
-    Addr, Chain, Element, Hook, Match, Rule, Ruleset, Set, SetKind, Verdict, VerdictMap,
+    Addr, Chain, Element, Hook, Log, Match, Rule, Ruleset, Set, SetKind, Verdict, VerdictMap,
 };
 
 /// What to compile for.
@@ -35,6 +35,46 @@ use crate::nft::ruleset::{
 pub struct Options {
     /// Enforce only pods with this `spec.nodeName`; `None` enforces every pod.
     pub node: Option<String>,
+    /// Drop logging (docs/drop-logging.md).
+    pub drop_log: DropLog,
+}
+
+/// Drop logging settings: which group chains get a rate-limited NFLOG rule
+/// before their drop, and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropLog {
+    /// Log the drops of every namespace (except those annotated
+    /// `nftpol.io/log-drops: "false"`). When false, only namespaces annotated
+    /// `"true"` log, and a cluster without such annotations gets a table
+    /// without a single log statement.
+    pub all_namespaces: bool,
+    /// NFLOG group the packets go to.
+    pub group: u16,
+    /// Logged packets per second per group chain, once the burst is used up.
+    pub rate: u32,
+    /// Packets logged back to back per group chain before the rate applies.
+    pub burst: u32,
+}
+
+impl DropLog {
+    /// Default NFLOG group (the agent's default metrics port: easy to
+    /// remember, and away from the small numbers other loggers use).
+    pub const DEFAULT_GROUP: u16 = 9750;
+    /// Default rate (packets per second per group chain).
+    pub const DEFAULT_RATE: u32 = 10;
+    /// Default burst (packets).
+    pub const DEFAULT_BURST: u32 = 20;
+}
+
+impl Default for DropLog {
+    fn default() -> Self {
+        DropLog {
+            all_namespaces: false,
+            group: Self::DEFAULT_GROUP,
+            rate: Self::DEFAULT_RATE,
+            burst: Self::DEFAULT_BURST,
+        }
+    }
 }
 
 /// The compiler's result: the ruleset plus what it noticed.
@@ -46,6 +86,8 @@ pub struct Output {
     pub diagnostics: Vec<Diagnostic>,
     /// Pods enforced by this ruleset (on this node, or all without `--node`).
     pub enforced_pods: usize,
+    /// What the agent needs to explain a logged drop: group chains and pod IPs.
+    pub drop_log: crate::droplog::Index,
 }
 
 /// Name of the base chain.
@@ -62,12 +104,14 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Outp
         diags: Vec::new(),
         set_keys: BTreeMap::new(),
         enforced: BTreeSet::new(),
+        drop_log: crate::droplog::Index::default(),
     };
     c.run(opts);
     Output {
         ruleset: c.rs,
         diagnostics: c.diags,
         enforced_pods: c.enforced.len(),
+        drop_log: c.drop_log,
     }
 }
 
@@ -80,6 +124,8 @@ struct Compiler<'a> {
     set_keys: BTreeMap<String, String>,
     /// Pods enforced here (all pods without `--node`).
     enforced: BTreeSet<ObjectRef>,
+    /// Group chains and pod addresses, for explaining logged drops.
+    drop_log: crate::droplog::Index,
 }
 
 /// The ports part of one rule, after splitting numeric from named ports.
@@ -236,6 +282,40 @@ impl Compiler<'_> {
                     comment: None,
                 })
                 .collect();
+            // Policies are namespaced and only select pods of their own
+            // namespace, so every pod of a group is in one namespace.
+            let namespace = pols
+                .first()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_default();
+            let logged = self
+                .cluster
+                .namespaces
+                .get(&namespace)
+                .and_then(|n| n.log_drops)
+                .unwrap_or(opts.drop_log.all_namespaces);
+            if logged {
+                // Right before the drop: nothing that any policy accepts gets here.
+                rules.push(rule(
+                    vec![],
+                    Verdict::Log(Log {
+                        group: opts.drop_log.group,
+                        rate: opts.drop_log.rate,
+                        burst: opts.drop_log.burst,
+                        prefix: crate::droplog::prefix(name),
+                    }),
+                    "log drops (rate-limited)",
+                ));
+            }
+            self.drop_log.groups.insert(
+                name.clone(),
+                crate::droplog::Group {
+                    direction: *dir,
+                    namespace,
+                    policies: pols.clone(),
+                    logged,
+                },
+            );
             rules.push(rule(
                 vec![],
                 Verdict::CountedDrop,
@@ -266,6 +346,15 @@ impl Compiler<'_> {
         }
         policy_chains.sort_by(|a, b| a.0.cmp(&b.0));
         self.rs.chains.extend(policy_chains);
+
+        // Pod addresses (peers on other nodes too) name both ends of a logged drop.
+        if self.drop_log.logs_any() {
+            for pod in self.cluster.pods.values() {
+                for ip in &pod.ips {
+                    self.drop_log.pods.insert(*ip, pod.id.clone());
+                }
+            }
+        }
     }
 
     /// The chain of one policy in one direction: one rule per peer × port class × family.

@@ -9,9 +9,11 @@ pub mod cli;
 pub mod compile;
 pub mod controller;
 pub mod diag;
+pub mod droplog;
 pub mod graph;
 pub mod k8s;
 pub mod model;
+pub mod nflog;
 pub mod nft;
 
 /// Result of compiling loaded objects: the ruleset and every diagnostic.
@@ -23,6 +25,8 @@ pub struct Compiled {
     pub diagnostics: Vec<diag::Diagnostic>,
     /// Pods enforced by this ruleset.
     pub enforced_pods: usize,
+    /// Group chains and pod addresses, to explain logged drops.
+    pub drop_log: droplog::Index,
 }
 
 /// The whole pure pipeline: objects → model → graph → ruleset.
@@ -46,5 +50,6 @@ pub fn compile_cluster(
         ruleset: out.ruleset,
         diagnostics,
         enforced_pods: out.enforced_pods,
+        drop_log: out.drop_log,
     }
 }

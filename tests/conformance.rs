@@ -246,6 +246,7 @@ fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
             &objs,
             &nftpol::compile::Options {
                 node: per_node.then(|| node.to_owned()),
+                ..Default::default()
             },
         );
         let errors: Vec<String> = out

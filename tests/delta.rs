@@ -187,6 +187,7 @@ spec:
     let fresh = Netns::new("fresh");
     let opts = Options {
         node: Some("node-1".to_string()),
+        ..Default::default()
     };
     let mut current = nftpol::compile_objects(&objs, &opts).ruleset;
     live.nft(&["-f", "-"], &nftpol::nft::render::script(&current));

@@ -295,6 +295,7 @@ fn check(case: &Case) -> Result<usize, TestCaseError> {
             &objs,
             &Options {
                 node: Some(node.to_string()),
+                ..Default::default()
             },
         );
         per_node.insert(node, out.ruleset);

@@ -380,6 +380,7 @@ impl Scratch {
             &objs,
             &nftpol::compile::Options {
                 node: Some(node.to_string()),
+                ..Default::default()
             },
         );
         let script = nftpol::nft::render::script(&compiled.ruleset);

@@ -36,6 +36,7 @@ fn cases() -> Vec<PathBuf> {
 fn variants() -> Vec<(&'static str, Options)> {
     let node1 = Options {
         node: Some("node-1".to_string()),
+        ..Default::default()
     };
     vec![("all nodes", Options::default()), ("node-1", node1)]
 }

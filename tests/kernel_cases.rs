@@ -228,6 +228,7 @@ fn compile_for(dir: &Path, node: &str) -> String {
         &objs,
         &Options {
             node: Some(node.into()),
+            ..Default::default()
         },
     );
     nftpol::nft::render::script(&out.ruleset)

@@ -25,6 +25,7 @@ fn render_case(dir: &Path, node: Option<&str>) -> String {
         &objs,
         &Options {
             node: node.map(str::to_string),
+            ..Default::default()
         },
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics (OpenMetrics text via prometheus-client).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,6 +30,18 @@ pub struct ObjectLabel {
     pub object: String,
 }
 
+/// Labels of dropped-packet counts: the isolated pod whose policies dropped
+/// the packet (the destination for ingress, the source for egress).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// Namespace of the isolated pod.
+    pub namespace: String,
+    /// Name of the isolated pod (empty if its address is no longer known).
+    pub pod: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+}
+
 /// Every metric the agent exports. Names are listed in [`Metrics::NAMES`].
 pub struct Metrics {
     /// The registry the server encodes.
@@ -50,6 +64,28 @@ pub struct Metrics {
     pub resyncs: Family<KindLabel, Counter>,
     /// Invalid policies (failing closed) in the last compile.
     pub invalid_policies: Gauge,
+    /// Dropped packets the log rules sent to the agent (rate-limited: a
+    /// sample of all drops), by isolated pod and direction.
+    pub dropped_packets: Family<DropLabel, Counter>,
+}
+
+/// A counter family whose `# TYPE`/`# HELP` lines are exported even before
+/// its first sample (the registry skips empty families).
+#[derive(Debug)]
+struct AlwaysListed<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug> {
+    name: &'static str,
+    help: &'static str,
+    family: Family<L, Counter>,
+}
+
+impl<L> Collector for AlwaysListed<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+        self.family.encode(metric)
+    }
 }
 
 fn seconds_histogram() -> Histogram {
@@ -58,7 +94,7 @@ fn seconds_histogram() -> Histogram {
 
 impl Metrics {
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -68,6 +104,7 @@ impl Metrics {
         "nftpol_enforced_pods",
         "nftpol_resyncs_total",
         "nftpol_invalid_policies",
+        "nftpol_dropped_packets_total",
     ];
 
     /// Creates and registers every metric.
@@ -84,6 +121,7 @@ impl Metrics {
         let enforced_pods = Gauge::default();
         let resyncs = Family::<KindLabel, Counter>::default();
         let invalid_policies = Gauge::default();
+        let dropped_packets = Family::<DropLabel, Counter>::default();
         registry.register(
             "compile_duration_seconds",
             "Time to compile the cluster state into a ruleset",
@@ -129,6 +167,13 @@ impl Metrics {
             "NetworkPolicies the API server would reject, failing closed",
             invalid_policies.clone(),
         );
+        // Its label values (pods) are not known up front, and the registry
+        // leaves out families without samples: a collector keeps it listed.
+        registry.register_collector(Box::new(AlwaysListed {
+            name: "dropped_packets",
+            help: "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction",
+            family: dropped_packets.clone(),
+        }));
         // Every label value exists from the start, so a counter reads 0 rather
         // than being absent until its first increment.
         for kind in ["full", "delta", "unchanged"] {
@@ -154,6 +199,7 @@ impl Metrics {
             enforced_pods,
             resyncs,
             invalid_policies,
+            dropped_packets,
         }
     }
 
@@ -175,5 +221,31 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_packets_is_listed_before_and_after_its_first_sample() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("# TYPE nftpol_dropped_packets counter"));
+        m.dropped_packets
+            .get_or_create(&DropLabel {
+                namespace: "shop".into(),
+                pod: "db".into(),
+                direction: "ingress".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "nftpol_dropped_packets_total{namespace=\"shop\",pod=\"db\",direction=\"ingress\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE nftpol_dropped_packets ").count(), 1);
     }
 }

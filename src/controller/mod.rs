@@ -22,8 +22,8 @@ pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{StreamExt, stream};
@@ -35,9 +35,10 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::compile::Options;
+use crate::droplog::{DEDUPE_WINDOW, Dedupe, DroppedFlow, Index};
 use crate::k8s::cache::ClusterCache;
 use crate::nft::enforcer::{Applied, Enforcer};
-use metrics::{Metrics, ObjectLabel, ReasonLabel};
+use metrics::{DropLabel, Metrics, ObjectLabel, ReasonLabel};
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct Config {
     pub max_delay: Duration,
     /// How often the kernel table is verified against the mirror (0 = never).
     pub resync: Duration,
+    /// Drop logging: which namespaces log, NFLOG group, rate and burst.
+    pub drop_log: crate::compile::DropLog,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -138,6 +141,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         model: Some(ClusterCache::new()),
         metrics,
         health,
+        drop_index: Arc::new(RwLock::new(Arc::new(Index::default()))),
+        drop_reader: false,
     };
     worker.run(stores, changed, stop).await;
     tracing::info!("shutting down; table inet nftpol stays in force");
@@ -198,6 +203,11 @@ struct Worker {
     model: Option<ClusterCache>,
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
+    /// What the drop-log reader explains packets with: the index of the
+    /// ruleset in the kernel.
+    drop_index: Arc<RwLock<Arc<Index>>>,
+    /// Whether the drop-log reader runs (started when a ruleset first logs).
+    drop_reader: bool,
 }
 
 impl Worker {
@@ -264,6 +274,7 @@ impl Worker {
     async fn apply_once(&mut self, stores: &Stores) -> bool {
         let state = stores.state();
         let node = self.cfg.node.clone();
+        let drop_log = self.cfg.drop_log.clone();
         let mut model = self.model.take().expect("model present between applies");
         let t = Instant::now();
         let (model, compiled) = tokio::task::spawn_blocking(move || {
@@ -281,7 +292,10 @@ impl Worker {
             let compiled = crate::compile_cluster(
                 model.cluster(),
                 model.diagnostics(),
-                &Options { node: Some(node) },
+                &Options {
+                    node: Some(node),
+                    drop_log,
+                },
             );
             (model, compiled)
         })
@@ -297,6 +311,7 @@ impl Worker {
             tracing::warn!(diagnostic = %d, "invalid object (fails closed)");
         }
         let enforced_pods = compiled.enforced_pods;
+        let drop_index = compiled.drop_log;
         let ruleset = compiled.ruleset;
         let mut enforcer = self
             .enforcer
@@ -342,6 +357,7 @@ impl Worker {
                     .unwrap_or_default();
                 self.metrics.last_success.set(now.as_secs() as i64);
                 self.health.ready.store(true, Ordering::Relaxed);
+                self.set_drop_index(drop_index);
                 if !matches!(applied, Applied::Unchanged) {
                     tracing::info!(kind, rules = s.rules, elements = s.elements, took = ?t.elapsed(), "applied");
                 }
@@ -362,6 +378,25 @@ impl Worker {
                 tracing::error!(error = %e, "apply failed");
                 false
             }
+        }
+    }
+
+    /// Hands the applied ruleset's index to the drop-log reader, starting the
+    /// reader the first time a ruleset logs (so an agent whose table never
+    /// logs never binds the NFLOG group).
+    fn set_drop_index(&mut self, index: Index) {
+        let logs = index.logs_any();
+        *self
+            .drop_index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(index);
+        if logs && !self.drop_reader {
+            self.drop_reader = true;
+            spawn_drop_reader(
+                self.cfg.drop_log.group,
+                self.drop_index.clone(),
+                self.metrics.clone(),
+            );
         }
     }
 
@@ -388,6 +423,85 @@ impl Worker {
         }
         ok
     }
+}
+
+/// Reads the NFLOG group on a thread of its own (blocking netlink reads, in
+/// the agent's network namespace): counts every logged packet and logs each
+/// dropped flow once per [`DEDUPE_WINDOW`].
+fn spawn_drop_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics>) {
+    let run = move || {
+        let mut reader = match crate::nflog::Reader::bind(group) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "drop logging unavailable: cannot read the NFLOG group");
+                return;
+            }
+        };
+        tracing::info!(group, "reading dropped packets from NFLOG group");
+        let mut dedupe = Dedupe::new(DEDUPE_WINDOW);
+        let mut overruns = 0;
+        loop {
+            let batch = match reader.recv() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, group, "reading the NFLOG group failed; drop logging stops");
+                    return;
+                }
+            };
+            if reader.overruns > overruns {
+                overruns = reader.overruns;
+                tracing::warn!(
+                    group,
+                    "NFLOG socket buffer overrun: some dropped packets were not logged"
+                );
+            }
+            let ix = index
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for pkt in &batch.packets {
+                let Some(flow) = ix.describe(pkt) else {
+                    continue;
+                };
+                metrics
+                    .dropped_packets
+                    .get_or_create(&DropLabel {
+                        namespace: flow.namespace.clone(),
+                        pod: flow.pod.clone().unwrap_or_default(),
+                        direction: flow.direction.as_str().into(),
+                    })
+                    .inc();
+                if dedupe.first(flow.key(), Instant::now()) {
+                    log_dropped_flow(&flow);
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("nftpol-droplog".into())
+        .spawn(run)
+    {
+        tracing::error!(error = %e, "drop logging unavailable: cannot start its thread");
+    }
+}
+
+/// The log line of one dropped flow (docs/drop-logging.md lists the fields).
+fn log_dropped_flow(flow: &DroppedFlow) {
+    tracing::info!(
+        target: "nftpol::drop",
+        direction = flow.direction.as_str(),
+        namespace = %flow.namespace,
+        pod = flow.pod.as_deref().unwrap_or(""),
+        src = %flow.src_name(),
+        src_ip = %flow.src,
+        dst = %flow.dst_name(),
+        dst_ip = %flow.dst,
+        proto = %flow.protocol_name(),
+        sport = flow.sport,
+        dport = flow.dport,
+        policies = %flow.policy_list(),
+        "{flow}"
+    );
 }
 
 /// Drops what nftpol never reads, so the stores stay small at 10k pods.

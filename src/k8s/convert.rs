@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::diag::{Diagnostic, Source};
 use crate::model::{
-    Cidr, IpBlock, Labels, NAMESPACE_NAME_LABEL, Namespace, NamespaceScope, ObjectRef, Peer, Pod,
-    PodMatch, Policy, Port, PortMatch, Protocol, Requirement, Rule, Selector,
+    Cidr, IpBlock, LOG_DROPS_ANNOTATION, Labels, NAMESPACE_NAME_LABEL, Namespace, NamespaceScope,
+    ObjectRef, Peer, Pod, PodMatch, Policy, Port, PortMatch, Protocol, Requirement, Rule, Selector,
 };
 
 /// A field-level problem found while converting one object.
@@ -72,7 +72,34 @@ pub fn namespace(
     };
     let mut labels: Labels = ns.metadata.labels.clone().unwrap_or_default();
     labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
-    Some(Namespace { name, labels })
+    let log_drops = match ns
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOG_DROPS_ANNOTATION))
+        .map(String::as_str)
+    {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            emit(
+                diags,
+                Diagnostic::warning(format!(
+                    "{other:?} is neither \"true\" nor \"false\"; ignored (the agent-wide drop-logging setting applies)"
+                ))
+                .field(format!("metadata.annotations[{LOG_DROPS_ANNOTATION}]")),
+                src,
+                &format!("Namespace {name}"),
+            );
+            None
+        }
+    };
+    Some(Namespace {
+        name,
+        labels,
+        log_drops,
+    })
 }
 
 /// Converts a Pod. `None` when it takes no part in policy: host-network,
@@ -839,6 +866,51 @@ mod tests {
             "a_b",
         ] {
             assert!(validate_port_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_drops_annotation() {
+        // (annotations, expected, warnings, why)
+        let rows = [
+            ("{}", None, 0, "absent: the agent-wide setting applies"),
+            ("{nftpol.io/log-drops: \"true\"}", Some(true), 0, "opt in"),
+            (
+                "{nftpol.io/log-drops: \"false\"}",
+                Some(false),
+                0,
+                "opt out",
+            ),
+            (
+                "{nftpol.io/log-drops: \"yes\"}",
+                None,
+                1,
+                "not a bool: warned, ignored",
+            ),
+            (
+                "{other.io/log-drops: \"true\"}",
+                None,
+                0,
+                "someone else's annotation",
+            ),
+        ];
+        for (ann, want, warnings, why) in rows {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: n, annotations: {ann}}}\n"
+            );
+            let obj: core::Namespace = serde_saphyr::from_str(&yaml).unwrap();
+            let mut d = Vec::new();
+            let ns = namespace(&obj, None, &mut d).expect(why);
+            assert_eq!(ns.log_drops, want, "{why}");
+            assert_eq!(d.len(), warnings, "{why}: {d:?}");
+            assert!(d.iter().all(|d| !d.is_error()), "{why}");
+            if let Some(w) = d.first() {
+                let text = w.to_string();
+                assert!(
+                    text.contains("Namespace n") && text.contains("nftpol.io/log-drops"),
+                    "{why}: {text}"
+                );
+            }
         }
     }
 }

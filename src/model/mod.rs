@@ -103,10 +103,18 @@ pub struct Namespace {
     pub name: String,
     /// Labels.
     pub labels: Labels,
+    /// The `nftpol.io/log-drops` annotation: `Some(true)` logs the drops of
+    /// this namespace's policy groups, `Some(false)` never does, `None`
+    /// follows the agent-wide setting.
+    pub log_drops: Option<bool>,
 }
 
 /// The label the API server puts on every namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The Namespace annotation that turns drop logging on (`"true"`) or off
+/// (`"false"`) for the namespace's policies, overriding the agent-wide setting.
+pub const LOG_DROPS_ANNOTATION: &str = "nftpol.io/log-drops";
 
 /// A pod that takes part in policy: has an IP, is not host-network, is not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -396,6 +396,20 @@ fn verdict_stmts<'a>(v: &'a Verdict, out: &mut Vec<Statement<'a>>) {
             key: ip_payload(*f, *a),
             data: set_ref(map),
         })),
+        Verdict::Log(l) => {
+            // Rate unit "packets" is the default; the burst is then in packets too.
+            out.push(Statement::Limit(stmt::Limit {
+                rate: l.rate,
+                rate_unit: None,
+                per: Some(Cow::Borrowed("second")),
+                burst: Some(l.burst),
+                burst_unit: None,
+                inv: None,
+            }));
+            let mut log = stmt::Log::new(Some(u32::from(l.group)));
+            log.prefix = Some(Cow::Borrowed(&l.prefix));
+            out.push(Statement::Log(Some(log)));
+        }
     }
 }
 

@@ -84,6 +84,11 @@ pub fn verdict(v: &Verdict) -> String {
         Verdict::Jump(c) => format!("jump {c}"),
         Verdict::Goto(c) => format!("goto {c}"),
         Verdict::AddrVmap(f, a, map) => format!("{} {} vmap @{map}", ip_kw(*f), a.nft()),
+        // The order `nft list` prints, so the listing reads like the script.
+        Verdict::Log(l) => format!(
+            "limit rate {}/second burst {} packets log prefix \"{}\" group {}",
+            l.rate, l.burst, l.prefix, l.group
+        ),
     }
 }
 

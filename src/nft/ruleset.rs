@@ -99,6 +99,21 @@ pub enum Match {
     DstProtoPortIn(Family, String),
 }
 
+/// `limit rate RATE/second burst BURST packets log prefix "PREFIX" group GROUP`:
+/// sends at most `rate` packets per second (after a burst of `burst`) to an
+/// NFLOG group, where the agent reads them (see docs/drop-logging.md).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Log {
+    /// NFLOG group (`log group N`).
+    pub group: u16,
+    /// Packets per second logged at most, once the burst is used up.
+    pub rate: u32,
+    /// Packets logged back to back before the rate applies.
+    pub burst: u32,
+    /// Log prefix; nftpol's says which group chain dropped the packet.
+    pub prefix: String,
+}
+
 /// What a rule does when it matches.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
@@ -113,6 +128,10 @@ pub enum Verdict {
     /// `ip saddr vmap @map` / `ip daddr vmap @map`: jump chosen by address, or
     /// fall through when the address is not in the map.
     AddrVmap(Family, Addr, String),
+    /// Not a verdict: log the packet (rate-limited) and continue with the
+    /// next rule. Only ever placed right before a group chain's drop, so an
+    /// accepted packet is never logged.
+    Log(Log),
 }
 
 /// A rule: all matches ANDed, then the verdict.

@@ -117,6 +117,12 @@ pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
                     path,
                 });
             }
+            // Logging changes nothing: record it and go on with the next rule.
+            Verdict::Log(_) => {
+                path.push((chain_name.clone(), idx));
+                stack.push((chain_name, idx + 1));
+                continue;
+            }
             Verdict::Jump(c) => Some((c.clone(), true)),
             Verdict::Goto(c) => Some((c.clone(), false)),
             Verdict::AddrVmap(f, a, map) => {
@@ -215,4 +221,65 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError>
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::ruleset::{Chain, Hook, Log, Rule};
+
+    fn log_rule() -> Rule {
+        Rule {
+            matches: vec![],
+            verdict: Verdict::Log(Log {
+                group: 1,
+                rate: 1,
+                burst: 1,
+                prefix: "nftpol drop g".into(),
+            }),
+            comment: None,
+        }
+    }
+
+    /// A base chain `[log, then]`: the log rule is on the path, `then` decides.
+    fn ruleset(then: Verdict) -> Ruleset {
+        let mut rs = Ruleset::default();
+        rs.chains.push((
+            "base".into(),
+            Chain {
+                hook: Some(Hook {
+                    hook: "forward",
+                    priority: 0,
+                }),
+                comment: String::new(),
+                rules: vec![
+                    log_rule(),
+                    Rule {
+                        matches: vec![],
+                        verdict: then,
+                        comment: None,
+                    },
+                ],
+            },
+        ));
+        rs
+    }
+
+    #[test]
+    fn logging_never_changes_the_verdict() {
+        let pkt = Packet {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            l4: L4::Port(Protocol::Tcp, 80),
+            established: false,
+        };
+        for (then, want) in [
+            (Verdict::CountedDrop, Outcome::Drop),
+            (Verdict::Accept, Outcome::Accept),
+        ] {
+            let t = trace(&ruleset(then), &pkt).unwrap();
+            assert_eq!(t.outcome, want);
+            assert_eq!(t.path, vec![("base".into(), 0), ("base".into(), 1)]);
+        }
+    }
 }

@@ -584,6 +584,7 @@ impl World {
                     &objs,
                     &nftpol::compile::Options {
                         node: Some(node.clone()),
+                        ..Default::default()
                     },
                 );
                 (node.clone(), nftpol::nft::render::script(&out.ruleset))

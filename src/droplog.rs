@@ -1,0 +1,393 @@
+//! Drop logging: turning a packet logged by a group chain's NFLOG rule into
+//! "who was dropped, by which policies".
+//!
+//! The compiler puts `limit ... log prefix "nftpol drop <group chain>" group N`
+//! right before the `counter drop` of each group chain whose namespace logs
+//! (docs/drop-logging.md), and returns an [`Index`]: every group chain with
+//! its direction, namespace and isolating policies, and every pod address.
+//! The agent reads the group ([`crate::nflog`]), maps each packet's prefix to
+//! its group and its addresses to pods with the latest index, counts it, and
+//! logs each flow once per [`DEDUPE_WINDOW`] ([`Dedupe`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::model::{Direction, ObjectRef};
+use crate::nflog::{Packet, Transport, protocol_name};
+
+/// Every nftpol log prefix starts with this.
+pub const PREFIX: &str = "nftpol drop ";
+
+/// The log prefix of a group chain's log rule.
+pub fn prefix(group_chain: &str) -> String {
+    format!("{PREFIX}{group_chain}")
+}
+
+/// How long packets of one flow (same direction, addresses, protocol and
+/// ports) are folded into the flow's first log line: TCP's SYN retransmits
+/// (1, 2, 4, 8 s ...) stay one line for half a minute.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30);
+
+/// One group chain: the pods isolated in one direction by exactly these policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Direction the group isolates.
+    pub direction: Direction,
+    /// Namespace of the group's pods (policies only select pods of their own namespace).
+    pub namespace: String,
+    /// The isolating policies, sorted.
+    pub policies: Vec<ObjectRef>,
+    /// Whether the chain has a log rule.
+    pub logged: bool,
+}
+
+/// What the compiler knows that a logged packet does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// Group chain name → group.
+    pub groups: BTreeMap<String, Group>,
+    /// Pod address → pod, for every pod of the cluster (empty when no group logs).
+    pub pods: BTreeMap<IpAddr, ObjectRef>,
+}
+
+impl Index {
+    /// Whether any group chain logs (the agent starts its reader only then).
+    pub fn logs_any(&self) -> bool {
+        self.groups.values().any(|g| g.logged)
+    }
+
+    /// Explains a logged packet; `None` when its prefix is not nftpol's.
+    /// A group chain the index does not know (a packet logged just before a
+    /// table swap) still yields a flow, with the direction from its name and
+    /// no policies.
+    pub fn describe(&self, pkt: &Packet) -> Option<DroppedFlow> {
+        let chain = pkt.prefix.strip_prefix(PREFIX)?;
+        let (direction, namespace, policies) = match self.groups.get(chain) {
+            Some(g) => (g.direction, Some(g.namespace.clone()), g.policies.clone()),
+            None if chain.starts_with("ingress-") => (Direction::Ingress, None, vec![]),
+            None if chain.starts_with("egress-") => (Direction::Egress, None, vec![]),
+            None => return None,
+        };
+        let (isolated_ip, src_pod, dst_pod) = (
+            pick(pkt, direction),
+            self.pods.get(&pkt.src),
+            self.pods.get(&pkt.dst),
+        );
+        let isolated = match direction {
+            Direction::Ingress => dst_pod,
+            Direction::Egress => src_pod,
+        };
+        let (sport, dport) = match pkt.transport {
+            Transport::Ports { sport, dport } => (Some(sport), Some(dport)),
+            _ => (None, None),
+        };
+        Some(DroppedFlow {
+            direction,
+            group: chain.to_string(),
+            namespace: namespace
+                .or_else(|| isolated.map(|p| p.namespace.clone()))
+                .unwrap_or_default(),
+            pod: isolated.map(|p| p.name.clone()),
+            isolated_ip,
+            src: pkt.src,
+            src_pod: src_pod.cloned(),
+            dst: pkt.dst,
+            dst_pod: dst_pod.cloned(),
+            protocol: pkt.protocol,
+            sport,
+            dport,
+            icmp: match pkt.transport {
+                Transport::Icmp { kind, code } => Some((kind, code)),
+                _ => None,
+            },
+            policies,
+        })
+    }
+}
+
+fn pick(pkt: &Packet, dir: Direction) -> IpAddr {
+    match dir {
+        Direction::Ingress => pkt.dst,
+        Direction::Egress => pkt.src,
+    }
+}
+
+/// A dropped packet, explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedFlow {
+    /// Which side's policies dropped it: ingress (of the destination pod) or
+    /// egress (of the source pod).
+    pub direction: Direction,
+    /// The group chain that dropped it.
+    pub group: String,
+    /// Namespace of the isolated pod (whose policies dropped it).
+    pub namespace: String,
+    /// Name of the isolated pod; `None` if its address is no longer known.
+    pub pod: Option<String>,
+    /// Address of the isolated pod.
+    pub isolated_ip: IpAddr,
+    /// Source address.
+    pub src: IpAddr,
+    /// Source pod, if the source is a known pod.
+    pub src_pod: Option<ObjectRef>,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination pod, if known.
+    pub dst_pod: Option<ObjectRef>,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Source port (port-carrying protocols).
+    pub sport: Option<u16>,
+    /// Destination port.
+    pub dport: Option<u16>,
+    /// ICMP type and code.
+    pub icmp: Option<(u8, u8)>,
+    /// The isolating policies, none of which allowed the packet.
+    pub policies: Vec<ObjectRef>,
+}
+
+/// A flow's identity for deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    direction: Direction,
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    icmp: Option<(u8, u8)>,
+}
+
+impl DroppedFlow {
+    /// The flow this packet belongs to.
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            direction: self.direction,
+            src: self.src,
+            dst: self.dst,
+            protocol: self.protocol,
+            sport: self.sport,
+            dport: self.dport,
+            icmp: self.icmp,
+        }
+    }
+
+    /// `namespace/pod`, or the address when the pod is unknown.
+    pub fn src_name(&self) -> String {
+        endpoint(self.src, self.src_pod.as_ref())
+    }
+
+    /// `namespace/pod`, or the address when the pod is unknown.
+    pub fn dst_name(&self) -> String {
+        endpoint(self.dst, self.dst_pod.as_ref())
+    }
+
+    /// `tcp`, `udp`, `icmpv6`, ...
+    pub fn protocol_name(&self) -> String {
+        protocol_name(self.protocol)
+    }
+
+    /// The policies, comma-separated.
+    pub fn policy_list(&self) -> String {
+        let v: Vec<String> = self.policies.iter().map(ToString::to_string).collect();
+        v.join(",")
+    }
+}
+
+fn endpoint(ip: IpAddr, pod: Option<&ObjectRef>) -> String {
+    match pod {
+        Some(p) => p.to_string(),
+        None => ip.to_string(),
+    }
+}
+
+impl fmt::Display for DroppedFlow {
+    /// One line: `ingress drop default/client (10.0.0.1) -> default/db (10.0.0.2) tcp/5432 by default/db-policy`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} drop {} ({}) -> {} ({}) {}",
+            self.direction.as_str(),
+            self.src_name(),
+            self.src,
+            self.dst_name(),
+            self.dst,
+            self.protocol_name()
+        )?;
+        if let Some(p) = self.dport {
+            write!(f, "/{p}")?;
+        }
+        if let Some((t, c)) = self.icmp {
+            write!(f, " type {t} code {c}")?;
+        }
+        write!(f, " by {}", self.policy_list())
+    }
+}
+
+/// Remembers recently logged flows so retransmissions of one flow give one
+/// log line per window. Bounded: at [`Dedupe::MAX_FLOWS`] remembered flows,
+/// expired ones are swept, and if none expired everything is forgotten
+/// (a flood then logs again rather than growing memory).
+#[derive(Debug)]
+pub struct Dedupe {
+    window: Duration,
+    seen: HashMap<FlowKey, Instant>,
+}
+
+impl Dedupe {
+    /// Most flows remembered at once.
+    pub const MAX_FLOWS: usize = 65_536;
+
+    /// Folds packets of a flow seen within `window`.
+    pub fn new(window: Duration) -> Dedupe {
+        Dedupe {
+            window,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// True when `key` was not seen within the window before `now` (log it).
+    pub fn first(&mut self, key: FlowKey, now: Instant) -> bool {
+        if let Some(t) = self.seen.get(&key)
+            && now.saturating_duration_since(*t) < self.window
+        {
+            return false;
+        }
+        if self.seen.len() >= Self::MAX_FLOWS {
+            let window = self.window;
+            self.seen
+                .retain(|_, t| now.saturating_duration_since(*t) < window);
+            if self.seen.len() >= Self::MAX_FLOWS {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(key, now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> Index {
+        let mut ix = Index::default();
+        ix.groups.insert(
+            "ingress-group-AAAA".into(),
+            Group {
+                direction: Direction::Ingress,
+                namespace: "db".into(),
+                policies: vec![
+                    ObjectRef::new("db", "allow-app"),
+                    ObjectRef::new("db", "deny"),
+                ],
+                logged: true,
+            },
+        );
+        ix.pods
+            .insert("10.0.0.1".parse().unwrap(), ObjectRef::new("web", "client"));
+        ix.pods
+            .insert("10.0.0.2".parse().unwrap(), ObjectRef::new("db", "pg"));
+        ix
+    }
+
+    fn pkt(prefix: &str, src: &str, dst: &str, sport: u16) -> Packet {
+        Packet {
+            prefix: prefix.into(),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: 6,
+            transport: Transport::Ports { sport, dport: 5432 },
+        }
+    }
+
+    #[test]
+    fn describes_known_groups_and_pods() {
+        let f = index()
+            .describe(&pkt(
+                "nftpol drop ingress-group-AAAA",
+                "10.0.0.1",
+                "10.0.0.2",
+                4000,
+            ))
+            .unwrap();
+        assert_eq!((f.namespace.as_str(), f.pod.as_deref()), ("db", Some("pg")));
+        assert_eq!(
+            f.to_string(),
+            "ingress drop web/client (10.0.0.1) -> db/pg (10.0.0.2) tcp/5432 by db/allow-app,db/deny"
+        );
+        // Unknown source: named by address.
+        let f = index()
+            .describe(&pkt(
+                "nftpol drop ingress-group-AAAA",
+                "192.0.2.9",
+                "10.0.0.2",
+                4000,
+            ))
+            .unwrap();
+        assert_eq!(f.src_name(), "192.0.2.9");
+        // A group from a newer table than the index: direction from its name.
+        let f = index()
+            .describe(&pkt(
+                "nftpol drop egress-group-BBBB",
+                "10.0.0.2",
+                "10.0.0.1",
+                4000,
+            ))
+            .unwrap();
+        assert_eq!(f.direction, Direction::Egress);
+        assert_eq!((f.namespace.as_str(), f.pod.as_deref()), ("db", Some("pg")));
+        assert!(f.policies.is_empty());
+        // Someone else's log rule on the same group.
+        assert!(
+            index()
+                .describe(&pkt("other", "10.0.0.1", "10.0.0.2", 1))
+                .is_none()
+        );
+        assert!(
+            index()
+                .describe(&pkt("nftpol drop x", "10.0.0.1", "10.0.0.2", 1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn dedupe_folds_a_flow_within_the_window() {
+        let ix = index();
+        let a = ix
+            .describe(&pkt(
+                "nftpol drop ingress-group-AAAA",
+                "10.0.0.1",
+                "10.0.0.2",
+                4000,
+            ))
+            .unwrap()
+            .key();
+        let b = ix
+            .describe(&pkt(
+                "nftpol drop ingress-group-AAAA",
+                "10.0.0.1",
+                "10.0.0.2",
+                4001,
+            ))
+            .unwrap()
+            .key();
+        let mut d = Dedupe::new(Duration::from_secs(30));
+        let t = Instant::now();
+        assert!(d.first(a, t), "first packet of a flow is logged");
+        assert!(
+            !d.first(a, t + Duration::from_secs(1)),
+            "its retransmit is not"
+        );
+        assert!(
+            d.first(b, t + Duration::from_secs(1)),
+            "another source port is another flow"
+        );
+        assert!(
+            d.first(a, t + Duration::from_secs(31)),
+            "after the window it logs again"
+        );
+    }
+}
