@@ -167,9 +167,19 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             }
             Vertex::PodMatch(m) => Node {
                 kind: "selector",
-                label: match &m.namespaces {
-                    NamespaceScope::Named(_) => format!("pods {}", m.pods),
-                    NamespaceScope::Selector(s) => format!("namespaces {s}\npods {}", m.pods),
+                label: {
+                    let pods = if m.pods.is_everything() {
+                        "all pods".to_string()
+                    } else {
+                        format!("pods {}", m.pods)
+                    };
+                    match &m.namespaces {
+                        NamespaceScope::Named(_) => pods,
+                        NamespaceScope::Selector(s) if s.is_everything() => {
+                            format!("all namespaces\n{pods}")
+                        }
+                        NamespaceScope::Selector(s) => format!("namespaces {s}\n{pods}"),
+                    }
                 },
                 namespace: match &m.namespaces {
                     NamespaceScope::Named(n) => Some(n.clone()),
