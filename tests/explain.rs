@@ -477,7 +477,16 @@ fn text(b: &[u8]) -> String {
 const DOCS: &str = "testdata/k8s-docs-test-network-policy";
 
 /// `(snapshot name, case, from, to, port, extra args)`.
-const REPORTS: &[(&str, &str, &str, &str, &str, &[&str])] = &[
+type Report = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+
+const REPORTS: &[Report] = &[
     (
         "allowed-by-namespace-selector",
         DOCS,
