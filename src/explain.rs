@@ -44,13 +44,22 @@ impl FromStr for Endpoint {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Endpoint::Ip(ip));
         }
+        if crate::model::Cidr::parse(s).is_ok() {
+            return Err(format!(
+                "{s:?} is a CIDR; a flow endpoint is NAMESPACE/POD or one IP address"
+            ));
+        }
+        // Namespace names are DNS labels: lower-case letters, digits and '-'.
+        let dns_label = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
         match s.split_once('/') {
-            Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {
+            Some((ns, pod)) if dns_label(ns) && !pod.is_empty() && !pod.contains('/') => {
                 Ok(Endpoint::Pod(ObjectRef::new(ns, pod)))
             }
-            _ => Err(format!(
-                "{s:?} is neither NAMESPACE/POD nor an IP address (a CIDR is not a flow endpoint)"
-            )),
+            _ => Err(format!("{s:?} is neither NAMESPACE/POD nor an IP address")),
         }
     }
 }
@@ -788,6 +797,16 @@ mod tests {
             ("/a", None, "empty namespace"),
             ("x/", None, "empty pod"),
             ("x/a/b", None, "too many parts"),
+            ("1.2.3.4/a", None, "not a namespace name"),
+            ("X/a", None, "namespace names are lower case"),
+            (
+                "kube-system/coredns-5d78c9869d-abcde",
+                Some(Endpoint::Pod(ObjectRef::new(
+                    "kube-system",
+                    "coredns-5d78c9869d-abcde",
+                ))),
+                "a real pod name",
+            ),
         ];
         for (s, want, why) in table {
             assert_eq!(s.parse::<Endpoint>().ok(), *want, "{s}: {why}");
