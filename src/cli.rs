@@ -35,6 +35,10 @@ pub enum Command {
     Uninstall(UninstallArgs),
     /// Run the node agent: watch the API server and keep the table in sync.
     Run(RunArgs),
+    /// Explain, offline, why a flow is allowed or denied (naming policies, rules, peers, ports).
+    Explain(ExplainArgs),
+    /// Print the selector graph (policies, selectors, namespaces, pods) as Graphviz DOT or JSON.
+    Graph(GraphArgs),
 }
 
 /// `nftpol run`.
@@ -174,6 +178,8 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => apply_cmd(&a),
         Command::Uninstall(a) => uninstall_cmd(&a),
         Command::Run(a) => run_cmd(a),
+        Command::Explain(a) => explain_cmd(&a),
+        Command::Graph(a) => graph_cmd(&a),
     };
     ExitCode::from(code)
 }
@@ -385,4 +391,210 @@ fn run_cmd(a: RunArgs) -> u8 {
             EXIT_FAILURE
         }
     }
+}
+
+/// Manifests read by `explain` and `graph` (no `--node`: they answer the
+/// cluster-wide question, each node enforcing its own pods).
+#[derive(Debug, Args)]
+pub struct ClusterInputArgs {
+    /// YAML or JSON files or directories holding Namespaces, Pods and
+    /// NetworkPolicies (multi-document, `kind: List`); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `nftpol explain` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainOutput {
+    /// A readable report.
+    Text,
+    /// JSON (schema in docs/explain.md).
+    Json,
+}
+
+/// A verdict `--expect` can assert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExpectVerdict {
+    /// The flow must be allowed.
+    Allowed,
+    /// The flow must be denied.
+    Denied,
+}
+
+/// Address families for `--family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+/// `nftpol explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: ClusterInputArgs,
+    // Endpoints and the port are parsed by the command, not by clap, so a
+    // bad value exits 1 (invalid input) like every other input error.
+    /// Source: NAMESPACE/POD, or an IP address (a pod's IP means that pod).
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NAMESPACE/POD, or an IP address (a pod's IP means that pod).
+    #[arg(long)]
+    pub to: String,
+    /// Destination port: NUMBER[/PROTO] (TCP by default) or a container port
+    /// NAME[/PROTO] of the destination pod.
+    #[arg(long)]
+    pub port: String,
+    /// Address family when both ends are pods (default: IPv4 if both have one).
+    #[arg(long, value_enum)]
+    pub family: Option<FamilyArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: ExplainOutput,
+    /// Exit 1 unless the verdict is this one (for CI checks).
+    #[arg(long, value_enum)]
+    pub expect: Option<ExpectVerdict>,
+}
+
+/// `nftpol graph` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT (render with `dot -Tpng`).
+    Dot,
+    /// JSON with nodes and edges (schema in docs/explain.md).
+    Json,
+}
+
+/// `nftpol graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: ClusterInputArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: GraphFormat,
+}
+
+/// Loads and converts inputs for `explain`/`graph`. `None` when the input
+/// could not be read (then nothing is answered, as `compile` produces nothing);
+/// otherwise the cluster and whether conversion found errors (invalid
+/// policies fail closed, and the answer says so).
+fn load_cluster(files: &[PathBuf]) -> Option<(crate::model::Cluster, bool)> {
+    let (objs, load_diags) = crate::k8s::load_paths(files);
+    report(&load_diags);
+    if load_diags.iter().any(Diagnostic::is_error) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nftpol: input has errors; nothing can be answered (an unread policy could change the answer)"
+        );
+        return None;
+    }
+    let (cluster, diags) = crate::k8s::to_cluster(&objs);
+    report(&diags);
+    Some((cluster, diags.iter().any(Diagnostic::is_error)))
+}
+
+/// Writes to stdout; a closed pipe is not a failure.
+fn print_stdout(text: &str) -> Result<(), u8> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: cannot write stdout: {e}");
+            Err(EXIT_FAILURE)
+        }
+    }
+}
+
+fn explain_cmd(a: &ExplainArgs) -> u8 {
+    let parsed = (|| -> Result<_, String> {
+        let from = a.from.parse().map_err(|e| format!("--from: {e}"))?;
+        let to = a.to.parse().map_err(|e| format!("--to: {e}"))?;
+        let port = a.port.parse().map_err(|e| format!("--port: {e}"))?;
+        Ok((from, to, port))
+    })();
+    let (from, to, port) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: explain: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let Some((cluster, has_errors)) = load_cluster(&a.input.files) else {
+        return EXIT_INVALID;
+    };
+    let graph = crate::graph::SelectorGraph::build(&cluster);
+    let query = crate::explain::Query {
+        from,
+        to,
+        port,
+        family: a.family.map(|f| match f {
+            FamilyArg::Ipv4 => crate::model::Family::V4,
+            FamilyArg::Ipv6 => crate::model::Family::V6,
+        }),
+    };
+    let ex = match crate::explain::explain(&cluster, &graph, &query) {
+        Ok(ex) => ex,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nftpol: explain: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let text = match a.output {
+        ExplainOutput::Text => ex.to_text(),
+        ExplainOutput::Json => {
+            let mut s = serde_json::to_string_pretty(&ex).expect("plain data serialises");
+            s.push('\n');
+            s
+        }
+    };
+    if let Err(code) = print_stdout(&text) {
+        return code;
+    }
+    if has_errors {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nftpol: input has errors (see above): invalid policies fail closed, and the answer above includes that"
+        );
+        return EXIT_INVALID;
+    }
+    let want = a.expect.map(|e| match e {
+        ExpectVerdict::Allowed => crate::explain::Verdict::Allowed,
+        ExpectVerdict::Denied => crate::explain::Verdict::Denied,
+    });
+    match want {
+        Some(w) if w != ex.verdict => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nftpol: expected {w}, but the flow is {}",
+                ex.verdict
+            );
+            EXIT_INVALID
+        }
+        _ => EXIT_OK,
+    }
+}
+
+fn graph_cmd(a: &GraphArgs) -> u8 {
+    let Some((cluster, has_errors)) = load_cluster(&a.input.files) else {
+        return EXIT_INVALID;
+    };
+    let graph = crate::graph::SelectorGraph::build(&cluster);
+    let export = crate::graph_export::export(&cluster, &graph);
+    let text = match a.format {
+        GraphFormat::Dot => crate::graph_export::dot(&export),
+        GraphFormat::Json => crate::graph_export::json(&export),
+    };
+    if let Err(code) = print_stdout(&text) {
+        return code;
+    }
+    if has_errors { EXIT_INVALID } else { EXIT_OK }
 }

@@ -2,7 +2,8 @@
 //! `testdata/upstream/`, played with real packets on one live topology per shape (routed,
 //! bridge, vxlan, in parallel), replacing each node's ruleset in place after every step
 //! ("sequential mode"), with probes straight to the pods and through two Services (one backend
-//! on each node). Every case's expectations are also checked against the reference evaluator.
+//! on each node). Every case's expectations are also checked against the reference evaluator,
+//! and every probe's real-packet result against what `nftpol explain` says about that flow.
 //!
 //! Plus real-packet checks the case format cannot express: established connections survive a
 //! ruleset swap, node↔pod traffic under default deny, hostNetwork pods, and a Service with a
@@ -103,7 +104,11 @@ fn upstream_conformance() {
             } else if c.passed() {
                 format!("ok {:5}", c.probes)
             } else {
-                format!("FAIL {}/{}", c.mismatches.len() + c.errors.len(), c.probes)
+                format!(
+                    "FAIL {}/{}",
+                    c.mismatches.len() + c.explain_mismatches.len() + c.errors.len(),
+                    c.probes
+                )
             };
             write!(out, " {cell:>14}").unwrap();
         }
@@ -139,14 +144,19 @@ fn upstream_conformance() {
                 for (c, plan) in r.cases.iter().zip(&plans).filter(|(c, _)| !c.passed()) {
                     writeln!(
                         failures,
-                        "[{}] case {} ({}): {} mismatches, {} errors",
+                        "[{}] case {} ({}): {} mismatches, {} explain disagreements, {} errors",
                         r.shape,
                         c.name,
                         plan.file.display(),
                         c.mismatches.len(),
+                        c.explain_mismatches.len(),
                         c.errors.len()
                     )
                     .unwrap();
+                    for m in &c.explain_mismatches {
+                        writeln!(failures, "  nftpol explain disagrees with the packet: {m}")
+                            .unwrap();
+                    }
                     for e in &c.errors {
                         writeln!(failures, "  error: {e}").unwrap();
                     }

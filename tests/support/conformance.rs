@@ -571,12 +571,56 @@ impl World {
         Ok(c)
     }
 
-    /// Each node's ruleset, as `nftpol compile --node <node>` prints it for these objects.
-    fn rulesets(&self, base: &Base, source: &str) -> Vec<(String, String)> {
+    /// Sets every probe's `explained` to what `nftpol explain` answers for its flow (through
+    /// a Service: the flow to the backend, as the ruleset sees it after DNAT).
+    fn explain_probes(&self, base: &Base, probes: &mut [PlannedProbe]) -> Result<()> {
+        let (cluster, _) = nftpol::k8s::to_cluster(&self.objects("explain"));
+        let graph = nftpol::graph::SelectorGraph::build(&cluster);
+        let pod = |i: usize| -> Result<nftpol::explain::Endpoint> {
+            let label = &base.pod_info[i].label;
+            let (ns, name) = label
+                .split_once('/')
+                .ok_or_else(|| anyhow!("pod label {label:?} is not ns/name"))?;
+            Ok(nftpol::explain::Endpoint::Pod(
+                nftpol::model::ObjectRef::new(ns, name),
+            ))
+        };
+        for p in probes {
+            let q = nftpol::explain::Query {
+                from: pod(p.from)?,
+                to: pod(p.to)?,
+                port: nftpol::explain::PortArg {
+                    port: nftpol::explain::PortSpec::Number(p.port),
+                    protocol: Some(match p.proto {
+                        Proto::Tcp => nftpol::model::Protocol::Tcp,
+                        Proto::Udp => nftpol::model::Protocol::Udp,
+                        Proto::Sctp => nftpol::model::Protocol::Sctp,
+                    }),
+                },
+                family: Some(match p.family {
+                    Family::V4 => nftpol::model::Family::V4,
+                    Family::V6 => nftpol::model::Family::V6,
+                }),
+            };
+            let ex = nftpol::explain::explain(&cluster, &graph, &q)
+                .map_err(|e| anyhow!("explain {q:?}: {e}"))?;
+            p.explained = ex.verdict == nftpol::explain::Verdict::Allowed;
+        }
+        Ok(())
+    }
+
+    /// The objects as nftpol loads them.
+    fn objects(&self, source: &str) -> nftpol::k8s::Objects {
         let text: Vec<String> = self.docs().map(Value::to_string).collect();
         let mut objs = nftpol::k8s::Objects::default();
         let mut diags = Vec::new();
         nftpol::k8s::parse_into(&text.join("\n"), source, &mut objs, &mut diags);
+        objs
+    }
+
+    /// Each node's ruleset, as `nftpol compile --node <node>` prints it for these objects.
+    fn rulesets(&self, base: &Base, source: &str) -> Vec<(String, String)> {
+        let objs = self.objects(source);
         base.nodes
             .iter()
             .map(|(node, _, _)| {
@@ -659,6 +703,8 @@ pub struct PlannedProbe {
     pub port: u16,
     /// The case's expectation.
     pub expected: bool,
+    /// What `nftpol explain` says about this flow (allowed?), checked against the real packet.
+    pub explained: bool,
 }
 
 /// One step of a run: the rulesets to load and the probes to run.
@@ -762,8 +808,11 @@ fn plan_runs(case: &Case, base: &Base, svcs: &[Service], plan: &mut CasePlan) ->
                 .with_context(|| label.clone())?;
             let rulesets = world.rulesets(base, &format!("{}/{label}", case.name));
             let cluster = world.oracle_cluster().with_context(|| label.clone())?;
-            let probes =
+            let mut probes =
                 plan_probes(step, base, svcs, &run_families).with_context(|| label.clone())?;
+            world
+                .explain_probes(base, &mut probes)
+                .with_context(|| label.clone())?;
             for p in probes.iter().filter(|p| p.via.is_none()) {
                 let (a, b) = (&base.pod_info[p.from], &base.pod_info[p.to]);
                 let flow = oracle::Flow {
@@ -841,6 +890,7 @@ fn plan_probes(
                             proto,
                             port,
                             expected,
+                            explained: expected, // set by `World::explain_probes`
                         });
                         Ok(())
                     };
@@ -921,6 +971,9 @@ pub struct CaseReport {
     pub probes: usize,
     /// Probes that differed from the expectation.
     pub mismatches: Vec<Mismatch>,
+    /// Probes whose real-packet result differs from what `nftpol explain` says
+    /// (`expected` holds explain's answer).
+    pub explain_mismatches: Vec<Mismatch>,
     /// Harness errors (a ruleset that did not load, ...).
     pub errors: Vec<String>,
     /// Wall time.
@@ -930,7 +983,7 @@ pub struct CaseReport {
 impl CaseReport {
     /// No mismatch and no error.
     pub fn passed(&self) -> bool {
-        self.mismatches.is_empty() && self.errors.is_empty()
+        self.mismatches.is_empty() && self.explain_mismatches.is_empty() && self.errors.is_empty()
     }
 }
 
@@ -1006,6 +1059,7 @@ impl Bed {
             name: plan.name.clone(),
             probes: 0,
             mismatches: Vec::new(),
+            explain_mismatches: Vec::new(),
             errors: Vec::new(),
             elapsed: Duration::ZERO,
         };
@@ -1041,19 +1095,23 @@ impl Bed {
         let outcomes = self.topo.probe_outcomes(&specs);
         report.probes += specs.len();
         for ((p, spec), got) in step.probes.iter().zip(&specs).zip(outcomes) {
+            let mismatch = |expected: bool| Mismatch {
+                case: plan.name.clone(),
+                step: step.label.clone(),
+                from: pods[p.from].label.clone(),
+                to: pods[p.to].label.clone(),
+                via: p.via.map(|_| spec.to),
+                proto: p.proto,
+                port: p.port,
+                family: p.family,
+                expected,
+                got: got.clone(),
+            };
             if got.reached() != p.expected {
-                report.mismatches.push(Mismatch {
-                    case: plan.name.clone(),
-                    step: step.label.clone(),
-                    from: pods[p.from].label.clone(),
-                    to: pods[p.to].label.clone(),
-                    via: p.via.map(|_| spec.to),
-                    proto: p.proto,
-                    port: p.port,
-                    family: p.family,
-                    expected: p.expected,
-                    got,
-                });
+                report.mismatches.push(mismatch(p.expected));
+            }
+            if got.reached() != p.explained {
+                report.explain_mismatches.push(mismatch(p.explained));
             }
         }
         Ok(())
