@@ -841,6 +841,14 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         json!({"role": "client"}),
     );
     bed.api.apply(cli_a);
+    // The lost API server is visible on /metrics, not only in the log.
+    for a in &bed.agents {
+        wait_for(
+            &format!("{}: nftpol_watch_errors_total rises", a.node),
+            Duration::from_secs(10),
+            || a.metric("nftpol_watch_errors_total", "") > 0.0,
+        );
+    }
     bed.api.restart();
     let ops_b = pod(
         "ops",
@@ -850,10 +858,10 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         json!({"role": "other"}),
     );
     bed.api.apply(ops_b);
-    // kube-runtime's default watcher backoff (as client-go's reflector: 0.8 s doubling to 30 s,
-    // reset only after 120 s without errors) counts every failed reconnect and the 410, so
-    // catching up after an outage can take up to ~30 s.
-    let took = bed.converge_within("5 API server back", Duration::from_secs(45));
+    // The agent's watch backoff tops out at 5 s (kube-runtime's default, as client-go's,
+    // reached 30 s and made this step take up to ~30 s); the rest is relist, coalescing
+    // and a loaded machine.
+    let took = bed.converge_within("5 API server back", Duration::from_secs(20));
     bed.api
         .server
         .set_history_limit(fake_apiserver::DEFAULT_HISTORY_LIMIT);

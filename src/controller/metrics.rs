@@ -23,6 +23,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// `resource` label of watch errors: pods, namespaces, networkpolicies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    /// The watched resource.
+    pub resource: String,
+}
+
 /// `object` label of ruleset size gauges: sets, maps, chains, rules, elements.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabel {
@@ -67,6 +74,8 @@ pub struct Metrics {
     /// Dropped packets the log rules sent to the agent (rate-limited: a
     /// sample of all drops), by isolated pod and direction.
     pub dropped_packets: Family<DropLabel, Counter>,
+    /// Failed list/watch calls by resource.
+    pub watch_errors: Family<ResourceLabel, Counter>,
 }
 
 /// A counter family whose `# TYPE`/`# HELP` lines are exported even before
@@ -93,8 +102,11 @@ fn seconds_histogram() -> Histogram {
 }
 
 impl Metrics {
+    /// The `resource` label values of watch errors.
+    pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
+
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -105,6 +117,7 @@ impl Metrics {
         "nftpol_resyncs_total",
         "nftpol_invalid_policies",
         "nftpol_dropped_packets_total",
+        "nftpol_watch_errors_total",
     ];
 
     /// Creates and registers every metric.
@@ -122,6 +135,7 @@ impl Metrics {
         let resyncs = Family::<KindLabel, Counter>::default();
         let invalid_policies = Gauge::default();
         let dropped_packets = Family::<DropLabel, Counter>::default();
+        let watch_errors = Family::<ResourceLabel, Counter>::default();
         registry.register(
             "compile_duration_seconds",
             "Time to compile the cluster state into a ruleset",
@@ -167,6 +181,11 @@ impl Metrics {
             "NetworkPolicies the API server would reject, failing closed",
             invalid_policies.clone(),
         );
+        registry.register(
+            "watch_errors",
+            "Failed list/watch calls to the API server by resource; the agent keeps its last state and retries",
+            watch_errors.clone(),
+        );
         // Its label values (pods) are not known up front, and the registry
         // leaves out families without samples: a collector keeps it listed.
         registry.register_collector(Box::new(AlwaysListed {
@@ -188,6 +207,11 @@ impl Metrics {
         for kind in ["ok", "drift"] {
             drop(resyncs.get_or_create(&Metrics::kind(kind)));
         }
+        for resource in Metrics::WATCHED {
+            drop(watch_errors.get_or_create(&ResourceLabel {
+                resource: resource.into(),
+            }));
+        }
         Metrics {
             registry,
             compile_seconds,
@@ -200,6 +224,7 @@ impl Metrics {
             resyncs,
             invalid_policies,
             dropped_packets,
+            watch_errors,
         }
     }
 

@@ -85,33 +85,42 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let wcfg = watcher::Config::default();
     let events = stream::select_all([
         watcher(Api::<Pod>::all(client.clone()), wcfg.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(strip_pod)
             .reflect(pods_w)
-            .map(|e| e.map(|_| ()))
+            .map(|e| e.map(|_| ()).map_err(|err| ("pods", err)))
             .boxed(),
         watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|n| strip_meta(&mut n.metadata))
             .reflect(ns_w)
-            .map(|e| e.map(|_| ()))
+            .map(|e| e.map(|_| ()).map_err(|err| ("namespaces", err)))
             .boxed(),
         watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|p| strip_meta(&mut p.metadata))
             .reflect(pol_w)
-            .map(|e| e.map(|_| ()))
+            .map(|e| e.map(|_| ()).map_err(|err| ("networkpolicies", err)))
             .boxed(),
     ]);
     {
         let changed = changed.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut events = events;
             while let Some(e) = events.next().await {
                 match e {
                     Ok(()) => changed.notify_one(),
                     // The backoff retries; the stores keep their last state meanwhile.
-                    Err(err) => tracing::warn!(error = %err, "watch error; retrying"),
+                    Err((resource, err)) => {
+                        metrics
+                            .watch_errors
+                            .get_or_create(&metrics::ResourceLabel {
+                                resource: resource.to_string(),
+                            })
+                            .inc();
+                        tracing::warn!(resource, error = %err, "watch error; retrying");
+                    }
                 }
             }
         });
@@ -168,6 +177,43 @@ fn shutdown_signal() -> std::io::Result<tokio::sync::watch::Receiver<bool>> {
 /// Resolves once shutdown was requested.
 async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Retry delays of a failed list/watch: 250 ms doubling to 5 s, back to
+/// 250 ms after any successful event. kube-runtime's default (0.8 s doubling
+/// to 30 s, reset only after 120 s) kept an agent up to 30 s behind after an
+/// API server outage (docs/agent-testing.md); 5 s bounds that catch-up while
+/// still spacing a node's retries.
+#[derive(Debug, Clone)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
 }
 
 struct Stores {
@@ -540,5 +586,20 @@ fn strip_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta
     if let Some(a) = m.annotations.as_mut() {
         // Only nftpol's own annotations are ever read.
         a.retain(|k, _| k.starts_with("nftpol.io/"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn watch_backoff_doubles_to_five_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let ms: Vec<u128> = b.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(250)));
     }
 }
