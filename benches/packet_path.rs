@@ -9,10 +9,12 @@
 //! - `c`  a linear baseline for the same policies, shaped like the classic
 //!   iptables-era enforcers (benches/support/linear.rs).
 //!
-//! The server is the pod the linear baseline dispatches last, and the client
-//! the local pod whose allowed connection to it matches latest in that chain:
-//! the worst case for a linear ruleset. Before measuring, `b` and `c` must
-//! let the flow through and drop a flow no policy allows.
+//! The server is the pod whose allowed connection from some local client
+//! matches deepest inside its chain of the linear baseline, and it is moved
+//! to the end of the baseline's dispatch order: the worst case for a linear
+//! ruleset. Before measuring, `b` and `c` must let the flow through and drop
+//! a flow no policy allows, and the baseline must agree with nftpol's table
+//! (traced) on every local SYN the choice looked at.
 //!
 //! Figures: new TCP connections per second (every SYN walks the ruleset),
 //! request/response transactions per second on one connection, and bulk
@@ -133,20 +135,26 @@ struct Choice {
     checked: usize,
 }
 
-/// Picks the worst-placed server (dispatched last by the baseline) that some
-/// local client may reach, and the client/port pair walking most rules.
-/// Cross-checks the baseline against nftpol's table on every pair it looks at.
-fn choose(rs: &nftpol::nft::ruleset::Ruleset, lin: &Linear, pods: &[LocalPod]) -> Result<Choice> {
+/// Picks the allowed local flow whose SYN matches deepest inside the
+/// server's chain of the linear baseline, and moves that server to the end
+/// of the baseline's dispatch order: the worst place for a linear ruleset.
+/// Cross-checks the baseline against nftpol's table on every SYN it looks at.
+fn choose(
+    rs: &nftpol::nft::ruleset::Ruleset,
+    lin: &mut Linear,
+    pods: &[LocalPod],
+) -> Result<Choice> {
     let mut checked = 0;
-    for srv in lin.ingress.iter().rev() {
-        let Some(server) = pods.iter().position(|p| p.v4 == srv.ip) else {
+    // (depth in the server's chain, server index in lin.ingress, client, port)
+    let mut best: Option<(usize, usize, usize, u16)> = None;
+    for (si, srv) in lin.ingress.iter().enumerate() {
+        if !pods.iter().any(|p| p.v4 == srv.ip) {
             continue;
-        };
-        let mut best: Option<Choice> = None;
-        for (ci, c) in pods.iter().enumerate().filter(|(i, _)| *i != server) {
+        }
+        for (ci, c) in pods.iter().enumerate().filter(|(_, c)| c.v4 != srv.ip) {
             for port in CANDIDATE_PORTS.into_iter().chain([DENY_PORT]) {
                 let ours = nftpol_allows(rs, c.v4, srv.ip, port);
-                let (theirs, walked) = linear_walk(lin, c.v4, srv.ip, port);
+                let (theirs, _) = linear_walk(lin, c.v4, srv.ip, port);
                 checked += 1;
                 ensure!(
                     ours == theirs,
@@ -154,23 +162,40 @@ fn choose(rs: &nftpol::nft::ruleset::Ruleset, lin: &Linear, pods: &[LocalPod]) -
                     c.v4,
                     srv.ip
                 );
-                if ours && best.as_ref().is_none_or(|b| walked > b.walked) {
-                    best = Some(Choice {
-                        server,
-                        client: ci,
-                        port,
-                        walked,
-                        checked: 0,
-                    });
+                if !ours {
+                    continue;
+                }
+                let depth = srv
+                    .rules
+                    .iter()
+                    .position(|r| r.matches(c.v4, Protocol::Tcp, port))
+                    .map_or(0, |k| k + 1);
+                if best.is_none_or(|b| depth > b.0) {
+                    best = Some((depth, si, ci, port));
                 }
             }
         }
-        if let Some(mut b) = best {
-            b.checked = checked;
-            return Ok(b);
-        }
     }
-    bail!("no local pod pair on {NODE} is allowed to connect on the candidate ports")
+    let Some((_, si, client, port)) = best else {
+        bail!("no local pod pair on {NODE} is allowed to connect on the candidate ports")
+    };
+    let srv = lin.ingress.remove(si);
+    lin.ingress.push(srv);
+    let ip = lin
+        .ingress
+        .last()
+        .map(|s| s.ip)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let server = pods.iter().position(|p| p.v4 == ip).unwrap_or_default();
+    let (ok, walked) = linear_walk(lin, pods[client].v4, ip, port);
+    ensure!(ok, "the chosen flow is not allowed after reordering");
+    Ok(Choice {
+        server,
+        client,
+        port,
+        walked,
+        checked,
+    })
 }
 
 fn load(topo: &Topology, script: &str) -> Result<Duration> {
@@ -179,26 +204,21 @@ fn load(topo: &Topology, script: &str) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
-/// Waits (at most 5 s) until the node's conntrack table has drained the
-/// entries of the last connection-rate run: thousands of closing entries
-/// slow the next run down, whatever table is loaded.
-fn settle(node_ns: &str) -> Result<()> {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
-        let n: u64 = netns::exec(
-            node_ns,
-            &["sysctl", "-n", "net.netfilter.nf_conntrack_count"],
-            None,
-        )?
-        .trim()
-        .parse()
-        .unwrap_or(0);
-        if n < 100 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
+/// Lets the node's conntrack table drain the closing entries of the last
+/// connection-rate run (they expire after 1 s here; the garbage collector
+/// reaps them in the background): those slow the next run down, whatever
+/// table is loaded. Returns the entry count it saw first.
+fn settle(node_ns: &str, wait: Duration) -> Result<u64> {
+    let n = netns::exec(
+        node_ns,
+        &["sysctl", "-n", "net.netfilter.nf_conntrack_count"],
+        None,
+    )?
+    .trim()
+    .parse()
+    .unwrap_or(0);
+    std::thread::sleep(wait);
+    Ok(n)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -238,10 +258,18 @@ fn main() -> Result<()> {
         Err(_) if bench => 5,
         Err(_) => 1,
     };
-    let (cps_time, stream_time) = if bench {
-        (Duration::from_millis(2500), Duration::from_millis(1000))
+    let (cps_time, stream_time, pause) = if bench {
+        (
+            Duration::from_millis(2500),
+            Duration::from_millis(1000),
+            Duration::from_millis(1500),
+        )
     } else {
-        (Duration::from_millis(300), Duration::from_millis(200))
+        (
+            Duration::from_millis(300),
+            Duration::from_millis(200),
+            Duration::ZERO,
+        )
     };
 
     let objs = synth::generate(scale, 42);
@@ -257,9 +285,9 @@ fn main() -> Result<()> {
         out.diagnostics.first()
     );
     let rs = out.ruleset;
-    let lin = Linear::from_ruleset(&rs);
+    let mut lin = Linear::from_ruleset(&rs);
     let pods = local_pods(&objs);
-    let choice = choose(&rs, &lin, &pods)?;
+    let choice = choose(&rs, &mut lin, &pods)?;
     let (server, client) = (&pods[choice.server], &pods[choice.client]);
     let nft_b = nftpol::nft::render::script(&rs);
     let nft_c = lin.render();
@@ -353,6 +381,11 @@ fn main() -> Result<()> {
             let (m, _, script) = modes[(k + round) % modes.len()];
             let s = samples.entry(m).or_default();
             s.load_ms.push(load(&topo, script)?.as_secs_f64() * 1e3);
+            // The kernel frees the previous table asynchronously after a
+            // swap: let that finish, then warm up (neighbours, conntrack).
+            std::thread::sleep(Duration::from_millis(if bench { 1000 } else { 100 }));
+            connrate::conn_rate(&cns, allowed, CLIENTS, cps_time / 8)?;
+            settle(&node_ns, pause)?;
             // One-connection figures first: the connection-rate run leaves
             // thousands of closing conntrack entries behind.
             s.rr.push(connrate::rr_rate(&cns, allowed, stream_time)?);
@@ -361,7 +394,7 @@ fn main() -> Result<()> {
             let (cps, failed) = connrate::conn_rate(&cns, allowed, CLIENTS, cps_time)?;
             s.cps.push(cps);
             s.failures += failed;
-            settle(&node_ns)?;
+            settle(&node_ns, pause)?;
         }
         if bench {
             let line: Vec<String> = modes

@@ -51,13 +51,14 @@ pub fn bars(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> 
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..top.max(1.0))
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top.max(1.0))
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(y_label)
         .label_style(("sans-serif", 15))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) if *i < n => bars[*i].0.clone(),
             _ => String::new(),
