@@ -14,7 +14,8 @@
 //! to the end of the baseline's dispatch order: the worst case for a linear
 //! ruleset. Before measuring, `b` and `c` must let the flow through and drop
 //! a flow no policy allows, and the baseline must agree with nftpol's table
-//! (traced) on every local SYN the choice looked at.
+//! (traced) on every allowed local SYN the choice looked at and a
+//! seventh of the denied ones.
 //!
 //! Figures: new TCP connections per second (every SYN walks the ruleset),
 //! request/response transactions per second on one connection, and bulk
@@ -153,8 +154,13 @@ fn choose(
         }
         for (ci, c) in pods.iter().enumerate().filter(|(_, c)| c.v4 != srv.ip) {
             for port in CANDIDATE_PORTS.into_iter().chain([DENY_PORT]) {
-                let ours = nftpol_allows(rs, c.v4, srv.ip, port);
                 let (theirs, _) = linear_walk(lin, c.v4, srv.ip, port);
+                // Tracing every pair costs seconds at the large scale: trace
+                // every allowed pair and one denied pair in seven.
+                if !theirs && (si + ci + port as usize) % 7 != 0 {
+                    continue;
+                }
+                let ours = nftpol_allows(rs, c.v4, srv.ip, port);
                 checked += 1;
                 ensure!(
                     ours == theirs,
@@ -316,7 +322,7 @@ fn main() -> Result<()> {
         nft_c.len()
     );
     println!(
-        "  flow {} -> {}:{} (tcp); a SYN walks {} rules of (c); baseline agreed with nftpol's table on {} SYNs",
+        "  flow {} -> {}:{} (tcp); a SYN walks {} rules of (c); baseline agreed with nftpol's table on {} traced SYNs",
         client.v4, server.v4, choice.port, choice.walked, choice.checked
     );
 
@@ -432,11 +438,24 @@ fn main() -> Result<()> {
             med(m, |s| &s.load_ms),
         );
     }
-    let (b, c) = (med("b", |s| &s.cps), med("c", |s| &s.cps));
+    // Ratios within each round (the modes ran back to back), then their
+    // median: steadier than a ratio of medians when the machine's load drifts.
+    let paired = |x: &str, y: &str| {
+        let r: Vec<f64> = samples[x]
+            .cps
+            .iter()
+            .zip(&samples[y].cps)
+            .map(|(a, b)| a / b)
+            .collect();
+        median(&r)
+    };
     println!(
-        "\nnew connections: nftpol / conntrack-only = {:.3} (target >= 0.95); nftpol / linear = {:.2}x (target >= 2x)",
-        b / a2_cps,
-        b / c
+        "\nnew connections, median of per-round ratios: nftpol / conntrack-only = {:.3} (target >= 0.95); \
+         nftpol / linear = {:.2}x (target >= 2x); linear / conntrack-only = {:.3}; conntrack-only / no table = {:.3}",
+        paired("b", "a2"),
+        paired("b", "c"),
+        paired("c", "a2"),
+        paired("a2", "a"),
     );
     println!(
         "bulk: nftpol / no table = {:.3}; failed connections over all runs: {}",

@@ -64,6 +64,32 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (v, t.elapsed())
 }
 
+/// CPU time of the calling thread: on a shared, loaded machine wall time
+/// includes waiting for a core; this is the "one core" figure.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `f`'s value and thread CPU time.
+fn cpu_of<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let c = thread_cpu();
+    let v = f();
+    (v, thread_cpu() - c)
+}
+
+/// (wall, thread CPU) time of `f`.
+fn timed_cpu<T>(f: impl FnOnce() -> T) -> (Duration, Duration) {
+    let c = thread_cpu();
+    let (_, wall) = timed(f);
+    (wall, thread_cpu() - c)
+}
+
 fn opts(node: Option<&str>) -> Options {
     Options {
         node: node.map(String::from),
@@ -273,7 +299,9 @@ struct Row {
     scale: synth::Scale,
     view: &'static str,
     compile: Duration,
+    compile_cpu: Duration,
     relabel: Duration,
+    relabel_cpu: Duration,
     cli: Duration,
     cli_rss: u64,
     mem: (u64, u64),
@@ -322,23 +350,23 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
         let dir = tmp.join(scale.name);
         write_manifests(&objs, &dir)?;
         for (view, node) in [("node", Some(NODE)), ("all", None)] {
-            let compile_times: Vec<Duration> = (0..rounds)
-                .map(|_| timed(|| compile(&objs, node)).1)
-                .collect();
+            let (compile_times, compile_cpu): (Vec<Duration>, Vec<Duration>) = (0..rounds)
+                .map(|_| timed_cpu(|| compile(&objs, node)))
+                .unzip();
             let old = compile(&objs, node)?;
             let changed = relabel.as_ref().map(|r| &r.0).unwrap_or(&objs);
-            let relabel_times: Vec<Duration> = (0..rounds)
-                .map(|_| timed(|| compile(changed, node)).1)
-                .collect();
+            let (relabel_times, relabel_cpu): (Vec<Duration>, Vec<Duration>) = (0..rounds)
+                .map(|_| timed_cpu(|| compile(changed, node)))
+                .unzip();
             let new = compile(changed, node)?;
             // The same relabel may be structural in another view.
             let new = (relabel.is_some() && matches!(diff(&old, &new), Update::Elements { .. }))
                 .then_some(new);
-            // Where the time goes: conversion, graph, compile, render.
-            let (cluster, t_conv) = timed(|| nftpol::k8s::to_cluster(&objs).0);
-            let (graph, t_graph) = timed(|| nftpol::graph::SelectorGraph::build(&cluster));
-            let (out, t_comp) = timed(|| nftpol::compile::compile(&cluster, &graph, &opts(node)));
-            let (text, t_render) = timed(|| nftpol::nft::render::script(&out.ruleset));
+            // Where the (CPU) time goes: conversion, graph, compile, render.
+            let (cluster, t_conv) = cpu_of(|| nftpol::k8s::to_cluster(&objs).0);
+            let (graph, t_graph) = cpu_of(|| nftpol::graph::SelectorGraph::build(&cluster));
+            let (out, t_comp) = cpu_of(|| nftpol::compile::compile(&cluster, &graph, &opts(node)));
+            let (text, t_render) = cpu_of(|| nftpol::nft::render::script(&out.ruleset));
             let s = old.stats();
             println!(
                 "  {}/{view}: {} chains, {} rules, {} sets+maps, {} elements, {} bytes; \
@@ -366,7 +394,9 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
                 scale,
                 view,
                 compile: median(compile_times),
+                compile_cpu: median(compile_cpu),
                 relabel: median(relabel_times),
+                relabel_cpu: median(relabel_cpu),
                 cli,
                 cli_rss,
                 mem,
@@ -385,35 +415,41 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
         "\n== figures (medians of {rounds} rounds; kernel rows through Enforcer::sync, nft process included)"
     );
     println!(
-        "{:<13} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "{:<13} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>7}",
         "scale/view",
         "pods",
         "pols",
         "compile",
+        "cpu",
         "relabel",
+        "cpu",
         "cli",
         "cli MB",
         "RSS in MB",
         "peak MB",
         "load",
         "delta",
+        "Δel",
         "full",
         "full/Δ"
     );
     for r in &rows {
         println!(
-            "{:<13} {:>6} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>7}",
+            "{:<13} {:>6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>5} {:>9.1} {:>7}",
             format!("{}/{}", r.scale.name, r.view),
             r.scale.pods,
             r.scale.policies,
             ms(r.compile),
+            ms(r.compile_cpu),
             ms(r.relabel),
+            ms(r.relabel_cpu),
             ms(r.cli),
             r.cli_rss as f64 / 1024.0,
             r.mem.0 as f64 / 1024.0,
             r.mem.1 as f64 / 1024.0,
             ms(r.k.load),
             r.k.delta.map_or("n/a".into(), |d| format!("{:.1}", ms(d))),
+            r.k.delta_elements,
             ms(r.k.full),
             r.k.delta.map_or("n/a".into(), |d| format!(
                 "{:.1}",
@@ -422,12 +458,11 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
         );
     }
     println!(
-        "(times in ms; compile/relabel: library from parsed objects, relabel = full recompile of \
-         the modified input; cli: `nftpol compile` end to end incl. parsing; cli MB: its peak RSS; \
+        "(times in ms; compile/relabel: library from parsed objects, wall and thread CPU time, \
+         relabel = full recompile of the modified input; cli: `nftpol compile` end to end incl. parsing; cli MB: its peak RSS; \
          RSS in / peak MB: fresh process holding the generated objects / peak while compiling; \
-         delta: one pod's relabel as element delta ({} elements at the last scale); full: the same \
-         change as a whole-table replacement)",
-        rows.last().map_or(0, |r| r.k.delta_elements)
+         delta: one pod's relabel as an element delta of Δel elements; full: the same change as a \
+         whole-table replacement)"
     );
 
     if let Ok(dir) = std::env::var("NFTPOL_PLOTS") {
@@ -447,8 +482,8 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
             "pods in the cluster (policies = pods / 2)",
             "milliseconds",
             &[
-                series("compile, one node's table", "node", |r| r.compile),
-                series("compile, whole cluster", "all", |r| r.compile),
+                series("compile (CPU), one node's table", "node", |r| r.compile_cpu),
+                series("compile (CPU), whole cluster", "all", |r| r.compile_cpu),
                 series("nftpol compile CLI, one node", "node", |r| r.cli),
                 series("kernel load, one node's table", "node", |r| r.k.load),
                 (
