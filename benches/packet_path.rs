@@ -25,7 +25,6 @@
 //! `DIR/perf-packet-path.png`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 #[path = "support/connrate.rs"]
@@ -157,7 +156,7 @@ fn choose(
                 let (theirs, _) = linear_walk(lin, c.v4, srv.ip, port);
                 // Tracing every pair costs seconds at the large scale: trace
                 // every allowed pair and one denied pair in seven.
-                if !theirs && (si + ci + port as usize) % 7 != 0 {
+                if !theirs && !(si + ci + port as usize).is_multiple_of(7) {
                     continue;
                 }
                 let ours = nftpol_allows(rs, c.v4, srv.ip, port);

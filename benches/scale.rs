@@ -21,7 +21,6 @@
 //! writes `DIR/perf-scale.png`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 #[path = "support/plot.rs"]
