@@ -262,6 +262,16 @@ fn kernel(ns: &str, old: &Ruleset, new: Option<&Ruleset>, rounds: usize) -> Resu
         let mut e = Enforcer::new("nft");
         let (r, load) = timed(|| e.sync(old));
         ensure!(r? == Applied::Full, "first sync is not a full load");
+        if let Some(new) = new {
+            // The in-process part of a delta sync: the diff and the mirror's clone.
+            let (_, t_diff) = cpu_of(|| diff(old, new));
+            let (_, t_clone) = cpu_of(|| new.clone());
+            println!(
+                "    in-process part of a delta: diff {:.1} ms, mirror clone {:.1} ms (CPU)",
+                ms(t_diff),
+                ms(t_clone)
+            );
+        }
         let (mut deltas, mut fulls) = (Vec::new(), Vec::new());
         let mut delta_elements = 0;
         for _ in 0..rounds {

@@ -129,6 +129,8 @@ pub fn log_lines(
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(err)?;
     let colors = [
