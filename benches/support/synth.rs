@@ -78,7 +78,7 @@ fn ns_name(i: usize) -> String {
 }
 
 fn pod_ips(i: usize, node: usize) -> (String, String) {
-    // Each node owns 10.{100+node/256}.{node%256}.0/24-style blocks of 250 pods.
+    // Node d owns 10.(100+d).0.0/16 and fd00:10:(100+d)::/48, in blocks of 250 pods.
     let block = i / 250;
     let host = i % 250 + 2;
     (
@@ -112,12 +112,18 @@ pub fn generate(scale: Scale, seed: u64) -> Objects {
             ns_name(n)
         }
     };
+    // Pods of one namespace spread over consecutive nodes (pod i of namespace
+    // n, i = n + k * namespaces, runs on node (n + k) % nodes), so a node's
+    // table sees peers on other nodes; each node numbers its own pods.
+    let mut on_node = vec![0usize; scale.nodes];
     for i in 0..scale.pods {
         let n = i % scale.namespaces;
-        let node = i % scale.nodes;
+        let node = (n + i / scale.namespaces) % scale.nodes;
+        let index = on_node[node];
+        on_node[node] += 1;
         let app = format!("app-{}", rng.below(5));
         let tier = TIERS[rng.below(3)];
-        let (v4, v6) = pod_ips(i / scale.nodes, node);
+        let (v4, v6) = pod_ips(index, node);
         let http = if rng.below(2) == 0 { 8080 } else { 9090 };
         docs_pods.push(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("pod-{i:05}"), "namespace": ns_of(n),
