@@ -359,14 +359,15 @@ impl Worker {
         let enforced_pods = compiled.enforced_pods;
         let drop_index = compiled.drop_log;
         let ruleset = compiled.ruleset;
+        let s = ruleset.stats();
         let mut enforcer = self
             .enforcer
             .take()
             .expect("enforcer present between applies");
         let t = Instant::now();
-        let (enforcer, result, ruleset) = tokio::task::spawn_blocking(move || {
-            let r = enforcer.sync(&ruleset);
-            (enforcer, r, ruleset)
+        let (enforcer, result) = tokio::task::spawn_blocking(move || {
+            let r = enforcer.sync_owned(ruleset);
+            (enforcer, r)
         })
         .await
         .expect("the enforcer does not panic");
@@ -382,7 +383,6 @@ impl Worker {
                     .applies
                     .get_or_create(&Metrics::kind(kind))
                     .inc();
-                let s = ruleset.stats();
                 for (object, n) in [
                     ("sets", s.sets),
                     ("maps", s.maps),
