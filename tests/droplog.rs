@@ -33,6 +33,7 @@ use nftpol::compile::{DropLog, Options};
 use nftpol::droplog::{Dedupe, DroppedFlow};
 use nftpol::model::Direction;
 use nftpol::nflog::{Packet, Reader};
+use support::agent::metric_matching;
 use support::netns::{NetnsHandle, in_netns};
 use support::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
@@ -502,31 +503,12 @@ fn agent_wide_option_and_opt_out() {
     assert_eq!(out.drop_log.pods[&ip].to_string(), "typo/x");
 }
 
-/// `GET path` on the agent's metrics address inside `netns`.
-fn http_get(netns: &str, addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    in_netns(netns, || {
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        Some(buf)
-    })
-    .ok()
-    .flatten()
-}
-
-/// Value of the sample of `name` whose labels contain every `labels` entry.
-fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// The agent's `/metrics` text, read from inside `netns`.
+fn metrics_in(netns: &str, addr: &str) -> String {
+    in_netns(netns, || support::agent::metrics_text(addr))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// `nftpol run` on node-1 against the fake API server (both inside node-1's
@@ -608,8 +590,10 @@ fn agent_counts_and_logs_drops() {
         let metric = "nftpol_dropped_packets_total";
         let start = Instant::now();
         let body = loop {
-            let body = http_get(&node1, METRICS, "/metrics").unwrap_or_default();
-            if sample(&body, metric, &db_in) >= 2.0 && sample(&body, metric, &batch_out) >= 1.0 {
+            let body = metrics_in(&node1, METRICS);
+            if metric_matching(&body, metric, &db_in) >= 2.0
+                && metric_matching(&body, metric, &batch_out) >= 1.0
+            {
                 break body;
             }
             assert!(
@@ -619,7 +603,7 @@ fn agent_counts_and_logs_drops() {
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(
-            sample(&body, metric, &["namespace=\"lab\""]),
+            metric_matching(&body, metric, &["namespace=\"lab\""]),
             0.0,
             "lab does not log"
         );
@@ -654,8 +638,8 @@ fn agent_counts_and_logs_drops() {
         );
         let start = Instant::now();
         loop {
-            let body = http_get(&node1, METRICS, "/metrics").unwrap_or_default();
-            if sample(&body, metric, &lab_in) >= 1.0 {
+            let body = metrics_in(&node1, METRICS);
+            if metric_matching(&body, metric, &lab_in) >= 1.0 {
                 break body;
             }
             assert!(

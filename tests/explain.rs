@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use nftpol::explain::{Endpoint, ExplainError, PortArg, PortSpec, Query, Verdict, explain};
@@ -24,21 +24,10 @@ use nftpol::nft::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+#[path = "support/cases.rs"]
+mod cases;
+
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cases() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("testdata"))
-        .expect("testdata/ exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream"))
-        .collect();
-    v.sort();
-    v
-}
 
 /// Addresses that exercise every ipBlock of the cluster: both ends and the
 /// neighbours of every range, and one address outside every block per family.
@@ -194,7 +183,7 @@ fn cross_check(c: &Cluster, ports: &BTreeSet<u16>) -> (usize, Vec<String>) {
 fn explain_agrees_with_the_compiled_ruleset_on_every_case() {
     let mut total = 0;
     let mut bad = Vec::new();
-    let cases = cases();
+    let cases = cases::case_dirs();
     assert!(cases.len() >= 20, "testdata cases: {}", cases.len());
     for dir in &cases {
         let c = load_lenient(dir);
@@ -228,7 +217,7 @@ fn load_lenient(dir: &Path) -> Cluster {
 
 #[test]
 fn named_ports_resolve_against_the_destination_pod() {
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         let c = load_lenient(&dir);
         let graph = SelectorGraph::build(&c);
         for dst in c.pods.values() {
@@ -466,7 +455,7 @@ fn explain_agrees_with_the_compiled_ruleset_on_random_clusters() {
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
-        .current_dir(root())
+        .current_dir(cases::root())
         .output()
         .expect("nftpol runs")
 }
@@ -556,7 +545,7 @@ fn report_args<'a>(
 #[test]
 fn reports_match_their_snapshots() {
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_snapshot_path(cases::root().join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {

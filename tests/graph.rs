@@ -5,24 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+#[path = "support/cases.rs"]
+mod cases;
+
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cases() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("testdata"))
-        .expect("testdata/ exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream"))
-        .collect();
-    v.sort();
-    v
-}
 
 fn export(dir: &Path, reverse: bool) -> nftpol::graph_export::Export {
     let (mut objs, diags) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
@@ -39,7 +28,7 @@ fn export(dir: &Path, reverse: bool) -> nftpol::graph_export::Export {
 
 #[test]
 fn every_case_renders_with_graphviz() {
-    let cases = cases();
+    let cases = cases::case_dirs();
     assert!(cases.len() >= 20);
     // Render all cases in one `dot` process per case, concurrently (dot is single-threaded).
     let children: Vec<_> = cases
@@ -82,7 +71,7 @@ fn every_case_renders_with_graphviz() {
 
 #[test]
 fn json_is_consistent_and_output_deterministic() {
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         let e = export(&dir, false);
         let ids: BTreeSet<&str> = e.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids.len(), e.nodes.len(), "{}: duplicate ids", dir.display());
@@ -115,7 +104,10 @@ fn json_is_consistent_and_output_deterministic() {
 
 #[test]
 fn graph_shows_who_selects_and_allows_whom() {
-    let e = export(&root().join("testdata/k8s-docs-test-network-policy"), false);
+    let e = export(
+        &cases::root().join("testdata/k8s-docs-test-network-policy"),
+        false,
+    );
     let has = |from: &str, to: &str, kind: &str| {
         e.edges
             .iter()
@@ -149,7 +141,7 @@ fn graph_shows_who_selects_and_allows_whom() {
 #[test]
 fn outputs_match_their_snapshots() {
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_snapshot_path(cases::root().join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {
@@ -167,7 +159,7 @@ fn outputs_match_their_snapshots() {
                     "--format",
                     format,
                 ])
-                .current_dir(root())
+                .current_dir(cases::root())
                 .output()
                 .expect("nftpol runs");
             // invalid-operator has invalid policies: exit 1, the graph is still printed.

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nftpol::compile::Options;
@@ -18,18 +18,8 @@ use nftpol::nft::render;
 use nftpol::nft::ruleset::Ruleset;
 use serde_json::Value;
 
-/// Every directory under `testdata/`, sorted.
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.expect("readable testdata entry").path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream")) // upstream/: conformance cases, own format
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no cases in {}", root.display());
-    dirs
-}
+#[path = "support/cases.rs"]
+mod cases;
 
 /// Compile options to cover: every pod enforced, and one node's view (which
 /// leaves some dispatch maps empty).
@@ -180,7 +170,7 @@ fn report(failures: Vec<String>, checked: usize) {
 fn json_is_deterministic_and_carries_every_comment() {
     let mut failures = Vec::new();
     let mut checked = 0;
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         for (variant, opts) in variants() {
             let case = format!("{} ({variant})", name(&dir));
             checked += 1;
@@ -238,7 +228,7 @@ fn nft_check_accepts_json() {
     require_nft();
     let mut failures = Vec::new();
     let mut checked = 0;
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         for (variant, opts) in variants() {
             let case = format!("{} ({variant})", name(&dir));
             checked += 1;
@@ -264,7 +254,7 @@ fn json_loads_the_same_table_as_text() {
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let mut failures = Vec::new();
     let mut checked = 0;
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         for (i, (variant, opts)) in variants().into_iter().enumerate() {
             let case = format!("{} ({variant})", name(&dir));
             checked += 1;

@@ -16,7 +16,7 @@ mod oracle;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -59,18 +59,6 @@ impl CasePod {
             Family::V6 => self.ip6.map(IpAddr::V6),
         }
     }
-}
-
-/// Every directory under `testdata/` except `upstream`, sorted.
-fn case_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("testdata/ exists")
-        .map(|e| e.expect("reading testdata/").path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "upstream"))
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 /// The pods that count for policy: not hostNetwork, not Succeeded/Failed, with an IP. An IP
@@ -320,7 +308,7 @@ const CASES_IN_PARALLEL: usize = 3;
 
 fn run_shape(shape: Shape) {
     let start = Instant::now();
-    let dirs = case_dirs();
+    let dirs = support::cases::case_dirs();
     let next = AtomicUsize::new(0);
     let results: Vec<OnceLock<Option<(CaseResult, Duration)>>> =
         dirs.iter().map(|_| OnceLock::new()).collect();

@@ -3,20 +3,12 @@
 //! (the DaemonSet's view on node-1). The diagnostics are part of the snapshot.
 //! A changed or missing snapshot fails (CI runs with INSTA_UPDATE=no).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nftpol::compile::Options;
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("testdata/ exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream")) // upstream/: conformance cases, own format
-        .collect();
-    v.sort();
-    v
-}
+#[path = "support/cases.rs"]
+mod cases;
 
 /// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
 fn render_case(dir: &Path, node: Option<&str>) -> String {
@@ -41,7 +33,7 @@ fn render_case(dir: &Path, node: Option<&str>) -> String {
 
 #[test]
 fn every_case_matches_its_snapshot() {
-    let cases = cases();
+    let cases = cases::case_dirs();
     assert!(
         cases.len() >= 20,
         "expected the testdata cases, found {}",
@@ -70,7 +62,7 @@ fn settings_for(case: &str, f: impl FnOnce()) {
 
 #[test]
 fn output_is_byte_identical_across_runs() {
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         let a = render_case(&dir, None);
         let b = render_case(&dir, None);
         assert_eq!(a, b, "{} differs between two compiles", dir.display());
@@ -80,7 +72,7 @@ fn output_is_byte_identical_across_runs() {
 #[test]
 fn input_order_does_not_change_output() {
     // Objects of a case given in reverse document order compile identically.
-    for dir in cases() {
+    for dir in cases::case_dirs() {
         let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
         let mut rev = objs.clone();
         rev.namespaces.reverse();

@@ -37,13 +37,19 @@ pub fn metrics_text(addr: &str) -> Option<String> {
 /// Sum of the samples of metric `name` in an OpenMetrics text whose line
 /// contains `filter` (e.g. `kind="delta"`; `""` takes every sample).
 pub fn metric_in(body: &str, name: &str, filter: &str) -> f64 {
+    metric_matching(body, name, &[filter])
+}
+
+/// Sum of the samples of metric `name` whose line contains every one of
+/// `filters` (e.g. `["namespace=\"shop\"", "direction=\"ingress\""]`).
+pub fn metric_matching(body: &str, name: &str, filters: &[&str]) -> f64 {
     body.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))
         })
-        .filter(|l| l.contains(filter))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

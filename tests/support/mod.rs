@@ -17,6 +17,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod cases;
 pub mod held;
 pub mod netns;
 pub mod probe;
