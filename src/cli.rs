@@ -237,25 +237,18 @@ fn compile_cmd(a: &CompileArgs) -> u8 {
         Format::Json => crate::nft::json::script(&out.ruleset),
     };
     let written = match &a.output {
-        Some(path) => {
-            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(text.as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                Ok(()) => Ok(()),
-                // A closed pipe (`| head`) is the reader's choice, not a failure.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(format!("stdout: {e}")),
-            }
-        }
+        Some(path) => std::fs::write(path, text.as_bytes()).map_err(|e| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nftpol: cannot write {}: {e}",
+                path.display()
+            );
+            EXIT_FAILURE
+        }),
+        None => print_stdout(&text),
     };
-    if let Err(e) = written {
-        let _ = writeln!(std::io::stderr(), "nftpol: cannot write {e}");
-        return EXIT_FAILURE;
+    if let Err(code) = written {
+        return code;
     }
     if c.has_errors {
         let _ = writeln!(
@@ -498,7 +491,8 @@ fn load_cluster(files: &[PathBuf]) -> Option<(crate::model::Cluster, bool)> {
     Some((cluster, diags.iter().any(Diagnostic::is_error)))
 }
 
-/// Writes to stdout; a closed pipe is not a failure.
+/// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not a
+/// failure.
 fn print_stdout(text: &str) -> Result<(), u8> {
     let mut stdout = std::io::stdout().lock();
     match stdout
