@@ -42,9 +42,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use nftpol::compile::Options;
-use nftpol::model::Protocol;
-use nftpol::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol::core::compile::Options;
+use nftpol::core::model::Protocol;
+use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
 
 use linear::Linear;
 use support::{Shape, TopoSpec, Topology, netns};
@@ -67,7 +67,7 @@ struct LocalPod {
     v6: IpAddr,
 }
 
-fn local_pods(objs: &nftpol::k8s::Objects) -> Vec<LocalPod> {
+fn local_pods(objs: &nftpol::core::k8s::Objects) -> Vec<LocalPod> {
     objs.pods
         .iter()
         .filter(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
@@ -85,7 +85,12 @@ fn local_pods(objs: &nftpol::k8s::Objects) -> Vec<LocalPod> {
 }
 
 /// What nftpol's table does with a SYN from `c` to `s:port`.
-fn nftpol_allows(rs: &nftpol::nft::ruleset::Ruleset, c: Ipv4Addr, s: Ipv4Addr, port: u16) -> bool {
+fn nftpol_allows(
+    rs: &nftpol::core::nft::ruleset::Ruleset,
+    c: Ipv4Addr,
+    s: Ipv4Addr,
+    port: u16,
+) -> bool {
     let pkt = Packet {
         src: c.into(),
         dst: s.into(),
@@ -140,7 +145,7 @@ struct Choice {
 /// of the baseline's dispatch order: the worst place for a linear ruleset.
 /// Cross-checks the baseline against nftpol's table on every SYN it looks at.
 fn choose(
-    rs: &nftpol::nft::ruleset::Ruleset,
+    rs: &nftpol::core::nft::ruleset::Ruleset,
     lin: &mut Linear,
     pods: &[LocalPod],
 ) -> Result<Choice> {
@@ -278,7 +283,7 @@ fn main() -> Result<()> {
     };
 
     let objs = synth::generate(scale, 42);
-    let out = nftpol::compile_objects(
+    let out = nftpol::core::compile::compile_objects(
         &objs,
         &Options {
             node: Some(NODE.into()),
@@ -295,7 +300,7 @@ fn main() -> Result<()> {
     let pods = local_pods(&objs);
     let choice = choose(&rs, &mut lin, &pods)?;
     let (server, client) = (&pods[choice.server], &pods[choice.client]);
-    let nft_b = nftpol::nft::render::script(&rs);
+    let nft_b = nftpol::core::nft::render::script(&rs);
     let nft_c = lin.render();
     let stats = rs.stats();
     println!(

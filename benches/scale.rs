@@ -36,12 +36,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use nftpol::compile::Options;
-use nftpol::k8s::Objects;
-use nftpol::k8s::cache::ClusterCache;
-use nftpol::nft::delta::{Update, diff};
-use nftpol::nft::enforcer::{Applied, Enforcer};
-use nftpol::nft::ruleset::Ruleset;
+use nftpol::core::compile::Options;
+use nftpol::core::k8s::Objects;
+use nftpol::core::k8s::cache::ClusterCache;
+use nftpol::core::nft::delta::{Update, diff};
+use nftpol::core::nft::ruleset::Ruleset;
+use nftpol::kernel::enforcer::{Applied, Enforcer};
 
 use support::netns;
 
@@ -106,11 +106,12 @@ fn agent_recompile(cache: &mut ClusterCache, objs: &Objects, node: Option<&str>)
         objs.pods.iter().map(|o| &o.1),
         objs.policies.iter().map(|o| &o.1),
     );
-    nftpol::compile_cluster(cache.cluster(), cache.diagnostics(), &opts(node)).ruleset
+    nftpol::core::compile::compile_cluster(cache.cluster(), cache.diagnostics(), &opts(node))
+        .ruleset
 }
 
 fn compile(objs: &Objects, node: Option<&str>) -> Result<Ruleset> {
-    let out = nftpol::compile_objects(objs, &opts(node));
+    let out = nftpol::core::compile::compile_objects(objs, &opts(node));
     if let Some(d) = out.diagnostics.iter().find(|d| d.is_error()) {
         bail!("synthetic cluster does not compile: {d:?}");
     }
@@ -180,7 +181,7 @@ fn mem_child(spec: &str) -> Result<()> {
     let before = status("VmRSS:")?;
     std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM")?;
     let rs = compile(&objs, (view == "node").then_some(NODE))?;
-    let text = nftpol::nft::render::script(&rs);
+    let text = nftpol::core::nft::render::script(&rs);
     std::hint::black_box(&text);
     let peak = status("VmHWM:")?;
     println!("{before} {peak}");
@@ -407,10 +408,11 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
             let new = (relabel.is_some() && matches!(diff(&old, &new), Update::Elements { .. }))
                 .then_some(new);
             // Where the (CPU) time goes: conversion, graph, compile, render.
-            let (cluster, t_conv) = cpu_of(|| nftpol::k8s::to_cluster(&objs).0);
-            let (graph, t_graph) = cpu_of(|| nftpol::graph::SelectorGraph::build(&cluster));
-            let (out, t_comp) = cpu_of(|| nftpol::compile::compile(&cluster, &graph, &opts(node)));
-            let (text, t_render) = cpu_of(|| nftpol::nft::render::script(&out.ruleset));
+            let (cluster, t_conv) = cpu_of(|| nftpol::core::k8s::to_cluster(&objs).0);
+            let (graph, t_graph) = cpu_of(|| nftpol::core::graph::SelectorGraph::build(&cluster));
+            let (out, t_comp) =
+                cpu_of(|| nftpol::core::compile::compile(&cluster, &graph, &opts(node)));
+            let (text, t_render) = cpu_of(|| nftpol::core::nft::render::script(&out.ruleset));
             let s = old.stats();
             println!(
                 "  {}/{view}: {} chains, {} rules, {} sets+maps, {} elements, {} bytes; \

@@ -15,7 +15,7 @@ fn main() {
     let scale = synth::SCALES[2];
     let objs = synth::generate(scale, 42);
     let node = std::env::args().nth(1);
-    let opts = nftpol::compile::Options {
+    let opts = nftpol::core::compile::Options {
         node: node.clone(),
         ..Default::default()
     };
@@ -25,11 +25,11 @@ fn main() {
         .unwrap_or(3);
     for _ in 0..n {
         let t = Instant::now();
-        let (cluster, _) = nftpol::k8s::to_cluster(&objs);
+        let (cluster, _) = nftpol::core::k8s::to_cluster(&objs);
         let t_conv = t.elapsed();
-        let graph = nftpol::graph::SelectorGraph::build(&cluster);
+        let graph = nftpol::core::graph::SelectorGraph::build(&cluster);
         let t_graph = t.elapsed() - t_conv;
-        let out = nftpol::compile::compile(&cluster, &graph, &opts);
+        let out = nftpol::core::compile::compile(&cluster, &graph, &opts);
         let t_comp = t.elapsed() - t_conv - t_graph;
         std::hint::black_box(&out);
         println!(

@@ -207,7 +207,7 @@ fn agent_follows_the_api_server() {
 
         // Every exported metric is documented in Metrics::NAMES and present.
         let (_, body) = http_get("/metrics").unwrap();
-        for name in nftpol::controller::metrics::Metrics::NAMES {
+        for name in nftpol::agent::metrics::Metrics::NAMES {
             // OpenMetrics names a counter's family without its `_total` suffix.
             let family = name.trim_end_matches("_total");
             assert!(

@@ -247,14 +247,14 @@ fn apply(topo: &Topology, yaml: &str) {
 /// Like [`apply`]; with `per_node` false every node loads the ruleset that enforces every pod
 /// (`nftpol compile` without `--node`).
 fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
-    let mut objs = nftpol::k8s::Objects::default();
+    let mut objs = nftpol::core::k8s::Objects::default();
     let mut diags = Vec::new();
-    nftpol::k8s::parse_into(yaml, "test", &mut objs, &mut diags);
+    nftpol::core::k8s::parse_into(yaml, "test", &mut objs, &mut diags);
     assert!(diags.is_empty(), "test objects: {diags:?}");
     for node in topo.nodes() {
-        let out = nftpol::compile_objects(
+        let out = nftpol::core::compile::compile_objects(
             &objs,
-            &nftpol::compile::Options {
+            &nftpol::core::compile::Options {
                 node: per_node.then(|| node.to_owned()),
                 ..Default::default()
             },
@@ -266,7 +266,7 @@ fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
             .filter(|d| d.contains("error"))
             .collect();
         assert!(errors.is_empty(), "compile diagnostics: {errors:?}");
-        topo.load_ruleset(node, &nftpol::nft::render::script(&out.ruleset))
+        topo.load_ruleset(node, &nftpol::core::nft::render::script(&out.ruleset))
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use nftpol::compile::Options;
-use nftpol::k8s::Objects;
-use nftpol::nft::delta::{Update, diff};
+use nftpol::core::compile::Options;
+use nftpol::core::k8s::Objects;
+use nftpol::core::nft::delta::{Update, diff};
 use serde_json::Value;
 
 /// A network namespace that is deleted on drop.
@@ -160,7 +160,7 @@ fn element_deltas_reach_the_same_kernel_table_as_full_loads() {
     let mut diags = Vec::new();
     for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        nftpol::k8s::parse_into(&text, f, &mut objs, &mut diags);
+        nftpol::core::k8s::parse_into(&text, f, &mut objs, &mut diags);
     }
     // Policies whose selectors the random relabels keep moving pods in and out of.
     let extra = r#"
@@ -178,7 +178,7 @@ spec:
   podSelector: {matchLabels: {tier: c}}
   egress: [{to: [{podSelector: {matchExpressions: [{key: pod, operator: NotIn, values: [a]}]}}], ports: [{port: serve-81-udp, protocol: UDP}, {port: 80}]}]
 "#;
-    nftpol::k8s::parse_into(extra, "extra", &mut objs, &mut diags);
+    nftpol::core::k8s::parse_into(extra, "extra", &mut objs, &mut diags);
     assert!(
         !objs.pods.is_empty() && objs.policies.len() >= 3,
         "{diags:?}"
@@ -189,14 +189,14 @@ spec:
         node: Some("node-1".to_string()),
         ..Default::default()
     };
-    let mut current = nftpol::compile_objects(&objs, &opts).ruleset;
-    live.nft(&["-f", "-"], &nftpol::nft::render::script(&current));
+    let mut current = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
+    live.nft(&["-f", "-"], &nftpol::core::nft::render::script(&current));
     let mut rng = Lcg(7);
     let mut next_ip = 100u8;
     let (mut deltas, mut fulls, mut nothing) = (0, 0, 0);
     for step in 0..100 {
         let what = mutate(&mut objs, &mut rng, &mut next_ip);
-        let new = nftpol::compile_objects(&objs, &opts).ruleset;
+        let new = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
         match diff(&current, &new) {
             Update::None => nothing += 1,
             Update::Elements { script, .. } => {
@@ -205,10 +205,10 @@ spec:
             }
             Update::Full => {
                 fulls += 1;
-                live.nft(&["-f", "-"], &nftpol::nft::render::script(&new));
+                live.nft(&["-f", "-"], &nftpol::core::nft::render::script(&new));
             }
         }
-        fresh.nft(&["-f", "-"], &nftpol::nft::render::script(&new));
+        fresh.nft(&["-f", "-"], &nftpol::core::nft::render::script(&new));
         assert_eq!(
             live.table(),
             fresh.table(),
@@ -230,9 +230,9 @@ spec:
 #[test]
 fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream-xyz");
-    let (mut objs, _) = nftpol::k8s::load_paths(&[dir]);
+    let (mut objs, _) = nftpol::core::k8s::load_paths(&[dir]);
     let opts = Options::default();
-    let before = nftpol::compile_objects(&objs, &opts).ruleset;
+    let before = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
     // Relabel a pod of namespace y so it is no longer `pod: a` (peer sets change).
     let i = objs
         .pods
@@ -240,7 +240,7 @@ fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
         .position(|(_, p)| p.metadata.namespace.as_deref() == Some("y"))
         .unwrap();
     set_labels(&mut objs.pods[i].1.metadata, "pod", Some("zz"));
-    let relabelled = nftpol::compile_objects(&objs, &opts).ruleset;
+    let relabelled = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
     assert!(matches!(
         diff(&before, &relabelled),
         Update::Elements { .. } | Update::None
@@ -248,7 +248,7 @@ fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
     let mut extra = objs.policies[0].clone();
     extra.1.metadata.name = Some("another".into());
     objs.policies.push(extra);
-    let with_policy = nftpol::compile_objects(&objs, &opts).ruleset;
+    let with_policy = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
     assert_eq!(
         diff(&relabelled, &with_policy),
         Update::Full,
@@ -272,13 +272,13 @@ fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 
 #[test]
 fn enforcer_deltas_verification_and_drift_repair() {
-    use nftpol::nft::enforcer::{Applied, Enforcer};
+    use nftpol::kernel::enforcer::{Applied, Enforcer};
     in_new_netns(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let (mut objs, _) = nftpol::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let (mut objs, _) = nftpol::core::k8s::load_paths(&[root.join("upstream-xyz")]);
         let opts = Options::default();
         let mut e = Enforcer::new("nft");
-        let first = nftpol::compile_objects(&objs, &opts).ruleset;
+        let first = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
         assert_eq!(
             e.sync(&first).unwrap(),
             Applied::Full,
@@ -289,7 +289,7 @@ fn enforcer_deltas_verification_and_drift_repair() {
 
         // A pod leaves: an element delta.
         objs.pods.pop();
-        let second = nftpol::compile_objects(&objs, &opts).ruleset;
+        let second = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
         assert!(matches!(e.sync(&second).unwrap(), Applied::Delta { deleted, .. } if deleted > 0));
         assert!(e.verify().unwrap());
 
@@ -322,8 +322,8 @@ fn enforcer_deltas_verification_and_drift_repair() {
             if !dir.is_dir() || dir.ends_with("upstream") {
                 continue;
             }
-            let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
-            let rs = nftpol::compile_objects(&objs, &opts).ruleset;
+            let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
+            let rs = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
             e.invalidate();
             e.sync(&rs).unwrap();
             assert!(
@@ -347,11 +347,11 @@ fn enforcer_deltas_verification_and_drift_repair() {
 
 #[test]
 fn a_failed_apply_keeps_the_previous_table_and_the_next_sync_is_full() {
-    use nftpol::nft::enforcer::{Applied, Enforcer};
+    use nftpol::kernel::enforcer::{Applied, Enforcer};
     in_new_netns(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let (objs, _) = nftpol::k8s::load_paths(&[root.join("upstream-xyz")]);
-        let good = nftpol::compile_objects(&objs, &Options::default()).ruleset;
+        let (objs, _) = nftpol::core::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let good = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
         let mut e = Enforcer::new("nft");
         e.sync(&good).unwrap();
         let before = Command::new("nft")
@@ -363,9 +363,9 @@ fn a_failed_apply_keeps_the_previous_table_and_the_next_sync_is_full() {
         let mut bad = good.clone();
         bad.chains[0].1.rules.insert(
             0,
-            nftpol::nft::ruleset::Rule {
+            nftpol::core::nft::ruleset::Rule {
                 matches: vec![],
-                verdict: nftpol::nft::ruleset::Verdict::Jump("no-such-chain".into()),
+                verdict: nftpol::core::nft::ruleset::Verdict::Jump("no-such-chain".into()),
                 comment: None,
             },
         );
@@ -399,9 +399,9 @@ fn nft_script(script: &str) -> bool {
 
 #[test]
 fn verify_compares_element_values_not_only_counts() {
-    use nftpol::nft::enforcer::{Applied, Enforcer};
-    use nftpol::nft::render::element;
-    use nftpol::nft::ruleset::{Element, SetKind};
+    use nftpol::core::nft::render::element;
+    use nftpol::core::nft::ruleset::{Element, SetKind};
+    use nftpol::kernel::enforcer::{Applied, Enforcer};
     use std::net::IpAddr;
     in_new_netns(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
@@ -414,8 +414,8 @@ fn verify_compares_element_values_not_only_counts() {
         };
         let mut tested = std::collections::BTreeSet::new();
         for case in ["upstream-xyz", "ipblock-except-v4", "named-ports"] {
-            let (objs, _) = nftpol::k8s::load_paths(&[root.join(case)]);
-            let rs = nftpol::compile_objects(&objs, &Options::default()).ruleset;
+            let (objs, _) = nftpol::core::k8s::load_paths(&[root.join(case)]);
+            let rs = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
             let mut e = Enforcer::new("nft");
             // Each tamper swaps one element for another, so every count stays the same.
             let mut tampers: Vec<(String, String)> = Vec::new();
@@ -428,7 +428,7 @@ fn verify_compares_element_values_not_only_counts() {
                     (SetKind::Addr(_), Element::Addr(a)) => ("addr", fresh(v6(a)).to_string()),
                     (SetKind::AddrInterval(_), Element::Range(r)) => (
                         "interval",
-                        fresh(r.family == nftpol::model::Family::V6).to_string(),
+                        fresh(r.family == nftpol::core::model::Family::V6).to_string(),
                     ),
                     (SetKind::AddrPair(_), Element::AddrPair(a, _)) => {
                         ("pair", format!("{0} . {0}", fresh(v6(a))))

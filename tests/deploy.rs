@@ -15,10 +15,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use nftpol::agent::http;
+use nftpol::agent::metrics::{Metrics, ObjectLabel};
 use nftpol::cli::{Cli, Command, RunArgs};
-use nftpol::controller::http;
-use nftpol::controller::metrics::{Metrics, ObjectLabel};
-use nftpol::nft::version::{MIN_KERNEL, MIN_NFT};
+use nftpol::kernel::version::{MIN_KERNEL, MIN_NFT};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

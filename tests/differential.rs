@@ -14,10 +14,10 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use nftpol::compile::Options;
-use nftpol::diag::Source;
-use nftpol::model::Protocol;
-use nftpol::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol::core::compile::Options;
+use nftpol::core::diag::Source;
+use nftpol::core::model::Protocol;
+use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -284,14 +284,14 @@ fn check(case: &Case) -> Result<usize, TestCaseError> {
     let pods: Vec<Pod> = decode(&case.pods);
     let pols: Vec<NetworkPolicy> = decode(&case.policies);
     let src = Source::default();
-    let objs = nftpol::k8s::Objects {
+    let objs = nftpol::core::k8s::Objects {
         namespaces: ns.iter().cloned().map(|o| (src.clone(), o)).collect(),
         pods: pods.iter().cloned().map(|o| (src.clone(), o)).collect(),
         policies: pols.iter().cloned().map(|o| (src.clone(), o)).collect(),
     };
     let mut per_node = BTreeMap::new();
     for node in ["node-1", "node-2"] {
-        let out = nftpol::compile_objects(
+        let out = nftpol::core::compile::compile_objects(
             &objs,
             &Options {
                 node: Some(node.to_string()),
@@ -427,8 +427,8 @@ fn compiled_ruleset_agrees_with_the_naive_spec_reading() {
 fn tracer_always_allows_replies_and_neighbour_discovery() {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
-    let (objs, _) = nftpol::k8s::load_paths(&[dir]);
-    let rs = nftpol::compile_objects(&objs, &Options::default()).ruleset;
+    let (objs, _) = nftpol::core::k8s::load_paths(&[dir]);
+    let rs = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
     let pods: Vec<IpAddr> = rs.maps["ingress-pods-v6"]
         .elements
         .keys()

@@ -1,7 +1,7 @@
 //! Drop logging with real packets: `testdata/drop-logging` (namespace shop
 //! annotated `nftpol.io/log-drops: "true"`, lab not) rebuilt as a two-node
 //! topology, each node loading its `--node` ruleset, an NFLOG reader
-//! ([`nftpol::nflog::Reader`]) running inside each node's network namespace,
+//! ([`nftpol::kernel::nflog::Reader`]) running inside each node's network namespace,
 //! and blocked and allowed probes (TCP and UDP, IPv4 and IPv6, same-node and
 //! cross-node, ingress and egress drops). Checked:
 //!
@@ -29,10 +29,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nftpol::compile::{DropLog, Options};
-use nftpol::droplog::{Dedupe, DroppedFlow};
-use nftpol::model::Direction;
-use nftpol::nflog::{Packet, Reader};
+use nftpol::agent::droplog::Dedupe;
+use nftpol::core::compile::droplog::DroppedFlow;
+use nftpol::core::compile::{DropLog, Options};
+use nftpol::core::model::Direction;
+use nftpol::kernel::nflog::{Packet, Reader};
 use support::agent::metric_matching;
 use support::netns::{NetnsHandle, in_netns};
 use support::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
@@ -43,14 +44,18 @@ fn case_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/drop-logging")
 }
 
-fn load(dir: &Path) -> nftpol::k8s::Objects {
-    let (objs, diags) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
+fn load(dir: &Path) -> nftpol::core::k8s::Objects {
+    let (objs, diags) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
     assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
     objs
 }
 
-fn compile(objs: &nftpol::k8s::Objects, node: &str, drop_log: DropLog) -> nftpol::Compiled {
-    nftpol::compile_objects(
+fn compile(
+    objs: &nftpol::core::k8s::Objects,
+    node: &str,
+    drop_log: DropLog,
+) -> nftpol::core::compile::Compiled {
+    nftpol::core::compile::compile_objects(
         objs,
         &Options {
             node: Some(node.to_string()),
@@ -227,10 +232,10 @@ fn kernel_case(shape: Shape) {
     let topo = topology(shape);
     let node1 = compile(&objs, "node-1", generous());
     let node2 = compile(&objs, "node-2", generous());
-    let script1 = nftpol::nft::render::script(&node1.ruleset);
+    let script1 = nftpol::core::nft::render::script(&node1.ruleset);
     assert!(!log_lines(&script1).is_empty(), "node-1 logs shop's drops");
     topo.load_ruleset("node-1", &script1).unwrap();
-    topo.load_ruleset("node-2", &nftpol::nft::render::script(&node2.ruleset))
+    topo.load_ruleset("node-2", &nftpol::core::nft::render::script(&node2.ruleset))
         .unwrap();
 
     // 1. Every dropped flow of shop is reported, nothing else.
@@ -313,7 +318,7 @@ fn kernel_case(shape: Shape) {
         }
     }
     // One log line per flow: retransmits of a flow fold into it.
-    let mut dedupe = Dedupe::new(nftpol::droplog::DEDUPE_WINDOW);
+    let mut dedupe = Dedupe::new(nftpol::agent::droplog::DEDUPE_WINDOW);
     let lines = flows
         .iter()
         .filter(|f| dedupe.first(f.key(), Instant::now()))
@@ -336,8 +341,11 @@ fn kernel_case(shape: Shape) {
             ..DropLog::default()
         },
     );
-    topo.load_ruleset("node-1", &nftpol::nft::render::script(&limited.ruleset))
-        .unwrap();
+    topo.load_ruleset(
+        "node-1",
+        &nftpol::core::nft::render::script(&limited.ruleset),
+    )
+    .unwrap();
     let c1 = Collector::start(topo.node_netns("node-1"));
     let db = topo.pod_ip("shop.db", Family::V4);
     let sent = 400;
@@ -370,14 +378,15 @@ fn kernel_case(shape: Shape) {
     assert!(
         logged
             .iter()
-            .all(|(_, p)| p.dst == db && p.prefix.starts_with(nftpol::droplog::PREFIX)),
+            .all(|(_, p)| p.dst == db
+                && p.prefix.starts_with(nftpol::core::compile::droplog::PREFIX)),
         "{shape}: unexpected packets in the flood"
     );
 
     // 3. Logging off: no log statement, nothing arrives.
     let quiet = strip_annotations(&objs);
     let off = compile(&quiet, "node-1", generous());
-    let script = nftpol::nft::render::script(&off.ruleset);
+    let script = nftpol::core::nft::render::script(&off.ruleset);
     assert!(log_lines(&script).is_empty(), "{:?}", log_lines(&script));
     assert!(!off.drop_log.logs_any());
     topo.load_ruleset("node-1", &script).unwrap();
@@ -395,7 +404,7 @@ fn kernel_case(shape: Shape) {
     assert!(logged.is_empty(), "{shape}: logging off, yet {logged:?}");
 }
 
-fn strip_annotations(objs: &nftpol::k8s::Objects) -> nftpol::k8s::Objects {
+fn strip_annotations(objs: &nftpol::core::k8s::Objects) -> nftpol::core::k8s::Objects {
     let mut quiet = objs.clone();
     for (_, ns) in &mut quiet.namespaces {
         ns.metadata.annotations = None;
@@ -425,16 +434,16 @@ fn no_log_statement_unless_asked() {
             continue;
         }
         cases += 1;
-        let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
-        let out = nftpol::compile_objects(&objs, &Options::default());
-        let script = nftpol::nft::render::script(&out.ruleset);
-        let json = nftpol::nft::json::script(&out.ruleset);
+        let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
+        let out = nftpol::core::compile::compile_objects(&objs, &Options::default());
+        let script = nftpol::core::nft::render::script(&out.ruleset);
+        let json = nftpol::core::nft::json::script(&out.ruleset);
         if dir.ends_with("drop-logging") {
             assert!(!log_lines(&script).is_empty());
             let quiet = strip_annotations(&objs);
-            let out = nftpol::compile_objects(&quiet, &Options::default());
-            assert!(log_lines(&nftpol::nft::render::script(&out.ruleset)).is_empty());
-            assert!(!nftpol::nft::json::script(&out.ruleset).contains("\"log\""));
+            let out = nftpol::core::compile::compile_objects(&quiet, &Options::default());
+            assert!(log_lines(&nftpol::core::nft::render::script(&out.ruleset)).is_empty());
+            assert!(!nftpol::core::nft::json::script(&out.ruleset).contains("\"log\""));
         } else {
             assert!(log_lines(&script).is_empty(), "{}", dir.display());
             assert!(!json.contains("\"log\""), "{}", dir.display());
@@ -458,7 +467,7 @@ fn agent_wide_option_and_opt_out() {
                 .insert("nftpol.io/log-drops".into(), "false".into());
         }
     }
-    let out = nftpol::compile_objects(
+    let out = nftpol::core::compile::compile_objects(
         &objs,
         &Options {
             node: None,
@@ -484,7 +493,11 @@ fn agent_wide_option_and_opt_out() {
         let Some(g) = out.drop_log.groups.get(name) else {
             continue;
         };
-        let text: Vec<String> = chain.rules.iter().map(nftpol::nft::render::rule).collect();
+        let text: Vec<String> = chain
+            .rules
+            .iter()
+            .map(nftpol::core::nft::render::rule)
+            .collect();
         let n = text.len();
         assert!(text[n - 1].starts_with("counter drop"), "{name}: {text:?}");
         if g.logged {

@@ -369,21 +369,21 @@ impl Scratch {
     /// The table a fresh full compile of `objects` for `node` produces in an empty kernel.
     fn fresh_table(&self, objects: &[Value], node: &str) -> Value {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        let mut objs = nftpol::k8s::Objects::default();
+        let mut objs = nftpol::core::k8s::Objects::default();
         let mut diags = Vec::new();
-        nftpol::k8s::parse_into(&list.to_string(), "api", &mut objs, &mut diags);
+        nftpol::core::k8s::parse_into(&list.to_string(), "api", &mut objs, &mut diags);
         assert!(
             diags.iter().all(|d| !d.is_error()),
             "the API server's objects load: {diags:?}"
         );
-        let compiled = nftpol::compile_objects(
+        let compiled = nftpol::core::compile::compile_objects(
             &objs,
-            &nftpol::compile::Options {
+            &nftpol::core::compile::Options {
                 node: Some(node.to_string()),
                 ..Default::default()
             },
         );
-        let script = nftpol::nft::render::script(&compiled.ruleset);
+        let script = nftpol::core::nft::render::script(&compiled.ruleset);
         netns::exec(&self.0, &["nft", "-f", "-"], Some(&script)).unwrap();
         kernel_table(&self.0).expect("the fresh table loaded")
     }

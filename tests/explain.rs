@@ -13,14 +13,14 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use nftpol::explain::{Endpoint, ExplainError, PortArg, PortSpec, Query, Verdict, explain};
-use nftpol::graph::SelectorGraph;
-use nftpol::model::{
+use nftpol::core::explain::{Endpoint, ExplainError, PortArg, PortSpec, Query, Verdict, explain};
+use nftpol::core::graph::SelectorGraph;
+use nftpol::core::model::{
     Cidr, Cluster, Family, IpBlock, NamespaceScope, ObjectRef, Peer, Pod, PodMatch, Policy, Port,
     PortMatch, Protocol, Requirement, Rule, Selector,
 };
-use nftpol::nft::ruleset::Ruleset;
-use nftpol::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol::core::nft::ruleset::Ruleset;
+use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -58,7 +58,7 @@ fn interesting_ips(c: &Cluster) -> BTreeSet<IpAddr> {
                         .flatten()
                         .filter(|n| *n <= max)
                     {
-                        out.insert(nftpol::model::ipblock::u128_to_ip(f, n));
+                        out.insert(nftpol::core::model::ipblock::u128_to_ip(f, n));
                     }
                 }
             }
@@ -116,7 +116,8 @@ fn endpoints(c: &Cluster) -> Vec<Endpoint> {
 fn cross_check(c: &Cluster, ports: &BTreeSet<u16>) -> (usize, Vec<String>) {
     let graph = SelectorGraph::build(c);
     let rs: Ruleset =
-        nftpol::compile::compile(c, &graph, &nftpol::compile::Options::default()).ruleset;
+        nftpol::core::compile::compile(c, &graph, &nftpol::core::compile::Options::default())
+            .ruleset;
     let eps = endpoints(c);
     let mut flows = 0;
     let mut bad = Vec::new();
@@ -206,13 +207,13 @@ fn explain_agrees_with_the_compiled_ruleset_on_every_case() {
 
 /// Invalid cases load with conversion errors (they fail closed), which is what we want here.
 fn load_lenient(dir: &Path) -> Cluster {
-    let (objs, diags) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
+    let (objs, diags) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
     assert!(
         !diags.iter().any(|d| d.is_error()),
         "{}: unreadable: {diags:?}",
         dir.display()
     );
-    nftpol::k8s::to_cluster(&objs).0
+    nftpol::core::k8s::to_cluster(&objs).0
 }
 
 #[test]
@@ -367,7 +368,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 l.insert("kubernetes.io/metadata.name".into(), n.to_string());
                 c.namespaces.insert(
                     n.to_string(),
-                    nftpol::model::Namespace {
+                    nftpol::core::model::Namespace {
                         name: n.to_string(),
                         labels: l,
                         log_drops: None,

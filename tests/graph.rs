@@ -13,17 +13,17 @@ mod cases;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 
-fn export(dir: &Path, reverse: bool) -> nftpol::graph_export::Export {
-    let (mut objs, diags) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
+fn export(dir: &Path, reverse: bool) -> nftpol::core::graph::export::Export {
+    let (mut objs, diags) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
     assert!(!diags.iter().any(|d| d.is_error()), "{}", dir.display());
     if reverse {
         objs.namespaces.reverse();
         objs.pods.reverse();
         objs.policies.reverse();
     }
-    let (cluster, _) = nftpol::k8s::to_cluster(&objs);
-    let graph = nftpol::graph::SelectorGraph::build(&cluster);
-    nftpol::graph_export::export(&cluster, &graph)
+    let (cluster, _) = nftpol::core::k8s::to_cluster(&objs);
+    let graph = nftpol::core::graph::SelectorGraph::build(&cluster);
+    nftpol::core::graph::export::export(&cluster, &graph)
 }
 
 #[test]
@@ -34,7 +34,7 @@ fn every_case_renders_with_graphviz() {
     let children: Vec<_> = cases
         .iter()
         .map(|dir| {
-            let text = nftpol::graph_export::dot(&export(dir, false));
+            let text = nftpol::core::graph::export::dot(&export(dir, false));
             let mut child = Command::new("dot")
                 .arg("-Tpng")
                 .stdin(Stdio::piped())
@@ -82,20 +82,20 @@ fn json_is_consistent_and_output_deterministic() {
                 dir.display()
             );
         }
-        let json = nftpol::graph_export::json(&e);
+        let json = nftpol::core::graph::export::json(&e);
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert!(v["nodes"].is_array() && v["edges"].is_array());
         // Same input, same bytes; document order does not matter.
         let again = export(&dir, true);
         assert_eq!(
-            nftpol::graph_export::dot(&e),
-            nftpol::graph_export::dot(&again),
+            nftpol::core::graph::export::dot(&e),
+            nftpol::core::graph::export::dot(&again),
             "{}",
             dir.display()
         );
         assert_eq!(
             json,
-            nftpol::graph_export::json(&again),
+            nftpol::core::graph::export::json(&again),
             "{}",
             dir.display()
         );

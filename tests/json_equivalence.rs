@@ -12,10 +12,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use nftpol::compile::Options;
-use nftpol::nft::json;
-use nftpol::nft::render;
-use nftpol::nft::ruleset::Ruleset;
+use nftpol::core::compile::Options;
+use nftpol::core::nft::json;
+use nftpol::core::nft::render;
+use nftpol::core::nft::ruleset::Ruleset;
 use serde_json::Value;
 
 #[path = "support/cases.rs"]
@@ -33,8 +33,8 @@ fn variants() -> Vec<(&'static str, Options)> {
 
 fn compile(dir: &Path, opts: &Options) -> Ruleset {
     // Diagnostics are ignored on purpose: invalid inputs still yield a table.
-    let (objs, _) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
-    nftpol::compile_objects(&objs, opts).ruleset
+    let (objs, _) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
+    nftpol::core::compile::compile_objects(&objs, opts).ruleset
 }
 
 fn name(dir: &Path) -> String {

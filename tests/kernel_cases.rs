@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use nftpol::compile::Options;
+use nftpol::core::compile::Options;
 use support::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
 /// Probe timeout: a dropped probe costs this much, once per batch.
@@ -211,15 +211,15 @@ struct CaseResult {
 }
 
 fn compile_for(dir: &Path, node: &str) -> String {
-    let (objs, _) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
-    let out = nftpol::compile_objects(
+    let (objs, _) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
+    let out = nftpol::core::compile::compile_objects(
         &objs,
         &Options {
             node: Some(node.into()),
             ..Default::default()
         },
     );
-    nftpol::nft::render::script(&out.ruleset)
+    nftpol::core::nft::render::script(&out.ruleset)
 }
 
 fn run_case(shape: Shape, dir: &Path) -> Option<CaseResult> {

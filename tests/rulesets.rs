@@ -20,12 +20,15 @@ fn example_rulesets_are_current() {
     let update = std::env::var_os("UPDATE_RULESETS").is_some();
     let mut stale = Vec::new();
     for case in EXAMPLES {
-        let (objs, diags) = nftpol::k8s::load_paths(&[root.join("testdata").join(case)]);
+        let (objs, diags) = nftpol::core::k8s::load_paths(&[root.join("testdata").join(case)]);
         assert!(diags.iter().all(|d| !d.is_error()), "{case}: {diags:?}");
-        let out = nftpol::compile_objects(&objs, &nftpol::compile::Options::default());
+        let out = nftpol::core::compile::compile_objects(
+            &objs,
+            &nftpol::core::compile::Options::default(),
+        );
         for (ext, text) in [
-            ("nft", nftpol::nft::render::script(&out.ruleset)),
-            ("json", nftpol::nft::json::script(&out.ruleset)),
+            ("nft", nftpol::core::nft::render::script(&out.ruleset)),
+            ("json", nftpol::core::nft::json::script(&out.ruleset)),
         ] {
             let path = root.join("rulesets").join(format!("{case}.{ext}"));
             if update {

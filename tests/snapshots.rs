@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use nftpol::compile::Options;
+use nftpol::core::compile::Options;
 
 #[path = "support/cases.rs"]
 mod cases;
 
 /// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
 fn render_case(dir: &Path, node: Option<&str>) -> String {
-    let (objs, load) = nftpol::k8s::load_paths(&[dir.to_path_buf()]);
-    let out = nftpol::compile_objects(
+    let (objs, load) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
+    let out = nftpol::core::compile::compile_objects(
         &objs,
         &Options {
             node: node.map(str::to_string),
@@ -27,7 +27,7 @@ fn render_case(dir: &Path, node: Option<&str>) -> String {
         let line = d.to_string().replace(&format!("{}/", root.display()), "");
         s.push_str(&format!("# {line}\n"));
     }
-    s.push_str(&nftpol::nft::render::script(&out.ruleset));
+    s.push_str(&nftpol::core::nft::render::script(&out.ruleset));
     s
 }
 
@@ -73,16 +73,16 @@ fn output_is_byte_identical_across_runs() {
 fn input_order_does_not_change_output() {
     // Objects of a case given in reverse document order compile identically.
     for dir in cases::case_dirs() {
-        let (objs, _) = nftpol::k8s::load_paths(std::slice::from_ref(&dir));
+        let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
         let mut rev = objs.clone();
         rev.namespaces.reverse();
         rev.pods.reverse();
         rev.policies.reverse();
-        let a = nftpol::compile_objects(&objs, &Options::default());
-        let b = nftpol::compile_objects(&rev, &Options::default());
+        let a = nftpol::core::compile::compile_objects(&objs, &Options::default());
+        let b = nftpol::core::compile::compile_objects(&rev, &Options::default());
         assert_eq!(
-            nftpol::nft::render::script(&a.ruleset),
-            nftpol::nft::render::script(&b.ruleset),
+            nftpol::core::nft::render::script(&a.ruleset),
+            nftpol::core::nft::render::script(&b.ruleset),
             "{}: document order changed the ruleset",
             dir.display()
         );

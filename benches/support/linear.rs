@@ -12,8 +12,8 @@
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
-use nftpol::model::{Family, Protocol};
-use nftpol::nft::ruleset::{Element, Match, Ruleset, Verdict};
+use nftpol::core::model::{Family, Protocol};
+use nftpol::core::nft::ruleset::{Element, Match, Ruleset, Verdict};
 
 /// Name of the baseline's table (`inet`).
 pub const TABLE: &str = "linear";

@@ -8,8 +8,8 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use nftpol::diag::Source;
-use nftpol::k8s::Objects;
+use nftpol::core::diag::Source;
+use nftpol::core::k8s::Objects;
 use serde_json::{Value, json};
 
 /// Cluster size.

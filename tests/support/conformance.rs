@@ -574,47 +574,47 @@ impl World {
     /// Sets every probe's `explained` to what `nftpol explain` answers for its flow (through
     /// a Service: the flow to the backend, as the ruleset sees it after DNAT).
     fn explain_probes(&self, base: &Base, probes: &mut [PlannedProbe]) -> Result<()> {
-        let (cluster, _) = nftpol::k8s::to_cluster(&self.objects("explain"));
-        let graph = nftpol::graph::SelectorGraph::build(&cluster);
-        let pod = |i: usize| -> Result<nftpol::explain::Endpoint> {
+        let (cluster, _) = nftpol::core::k8s::to_cluster(&self.objects("explain"));
+        let graph = nftpol::core::graph::SelectorGraph::build(&cluster);
+        let pod = |i: usize| -> Result<nftpol::core::explain::Endpoint> {
             let label = &base.pod_info[i].label;
             let (ns, name) = label
                 .split_once('/')
                 .ok_or_else(|| anyhow!("pod label {label:?} is not ns/name"))?;
-            Ok(nftpol::explain::Endpoint::Pod(
-                nftpol::model::ObjectRef::new(ns, name),
+            Ok(nftpol::core::explain::Endpoint::Pod(
+                nftpol::core::model::ObjectRef::new(ns, name),
             ))
         };
         for p in probes {
-            let q = nftpol::explain::Query {
+            let q = nftpol::core::explain::Query {
                 from: pod(p.from)?,
                 to: pod(p.to)?,
-                port: nftpol::explain::PortArg {
-                    port: nftpol::explain::PortSpec::Number(p.port),
+                port: nftpol::core::explain::PortArg {
+                    port: nftpol::core::explain::PortSpec::Number(p.port),
                     protocol: Some(match p.proto {
-                        Proto::Tcp => nftpol::model::Protocol::Tcp,
-                        Proto::Udp => nftpol::model::Protocol::Udp,
-                        Proto::Sctp => nftpol::model::Protocol::Sctp,
+                        Proto::Tcp => nftpol::core::model::Protocol::Tcp,
+                        Proto::Udp => nftpol::core::model::Protocol::Udp,
+                        Proto::Sctp => nftpol::core::model::Protocol::Sctp,
                     }),
                 },
                 family: Some(match p.family {
-                    Family::V4 => nftpol::model::Family::V4,
-                    Family::V6 => nftpol::model::Family::V6,
+                    Family::V4 => nftpol::core::model::Family::V4,
+                    Family::V6 => nftpol::core::model::Family::V6,
                 }),
             };
-            let ex = nftpol::explain::explain(&cluster, &graph, &q)
+            let ex = nftpol::core::explain::explain(&cluster, &graph, &q)
                 .map_err(|e| anyhow!("explain {q:?}: {e}"))?;
-            p.explained = ex.verdict == nftpol::explain::Verdict::Allowed;
+            p.explained = ex.verdict == nftpol::core::explain::Verdict::Allowed;
         }
         Ok(())
     }
 
     /// The objects as nftpol loads them.
-    fn objects(&self, source: &str) -> nftpol::k8s::Objects {
+    fn objects(&self, source: &str) -> nftpol::core::k8s::Objects {
         let text: Vec<String> = self.docs().map(Value::to_string).collect();
-        let mut objs = nftpol::k8s::Objects::default();
+        let mut objs = nftpol::core::k8s::Objects::default();
         let mut diags = Vec::new();
-        nftpol::k8s::parse_into(&text.join("\n"), source, &mut objs, &mut diags);
+        nftpol::core::k8s::parse_into(&text.join("\n"), source, &mut objs, &mut diags);
         objs
     }
 
@@ -624,14 +624,17 @@ impl World {
         base.nodes
             .iter()
             .map(|(node, _, _)| {
-                let out = nftpol::compile_objects(
+                let out = nftpol::core::compile::compile_objects(
                     &objs,
-                    &nftpol::compile::Options {
+                    &nftpol::core::compile::Options {
                         node: Some(node.clone()),
                         ..Default::default()
                     },
                 );
-                (node.clone(), nftpol::nft::render::script(&out.ruleset))
+                (
+                    node.clone(),
+                    nftpol::core::nft::render::script(&out.ruleset),
+                )
             })
             .collect()
     }

@@ -5,8 +5,8 @@ pub mod cache;
 pub mod convert;
 pub mod load;
 
-use crate::diag::Diagnostic;
-use crate::model::Cluster;
+use crate::core::diag::Diagnostic;
+use crate::core::model::Cluster;
 pub use load::{Objects, load_paths, parse_into};
 
 /// Converts loaded objects into a cluster. Later duplicates of the same
@@ -14,7 +14,7 @@ pub use load::{Objects, load_paths, parse_into};
 pub fn to_cluster(objs: &Objects) -> (Cluster, Vec<Diagnostic>) {
     let mut c = Cluster::default();
     let mut d = Vec::new();
-    let dup = |kind: &str, id: &str, src: &crate::diag::Source| {
+    let dup = |kind: &str, id: &str, src: &crate::core::diag::Source| {
         Diagnostic::warning("defined again; this definition replaces the earlier one")
             .at(src)
             .on(format!("{kind} {id}"))

@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::diag::{Diagnostic, Source};
+use crate::core::diag::{Diagnostic, Source};
 
 /// Objects read from the input, each with where it came from, in input order.
 #[derive(Debug, Default, Clone)]

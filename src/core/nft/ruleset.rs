@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{Family, Protocol, Range};
+use crate::core::model::{Family, Protocol, Range};
 
 /// The table nftpol owns (family `inet`).
 pub const TABLE: &str = "nftpol";

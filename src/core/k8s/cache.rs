@@ -15,8 +15,8 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::convert;
-use crate::diag::{Diagnostic, Source};
-use crate::model::{Cluster, ObjectRef};
+use crate::core::diag::{Diagnostic, Source};
+use crate::core::model::{Cluster, ObjectRef};
 
 /// What one [`ClusterCache::update`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl ClusterCache {
 
         // Namespaces are keyed by name in the model; reuse the generic
         // bookkeeping over an ObjectRef-keyed view and copy changes across.
-        let mut ns_model: BTreeMap<ObjectRef, crate::model::Namespace> =
+        let mut ns_model: BTreeMap<ObjectRef, crate::core::model::Namespace> =
             std::mem::take(&mut self.cluster.namespaces)
                 .into_iter()
                 .map(|(n, v)| (ObjectRef::new(String::new(), n), v))
@@ -195,7 +195,7 @@ impl ClusterCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::{Objects, to_cluster};
+    use crate::core::k8s::{Objects, to_cluster};
     use serde_json::json;
 
     fn pod(name: &str, rv: &str, app: &str, ip: &str) -> core::Pod {

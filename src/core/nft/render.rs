@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::ruleset::{Element, Match, Rule, Ruleset, SetKind, TABLE, Verdict};
-use crate::model::Family;
+use crate::core::model::Family;
 
 /// IPv6 neighbour discovery types that must always pass (bridged pods).
 pub const ND_TYPES: [&str; 5] = [

@@ -17,6 +17,7 @@
 //! retry and resync on return). SIGTERM leaves the table in the kernel, so a
 //! restarting agent never opens a window of unfiltered traffic.
 
+pub mod droplog;
 pub mod http;
 pub mod metrics;
 
@@ -34,10 +35,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-use crate::compile::Options;
-use crate::droplog::{DEDUPE_WINDOW, Dedupe, DroppedFlow, Index};
-use crate::k8s::cache::ClusterCache;
-use crate::nft::enforcer::{Applied, Enforcer};
+use crate::core::compile::Options;
+use crate::core::compile::droplog::{DroppedFlow, Index};
+use crate::core::k8s::cache::ClusterCache;
+use crate::kernel::enforcer::{Applied, Enforcer};
+use droplog::{DEDUPE_WINDOW, Dedupe};
 use metrics::{DropLabel, Metrics, ObjectLabel, ReasonLabel};
 
 /// Agent settings.
@@ -58,7 +60,7 @@ pub struct Config {
     /// How often the kernel table is verified against the mirror (0 = never).
     pub resync: Duration,
     /// Drop logging: which namespaces log, NFLOG group, rate and burst.
-    pub drop_log: crate::compile::DropLog,
+    pub drop_log: crate::core::compile::DropLog,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -335,7 +337,7 @@ impl Worker {
                 reused = stats.reused,
                 "model updated"
             );
-            let compiled = crate::compile_cluster(
+            let compiled = crate::core::compile::compile_cluster(
                 model.cluster(),
                 model.diagnostics(),
                 &Options {
@@ -411,8 +413,8 @@ impl Worker {
             }
             Err(e) => {
                 let reason = match e {
-                    crate::nft::apply::ApplyError::Spawn { .. } => "spawn",
-                    crate::nft::apply::ApplyError::Rejected { .. } => "rejected",
+                    crate::kernel::apply::ApplyError::Spawn { .. } => "spawn",
+                    crate::kernel::apply::ApplyError::Rejected { .. } => "rejected",
                 };
                 self.metrics
                     .failures
@@ -476,7 +478,7 @@ impl Worker {
 /// dropped flow once per [`DEDUPE_WINDOW`].
 fn spawn_drop_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics>) {
     let run = move || {
-        let mut reader = match crate::nflog::Reader::bind(group) {
+        let mut reader = match crate::kernel::nflog::Reader::bind(group) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "drop logging unavailable: cannot read the NFLOG group");

@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use super::apply::{ApplyError, run_nft};
-use super::delta::{Update, diff};
-use super::render;
-use super::ruleset::{Element, Ruleset, SetKind, TABLE};
-use crate::model::ipblock::ip_to_u128;
-use crate::model::{Cidr, Family, Protocol, Range};
+use crate::core::model::ipblock::ip_to_u128;
+use crate::core::model::{Cidr, Family, Protocol, Range};
+use crate::core::nft::delta::{Update, diff};
+use crate::core::nft::render;
+use crate::core::nft::ruleset::{Element, Ruleset, SetKind, TABLE};
 
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,7 +116,7 @@ fn element_cmd(out: &mut String, verb: &str, set: &str, elements: impl Iterator<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::ruleset::{Chain, Log, Rule, Verdict};
+    use crate::core::nft::ruleset::{Chain, Log, Rule, Verdict};
 
     #[test]
     fn a_log_rule_is_a_structure_change() {

@@ -44,8 +44,8 @@ use serde::Serialize;
 
 use super::render::ND_TYPES;
 use super::ruleset::{Addr, Element, Hook, Match, Rule, Ruleset, SetKind, TABLE, Verdict};
-use crate::model::ipblock::u128_to_ip;
-use crate::model::{Family, Protocol, Range};
+use crate::core::model::ipblock::u128_to_ip;
+use crate::core::model::{Family, Protocol, Range};
 
 /// The top-level `{"nftables": [...]}` document.
 #[derive(Serialize)]

@@ -13,8 +13,8 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::diag::{Diagnostic, Source};
-use crate::model::{
+use crate::core::diag::{Diagnostic, Source};
+use crate::core::model::{
     Cidr, IpBlock, LOG_DROPS_ANNOTATION, Labels, NAMESPACE_NAME_LABEL, Namespace, NamespaceScope,
     ObjectRef, Peer, Pod, PodMatch, Policy, Port, PortMatch, Protocol, Requirement, Rule, Selector,
 };

@@ -17,16 +17,18 @@
 //! Only pods enforced on this node (all pods without `--node`) appear in the
 //! dispatch maps; peer sets hold every matching pod of the cluster.
 
+pub mod droplog;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::diag::Diagnostic;
-use crate::graph::SelectorGraph;
-use crate::model::{
+use crate::core::diag::Diagnostic;
+use crate::core::graph::SelectorGraph;
+use crate::core::model::{
     Cluster, Direction, Family, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Policy,
     PortMatch, Protocol,
 };
-use crate::nft::names;
-use crate::nft::ruleset::{
+use crate::core::nft::names;
+use crate::core::nft::ruleset::{
     Addr, Chain, Element, Hook, Log, Match, Rule, Ruleset, Set, SetKind, Verdict, VerdictMap,
 };
 
@@ -79,15 +81,16 @@ impl Default for DropLog {
 
 /// The compiler's result: the ruleset plus what it noticed.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub struct Compiled {
     /// The table.
     pub ruleset: Ruleset,
-    /// Findings (warnings only; input errors come from conversion).
+    /// Conversion diagnostics (input order) followed by the compiler's
+    /// findings (warnings only).
     pub diagnostics: Vec<Diagnostic>,
     /// Pods enforced by this ruleset (on this node, or all without `--node`).
     pub enforced_pods: usize,
     /// What the agent needs to explain a logged drop: group chains and pod IPs.
-    pub drop_log: crate::droplog::Index,
+    pub drop_log: crate::core::compile::droplog::Index,
 }
 
 /// Name of the base chain.
@@ -96,7 +99,30 @@ pub const FORWARD_CHAIN: &str = "filter-forward";
 pub const INGRESS_CHAIN: &str = "pod-ingress";
 
 /// Compiles a cluster into the `inet nftpol` table.
-pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Output {
+/// The whole pure pipeline: objects → model → graph → ruleset.
+pub fn compile_objects(objs: &crate::core::k8s::Objects, opts: &Options) -> Compiled {
+    let (cluster, diagnostics) = crate::core::k8s::to_cluster(objs);
+    compile_cluster(&cluster, diagnostics, opts)
+}
+
+/// The pipeline from an already converted model (the agent keeps one up to
+/// date with [`crate::core::k8s::cache::ClusterCache`]); `diagnostics` are the
+/// conversion's, reported first.
+pub fn compile_cluster(
+    cluster: &Cluster,
+    diagnostics: Vec<Diagnostic>,
+    opts: &Options,
+) -> Compiled {
+    let graph = SelectorGraph::build(cluster);
+    let mut out = compile(cluster, &graph, opts);
+    let mut all = diagnostics;
+    all.append(&mut out.diagnostics);
+    out.diagnostics = all;
+    out
+}
+
+/// Model + selector graph → ruleset (diagnostics: the compiler's findings only).
+pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Compiled {
     let mut c = Compiler {
         cluster,
         graph,
@@ -104,10 +130,10 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Outp
         diags: Vec::new(),
         set_keys: BTreeMap::new(),
         enforced: BTreeSet::new(),
-        drop_log: crate::droplog::Index::default(),
+        drop_log: crate::core::compile::droplog::Index::default(),
     };
     c.run(opts);
-    Output {
+    Compiled {
         ruleset: c.rs,
         diagnostics: c.diags,
         enforced_pods: c.enforced.len(),
@@ -125,7 +151,7 @@ struct Compiler<'a> {
     /// Pods enforced here (all pods without `--node`).
     enforced: BTreeSet<ObjectRef>,
     /// Group chains and pod addresses, for explaining logged drops.
-    drop_log: crate::droplog::Index,
+    drop_log: crate::core::compile::droplog::Index,
 }
 
 /// The ports part of one rule, after splitting numeric from named ports.
@@ -140,7 +166,7 @@ enum PortClass {
 
 impl Compiler<'_> {
     fn run(&mut self, opts: &Options) {
-        let enforced: Vec<&crate::model::Pod> = self
+        let enforced: Vec<&crate::core::model::Pod> = self
             .cluster
             .pods
             .values()
@@ -302,14 +328,14 @@ impl Compiler<'_> {
                         group: opts.drop_log.group,
                         rate: opts.drop_log.rate,
                         burst: opts.drop_log.burst,
-                        prefix: crate::droplog::prefix(name),
+                        prefix: crate::core::compile::droplog::prefix(name),
                     }),
                     "log drops (rate-limited)",
                 ));
             }
             self.drop_log.groups.insert(
                 name.clone(),
-                crate::droplog::Group {
+                crate::core::compile::droplog::Group {
                     direction: *dir,
                     namespace,
                     policies: pols.clone(),
@@ -443,7 +469,7 @@ impl Compiler<'_> {
 
     /// Splits a rule's ports into one numeric set (shared by content) and the
     /// distinct named ports.
-    fn port_classes(&mut self, ports: Option<&[crate::model::Port]>) -> Vec<PortClass> {
+    fn port_classes(&mut self, ports: Option<&[crate::core::model::Port]>) -> Vec<PortClass> {
         let Some(ports) = ports else {
             return vec![PortClass::Any];
         };
@@ -466,7 +492,10 @@ impl Compiler<'_> {
                     elements.insert(Element::ProtoPort(proto, a, b));
                 }
             }
-            let label: Vec<String> = elements.iter().map(crate::nft::render::element).collect();
+            let label: Vec<String> = elements
+                .iter()
+                .map(crate::core::nft::render::element)
+                .collect();
             let key = label.join(",");
             let name = self.unique_set_name("ports", &key, "");
             self.rs.sets.entry(name.clone()).or_insert_with(|| Set {
@@ -486,7 +515,7 @@ impl Compiler<'_> {
         name: &str,
         proto: Protocol,
         f: Family,
-        keep: impl Fn(&crate::model::Pod, &std::net::IpAddr) -> bool,
+        keep: impl Fn(&crate::core::model::Pod, &std::net::IpAddr) -> bool,
     ) -> BTreeSet<Element> {
         self.cluster
             .pods

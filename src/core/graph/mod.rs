@@ -8,15 +8,17 @@
 //!                            └────── Policy ──────┴──allows(dir)──▶ IpBlock
 //! ```
 //!
-//! Built once per cluster snapshot; [`crate::compile`] reads it, and the
+//! Built once per cluster snapshot; [`crate::core::compile`] reads it, and the
 //! `explain`/`graph` commands can show it. Pure: no IO.
+
+pub mod export;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::model::{Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch};
+use crate::core::model::{Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch};
 
 /// A vertex of the selector graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,13 +71,13 @@ impl SelectorGraph {
         // Pods grouped by namespace, with their vertex: every selector is
         // evaluated namespace by namespace, so a podSelector only ever looks
         // at its own namespace.
-        let mut pods_by_ns: BTreeMap<&str, Vec<&crate::model::Pod>> = BTreeMap::new();
+        let mut pods_by_ns: BTreeMap<&str, Vec<&crate::core::model::Pod>> = BTreeMap::new();
         for p in cluster.pods.values() {
             pods_by_ns.entry(&p.id.namespace).or_default().push(p);
         }
         let mut ns_names: BTreeSet<&str> = cluster.namespaces.keys().map(|s| s.as_str()).collect();
         ns_names.extend(pods_by_ns.keys().copied());
-        let mut pod_vertices: HashMap<&str, Vec<(&crate::model::Pod, NodeIndex)>> =
+        let mut pod_vertices: HashMap<&str, Vec<(&crate::core::model::Pod, NodeIndex)>> =
             HashMap::with_capacity(ns_names.len());
         for ns in &ns_names {
             let nv = g.vertex(Vertex::Namespace(ns.to_string()));
@@ -133,7 +135,7 @@ impl SelectorGraph {
 
         // Namespaces each distinct namespaceSelector matches, evaluated once
         // per selector rather than once per peer that uses it.
-        let mut ns_matches: HashMap<&crate::model::Selector, Vec<&str>> = HashMap::new();
+        let mut ns_matches: HashMap<&crate::core::model::Selector, Vec<&str>> = HashMap::new();
         for (m, mv) in matches {
             let mut add = |ns: &str| {
                 for (p, pv) in pods_in(ns) {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::diag::Diagnostic;
+use crate::core::diag::Diagnostic;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -82,22 +82,22 @@ pub struct DropLogArgs {
     #[arg(long)]
     pub log_drops: bool,
     /// NFLOG group the log rules send packets to (and the agent reads).
-    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_GROUP)]
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_GROUP)]
     pub log_group: u16,
     /// Logged packets per second, per group chain, once the burst is used up.
-    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_RATE,
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_RATE,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub log_rate: u32,
     /// Packets logged back to back, per group chain, before the rate applies.
-    #[arg(long, default_value_t = crate::compile::DropLog::DEFAULT_BURST,
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_BURST,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub log_burst: u32,
 }
 
 impl DropLogArgs {
     /// The compiler's setting.
-    pub fn options(&self) -> crate::compile::DropLog {
-        crate::compile::DropLog {
+    pub fn options(&self) -> crate::core::compile::DropLog {
+        crate::core::compile::DropLog {
             all_namespaces: self.log_drops,
             group: self.log_group,
             rate: self.log_rate,
@@ -186,7 +186,7 @@ pub fn main() -> ExitCode {
 
 /// The result of reading and compiling inputs.
 struct Compiled {
-    script: Option<crate::Compiled>,
+    script: Option<crate::core::compile::Compiled>,
     has_errors: bool,
 }
 
@@ -197,8 +197,8 @@ fn report(diags: &[Diagnostic]) {
     }
 }
 
-fn load_and_compile(input: &InputArgs, drop_log: crate::compile::DropLog) -> Compiled {
-    let (objs, load_diags) = crate::k8s::load_paths(&input.files);
+fn load_and_compile(input: &InputArgs, drop_log: crate::core::compile::DropLog) -> Compiled {
+    let (objs, load_diags) = crate::core::k8s::load_paths(&input.files);
     report(&load_diags);
     if load_diags.iter().any(Diagnostic::is_error) {
         // Something could not be read: compiling the rest could silently drop
@@ -212,9 +212,9 @@ fn load_and_compile(input: &InputArgs, drop_log: crate::compile::DropLog) -> Com
             has_errors: true,
         };
     }
-    let out = crate::compile_objects(
+    let out = crate::core::compile::compile_objects(
         &objs,
-        &crate::compile::Options {
+        &crate::core::compile::Options {
             node: input.node.clone(),
             drop_log,
         },
@@ -233,8 +233,8 @@ fn compile_cmd(a: &CompileArgs) -> u8 {
         return EXIT_INVALID;
     };
     let text = match a.format {
-        Format::Nft => crate::nft::render::script(&out.ruleset),
-        Format::Json => crate::nft::json::script(&out.ruleset),
+        Format::Nft => crate::core::nft::render::script(&out.ruleset),
+        Format::Json => crate::core::nft::json::script(&out.ruleset),
     };
     let written = match &a.output {
         Some(path) => std::fs::write(path, text.as_bytes()).map_err(|e| {
@@ -277,8 +277,8 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
         let _ = writeln!(std::io::stderr(), "nftpol: {e}");
         return EXIT_FAILURE;
     }
-    let text = crate::nft::render::script(&out.ruleset);
-    match crate::nft::apply::run_nft(&a.nft, &text, a.check, false) {
+    let text = crate::core::nft::render::script(&out.ruleset);
+    match crate::kernel::apply::run_nft(&a.nft, &text, a.check, false) {
         Ok(()) => {
             let s = out.ruleset.stats();
             let _ = writeln!(
@@ -293,7 +293,7 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
             );
             EXIT_OK
         }
-        Err(e @ crate::nft::apply::ApplyError::Rejected { .. }) => {
+        Err(e @ crate::kernel::apply::ApplyError::Rejected { .. }) => {
             let _ = writeln!(std::io::stderr(), "nftpol: {e}");
             if a.check { EXIT_INVALID } else { EXIT_FAILURE }
         }
@@ -306,8 +306,8 @@ fn apply_cmd(a: &ApplyArgs) -> u8 {
 
 /// Checks `nft` and the kernel against the minimum versions; unreadable
 /// versions are reported as warnings and do not stop the command.
-fn nft_versions_ok(nft: &str) -> Result<(), crate::nft::version::VersionError> {
-    let found = crate::nft::version::check(nft)?;
+fn nft_versions_ok(nft: &str) -> Result<(), crate::kernel::version::VersionError> {
+    let found = crate::kernel::version::check(nft)?;
     for w in &found.warnings {
         let _ = writeln!(std::io::stderr(), "warning: {w}");
     }
@@ -315,7 +315,7 @@ fn nft_versions_ok(nft: &str) -> Result<(), crate::nft::version::VersionError> {
 }
 
 fn uninstall_cmd(a: &UninstallArgs) -> u8 {
-    match crate::nft::enforcer::Enforcer::new(a.nft.clone()).remove_table() {
+    match crate::kernel::enforcer::Enforcer::new(a.nft.clone()).remove_table() {
         Ok(()) => {
             let _ = writeln!(std::io::stderr(), "nftpol: table inet nftpol removed");
             EXIT_OK
@@ -340,7 +340,7 @@ fn run_cmd(a: RunArgs) -> u8 {
     }
     // Fail fast, before the API server is contacted: an agent that can never
     // load its ruleset must not look alive.
-    match crate::nft::version::check(&a.nft) {
+    match crate::kernel::version::check(&a.nft) {
         Ok(found) => {
             for w in &found.warnings {
                 tracing::warn!("{w}");
@@ -356,7 +356,7 @@ fn run_cmd(a: RunArgs) -> u8 {
             return EXIT_FAILURE;
         }
     }
-    let cfg = crate::controller::Config {
+    let cfg = crate::agent::Config {
         node: a.node,
         kubeconfig: a.kubeconfig,
         nft: a.nft,
@@ -377,7 +377,7 @@ fn run_cmd(a: RunArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    match rt.block_on(crate::controller::run(cfg)) {
+    match rt.block_on(crate::agent::run(cfg)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             tracing::error!(error = %e, "nftpol run failed");
@@ -476,8 +476,8 @@ pub struct GraphArgs {
 /// could not be read (then nothing is answered, as `compile` produces nothing);
 /// otherwise the cluster and whether conversion found errors (invalid
 /// policies fail closed, and the answer says so).
-fn load_cluster(files: &[PathBuf]) -> Option<(crate::model::Cluster, bool)> {
-    let (objs, load_diags) = crate::k8s::load_paths(files);
+fn load_cluster(files: &[PathBuf]) -> Option<(crate::core::model::Cluster, bool)> {
+    let (objs, load_diags) = crate::core::k8s::load_paths(files);
     report(&load_diags);
     if load_diags.iter().any(Diagnostic::is_error) {
         let _ = writeln!(
@@ -486,7 +486,7 @@ fn load_cluster(files: &[PathBuf]) -> Option<(crate::model::Cluster, bool)> {
         );
         return None;
     }
-    let (cluster, diags) = crate::k8s::to_cluster(&objs);
+    let (cluster, diags) = crate::core::k8s::to_cluster(&objs);
     report(&diags);
     Some((cluster, diags.iter().any(Diagnostic::is_error)))
 }
@@ -525,17 +525,17 @@ fn explain_cmd(a: &ExplainArgs) -> u8 {
     let Some((cluster, has_errors)) = load_cluster(&a.input.files) else {
         return EXIT_INVALID;
     };
-    let graph = crate::graph::SelectorGraph::build(&cluster);
-    let query = crate::explain::Query {
+    let graph = crate::core::graph::SelectorGraph::build(&cluster);
+    let query = crate::core::explain::Query {
         from,
         to,
         port,
         family: a.family.map(|f| match f {
-            FamilyArg::Ipv4 => crate::model::Family::V4,
-            FamilyArg::Ipv6 => crate::model::Family::V6,
+            FamilyArg::Ipv4 => crate::core::model::Family::V4,
+            FamilyArg::Ipv6 => crate::core::model::Family::V6,
         }),
     };
-    let ex = match crate::explain::explain(&cluster, &graph, &query) {
+    let ex = match crate::core::explain::explain(&cluster, &graph, &query) {
         Ok(ex) => ex,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "nftpol: explain: {e}");
@@ -561,8 +561,8 @@ fn explain_cmd(a: &ExplainArgs) -> u8 {
         return EXIT_INVALID;
     }
     let want = a.expect.map(|e| match e {
-        ExpectVerdict::Allowed => crate::explain::Verdict::Allowed,
-        ExpectVerdict::Denied => crate::explain::Verdict::Denied,
+        ExpectVerdict::Allowed => crate::core::explain::Verdict::Allowed,
+        ExpectVerdict::Denied => crate::core::explain::Verdict::Denied,
     });
     match want {
         Some(w) if w != ex.verdict => {
@@ -581,11 +581,11 @@ fn graph_cmd(a: &GraphArgs) -> u8 {
     let Some((cluster, has_errors)) = load_cluster(&a.input.files) else {
         return EXIT_INVALID;
     };
-    let graph = crate::graph::SelectorGraph::build(&cluster);
-    let export = crate::graph_export::export(&cluster, &graph);
+    let graph = crate::core::graph::SelectorGraph::build(&cluster);
+    let export = crate::core::graph::export::export(&cluster, &graph);
     let text = match a.format {
-        GraphFormat::Dot => crate::graph_export::dot(&export),
-        GraphFormat::Json => crate::graph_export::json(&export),
+        GraphFormat::Dot => crate::core::graph::export::dot(&export),
+        GraphFormat::Json => crate::core::graph::export::json(&export),
     };
     if let Err(code) = print_stdout(&text) {
         return code;

@@ -25,6 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+pub use crate::core::compile::droplog::{Packet, Transport, protocol_name};
+
 /// Bytes of each packet copied to user space: enough for an IPv6 header, a
 /// few extension headers and the transport ports.
 pub const COPY_RANGE: u32 = 256;
@@ -49,56 +51,6 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 /// The type bits nested/byte-order flags may set on an attribute.
 const NLA_TYPE_MASK: u16 = 0x3fff;
-
-/// Transport information of a logged packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// TCP, UDP, SCTP, UDP-Lite, DCCP: ports.
-    Ports {
-        /// Source port.
-        sport: u16,
-        /// Destination port.
-        dport: u16,
-    },
-    /// ICMP or ICMPv6: type and code.
-    Icmp {
-        /// Type.
-        kind: u8,
-        /// Code.
-        code: u8,
-    },
-    /// Anything else, a later fragment, or headers cut short.
-    Unknown,
-}
-
-/// One logged packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet {
-    /// The log prefix of the rule that logged it.
-    pub prefix: String,
-    /// Source address.
-    pub src: IpAddr,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// IP protocol number of the transport header (after IPv6 extension headers).
-    pub protocol: u8,
-    /// Ports or ICMP type.
-    pub transport: Transport,
-}
-
-/// The name of an IP protocol number as nft spells it (`tcp`, `icmpv6`, or the number).
-pub fn protocol_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        33 => "dccp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => n.to_string(),
-    }
-}
 
 /// What one datagram from the kernel held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

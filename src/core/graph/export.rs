@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
-use crate::graph::{Relation, SelectorGraph, Vertex};
-use crate::model::{Cluster, Direction, Labels, NAMESPACE_NAME_LABEL, NamespaceScope};
+use crate::core::graph::{Relation, SelectorGraph, Vertex};
+use crate::core::model::{Cluster, Direction, Labels, NAMESPACE_NAME_LABEL, NamespaceScope};
 
 /// A vertex of the exported graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

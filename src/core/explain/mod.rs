@@ -22,8 +22,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::graph::SelectorGraph;
-use crate::model::{
+use crate::core::graph::SelectorGraph;
+use crate::core::model::{
     Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, Port, PortMatch, Protocol,
     Rule,
 };
@@ -44,7 +44,7 @@ impl FromStr for Endpoint {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Endpoint::Ip(ip));
         }
-        if crate::model::Cidr::parse(s).is_ok() {
+        if crate::core::model::Cidr::parse(s).is_ok() {
             return Err(format!(
                 "{s:?} is a CIDR; a flow endpoint is NAMESPACE/POD or one IP address"
             ));
@@ -108,7 +108,7 @@ impl FromStr for PortArg {
                 }
             }
         } else {
-            crate::k8s::convert::validate_port_name(port)
+            crate::core::k8s::convert::validate_port_name(port)
                 .map_err(|why| format!("{s:?}: not a port number or a valid port name: {why}"))?;
             PortSpec::Named(port.to_string())
         };

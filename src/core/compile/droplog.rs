@@ -5,17 +5,15 @@
 //! right before the `counter drop` of each group chain whose namespace logs
 //! (docs/drop-logging.md), and returns an [`Index`]: every group chain with
 //! its direction, namespace and isolating policies, and every pod address.
-//! The agent reads the group ([`crate::nflog`]), maps each packet's prefix to
+//! The agent reads the group ([`crate::kernel::nflog`]), maps each packet's prefix to
 //! its group and its addresses to pods with the latest index, counts it, and
-//! logs each flow once per [`DEDUPE_WINDOW`] ([`Dedupe`]).
+//! logs each flow once per window (`crate::agent::droplog`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
 
-use crate::model::{Direction, ObjectRef};
-use crate::nflog::{Packet, Transport, protocol_name};
+use crate::core::model::{Direction, ObjectRef};
 
 /// Every nftpol log prefix starts with this.
 pub const PREFIX: &str = "nftpol drop ";
@@ -25,10 +23,55 @@ pub fn prefix(group_chain: &str) -> String {
     format!("{PREFIX}{group_chain}")
 }
 
-/// How long packets of one flow (same direction, addresses, protocol and
-/// ports) are folded into the flow's first log line: TCP's SYN retransmits
-/// (1, 2, 4, 8 s ...) stay one line for half a minute.
-pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30);
+/// Transport information of a logged packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// TCP, UDP, SCTP, UDP-Lite, DCCP: ports.
+    Ports {
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+    },
+    /// ICMP or ICMPv6: type and code.
+    Icmp {
+        /// Type.
+        kind: u8,
+        /// Code.
+        code: u8,
+    },
+    /// Anything else, a later fragment, or headers cut short.
+    Unknown,
+}
+
+/// One logged packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// The log prefix of the rule that logged it.
+    pub prefix: String,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number of the transport header (after IPv6 extension headers).
+    pub protocol: u8,
+    /// Ports or ICMP type.
+    pub transport: Transport,
+}
+
+/// The name of an IP protocol number as nft spells it (`tcp`, `icmpv6`, or the number).
+pub fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        33 => "dccp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        n => n.to_string(),
+    }
+}
 
 /// One group chain: the pods isolated in one direction by exactly these policies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,53 +269,12 @@ impl fmt::Display for DroppedFlow {
     }
 }
 
-/// Remembers recently logged flows so retransmissions of one flow give one
-/// log line per window. Bounded: at [`Dedupe::MAX_FLOWS`] remembered flows,
-/// expired ones are swept, and if none expired everything is forgotten
-/// (a flood then logs again rather than growing memory).
-#[derive(Debug)]
-pub struct Dedupe {
-    window: Duration,
-    seen: HashMap<FlowKey, Instant>,
-}
-
-impl Dedupe {
-    /// Most flows remembered at once.
-    pub const MAX_FLOWS: usize = 65_536;
-
-    /// Folds packets of a flow seen within `window`.
-    pub fn new(window: Duration) -> Dedupe {
-        Dedupe {
-            window,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// True when `key` was not seen within the window before `now` (log it).
-    pub fn first(&mut self, key: FlowKey, now: Instant) -> bool {
-        if let Some(t) = self.seen.get(&key)
-            && now.saturating_duration_since(*t) < self.window
-        {
-            return false;
-        }
-        if self.seen.len() >= Self::MAX_FLOWS {
-            let window = self.window;
-            self.seen
-                .retain(|_, t| now.saturating_duration_since(*t) < window);
-            if self.seen.len() >= Self::MAX_FLOWS {
-                self.seen.clear();
-            }
-        }
-        self.seen.insert(key, now);
-        true
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
+    //! A small index and packets for the drop-log tests.
     use super::*;
 
-    fn index() -> Index {
+    pub(crate) fn index() -> Index {
         let mut ix = Index::default();
         ix.groups.insert(
             "ingress-group-AAAA".into(),
@@ -293,7 +295,7 @@ mod tests {
         ix
     }
 
-    fn pkt(prefix: &str, src: &str, dst: &str, sport: u16) -> Packet {
+    pub(crate) fn pkt(prefix: &str, src: &str, dst: &str, sport: u16) -> Packet {
         Packet {
             prefix: prefix.into(),
             src: src.parse().unwrap(),
@@ -302,6 +304,12 @@ mod tests {
             transport: Transport::Ports { sport, dport: 5432 },
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{index, pkt};
+    use super::*;
 
     #[test]
     fn describes_known_groups_and_pods() {
@@ -350,44 +358,6 @@ mod tests {
             index()
                 .describe(&pkt("nftpol drop x", "10.0.0.1", "10.0.0.2", 1))
                 .is_none()
-        );
-    }
-
-    #[test]
-    fn dedupe_folds_a_flow_within_the_window() {
-        let ix = index();
-        let a = ix
-            .describe(&pkt(
-                "nftpol drop ingress-group-AAAA",
-                "10.0.0.1",
-                "10.0.0.2",
-                4000,
-            ))
-            .unwrap()
-            .key();
-        let b = ix
-            .describe(&pkt(
-                "nftpol drop ingress-group-AAAA",
-                "10.0.0.1",
-                "10.0.0.2",
-                4001,
-            ))
-            .unwrap()
-            .key();
-        let mut d = Dedupe::new(Duration::from_secs(30));
-        let t = Instant::now();
-        assert!(d.first(a, t), "first packet of a flow is logged");
-        assert!(
-            !d.first(a, t + Duration::from_secs(1)),
-            "its retransmit is not"
-        );
-        assert!(
-            d.first(b, t + Duration::from_secs(1)),
-            "another source port is another flow"
-        );
-        assert!(
-            d.first(a, t + Duration::from_secs(31)),
-            "after the window it logs again"
         );
     }
 }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::ruleset::{Addr, Element, Match, Ruleset, SetKind, Verdict};
-use crate::model::{Family, Protocol};
+use crate::core::model::{Family, Protocol};
 
 /// Transport protocol of a traced packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::ruleset::{Chain, Hook, Log, Rule};
+    use crate::core::nft::ruleset::{Chain, Hook, Log, Rule};
 
     fn log_rule() -> Rule {
         Rule {

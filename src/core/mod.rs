@@ -1,0 +1,18 @@
+//! The pure core: everything from a Kubernetes object to a typed ruleset
+//! and its text, with no IO, no async and no clock.
+//!
+//! ```text
+//! k8s (load, convert, cache) ─▶ model ─▶ graph ─▶ compile ─▶ nft (ruleset, render, json, delta)
+//!                                           └───▶ explain
+//! ```
+//!
+//! Core code cannot fail on input: it returns its result plus
+//! [`diag::Diagnostic`]s. Same input, byte-identical output.
+
+pub mod compile;
+pub mod diag;
+pub mod explain;
+pub mod graph;
+pub mod k8s;
+pub mod model;
+pub mod nft;
