@@ -520,13 +520,12 @@ impl Compiler<'_> {
         self.cluster
             .pods
             .values()
-            .filter_map(|p| p.named_ports.get(name).map(|np| (p, *np)))
-            .filter(|(_, (pp, _))| *pp == proto)
-            .flat_map(|(p, (pp, num))| {
+            .filter_map(|p| p.named_port(name, proto).map(|num| (p, num)))
+            .flat_map(|(p, num)| {
                 p.ips
                     .iter()
                     .filter(|ip| Family::of(ip) == f && keep(p, ip))
-                    .map(move |ip| Element::AddrProtoPort(*ip, pp, num))
+                    .map(move |ip| Element::AddrProtoPort(*ip, proto, num))
             })
             .collect()
     }

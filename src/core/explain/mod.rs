@@ -607,8 +607,8 @@ impl Ctx<'_> {
             PortMatch::Range(a, b) => (*a..=*b).contains(&self.port),
             // Resolved against the destination pod; never matches a non-pod.
             PortMatch::Named(n) => dst
-                .and_then(|d| d.named_ports.get(n))
-                .is_some_and(|&(proto, num)| proto == p.protocol && num == self.port),
+                .and_then(|d| d.named_port(n, p.protocol))
+                .is_some_and(|num| num == self.port),
         }
     }
 }

@@ -131,6 +131,19 @@ pub struct Pod {
     pub named_ports: BTreeMap<String, (Protocol, u16)>,
 }
 
+impl Pod {
+    /// The number a NetworkPolicy port `name` (with `protocol`) means on
+    /// this pod: the container port of that name, if its protocol matches.
+    /// The one place a named port is resolved (compile, explain and the
+    /// drop-log index all ask here); `None` matches nothing on this pod.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        match self.named_ports.get(name) {
+            Some(&(proto, num)) if proto == protocol => Some(num),
+            _ => None,
+        }
+    }
+}
+
 /// Which namespaces a pod-selecting peer looks in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NamespaceScope {
