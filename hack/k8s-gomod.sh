@@ -11,7 +11,7 @@
 # ./staging/ path becomes `k8s.io/<m> => k8s.io/<m> K8S_STAGING_VERSION`.
 set -euo pipefail
 cd "$(dirname "$0")"
-# shellcheck source=k8s-versions.env
+# shellcheck source-path=SCRIPTDIR
 source ./k8s-versions.env
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
