@@ -76,8 +76,13 @@ grep -q "^	k8s.io/kubernetes $K8S_VERSION\( \|$\)" "$here/k8sbin/go.mod" ||
 grep -q "^	go.etcd.io/etcd/server/v3 $ETCD_VERSION\( \|$\)" "$here/etcdbin/go.mod" ||
   die "hack/etcdbin/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION; run hack/k8s-gomod.sh"
 
+# Leftovers of interrupted builds (we hold the lock, so none is in progress).
+rm -rf "$cache/.$key."*
 tmp=$(mktemp -d "$cache/.$key.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+# On a signal: stop the running `go build` too, and remove the temp dir (EXIT).
+bpid=
+trap '[ -z "$bpid" ] || kill -TERM "$bpid" 2>/dev/null; exit 130' INT TERM HUP
 mkdir "$tmp/bin"
 
 # Version stamps, as upstream's hack/lib/version.sh sets them. buildDate is the
@@ -95,8 +100,11 @@ done
 build() { # module-dir output package [ldflags]
   local t0=$SECONDS
   log "building $2 ($3) ..."
-  (cd "$here/$1" && ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "${4:-}" -o "$tmp/bin/$2" "$3") ||
-    die "go build of $3 failed (see above)"
+  # In the background, so that a signal is handled at once (wait returns).
+  (cd "$here/$1" && exec ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "${4:-}" -o "$tmp/bin/$2" "$3") &
+  bpid=$!
+  wait "$bpid" || die "go build of $3 failed (see above)"
+  bpid=
   log "built $2 in $((SECONDS - t0)) s ($(du -h "$tmp/bin/$2" | cut -f1))"
 }
 
