@@ -101,7 +101,7 @@ build() { # module-dir output package [ldflags]
   local t0=$SECONDS
   log "building $2 ($3) ..."
   # In the background, so that a signal is handled at once (wait returns).
-  (cd "$here/$1" && exec ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "${4:-}" -o "$tmp/bin/$2" "$3") &
+  (cd "$here/$1" && exec ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "${4:-}" -o "$tmp/bin/$2" "$3") 9>&- &
   bpid=$!
   wait "$bpid" || die "go build of $3 failed (see above)"
   bpid=
