@@ -223,3 +223,67 @@ fn a_rejected_apply_exits_2_and_changes_nothing() {
     assert!(stdout.contains("code=2"), "{stdout} {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("previous ruleset stays in force"));
 }
+
+/// A NetworkPolicy with `matchLabel` for `matchLabels`: kubectl's strict
+/// validation rejects it; read leniently the namespaceSelector is `{}` and
+/// allows every namespace, so the typo would widen access.
+const TYPO: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: n}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabel: {team: a}}
+";
+const TYPO_FIELD: &str = "spec.ingress[0].from[0].namespaceSelector.matchLabel";
+
+#[test]
+fn unknown_fields_are_errors_unless_lenient() {
+    let graph = ["graph", "-f", "-"];
+    let explain = [
+        "explain", "-f", "-", "--from", "10.0.0.1", "--to", "10.0.0.2", "--port", "80",
+    ];
+    for args in [&["compile", "-f", "-"][..], &graph, &explain] {
+        let out = run(args, Some(TYPO));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing printed");
+        assert!(
+            err.contains(&format!(
+                "error: - (document 1): NetworkPolicy n/p: {TYPO_FIELD}: unknown field"
+            )),
+            "{args:?}: names file, document, object and field: {err}"
+        );
+
+        let lenient: Vec<&str> = args.iter().copied().chain(["--lenient"]).collect();
+        let out = run(&lenient, Some(TYPO));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{lenient:?}: {err}");
+        assert!(!out.stdout.is_empty(), "{lenient:?} proceeds");
+        assert!(
+            err.contains(&format!(
+                "warning: - (document 1): NetworkPolicy n/p: {TYPO_FIELD}: unknown field"
+            )),
+            "{lenient:?}: warns naming the field: {err}"
+        );
+    }
+    // The same manifest spelt right is unaffected.
+    let fixed = TYPO.replace("matchLabel:", "matchLabels:");
+    let out = run(&["compile", "-f", "-"], Some(&fixed));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "no diagnostics: {err}");
+}
+
+#[test]
+fn apply_refuses_unknown_fields_before_touching_the_kernel() {
+    // `--nft false`: were nft ever run, the apply would fail with exit 2.
+    let out = run(
+        &["apply", "--check", "--nft", "false", "-f", "-"],
+        Some(TYPO),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(TYPO_FIELD), "{err}");
+}

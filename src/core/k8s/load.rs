@@ -1,10 +1,16 @@
 //! Reading Kubernetes objects from YAML or JSON: files, directories, stdin,
 //! multi-document streams and `kind: List`.
+//!
+//! Unknown fields are errors, as with kubectl's default strict validation
+//! (SPEC 1c): a misspelt field (`matchLabel`) would otherwise be dropped
+//! silently and could widen access. See [`unknown_fields`].
 
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -21,17 +27,45 @@ pub struct Objects {
     pub policies: Vec<(Source, NetworkPolicy)>,
 }
 
-/// Reads every path (file, directory searched recursively for `.yaml`,
-/// `.yml` and `.json`, or `-` for stdin). Unreadable or unparsable input is
-/// reported as an error diagnostic; everything readable is still returned.
+/// What an unknown field in an object nftpol reads is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownFields {
+    /// An error, as kubectl's strict validation makes it (the default).
+    #[default]
+    Reject,
+    /// A warning naming the field, which is ignored (`--lenient`).
+    Warn,
+}
+
+impl UnknownFields {
+    /// `Warn` when `lenient`, else `Reject`.
+    pub fn from_lenient(lenient: bool) -> Self {
+        if lenient {
+            UnknownFields::Warn
+        } else {
+            UnknownFields::Reject
+        }
+    }
+}
+
+/// [`load_paths_with`] rejecting unknown fields.
 pub fn load_paths(paths: &[PathBuf]) -> (Objects, Vec<Diagnostic>) {
+    load_paths_with(paths, UnknownFields::Reject)
+}
+
+/// Reads every path (file, directory searched recursively for `.yaml`,
+/// `.yml` and `.json`, or `-` for stdin). Unreadable or unparsable input,
+/// and unknown fields unless `unknown` is `Warn`, are reported as error
+/// diagnostics; everything readable is still returned (an object with an
+/// unknown field too: callers stop on load errors).
+pub fn load_paths_with(paths: &[PathBuf], unknown: UnknownFields) -> (Objects, Vec<Diagnostic>) {
     let mut objs = Objects::default();
     let mut diags = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
             let mut text = String::new();
             match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
-                Ok(_) => parse_into(&text, "-", &mut objs, &mut diags),
+                Ok(_) => parse_into_with(&text, "-", unknown, &mut objs, &mut diags),
                 Err(e) => diags.push(Diagnostic::error(format!("reading stdin: {e}"))),
             }
             continue;
@@ -43,7 +77,10 @@ pub fn load_paths(paths: &[PathBuf]) -> (Objects, Vec<Diagnostic>) {
         }
         for f in files {
             match std::fs::read_to_string(&f) {
-                Ok(text) => parse_into(&text, &f.display().to_string(), &mut objs, &mut diags),
+                Ok(text) => {
+                    let file = f.display().to_string();
+                    parse_into_with(&text, &file, unknown, &mut objs, &mut diags)
+                }
                 Err(e) => diags.push(Diagnostic::error(format!("{}: {e}", f.display()))),
             }
         }
@@ -72,9 +109,20 @@ fn collect_files(p: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> std::io::R
     Ok(())
 }
 
+/// [`parse_into_with`] rejecting unknown fields.
+pub fn parse_into(text: &str, file: &str, objs: &mut Objects, diags: &mut Vec<Diagnostic>) {
+    parse_into_with(text, file, UnknownFields::Reject, objs, diags)
+}
+
 /// Parses one input text (YAML or JSON, possibly several documents) and
 /// appends its objects. `file` names the input in diagnostics.
-pub fn parse_into(text: &str, file: &str, objs: &mut Objects, diags: &mut Vec<Diagnostic>) {
+pub fn parse_into_with(
+    text: &str,
+    file: &str,
+    unknown: UnknownFields,
+    objs: &mut Objects,
+    diags: &mut Vec<Diagnostic>,
+) {
     let docs = match parse_documents(text) {
         Ok(d) => d,
         Err(msg) => {
@@ -88,7 +136,7 @@ pub fn parse_into(text: &str, file: &str, objs: &mut Objects, diags: &mut Vec<Di
             document: i + 1,
             item: None,
         };
-        add_object(doc, src, objs, diags);
+        add_object(doc, src, unknown, objs, diags);
     }
 }
 
@@ -114,7 +162,13 @@ fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-fn add_object(doc: Value, src: Source, objs: &mut Objects, diags: &mut Vec<Diagnostic>) {
+fn add_object(
+    doc: Value,
+    src: Source,
+    unknown: UnknownFields,
+    objs: &mut Objects,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Value::Object(map) = &doc else {
         if !doc.is_null() {
             diags.push(Diagnostic::error("document is not a mapping").at(&src));
@@ -124,11 +178,12 @@ fn add_object(doc: Value, src: Source, objs: &mut Objects, diags: &mut Vec<Diagn
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
     let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let name = describe(map);
+    let object = format!("{kind} {name}");
     match (kind, api_version) {
-        ("Namespace", "v1") => decode(doc, src, "Namespace", name, &mut objs.namespaces, diags),
-        ("Pod", "v1") => decode(doc, src, "Pod", name, &mut objs.pods, diags),
+        ("Namespace", "v1") => decode(doc, &src, &object, unknown, &mut objs.namespaces, diags),
+        ("Pod", "v1") => decode(doc, &src, &object, unknown, &mut objs.pods, diags),
         ("NetworkPolicy", "networking.k8s.io/v1") => {
-            decode(doc, src, "NetworkPolicy", name, &mut objs.policies, diags)
+            decode(doc, &src, &object, unknown, &mut objs.policies, diags)
         }
         (k, _) if k == "List" || (k.ends_with("List") && map.contains_key("items")) => {
             let items = match map.get("items") {
@@ -144,25 +199,28 @@ fn add_object(doc: Value, src: Source, objs: &mut Objects, diags: &mut Vec<Diagn
                     return;
                 }
             };
+            for field in list_unknown_fields(map) {
+                diags.push(unknown_field(unknown, &src, kind, field));
+            }
             for (j, item) in items.into_iter().enumerate() {
                 let isrc = Source {
                     item: Some(j + 1),
                     ..src.clone()
                 };
-                add_object(item, isrc, objs, diags);
+                add_object(item, isrc, unknown, objs, diags);
             }
         }
         ("", _) => diags.push(Diagnostic::error("missing `kind`").at(&src).field("kind")),
         ("Namespace" | "Pod" | "NetworkPolicy", v) => diags.push(
             Diagnostic::error(format!("unsupported apiVersion {v:?} for {kind}"))
                 .at(&src)
-                .on(format!("{kind} {name}"))
+                .on(object)
                 .field("apiVersion"),
         ),
         (k, _) => diags.push(
             Diagnostic::warning(format!("kind {k} is not used by nftpol; skipped"))
                 .at(&src)
-                .on(format!("{k} {name}")),
+                .on(object),
         ),
     }
 }
@@ -178,26 +236,118 @@ fn describe(map: &serde_json::Map<String, Value>) -> String {
     }
 }
 
-fn decode<T: DeserializeOwned>(
+/// Decodes one object of a kind nftpol reads, then checks it for unknown
+/// fields (each reported as an error, or a warning with `Warn`; the object
+/// is kept either way).
+fn decode<T: DeserializeOwned + Serialize>(
     doc: Value,
-    src: Source,
-    kind: &str,
-    name: String,
+    src: &Source,
+    object: &str,
+    unknown: UnknownFields,
     out: &mut Vec<(Source, T)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    match serde_path_to_error::deserialize::<_, T>(doc) {
-        Ok(obj) => out.push((src, obj)),
+    match serde_path_to_error::deserialize::<_, T>(&doc) {
+        Ok(obj) => {
+            for field in unknown_fields(&doc, &obj) {
+                diags.push(unknown_field(unknown, src, object, field));
+            }
+            out.push((src.clone(), obj));
+        }
         Err(e) => {
             let path = e.path().to_string();
             diags.push(
                 Diagnostic::error(e.into_inner().to_string())
-                    .at(&src)
-                    .on(format!("{kind} {name}"))
+                    .at(src)
+                    .on(object)
                     .field(path),
             )
         }
     }
+}
+
+/// The diagnostic for one unknown field.
+fn unknown_field(unknown: UnknownFields, src: &Source, object: &str, field: String) -> Diagnostic {
+    let d = match unknown {
+        UnknownFields::Reject => Diagnostic::error(
+            "unknown field (kubectl's strict validation rejects it: a misspelt field could silently widen access; --lenient makes this a warning)",
+        ),
+        UnknownFields::Warn => Diagnostic::warning("unknown field, ignored (--lenient)"),
+    };
+    d.at(src).on(object).field(field)
+}
+
+/// Every field path of `input` that the typed object `parsed` (decoded
+/// from it) does not know, in the API server's spelling
+/// (`spec.ingress[0].from[0].namespaceSelector.matchLabel`), keys sorted.
+///
+/// Found by re-serialising `parsed` and walking both values: a key present
+/// in the input and absent after the round trip was ignored by the decoder.
+/// k8s-openapi keeps empty lists and maps (`Some(vec![])` serialises as
+/// `[]`), and keys with arbitrary names (labels, annotations, `fieldsV1`)
+/// survive the round trip, so only a `null` can vanish legitimately: a key
+/// whose value is `null` is not reported (a known one means "absent", and
+/// so does an unknown one, so it cannot change what the object means).
+pub fn unknown_fields<T: Serialize>(input: &Value, parsed: &T) -> Vec<String> {
+    let Ok(known) = serde_json::to_value(parsed) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(input, &known, &mut String::new(), &mut out);
+    out
+}
+
+fn walk(input: &Value, known: &Value, path: &mut String, out: &mut Vec<String>) {
+    let len = path.len();
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, v) in i {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match k.get(key) {
+                    Some(kv) => walk(v, kv, path, out),
+                    None if v.is_null() => {}
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (j, (v, kv)) in i.iter().zip(k).enumerate() {
+                path.push_str(&format!("[{j}]"));
+                walk(v, kv, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Unknown fields of a `List` wrapper itself (its items are checked as
+/// objects): `apiVersion`, `kind`, `metadata` (a ListMeta) and `items`.
+fn list_unknown_fields(map: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, v) in map {
+        match key.as_str() {
+            "apiVersion" | "kind" | "items" => {}
+            "metadata" => {
+                // A metadata that is not a ListMeta at all is left to the
+                // items: nftpol reads nothing from it.
+                if let Ok(meta) = serde_json::from_value::<ListMeta>(v.clone()) {
+                    out.extend(
+                        unknown_fields(v, &meta)
+                            .into_iter()
+                            .map(|f| format!("metadata.{f}")),
+                    );
+                }
+            }
+            _ if v.is_null() => {}
+            _ => out.push(key.clone()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -254,5 +404,128 @@ mod tests {
         assert!(d.iter().all(|d| d.is_error()) && !d.is_empty());
         let (_, d) = parse("apiVersion: v1\nmetadata: {name: x}\n");
         assert!(d[0].to_string().contains("missing `kind`"), "{}", d[0]);
+    }
+
+    fn fields(d: &[Diagnostic]) -> Vec<(bool, String, String)> {
+        d.iter()
+            .map(|d| {
+                (
+                    d.is_error(),
+                    d.to_string(),
+                    d.field.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_named_like_the_api_server() {
+        let (o, d) = parse(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: n, labelz: {a: b}}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabel: {a: b}}\n    ports: [{port: 80, protocl: UDP}]\n",
+        );
+        let f = fields(&d);
+        let paths: Vec<&str> = f.iter().map(|(_, _, p)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.labelz",
+                "spec.ingress[0].from[0].namespaceSelector.matchLabel",
+                "spec.ingress[0].ports[0].protocl",
+            ],
+            "{d:?}"
+        );
+        assert!(f.iter().all(|(e, _, _)| *e), "errors: {d:?}");
+        assert!(
+            f[1].1.contains("t.yaml (document 1): NetworkPolicy n/p: "),
+            "{}",
+            f[1].1
+        );
+        assert_eq!(o.policies.len(), 1, "the object is still returned");
+    }
+
+    #[test]
+    fn lenient_makes_unknown_fields_warnings() {
+        let mut o = Objects::default();
+        let mut d = Vec::new();
+        parse_into_with(
+            "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}, spec: {finalisers: [x]}}\n",
+            "t.yaml",
+            UnknownFields::Warn,
+            &mut o,
+            &mut d,
+        );
+        assert_eq!(o.namespaces.len(), 1);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(!d[0].is_error());
+        assert_eq!(
+            d[0].to_string(),
+            "warning: t.yaml (document 1, item 1): Namespace a: spec.finalisers: unknown field, ignored (--lenient)"
+        );
+    }
+
+    #[test]
+    fn list_wrappers_are_checked_too() {
+        let (_, d) = parse(
+            "apiVersion: v1\nkind: PodList\nmetadata: {resourceVersion: '1', continu: x}\nitem: []\nitems: []\n",
+        );
+        let paths: Vec<String> = fields(&d).into_iter().map(|f| f.2).collect();
+        assert_eq!(paths, ["item", "metadata.continu"], "{d:?}");
+    }
+
+    #[test]
+    fn known_fields_that_serialise_differently_are_not_unknown() {
+        // Nulls, empty lists and maps, int-or-string ports, quantities given
+        // as numbers, times, status, managedFields with free-form fieldsV1.
+        let (o, d) = parse(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  namespace: n
+  labels: {}
+  annotations: null
+  creationTimestamp: "2024-05-01T10:00:00Z"
+  managedFields: [{manager: m, operation: Update, fieldsType: FieldsV1, fieldsV1: {"f:spec": {"f:x": {}}}}]
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    ports: [{containerPort: 80, name: http}]
+    resources: {limits: {cpu: 1, memory: 1Gi}, requests: {}}
+    readinessProbe: {httpGet: {port: http}}
+    livenessProbe: {tcpSocket: {port: 80}}
+    env: []
+  volumes: null
+status:
+  phase: Running
+  conditions: [{type: Ready, status: "True", lastProbeTime: null}]
+  podIP: 10.0.0.1
+  podIPs: [{ip: 10.0.0.1}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: n}
+spec:
+  podSelector: {matchLabels: null, matchExpressions: []}
+  policyTypes: [Ingress, Egress]
+  ingress: [{from: [], ports: [{port: 80}, {port: http}, {port: 81, endPort: 90}]}]
+  egress: []
+"#,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!((o.pods.len(), o.policies.len()), (1, 1));
+    }
+
+    #[test]
+    fn every_testdata_case_loads_without_unknown_fields() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (_, d) = load_paths(&[root]);
+        let unknown: Vec<String> = d
+            .iter()
+            .filter(|d| d.message.starts_with("unknown field"))
+            .map(ToString::to_string)
+            .collect();
+        assert!(unknown.is_empty(), "{unknown:#?}");
     }
 }

@@ -7,7 +7,7 @@ pub mod load;
 
 use crate::core::diag::Diagnostic;
 use crate::core::model::Cluster;
-pub use load::{Objects, load_paths, parse_into};
+pub use load::{Objects, UnknownFields, load_paths, load_paths_with, parse_into, parse_into_with};
 
 /// Converts loaded objects into a cluster. Later duplicates of the same
 /// object replace earlier ones, with a warning.

@@ -1,0 +1,270 @@
+//! The command line's shape: clap structs only, no behaviour (the command
+//! bodies are in the sibling modules). `tests/deploy.rs` parses the
+//! DaemonSet's command with [`Cli`], so this is the agent's real parser.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nftpol: Kubernetes NetworkPolicy enforcement with one nftables table.
+#[derive(Debug, Parser)]
+#[command(name = "nftpol", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile manifests into the nftables ruleset and print it.
+    Compile(CompileArgs),
+    /// Compile manifests and load the ruleset into the current network namespace.
+    Apply(ApplyArgs),
+    /// Remove table inet nftpol from the current network namespace (stops enforcement).
+    Uninstall(UninstallArgs),
+    /// Run the node agent: watch the API server and keep the table in sync.
+    Run(RunArgs),
+    /// Explain, offline, why a flow is allowed or denied (naming policies, rules, peers, ports).
+    Explain(ExplainArgs),
+    /// Print the selector graph (policies, selectors, namespaces, pods) as Graphviz DOT or JSON.
+    Graph(GraphArgs),
+}
+
+/// `nftpol run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// This node's name; pods with this spec.nodeName are enforced.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9750")]
+    pub listen: std::net::SocketAddr,
+    /// Quiet time that ends a burst of events; also the minimum time between applies.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub min_interval: std::time::Duration,
+    /// Longest any event waits for its apply.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub max_delay: std::time::Duration,
+    /// How often to verify the kernel table and repair drift (0s = never).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: std::time::Duration,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+}
+
+/// Drop logging flags (docs/drop-logging.md), shared by `compile`, `apply` and `run`.
+#[derive(Debug, Args)]
+pub struct DropLogArgs {
+    /// Log dropped packets in every namespace (except those annotated
+    /// `nftpol.io/log-drops: "false"`); without it only namespaces annotated
+    /// `nftpol.io/log-drops: "true"` log.
+    #[arg(long)]
+    pub log_drops: bool,
+    /// NFLOG group the log rules send packets to (and the agent reads).
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_GROUP)]
+    pub log_group: u16,
+    /// Logged packets per second, per group chain, once the burst is used up.
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_rate: u32,
+    /// Packets logged back to back, per group chain, before the rate applies.
+    #[arg(long, default_value_t = crate::core::compile::DropLog::DEFAULT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_burst: u32,
+}
+
+impl DropLogArgs {
+    /// The compiler's setting.
+    pub fn options(&self) -> crate::core::compile::DropLog {
+        crate::core::compile::DropLog {
+            all_namespaces: self.log_drops,
+            group: self.log_group,
+            rate: self.log_rate,
+            burst: self.log_burst,
+        }
+    }
+}
+
+/// `nftpol uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+}
+
+/// Inputs shared by every command that reads manifests.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// YAML or JSON files or directories holding Namespaces, Pods and
+    /// NetworkPolicies (multi-document, `kind: List`); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Enforce only pods with this spec.nodeName (the DaemonSet's view);
+    /// without it every pod is enforced.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Report unknown fields (which kubectl's strict validation rejects) as
+    /// warnings and proceed, instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `nft -f` script.
+    Nft,
+    /// libnftables JSON (`nft -j -f`).
+    Json,
+}
+
+/// `nftpol compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "nft")]
+    pub format: Format,
+    /// Write the ruleset here instead of stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+}
+
+/// `nftpol apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Only check that the kernel would accept the ruleset (`nft -c`); change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// The nft binary to run.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+    /// Drop logging.
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+}
+
+/// Manifests read by `explain` and `graph` (no `--node`: they answer the
+/// cluster-wide question, each node enforcing its own pods).
+#[derive(Debug, Args)]
+pub struct ClusterInputArgs {
+    /// YAML or JSON files or directories holding Namespaces, Pods and
+    /// NetworkPolicies (multi-document, `kind: List`); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Report unknown fields (which kubectl's strict validation rejects) as
+    /// warnings and proceed, instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+/// `nftpol explain` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainOutput {
+    /// A readable report.
+    Text,
+    /// JSON (schema in docs/explain.md).
+    Json,
+}
+
+/// A verdict `--expect` can assert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExpectVerdict {
+    /// The flow must be allowed.
+    Allowed,
+    /// The flow must be denied.
+    Denied,
+}
+
+/// Address families for `--family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+/// `nftpol explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: ClusterInputArgs,
+    // Endpoints and the port are parsed by the command, not by clap, so a
+    // bad value exits 1 (invalid input) like every other input error.
+    /// Source: NAMESPACE/POD, or an IP address (a pod's IP means that pod).
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NAMESPACE/POD, or an IP address (a pod's IP means that pod).
+    #[arg(long)]
+    pub to: String,
+    /// Destination port: NUMBER[/PROTO] (TCP by default) or a container port
+    /// NAME[/PROTO] of the destination pod.
+    #[arg(long)]
+    pub port: String,
+    /// Address family when both ends are pods (default: IPv4 if both have one).
+    #[arg(long, value_enum)]
+    pub family: Option<FamilyArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: ExplainOutput,
+    /// Exit 1 unless the verdict is this one (for CI checks).
+    #[arg(long, value_enum)]
+    pub expect: Option<ExpectVerdict>,
+}
+
+/// `nftpol graph` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT (render with `dot -Tpng`).
+    Dot,
+    /// JSON with nodes and edges (schema in docs/explain.md).
+    Json,
+}
+
+/// `nftpol graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Inputs.
+    #[command(flatten)]
+    pub input: ClusterInputArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: GraphFormat,
+}
+
+impl InputArgs {
+    /// How the loader treats unknown fields.
+    pub fn unknown_fields(&self) -> crate::core::k8s::UnknownFields {
+        crate::core::k8s::UnknownFields::from_lenient(self.lenient)
+    }
+}
+
+impl ClusterInputArgs {
+    /// How the loader treats unknown fields.
+    pub fn unknown_fields(&self) -> crate::core::k8s::UnknownFields {
+        crate::core::k8s::UnknownFields::from_lenient(self.lenient)
+    }
+}

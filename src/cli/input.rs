@@ -1,0 +1,77 @@
+//! What the manifest-reading commands share: loading inputs, reporting
+//! diagnostics, writing stdout.
+
+use std::io::Write;
+
+use super::Failure;
+use super::args::{ClusterInputArgs, InputArgs};
+use crate::core::compile::{Compiled, DropLog, Options};
+use crate::core::diag::Diagnostic;
+use crate::core::model::Cluster;
+
+/// Prints diagnostics on stderr, one a line.
+pub fn report(diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+/// Whether any diagnostic is an error.
+pub fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(Diagnostic::is_error)
+}
+
+/// Reads and compiles the inputs of `compile` and `apply`. Fails when
+/// something could not be read: compiling the rest could silently drop a
+/// policy and widen access, so nothing is produced. Otherwise the output
+/// carries its diagnostics (already reported).
+pub fn load_and_compile(input: &InputArgs, drop_log: DropLog) -> Result<Compiled, Failure> {
+    let (objs, load_diags) =
+        crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
+    report(&load_diags);
+    if has_errors(&load_diags) {
+        return Err(Failure::invalid("input has errors; no ruleset produced"));
+    }
+    let out = crate::core::compile::compile_objects(
+        &objs,
+        &Options {
+            node: input.node.clone(),
+            drop_log,
+        },
+    );
+    report(&out.diagnostics);
+    Ok(out)
+}
+
+/// Loads and converts inputs for `explain`/`graph`. Fails when the input
+/// could not be read (then nothing is answered, as `compile` produces
+/// nothing); otherwise the cluster and whether conversion found errors
+/// (invalid policies fail closed, and the answer says so).
+pub fn load_cluster(input: &ClusterInputArgs) -> Result<(Cluster, bool), Failure> {
+    let (objs, load_diags) =
+        crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
+    report(&load_diags);
+    if has_errors(&load_diags) {
+        return Err(Failure::invalid(
+            "input has errors; nothing can be answered (an unread policy could change the answer)",
+        ));
+    }
+    let (cluster, diags) = crate::core::k8s::to_cluster(&objs);
+    report(&diags);
+    Ok((cluster, has_errors(&diags)))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not a
+/// failure.
+pub fn print_stdout(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::internal(format!("cannot write stdout: {e}"))),
+    }
+}

@@ -1,0 +1,57 @@
+//! `nftpol run`: start the node agent. Errors go to the agent's log (text
+//! or JSON lines), not to a bare stderr line.
+
+use super::args::RunArgs;
+use super::{Failure, Outcome};
+
+/// Sets up logging, checks `nft` and the kernel, and runs the agent until
+/// it stops.
+pub fn run(a: RunArgs) -> Outcome {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if a.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    // Fail fast, before the API server is contacted: an agent that can never
+    // load its ruleset must not look alive.
+    match crate::kernel::version::check(&a.nft) {
+        Ok(found) => {
+            for w in &found.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                nft = %found.nft.map_or("unknown".into(), |v| v.to_string()),
+                kernel = %found.kernel.map_or("unknown".into(), |v| v.to_string()),
+                "nft and kernel versions"
+            );
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(Failure::Internal(None));
+        }
+    }
+    let cfg = crate::agent::Config {
+        node: a.node,
+        kubeconfig: a.kubeconfig,
+        nft: a.nft,
+        listen: a.listen,
+        min_interval: a.min_interval,
+        max_delay: a.max_delay,
+        resync: a.resync,
+        drop_log: a.drop_log.options(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(crate::agent::run(cfg)).map_err(|e| {
+        tracing::error!(error = %e, "nftpol run failed");
+        Failure::Internal(None)
+    })
+}

@@ -1,0 +1,274 @@
+//! The answer and its two renderings: the readable text report and the
+//! `--output json` document (schema in docs/explain.md; field order and
+//! spelling are a contract, snapshotted by `tests/explain.rs`).
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::core::model::Direction;
+
+/// The answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// The ruleset forwards the flow's first packet.
+    Allowed,
+    /// The ruleset drops it.
+    Denied,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Allowed => "ALLOWED",
+            Verdict::Denied => "DENIED",
+        })
+    }
+}
+
+/// One end of the flow after resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedEndpoint {
+    /// `ns/name` when the end is a pod.
+    pub pod: Option<String>,
+    /// The address used.
+    pub ip: IpAddr,
+}
+
+/// The flow that was explained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flow {
+    /// Source.
+    pub from: ResolvedEndpoint,
+    /// Destination.
+    pub to: ResolvedEndpoint,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: &'static str,
+    /// Destination port number.
+    pub port: u16,
+    /// The container port name, when the port was given by name.
+    pub port_name: Option<String>,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+}
+
+/// A peer or port of a rule, and whether it matches the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// Index in the rule's `from`/`to` or `ports` list.
+    pub index: usize,
+    /// The peer or port, readable.
+    pub what: String,
+    /// Whether it matches the flow.
+    pub matches: bool,
+}
+
+/// How one rule fared against the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleReport {
+    /// Index in the policy's `ingress`/`egress` list.
+    pub index: usize,
+    /// Whether the rule allows the flow (a peer and a port match).
+    pub allows: bool,
+    /// The rule has no `from`/`to`: every peer matches.
+    pub all_peers: bool,
+    /// Every peer of the rule (empty when `all_peers`).
+    pub peers: Vec<Item>,
+    /// The rule has no `ports`: every port and protocol matches.
+    pub all_ports: bool,
+    /// Every port of the rule (empty when `all_ports`).
+    pub ports: Vec<Item>,
+}
+
+/// One policy that isolates the pod in this direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyReport {
+    /// `ns/name`.
+    pub policy: String,
+    /// False when the API server would reject it: it fails closed (isolates, allows nothing).
+    pub valid: bool,
+    /// Whether any of its rules allows the flow.
+    pub allows: bool,
+    /// Every rule of the direction, in order.
+    pub rules: Vec<RuleReport>,
+}
+
+/// One direction: egress of the source or ingress of the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Side {
+    /// Egress of the source or ingress of the destination; JSON `egress` or `ingress`.
+    #[serde(serialize_with = "direction_name")]
+    pub direction: Direction,
+    /// The pod whose policies decide; `None` when that end is not a pod.
+    pub pod: Option<String>,
+    /// Whether at least one policy isolates the pod in this direction.
+    pub isolated: bool,
+    /// Whether this direction lets the flow through.
+    pub allowed: bool,
+    /// The isolating policies, sorted.
+    pub policies: Vec<PolicyReport>,
+}
+
+/// The full answer; this is also the `--output json` schema (docs/explain.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// ALLOWED or DENIED.
+    pub verdict: Verdict,
+    /// What was explained.
+    pub flow: Flow,
+    /// What decides the verdict.
+    pub decided_by: DecidedBy,
+    /// Egress of the source.
+    pub egress: Side,
+    /// Ingress of the destination.
+    pub ingress: Side,
+}
+
+/// What decides the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DecidedBy {
+    /// A pod talking to itself: always allowed, policies are not consulted (JSON `self`).
+    #[serde(rename = "self")]
+    SelfFlow,
+    /// Egress of the source and ingress of the destination decide (JSON `policies`).
+    #[serde(rename = "policies")]
+    Policies,
+}
+
+/// The JSON spelling of a direction (`egress`, `ingress`).
+fn direction_name<S: serde::Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+impl Explanation {
+    /// The human-readable report: the verdict line first, then one section
+    /// per direction naming policies, rules, peers and ports.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let f = &self.flow;
+        let end = |e: &ResolvedEndpoint| match &e.pod {
+            Some(p) => format!("{p} ({})", e.ip),
+            None => format!("{} (not a pod)", e.ip),
+        };
+        let port = match &f.port_name {
+            Some(n) => format!("{}/{} (port {n:?})", f.protocol, f.port),
+            None => format!("{}/{}", f.protocol, f.port),
+        };
+        let _ = writeln!(
+            s,
+            "{}: {} -> {} {port}",
+            self.verdict,
+            end(&f.from),
+            end(&f.to)
+        );
+        if self.decided_by == DecidedBy::SelfFlow {
+            let _ = writeln!(
+                s,
+                "  a pod may always reach itself: policies are not consulted for this flow"
+            );
+        }
+        for side in [&self.egress, &self.ingress] {
+            s.push('\n');
+            side.write_text(&mut s, self.decided_by == DecidedBy::SelfFlow);
+        }
+        s
+    }
+
+    /// The `--output json` report: pretty-printed, one trailing newline;
+    /// the schema is in docs/explain.md.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("plain data serialises");
+        s.push('\n');
+        s
+    }
+}
+
+impl Side {
+    fn write_text(&self, s: &mut String, informational: bool) {
+        let field = self.direction.as_str();
+        let (title, peers_field, end, policy_type, peer) = match self.direction {
+            Direction::Egress => ("Egress of", "to", "source", "Egress", "destination"),
+            Direction::Ingress => ("Ingress of", "from", "destination", "Ingress", "source"),
+        };
+        let Some(pod) = &self.pod else {
+            let _ = writeln!(
+                s,
+                "{title} the {end}: not a pod, no policy of its own applies: allowed"
+            );
+            return;
+        };
+        if !self.isolated {
+            let _ = writeln!(
+                s,
+                "{title} {pod}: not isolated (no NetworkPolicy with {policy_type} selects it): allowed"
+            );
+            return;
+        }
+        let names: Vec<&str> = self.policies.iter().map(|p| p.policy.as_str()).collect();
+        let result = if self.allowed {
+            "allowed"
+        } else if informational {
+            "no rule allows it (not consulted)"
+        } else {
+            "DENIED, no rule allows it"
+        };
+        let _ = writeln!(
+            s,
+            "{title} {pod}: isolated by {}: {result}",
+            names.join(", ")
+        );
+        for p in &self.policies {
+            if !p.valid {
+                let _ = writeln!(
+                    s,
+                    "  {}: INVALID (the API server would reject it): fails closed, isolates and allows nothing",
+                    p.policy
+                );
+                continue;
+            }
+            if p.rules.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  {}: no {field} rules (isolates, allows nothing)",
+                    p.policy
+                );
+                continue;
+            }
+            for r in &p.rules {
+                let peers = if r.all_peers {
+                    format!("every {peer} (no {peers_field})")
+                } else {
+                    items(&format!("{peers_field} peer"), peers_field, &r.peers)
+                };
+                let ports = if r.all_ports {
+                    "every port (no ports)".to_string()
+                } else {
+                    items("port", "ports", &r.ports)
+                };
+                let _ = writeln!(
+                    s,
+                    "  {} {field}[{}]: {}: {peers}; {ports}",
+                    p.policy,
+                    r.index,
+                    if r.allows { "ALLOWS" } else { "no match" }
+                );
+            }
+        }
+    }
+}
+
+/// The matching items, or "no X matches" with every item when none does.
+fn items(what: &str, field: &str, items: &[Item]) -> String {
+    let list = |it: &mut dyn Iterator<Item = &Item>| {
+        it.map(|i| format!("{field}[{}] {}", i.index, i.what))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if items.iter().any(|i| i.matches) {
+        list(&mut items.iter().filter(|i| i.matches))
+    } else {
+        format!("no {what} matches ({})", list(&mut items.iter()))
+    }
+}
