@@ -27,7 +27,10 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::core::model::{Direction, Family, IpBlock, ObjectRef, Peer, PodMatch, Protocol};
+use crate::core::model::{
+    Cidr, Direction, Family, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Protocol,
+    Requirement, Selector,
+};
 
 /// Longest name nftpol emits (the kernel allows 255).
 pub const MAX_NAME: usize = 128;
@@ -55,9 +58,11 @@ pub fn dispatch_map(dir: Direction, f: Family) -> String {
 }
 
 /// The group chain of pods isolated in `dir` by exactly `policies` (sorted).
-/// Key: the policies' `namespace/name`, comma-separated.
+/// Key: the policies' [`object_key`]s, sorted as text, comma-separated.
 pub fn group_chain(dir: Direction, policies: &[ObjectRef]) -> String {
-    let key: Vec<String> = policies.iter().map(object_key).collect();
+    let mut key: Vec<String> = policies.iter().map(object_key).collect();
+    key.sort();
+    key.dedup();
     bounded(&group_prefix(dir), &key.join(","), "", "")
 }
 
@@ -74,10 +79,11 @@ fn group_prefix(dir: Direction) -> String {
 }
 
 /// The chain of one policy in one direction: `ingress-HASH-namespace/name`.
-/// Key: `<direction>:<namespace>/<name>`.
+/// Key: `<direction>:`[`object_key`].
 pub fn policy_chain(dir: Direction, id: &ObjectRef) -> String {
-    let key = object_key(id);
-    bounded(dir.as_str(), &format!("{}:{key}", dir.as_str()), &key, "")
+    let key = format!("{}:{}", dir.as_str(), object_key(id));
+    let readable = format!("{}/{}", id.namespace, id.name);
+    bounded(dir.as_str(), &key, &readable, "")
 }
 
 /// The log prefix of a group chain's log rule.
@@ -129,15 +135,16 @@ impl SetName {
     }
 }
 
-/// `pods-HASH[-namespace]-v4`: the addresses of the pods a peer selector matches.
+/// `pods-HASH[-namespace]-v4`: the addresses of the pods a peer selector
+/// matches. Key: [`pod_match_key`].
 pub fn pods_set(m: &PodMatch, f: Family) -> SetName {
     let readable = match &m.namespaces {
-        crate::core::model::NamespaceScope::Named(n) => n.clone(),
-        crate::core::model::NamespaceScope::Selector(_) => String::new(),
+        NamespaceScope::Named(n) => n.clone(),
+        NamespaceScope::Selector(_) => String::new(),
     };
     SetName {
         prefix: "pods",
-        key: format!("{m:?}"),
+        key: pod_match_key(m),
         readable,
         family: Some(f),
     }
@@ -153,43 +160,47 @@ pub fn cidr_set(b: &IpBlock) -> SetName {
     }
 }
 
-/// `ports-HASH`: a rule's numeric ports, as merged `(protocol, first, last)` ranges.
+/// `ports-HASH`: a rule's numeric ports, as merged `(protocol, first, last)`
+/// ranges. Key: [`ports_key`].
 pub fn ports_set(ranges: &[(Protocol, u16, u16)]) -> SetName {
-    let key: Vec<String> = ranges
-        .iter()
-        .map(|(p, a, b)| match a == b {
-            true => format!("{} . {a}", protocol_key(*p)),
-            false => format!("{} . {a}-{b}", protocol_key(*p)),
-        })
-        .collect();
     SetName {
         prefix: "ports",
-        key: key.join(","),
+        key: ports_key(ranges),
         readable: String::new(),
         family: None,
     }
 }
 
 /// `named-port-HASH-<port>-<proto>-v4`: a named port of the pods an egress
-/// peer matches (`None`: every pod).
+/// peer matches (`None`: every pod). Key: [`peer_key`]`;port=<port>;proto=<proto>`.
 pub fn peer_named_port_set(peer: Option<&Peer>, port: &str, proto: Protocol, f: Family) -> SetName {
     SetName {
         prefix: "named-port",
-        key: format!("{peer:?}/{port}/{proto:?}"),
+        key: format!(
+            "{};port={};proto={}",
+            peer_key(peer),
+            escape(port),
+            protocol_key(proto)
+        ),
         readable: format!("{port}-{}", protocol_key(proto)),
         family: Some(f),
     }
 }
 
-/// Canonical key of a namespaced object: `namespace/name` (neither may hold `/`).
-fn object_key(id: &ObjectRef) -> String {
-    format!("{}/{}", id.namespace, id.name)
+// Canonical keys. Each is written here, field by field, so its bytes change
+// only when this file does (the tests pin them). Free text (names, label keys
+// and values) is [`escape`]d, so the separators below stay unambiguous and
+// distinct inputs give distinct keys.
+
+/// Canonical key of a namespaced object: `namespace/name`, both escaped.
+pub fn object_key(id: &ObjectRef) -> String {
+    format!("{}/{}", escape(&id.namespace), escape(&id.name))
 }
 
 /// Canonical key of an ipBlock: `cidr[ except cidr,cidr...]`, excepts in
 /// address order, each `address/length` with the address as `std` writes it.
 pub fn ip_block_key(b: &IpBlock) -> String {
-    let cidr = |c: &crate::core::model::Cidr| {
+    let cidr = |c: &Cidr| {
         let addr = crate::core::model::ipblock::u128_to_ip(c.family, c.addr);
         format!("{addr}/{}", c.len)
     };
@@ -212,6 +223,87 @@ pub fn protocol_key(p: Protocol) -> &'static str {
         Protocol::Udp => "udp",
         Protocol::Sctp => "sctp",
     }
+}
+
+/// Canonical key of numeric ports: each range `proto/port` or
+/// `proto/first-last`, sorted as text, deduplicated, comma-separated
+/// (`tcp/80,udp/8000-8100`).
+pub fn ports_key(ranges: &[(Protocol, u16, u16)]) -> String {
+    let mut items: Vec<String> = ranges
+        .iter()
+        .map(|(p, a, b)| match a == b {
+            true => format!("{}/{a}", protocol_key(*p)),
+            false => format!("{}/{a}-{b}", protocol_key(*p)),
+        })
+        .collect();
+    items.sort();
+    items.dedup();
+    items.join(",")
+}
+
+/// Canonical key of a pod selector peer: `ns=<namespace>;pods=<selector>` for
+/// one namespace by name, `nssel=<selector>;pods=<selector>` for namespaces
+/// chosen by labels (selectors as [`selector_key`]).
+pub fn pod_match_key(m: &PodMatch) -> String {
+    let scope = match &m.namespaces {
+        NamespaceScope::Named(n) => format!("ns={}", escape(n)),
+        NamespaceScope::Selector(s) => format!("nssel={}", selector_key(s)),
+    };
+    format!("{scope};pods={}", selector_key(&m.pods))
+}
+
+/// Canonical key of a label selector: one item per requirement —
+/// `key in (v,...)`, `key notin (v,...)`, `key exists`, `key !exists`, values
+/// sorted — the items sorted as text, deduplicated and comma-separated. The
+/// empty selector (everything) is the empty string.
+pub fn selector_key(s: &Selector) -> String {
+    let values = |vs: &std::collections::BTreeSet<String>| {
+        let mut v: Vec<String> = vs.iter().map(|x| escape(x)).collect();
+        v.sort();
+        v.dedup();
+        v.join(",")
+    };
+    let mut items: Vec<String> = s
+        .requirements()
+        .iter()
+        .map(|r| match r {
+            Requirement::In(k, vs) => format!("{} in ({})", escape(k), values(vs)),
+            Requirement::NotIn(k, vs) => format!("{} notin ({})", escape(k), values(vs)),
+            Requirement::Exists(k) => format!("{} exists", escape(k)),
+            Requirement::DoesNotExist(k) => format!("{} !exists", escape(k)),
+        })
+        .collect();
+    items.sort();
+    items.dedup();
+    items.join(",")
+}
+
+/// Canonical key of a rule's peer: `all` (no peer: every pod),
+/// `pods(<pod_match_key>)` or `cidr(<ip_block_key>)`.
+pub fn peer_key(peer: Option<&Peer>) -> String {
+    match peer {
+        None => "all".to_string(),
+        Some(Peer::Pods(m)) => format!("pods({})", pod_match_key(m)),
+        Some(Peer::IpBlock(b)) => format!("cidr({})", ip_block_key(b)),
+    }
+}
+
+/// Free text inside a key: `%`, whitespace and the separators `,;=()/` as
+/// `%XX` (UTF-8 bytes, upper-case hex); everything else as is. Kubernetes
+/// names hold none of these, label keys only `/`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '%' || c.is_whitespace() || ",;=()/".contains(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `prefix-HASH[-readable][-suffix]`, the readable part cut so the whole
@@ -296,6 +388,60 @@ mod tests {
             bounded("x", "k", "a b\"c", ""),
             format!("x-{}-a_b_c", hash8("k"))
         );
+    }
+
+    /// The canonical keys are a contract: a set keeps its name across
+    /// releases only while these bytes stay the same.
+    #[test]
+    fn canonical_keys_are_pinned() {
+        use std::collections::BTreeSet;
+        let vals = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let sel = Selector::new(vec![
+            Requirement::In("tier".into(), vals(&["web", "api"])),
+            Requirement::Exists("app.kubernetes.io/name".into()),
+            Requirement::DoesNotExist("canary".into()),
+            Requirement::NotIn("env".into(), vals(&["dev"])),
+        ]);
+        assert_eq!(
+            selector_key(&sel),
+            "app.kubernetes.io%2Fname exists,canary !exists,env notin (dev),tier in (api,web)"
+        );
+        assert_eq!(selector_key(&Selector::everything()), "");
+        let named = PodMatch {
+            namespaces: NamespaceScope::Named("default".into()),
+            pods: Selector::from_labels([("role", "db")]),
+        };
+        assert_eq!(pod_match_key(&named), "ns=default;pods=role in (db)");
+        let by_labels = PodMatch {
+            namespaces: NamespaceScope::Selector(Selector::from_labels([("team", "a")])),
+            pods: Selector::everything(),
+        };
+        assert_eq!(pod_match_key(&by_labels), "nssel=team in (a);pods=");
+        assert_eq!(peer_key(None), "all");
+        assert_eq!(
+            peer_key(Some(&Peer::Pods(named))),
+            "pods(ns=default;pods=role in (db))"
+        );
+        assert_eq!(
+            ports_key(&[
+                (Protocol::Udp, 8000, 8100),
+                (Protocol::Tcp, 80, 80),
+                (Protocol::Tcp, 80, 80)
+            ]),
+            "tcp/80,udp/8000-8100"
+        );
+        assert_eq!(object_key(&ObjectRef::new("default", "db")), "default/db");
+        // Separators inside free text are escaped, so keys stay unambiguous.
+        assert_eq!(
+            escape("a,b;c=d(e)f/g%h i"),
+            "a%2Cb%3Bc%3Dd%28e%29f%2Fg%25h%20i"
+        );
+        let tricky = Selector::from_labels([("k", "v,x in (y)")]);
+        let plain = Selector::new(vec![
+            Requirement::In("k".into(), vals(&["v"])),
+            Requirement::In("x".into(), vals(&["y"])),
+        ]);
+        assert_ne!(selector_key(&tricky), selector_key(&plain));
     }
 
     #[test]
