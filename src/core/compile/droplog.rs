@@ -13,14 +13,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::core::model::{Direction, ObjectRef};
+use crate::core::model::{Cluster, Direction, ObjectRef};
+use crate::core::nft::names;
 
 /// Every nftpol log prefix starts with this.
-pub const PREFIX: &str = "nftpol drop ";
+pub const PREFIX: &str = names::LOG_PREFIX;
 
 /// The log prefix of a group chain's log rule.
 pub fn prefix(group_chain: &str) -> String {
-    format!("{PREFIX}{group_chain}")
+    names::log_prefix(group_chain)
 }
 
 /// Transport information of a logged packet.
@@ -101,17 +102,25 @@ impl Index {
         self.groups.values().any(|g| g.logged)
     }
 
+    /// Records every pod address of the cluster (peers on other nodes too),
+    /// so both ends of a logged drop can be named.
+    pub(super) fn index_pods(&mut self, cluster: &Cluster) {
+        for pod in cluster.pods.values() {
+            for ip in &pod.ips {
+                self.pods.insert(*ip, pod.id.clone());
+            }
+        }
+    }
+
     /// Explains a logged packet; `None` when its prefix is not nftpol's.
     /// A group chain the index does not know (a packet logged just before a
     /// table swap) still yields a flow, with the direction from its name and
     /// no policies.
     pub fn describe(&self, pkt: &Packet) -> Option<DroppedFlow> {
-        let chain = pkt.prefix.strip_prefix(PREFIX)?;
+        let chain = names::log_prefix_chain(&pkt.prefix)?;
         let (direction, namespace, policies) = match self.groups.get(chain) {
             Some(g) => (g.direction, Some(g.namespace.clone()), g.policies.clone()),
-            None if chain.starts_with("ingress-") => (Direction::Ingress, None, vec![]),
-            None if chain.starts_with("egress-") => (Direction::Egress, None, vec![]),
-            None => return None,
+            None => (names::group_direction(chain)?, None, vec![]),
         };
         let (isolated_ip, src_pod, dst_pod) = (
             pick(pkt, direction),
