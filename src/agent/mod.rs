@@ -412,10 +412,7 @@ impl Worker {
                 true
             }
             Err(e) => {
-                let reason = match e {
-                    crate::kernel::apply::ApplyError::Spawn { .. } => "spawn",
-                    crate::kernel::apply::ApplyError::Rejected { .. } => "rejected",
-                };
+                let reason = e.reason();
                 self.metrics
                     .failures
                     .get_or_create(&ReasonLabel {
