@@ -13,6 +13,9 @@
 //!
 //! See ARCHITECTURE.md.
 
+// The NFLOG socket (`kernel::nflog::socket`) is the one module that opts out.
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod cli;
 pub mod core;
