@@ -1,0 +1,234 @@
+//! The three reflectors (pods, namespaces, network policies) feeding the
+//! worker, and their retry policy ([`WatchBackoff`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::watcher::{self, ExponentialBackoff, watcher};
+use kube::runtime::{WatchStreamExt, reflector::store::WriterDropped};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+use super::metrics::{Metrics, ResourceLabel};
+use super::worker::{Source, StoreState};
+use crate::core::k8s::{Namespace, NetworkPolicy, Pod, strip};
+
+/// Retry delays of one failed list/watch: exponential from [`Self::MIN`]
+/// doubling to [`Self::MAX`], each with up to 100 % random jitter added (so
+/// never above [`Self::LONGEST`], and the watches of one node, or of many
+/// nodes after one outage, do not retry in lockstep), back to the start only
+/// after [`Self::QUIET`] without a retry.
+///
+/// The watcher emits an `Init` marker (an `Ok`) before every list attempt,
+/// and kube-runtime's stream backoff resets its policy on every `Ok`; a policy
+/// that resets on request therefore retried a failing initial list at the
+/// first delay forever (every 250 ms, all three watches at once). So
+/// `reset` does nothing here: only the quiet timer (kube-runtime's
+/// [`ResetTimerBackoff`]) starts the sequence over. kube-runtime's default
+/// (0.8 s doubling to 30 s, reset after 120 s) kept an agent up to 30 s
+/// behind after an API server outage (docs/agent-testing.md); 5 s bounds
+/// that catch-up while still spacing a node's retries.
+pub struct WatchBackoff(ResetTimerBackoff<ExponentialBackoff>);
+
+impl WatchBackoff {
+    /// First delay (before jitter).
+    pub const MIN: Duration = Duration::from_millis(250);
+    /// Largest delay before jitter.
+    pub const MAX: Duration = Duration::from_millis(2500);
+    /// Largest delay with jitter (jitter adds less than the delay itself).
+    pub const LONGEST: Duration = Duration::from_secs(5);
+    /// Time without a retry after which the delays start again at [`Self::MIN`].
+    pub const QUIET: Duration = Duration::from_secs(30);
+
+    /// A fresh policy with its own random jitter.
+    pub fn new() -> WatchBackoff {
+        let exp = backon::ExponentialBuilder::default()
+            .with_min_delay(Self::MIN)
+            .with_max_delay(Self::MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        WatchBackoff(ResetTimerBackoff::new(exp.into(), Self::QUIET))
+    }
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff::new()
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+impl Backoff for WatchBackoff {
+    /// Ignored: see the type's docs (the quiet timer resets).
+    fn reset(&mut self) {}
+}
+
+/// The reflectors' stores: stripped objects, kept current by the watches.
+pub(super) struct Stores {
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    policies: Store<NetworkPolicy>,
+}
+
+impl Stores {
+    /// Resolves once all three watches completed their initial list.
+    pub(super) async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+        self.pods.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.policies.wait_until_ready().await
+    }
+}
+
+impl Source for Stores {
+    fn state(&self) -> StoreState {
+        StoreState {
+            namespaces: self.namespaces.state(),
+            pods: self.pods.state(),
+            policies: self.policies.state(),
+        }
+    }
+}
+
+/// Starts the three watches; every event wakes `changed`, every error is
+/// counted and logged (the backoff retries; the stores keep their last
+/// state meanwhile).
+pub(super) fn start(client: &Client, changed: Arc<Notify>, metrics: Arc<Metrics>) -> Stores {
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let (namespaces, ns_w) = reflector::store::<Namespace>();
+    let (policies, pol_w) = reflector::store::<NetworkPolicy>();
+    let wcfg = watcher::Config::default();
+    let events = stream::select_all([
+        watcher(Api::<Pod>::all(client.clone()), wcfg.clone())
+            .backoff(WatchBackoff::new())
+            .modify(strip::pod)
+            .reflect(pods_w)
+            .map(|e| e.map(|_| ()).map_err(|err| ("pods", err)))
+            .boxed(),
+        watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
+            .backoff(WatchBackoff::new())
+            .modify(strip::namespace)
+            .reflect(ns_w)
+            .map(|e| e.map(|_| ()).map_err(|err| ("namespaces", err)))
+            .boxed(),
+        watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
+            .backoff(WatchBackoff::new())
+            .modify(strip::network_policy)
+            .reflect(pol_w)
+            .map(|e| e.map(|_| ()).map_err(|err| ("networkpolicies", err)))
+            .boxed(),
+    ]);
+    tokio::spawn(async move {
+        let mut events = events;
+        while let Some(e) = events.next().await {
+            match e {
+                Ok(()) => changed.notify_one(),
+                Err((resource, err)) => {
+                    metrics
+                        .watch_errors
+                        .get_or_create(&ResourceLabel {
+                            resource: resource.to_string(),
+                        })
+                        .inc();
+                    tracing::warn!(resource, error = %err, "watch error; retrying");
+                }
+            }
+        }
+    });
+    Stores {
+        pods,
+        namespaces,
+        policies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+    use kube::runtime::utils::StreamBackoff;
+
+    #[test]
+    fn delays_grow_are_jittered_and_bounded() {
+        let runs: Vec<Vec<Duration>> = (0..3)
+            .map(|_| WatchBackoff::new().take(12).collect())
+            .collect();
+        for delays in &runs {
+            assert!(delays[0] >= WatchBackoff::MIN && delays[0] < 2 * WatchBackoff::MIN);
+            // Each step's range [d, 2d) doubles until MAX: the third delay is
+            // always longer than the first.
+            assert!(delays[2] > delays[0], "{delays:?}");
+            assert!(
+                delays[5] >= WatchBackoff::MAX,
+                "reaches the cap: {delays:?}"
+            );
+            assert!(
+                delays.iter().all(|d| *d <= WatchBackoff::LONGEST),
+                "{delays:?}"
+            );
+        }
+        assert!(
+            runs[0] != runs[1] || runs[1] != runs[2],
+            "three watches do not retry in lockstep: {runs:?}"
+        );
+    }
+
+    /// A watcher whose initial list keeps failing emits `Ok(Init)` then
+    /// `Err` on every attempt; the delays must still grow.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_initial_list_backs_off_and_a_quiet_period_resets() {
+        let (tx, rx) = mpsc::unbounded::<Result<(), ()>>();
+        let mut s = std::pin::pin!(StreamBackoff::new(rx, WatchBackoff::new()));
+        let attempt = || {
+            tx.unbounded_send(Ok(())).unwrap(); // the Init marker
+            tx.unbounded_send(Err(())).unwrap(); // the failed list
+        };
+        let mut gaps = Vec::new();
+        let mut last = tokio::time::Instant::now();
+        for _ in 0..8 {
+            attempt();
+            assert_eq!(s.next().await, Some(Ok(())));
+            assert_eq!(s.next().await, Some(Err(())));
+            let now = tokio::time::Instant::now();
+            gaps.push(now - last);
+            last = now;
+        }
+        // gaps[i] is the wait before attempt i (the first one is immediate).
+        assert_eq!(gaps[0], Duration::ZERO);
+        assert!(gaps[1] < 2 * WatchBackoff::MIN, "{gaps:?}");
+        assert!(
+            gaps[4] > 4 * WatchBackoff::MIN,
+            "still growing after Init markers: {gaps:?}"
+        );
+        assert!(gaps.iter().all(|g| *g <= WatchBackoff::LONGEST), "{gaps:?}");
+        let total: Duration = gaps.iter().sum();
+        assert!(
+            total > Duration::from_secs(10),
+            "8 attempts take > 10 s, not 2 s: {gaps:?}"
+        );
+
+        // After a quiet period, the next error starts over.
+        tokio::time::sleep(WatchBackoff::QUIET + WatchBackoff::LONGEST).await;
+        attempt();
+        assert_eq!(s.next().await, Some(Ok(())));
+        assert_eq!(s.next().await, Some(Err(())));
+        let t = tokio::time::Instant::now();
+        attempt();
+        assert_eq!(s.next().await, Some(Ok(())));
+        assert!(
+            t.elapsed() < 2 * WatchBackoff::MIN,
+            "reset after quiet: {:?}",
+            t.elapsed()
+        );
+    }
+}
