@@ -1,5 +1,15 @@
 //! The three reflectors (pods, namespaces, network policies) feeding the
 //! worker, and their retry policy ([`WatchBackoff`]).
+//!
+//! Retry figures of one watch (each watch has its own policy and its own
+//! random jitter): 250 ms, 500 ms, 1 s, 2 s, then 2.5 s for every further
+//! failure, each plus a random 0–100 % (so 250–500 ms, 0.5–1 s, 1–2 s,
+//! 2–4 s, then 2.5–5 s); back to 250 ms only after 30 s without a failure.
+//! The policy applies from the very first failure, including a failing
+//! initial list before any successful sync: eight failed attempts in a row
+//! take more than 10 s, not 2 s, and the three watches of a node (or the
+//! agents of many nodes after one outage) spread out instead of retrying
+//! every 250 ms in lockstep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,28 +169,28 @@ mod tests {
     use kube::runtime::utils::StreamBackoff;
 
     #[test]
-    fn delays_grow_are_jittered_and_bounded() {
-        let runs: Vec<Vec<Duration>> = (0..3)
-            .map(|_| WatchBackoff::new().take(12).collect())
-            .collect();
-        for delays in &runs {
-            assert!(delays[0] >= WatchBackoff::MIN && delays[0] < 2 * WatchBackoff::MIN);
-            // Each step's range [d, 2d) doubles until MAX: the third delay is
-            // always longer than the first.
-            assert!(delays[2] > delays[0], "{delays:?}");
-            assert!(
-                delays[5] >= WatchBackoff::MAX,
-                "reaches the cap: {delays:?}"
-            );
-            assert!(
-                delays.iter().all(|d| *d <= WatchBackoff::LONGEST),
-                "{delays:?}"
-            );
+    fn delays_grow_with_bounded_jitter_and_differ_between_instances() {
+        let a: Vec<Duration> = WatchBackoff::new().take(12).collect();
+        let b: Vec<Duration> = WatchBackoff::new().take(12).collect();
+        for delays in [&a, &b] {
+            for (i, d) in (0u32..).zip(delays.iter()) {
+                // 250 ms doubling, capped at 2.5 s; jitter adds 0-100 %.
+                let base = (WatchBackoff::MIN * 2u32.pow(i)).min(WatchBackoff::MAX);
+                assert!(
+                    *d >= base && *d <= 2 * base,
+                    "delay {i} = {d:?} outside [{base:?}, {:?}]: {delays:?}",
+                    2 * base
+                );
+                assert!(*d <= WatchBackoff::LONGEST, "{delays:?}");
+            }
+            // The jitter ranges of steps two apart do not overlap: they grow.
+            for i in 0..3 {
+                assert!(delays[i + 2] > delays[i], "{delays:?}");
+            }
+            assert!(delays[4..].iter().all(|d| *d >= WatchBackoff::MAX));
         }
-        assert!(
-            runs[0] != runs[1] || runs[1] != runs[2],
-            "three watches do not retry in lockstep: {runs:?}"
-        );
+        assert_eq!(WatchBackoff::LONGEST, 2 * WatchBackoff::MAX);
+        assert_ne!(a, b, "two watches do not retry in lockstep");
     }
 
     /// A watcher whose initial list keeps failing emits `Ok(Init)` then

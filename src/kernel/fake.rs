@@ -58,6 +58,20 @@ impl FakeNft {
         self.state().calls.clone()
     }
 
+    /// The scripts the fake kernel holds: the last accepted full
+    /// replacement, then every delta accepted after it. A rejected script
+    /// changes nothing (nft transactions are all or nothing).
+    pub fn in_force(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        for c in self.state().calls.iter().filter(|c| c.ok) {
+            if c.is_full() {
+                held.clear();
+            }
+            held.push(c.script.clone());
+        }
+        held
+    }
+
     /// What `list_table` returns from now on (`None`: no table).
     pub fn set_listing(&self, json: Option<String>) {
         self.state().listing = json;
