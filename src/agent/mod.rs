@@ -90,29 +90,36 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .backoff(WatchBackoff::default())
             .modify(strip_pod)
             .reflect(pods_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("pods", err)))
+            .map(|e| e.map(|_| "pods").map_err(|err| ("pods", err)))
             .boxed(),
         watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::default())
             .modify(|n| strip_meta(&mut n.metadata))
             .reflect(ns_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("namespaces", err)))
+            .map(|e| e.map(|_| "namespaces").map_err(|err| ("namespaces", err)))
             .boxed(),
         watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
             .backoff(WatchBackoff::default())
             .modify(|p| strip_meta(&mut p.metadata))
             .reflect(pol_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("networkpolicies", err)))
+            .map(|e| {
+                e.map(|_| "networkpolicies")
+                    .map_err(|err| ("networkpolicies", err))
+            })
             .boxed(),
     ]);
     {
         let changed = changed.clone();
         let metrics = metrics.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let mut events = events;
             while let Some(e) = events.next().await {
                 match e {
-                    Ok(()) => changed.notify_one(),
+                    Ok(resource) => {
+                        health.allow(resource);
+                        changed.notify_one();
+                    }
                     // The backoff retries; the stores keep their last state meanwhile.
                     Err((resource, err)) => {
                         metrics
@@ -121,7 +128,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                                 resource: resource.to_string(),
                             })
                             .inc();
-                        tracing::warn!(resource, error = %err, "watch error; retrying");
+                        if is_denied(&err) {
+                            // Not transient: RBAC (or the token) is wrong. A
+                            // forbidden watch after a successful list would
+                            // otherwise leave a ready agent on a frozen view.
+                            health.deny(resource);
+                            tracing::error!(resource, error = %err, "the API server refuses this call (check the ClusterRole and the token); not ready; retrying");
+                        } else {
+                            tracing::warn!(resource, error = %err, "watch error; retrying");
+                        }
                     }
                 }
             }
@@ -158,6 +173,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     worker.run(stores, changed, stop).await;
     tracing::info!("shutting down; table inet nftpol stays in force");
     Ok(())
+}
+
+/// Whether a watch error is the API server refusing the call (401, 403):
+/// wrong RBAC or credentials, which retrying does not fix.
+fn is_denied(err: &watcher::Error) -> bool {
+    let code = match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(code, 401 | 403)
 }
 
 /// Becomes true once SIGTERM or SIGINT arrived (one handler for the whole
