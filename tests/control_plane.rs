@@ -568,6 +568,29 @@ fn agent_fails_visibly_without_any_one_permission() {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+        // Granting the permission back heals every agent without a restart
+        // (the refused call succeeds on a retry, or the denial expires).
+        for c in cases.iter().filter(|c| !unused.contains(&c.verb)) {
+            let name = format!("nftpol-no-{}-{}", c.verb, c.resource);
+            let mut copy = role.clone();
+            copy.metadata = Default::default();
+            copy.metadata.name = Some(name);
+            let mut obj = serde_json::to_value(&copy).unwrap();
+            obj["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
+            obj["kind"] = json!("ClusterRole");
+            cp.apply(&obj.to_string());
+        }
+        for c in cases.iter().filter(|c| !unused.contains(&c.verb)) {
+            wait_for(
+                &format!(
+                    "readiness once {} on {} is granted again",
+                    c.verb, c.resource
+                ),
+                Duration::from_secs(40),
+                || readyz(&c.listen) == Some(200),
+            );
+        }
         // The agent only lists and watches (kube-runtime's watcher); `get` is
         // granted but never used, so the ClusterRole is one verb wider than
         // needed. Drop it from deploy/01-rbac.yaml (and from
