@@ -76,7 +76,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(http::serve(listener, health.clone(), metrics.clone()));
 
     let changed = Arc::new(Notify::new());
-    let stores = watch::start(&client, changed.clone(), metrics.clone());
+    let stores = watch::start(&client, changed.clone(), metrics.clone(), health.clone());
 
     health.alive.store(true, Ordering::Relaxed);
     tracing::info!(node = %cfg.node, "waiting for pods, namespaces and networkpolicies to sync");

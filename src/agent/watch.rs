@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, reflector::store::WriterDropped};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
+use super::http::Health;
 use super::metrics::{Metrics, ResourceLabel};
 use super::worker::{Source, StoreState};
 use crate::core::k8s::{Namespace, NetworkPolicy, Pod, strip};
@@ -112,8 +113,14 @@ impl Source for Stores {
 
 /// Starts the three watches; every event wakes `changed`, every error is
 /// counted and logged (the backoff retries; the stores keep their last
-/// state meanwhile).
-pub(super) fn start(client: &Client, changed: Arc<Notify>, metrics: Arc<Metrics>) -> Stores {
+/// state meanwhile), and a call the API server refuses marks its resource
+/// denied in `health` (see [`on_event`]).
+pub(super) fn start(
+    client: &Client,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Stores {
     let (pods, pods_w) = reflector::store::<Pod>();
     let (namespaces, ns_w) = reflector::store::<Namespace>();
     let (policies, pol_w) = reflector::store::<NetworkPolicy>();
@@ -123,36 +130,25 @@ pub(super) fn start(client: &Client, changed: Arc<Notify>, metrics: Arc<Metrics>
             .backoff(WatchBackoff::new())
             .modify(strip::pod)
             .reflect(pods_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("pods", err)))
+            .map(|e| tag("pods", e))
             .boxed(),
         watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::namespace)
             .reflect(ns_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("namespaces", err)))
+            .map(|e| tag("namespaces", e))
             .boxed(),
         watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
             .backoff(WatchBackoff::new())
             .modify(strip::network_policy)
             .reflect(pol_w)
-            .map(|e| e.map(|_| ()).map_err(|err| ("networkpolicies", err)))
+            .map(|e| tag("networkpolicies", e))
             .boxed(),
     ]);
     tokio::spawn(async move {
         let mut events = events;
         while let Some(e) = events.next().await {
-            match e {
-                Ok(()) => changed.notify_one(),
-                Err((resource, err)) => {
-                    metrics
-                        .watch_errors
-                        .get_or_create(&ResourceLabel {
-                            resource: resource.to_string(),
-                        })
-                        .inc();
-                    tracing::warn!(resource, error = %err, "watch error; retrying");
-                }
-            }
+            on_event(e, &changed, &metrics, &health);
         }
     });
     Stores {
@@ -160,6 +156,66 @@ pub(super) fn start(client: &Client, changed: Arc<Notify>, metrics: Arc<Metrics>
         namespaces,
         policies,
     }
+}
+
+/// One item of the merged watch streams: the resource it came from, and
+/// for an event whether it shows the API server answered a call.
+type Tagged = Result<(&'static str, bool), (&'static str, watcher::Error)>;
+
+/// Names the resource of an event or error. The `Init` marker comes before
+/// the list call, so it shows nothing about whether the call is allowed;
+/// every other event (a listed page, the end of the list, a watched change)
+/// does.
+fn tag<K>(resource: &'static str, e: watcher::Result<watcher::Event<K>>) -> Tagged {
+    match e {
+        Ok(ev) => Ok((resource, !matches!(ev, watcher::Event::Init))),
+        Err(err) => Err((resource, err)),
+    }
+}
+
+/// Handles one item of the merged watch streams: an event wakes the worker
+/// (and clears a denial of its resource); an error is counted and logged,
+/// and when the API server refused the call (401/403) it marks the resource
+/// denied, which keeps `/readyz` at 503 naming it.
+fn on_event(e: Tagged, changed: &Notify, metrics: &Metrics, health: &Health) {
+    match e {
+        Ok((resource, answered)) => {
+            if answered {
+                health.allow(resource);
+            }
+            changed.notify_one();
+        }
+        Err((resource, err)) => {
+            metrics
+                .watch_errors
+                .get_or_create(&ResourceLabel {
+                    resource: resource.to_string(),
+                })
+                .inc();
+            if is_denied(&err) {
+                // Not transient: RBAC (or the token) is wrong. A forbidden
+                // watch after a successful list would otherwise leave a
+                // ready agent on a frozen view.
+                health.deny(resource);
+                tracing::error!(resource, error = %err, "the API server refuses this call (check the ClusterRole and the token); not ready; retrying");
+            } else {
+                tracing::warn!(resource, error = %err, "watch error; retrying");
+            }
+        }
+    }
+}
+
+/// Whether a watch error is the API server refusing the call (401, 403):
+/// wrong RBAC or credentials, which retrying does not fix.
+fn is_denied(err: &watcher::Error) -> bool {
+    let code = match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(code, 401 | 403)
 }
 
 #[cfg(test)]
@@ -191,6 +247,70 @@ mod tests {
         }
         assert_eq!(WatchBackoff::LONGEST, 2 * WatchBackoff::MAX);
         assert_ne!(a, b, "two watches do not retry in lockstep");
+    }
+
+    fn refused(code: u16) -> watcher::Error {
+        let status = kube::core::Status::failure("namespaces is forbidden", "Forbidden");
+        watcher::Error::InitialListFailed(kube::Error::Api(status.with_code(code).boxed()))
+    }
+
+    #[test]
+    fn a_refused_call_denies_its_resource_until_an_answered_event() {
+        let (changed, metrics, health) = (Notify::new(), Metrics::new(), Health::default());
+        health
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let errors = |r: &str| {
+            metrics
+                .watch_errors
+                .get_or_create(&ResourceLabel {
+                    resource: r.to_string(),
+                })
+                .get()
+        };
+        on_event(Err(("pods", refused(500))), &changed, &metrics, &health);
+        assert!(health.is_ready(), "a 500 is an outage, not a refusal");
+        on_event(
+            Err(("namespaces", refused(403))),
+            &changed,
+            &metrics,
+            &health,
+        );
+        assert_eq!(health.denied(), ["namespaces"]);
+        assert!(!health.is_ready());
+        assert_eq!((errors("pods"), errors("namespaces")), (1, 1));
+        // The next attempt's Init marker precedes the call: still denied.
+        on_event(
+            tag::<()>("namespaces", Ok(watcher::Event::Init)),
+            &changed,
+            &metrics,
+            &health,
+        );
+        assert_eq!(health.denied(), ["namespaces"]);
+        on_event(
+            Err(("namespaces", refused(401))),
+            &changed,
+            &metrics,
+            &health,
+        );
+        assert_eq!(errors("namespaces"), 2);
+        // An event of another resource does not clear it; its own does.
+        on_event(Ok(("pods", true)), &changed, &metrics, &health);
+        assert_eq!(health.denied(), ["namespaces"]);
+        on_event(
+            tag::<()>("namespaces", Ok(watcher::Event::InitDone)),
+            &changed,
+            &metrics,
+            &health,
+        );
+        assert!(health.is_ready());
+    }
+
+    #[test]
+    fn a_denial_outlasts_the_longest_retry_delay() {
+        // A call that stays forbidden is refused again (one retry delay plus
+        // the call itself) before its denial lapses.
+        assert!(Health::DENIAL_HOLD > 2 * WatchBackoff::LONGEST);
     }
 
     /// A watcher whose initial list keeps failing emits `Ok(Init)` then

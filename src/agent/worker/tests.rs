@@ -8,7 +8,6 @@
 //! rejected), what the fake kernel holds, readiness and metrics.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -193,7 +192,7 @@ impl Run {
     }
 
     fn ready(&self) -> bool {
-        self.health.ready.load(Ordering::Relaxed)
+        self.health.is_ready()
     }
 
     fn count(&self, family: &str, label: &str) -> u64 {
