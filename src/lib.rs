@@ -15,6 +15,7 @@
 
 // The NFLOG socket (`kernel::nflog::socket`) is the one module that opts out.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod agent;
 pub mod cli;

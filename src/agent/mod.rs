@@ -58,6 +58,18 @@ pub struct Config {
     pub drop_log: crate::core::compile::DropLog,
 }
 
+/// Runs the agent on a runtime of its own (two worker threads) until
+/// SIGTERM/SIGINT: `nftpol run`'s entry point, so the CLI holds no async
+/// code.
+pub fn run_blocking(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    rt.block_on(run(cfg))
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut stop = shutdown_signal()?;

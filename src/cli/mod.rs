@@ -366,18 +366,7 @@ fn run_cmd(a: RunArgs) -> u8 {
         resync: a.resync,
         drop_log: a.drop_log.options(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "nftpol: cannot start the runtime: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    match rt.block_on(crate::agent::run(cfg)) {
+    match crate::agent::run_blocking(cfg) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             tracing::error!(error = %e, "nftpol run failed");
