@@ -13,6 +13,10 @@
 //!
 //! See ARCHITECTURE.md.
 
+// The NFLOG socket (`kernel::nflog::socket`) is the one module that opts out.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
 pub mod agent;
 pub mod cli;
 pub mod core;

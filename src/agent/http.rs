@@ -1,8 +1,10 @@
 //! `/healthz`, `/readyz` and `/metrics` on one small HTTP server.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,7 +15,8 @@ use super::metrics::Metrics;
 
 /// Liveness probe: 200 while the worker loop runs.
 pub const HEALTHZ: &str = "/healthz";
-/// Readiness probe: 200 once every watch synced and the last apply succeeded.
+/// Readiness probe: 200 once every watch synced and the last apply succeeded,
+/// while the API server forbids none of them.
 pub const READYZ: &str = "/readyz";
 /// OpenMetrics text of [`Metrics`].
 pub const METRICS: &str = "/metrics";
@@ -27,6 +30,47 @@ pub struct Health {
     pub alive: AtomicBool,
     /// All watches synced and the last apply succeeded.
     pub ready: AtomicBool,
+    /// Resources whose list or watch the API server refused (401/403) and
+    /// when it last did; see [`Health::denied`].
+    denied: Mutex<BTreeMap<&'static str, Instant>>,
+}
+
+impl Health {
+    /// A denial counts for this long after the last refusal (longer than the
+    /// watch retry's longest delay, so a call that stays forbidden keeps the
+    /// agent unready; once allowed again, readiness returns within this time
+    /// even if the watch has no event to deliver).
+    pub const DENIAL_HOLD: Duration = Duration::from_secs(15);
+
+    /// Records that the API server refused `resource`'s list or watch.
+    pub fn deny(&self, resource: &'static str) {
+        self.lock_denied().insert(resource, Instant::now());
+    }
+
+    /// Records an event from `resource`'s watch: it is allowed again.
+    pub fn allow(&self, resource: &'static str) {
+        self.lock_denied().remove(resource);
+    }
+
+    /// The resources refused within [`Self::DENIAL_HOLD`].
+    pub fn denied(&self) -> Vec<&'static str> {
+        self.lock_denied()
+            .iter()
+            .filter(|(_, t)| t.elapsed() < Self::DENIAL_HOLD)
+            .map(|(r, _)| *r)
+            .collect()
+    }
+
+    /// Ready: synced, the last apply succeeded, and nothing is denied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.denied().is_empty()
+    }
+
+    fn lock_denied(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Instant>> {
+        self.denied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serves until the listener fails; each connection on its own task.
@@ -60,14 +104,19 @@ fn respond(path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Byte
             "text/plain",
             "worker not running\n".to_string(),
         ),
-        READYZ if health.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_string())
+        READYZ if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        READYZ => {
+            let denied = health.denied();
+            let body = if denied.is_empty() {
+                "not synced, or the last apply failed\n".to_string()
+            } else {
+                format!(
+                    "the API server forbids listing or watching {}\n",
+                    denied.join(", ")
+                )
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
         }
-        READYZ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not synced, or the last apply failed\n".to_string(),
-        ),
         METRICS => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -84,4 +133,23 @@ fn respond(path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Byte
         .header("content-type", ctype)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denied_resource_keeps_readiness_off_until_allowed() {
+        let h = Health::default();
+        h.ready.store(true, Ordering::Relaxed);
+        assert!(h.is_ready());
+        h.deny("namespaces");
+        assert!(!h.is_ready());
+        assert_eq!(h.denied(), ["namespaces"]);
+        h.ready.store(true, Ordering::Relaxed); // a later successful apply
+        assert!(!h.is_ready(), "an apply does not clear a denial");
+        h.allow("namespaces");
+        assert!(h.is_ready());
+    }
 }

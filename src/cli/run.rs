@@ -45,12 +45,7 @@ pub fn run(a: RunArgs) -> Outcome {
         resync: a.resync,
         drop_log: a.drop_log.options(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(crate::agent::run(cfg)).map_err(|e| {
+    crate::agent::run_blocking(cfg).map_err(|e| {
         tracing::error!(error = %e, "nftpol run failed");
         Failure::Internal(None)
     })

@@ -11,16 +11,11 @@
 //!   and their rule counts, every set and map element by value), to repair
 //!   drift (someone flushed or edited the table).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-use std::process::Command;
-
-use super::apply::{ApplyError, run_nft};
-use crate::core::model::ipblock::ip_to_u128;
-use crate::core::model::{Cidr, Family, Protocol, Range};
+use super::listing;
+use super::nft::{ApplyError, Nft, NftCli};
 use crate::core::nft::delta::{Update, diff};
 use crate::core::nft::render;
-use crate::core::nft::ruleset::{Element, Ruleset, SetKind, TABLE};
+use crate::core::nft::ruleset::{Ruleset, TABLE};
 
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +47,7 @@ impl Applied {
 /// Applies rulesets to the kernel of the current network namespace.
 #[derive(Debug)]
 pub struct Enforcer {
-    nft: String,
+    nft: Box<dyn Nft>,
     /// What the kernel holds, when known for sure.
     mirror: Option<Ruleset>,
 }
@@ -61,8 +56,13 @@ impl Enforcer {
     /// An enforcer running the given `nft` binary; the first sync is a full
     /// replacement of whatever table is in the kernel.
     pub fn new(nft: impl Into<String>) -> Enforcer {
+        Enforcer::with(NftCli::new(nft))
+    }
+
+    /// An enforcer over any [`Nft`] (the real binary, or a fake in tests).
+    pub fn with(nft: impl Nft + 'static) -> Enforcer {
         Enforcer {
-            nft: nft.into(),
+            nft: Box::new(nft),
             mirror: None,
         }
     }
@@ -109,7 +109,7 @@ impl Enforcer {
                 script,
                 added,
                 deleted,
-            } => match run_nft(&self.nft, &script, false, false) {
+            } => match self.nft.apply(&script) {
                 Ok(()) => Applied::Delta { added, deleted },
                 // The mirror may be wrong (drift): fall back to a full replacement now.
                 Err(_) => self.full(new)?,
@@ -120,7 +120,7 @@ impl Enforcer {
 
     fn full(&mut self, new: &Ruleset) -> Result<Applied, ApplyError> {
         self.mirror = None;
-        run_nft(&self.nft, &render::script(new), false, false)?;
+        self.nft.apply(&render::script(new))?;
         Ok(Applied::Full)
     }
 
@@ -131,16 +131,16 @@ impl Enforcer {
         let Some(mirror) = &self.mirror else {
             return Ok(false);
         };
-        let listed = Command::new(&self.nft)
-            .args(["-j", "list", "table", "inet", TABLE])
-            .output()
-            .map_err(|source| ApplyError::Spawn {
-                nft: self.nft.clone(),
-                source,
-            })?;
-        let same = listed.status.success()
-            && kernel_content(&String::from_utf8_lossy(&listed.stdout))
-                == Some(expected_content(mirror));
+        let same = match self.nft.list_table() {
+            Ok(json) => listing::parse(&json) == Some(listing::expected(mirror)),
+            // No table (someone deleted it) is drift.
+            Err(ApplyError::Rejected { .. }) => false,
+            // Not knowing is not trusting: the next sync replaces the table.
+            Err(e) => {
+                self.mirror = None;
+                return Err(e);
+            }
+        };
         if !same {
             self.mirror = None;
         }
@@ -151,263 +151,78 @@ impl Enforcer {
     pub fn remove_table(&mut self) -> Result<(), ApplyError> {
         self.mirror = None;
         let script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
-        run_nft(&self.nft, &script, false, false)
-    }
-}
-
-/// What verify compares, per object: `chain NAME` → its rule count,
-/// `set NAME` → its elements, `map NAME` → its address → chain entries.
-/// Elements are compared by value (a swapped address is drift even when the
-/// counts agree); rules only by count, since comparing rule text would mean
-/// re-implementing nft's canonical listing.
-type Content = BTreeMap<String, Object>;
-
-#[derive(Debug, PartialEq, Eq)]
-enum Object {
-    Chain(usize),
-    Set(BTreeSet<Element>),
-    Map(BTreeMap<IpAddr, String>),
-}
-
-fn expected_content(rs: &Ruleset) -> Content {
-    let mut s = Content::new();
-    for (n, c) in &rs.chains {
-        s.insert(format!("chain {n}"), Object::Chain(c.rules.len()));
-    }
-    for (n, set) in &rs.sets {
-        let interval = matches!(set.kind, SetKind::AddrInterval(_) | SetKind::ProtoPort);
-        let elements = set
-            .elements
-            .iter()
-            .map(|e| match e {
-                // The kernel lists a one-address interval as a plain address.
-                Element::Addr(a) if interval => Element::Range(single(*a)),
-                e => e.clone(),
-            })
-            .collect();
-        s.insert(format!("set {n}"), Object::Set(elements));
-    }
-    for (n, m) in &rs.maps {
-        s.insert(format!("map {n}"), Object::Map(m.elements.clone()));
-    }
-    s
-}
-
-/// The content of `nft -j list table` output; `None` if any part of it is
-/// not a shape nftpol emits (which counts as drift).
-fn kernel_content(json: &str) -> Option<Content> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let mut s = Content::new();
-    for obj in v.get("nftables")?.as_array()? {
-        if let Some(c) = obj.get("chain") {
-            s.entry(format!("chain {}", c.get("name")?.as_str()?))
-                .or_insert(Object::Chain(0));
-        } else if let Some(r) = obj.get("rule") {
-            let chain = s
-                .entry(format!("chain {}", r.get("chain")?.as_str()?))
-                .or_insert(Object::Chain(0));
-            if let Object::Chain(n) = chain {
-                *n += 1;
-            }
-        } else if let Some(set) = obj.get("set") {
-            let interval = set
-                .get("flags")
-                .and_then(|f| f.as_array())
-                .is_some_and(|f| f.iter().any(|x| x == "interval"));
-            let elements = elems(set)
-                .iter()
-                .map(|e| parse_element(e, interval))
-                .collect::<Option<_>>()?;
-            s.insert(
-                format!("set {}", set.get("name")?.as_str()?),
-                Object::Set(elements),
-            );
-        } else if let Some(m) = obj.get("map") {
-            let entries = elems(m)
-                .iter()
-                .map(|e| {
-                    let pair = e.as_array()?;
-                    let target = pair.get(1)?.get("jump")?.get("target")?.as_str()?;
-                    Some((parse_ip(pair.first()?)?, target.to_string()))
-                })
-                .collect::<Option<_>>()?;
-            s.insert(
-                format!("map {}", m.get("name")?.as_str()?),
-                Object::Map(entries),
-            );
-        }
-    }
-    Some(s)
-}
-
-fn elems(obj: &serde_json::Value) -> &[serde_json::Value] {
-    obj.get("elem")
-        .and_then(|e| e.as_array())
-        .map_or(&[], |e| e.as_slice())
-}
-
-fn single(a: IpAddr) -> Range {
-    let n = ip_to_u128(&a);
-    Range {
-        family: Family::of(&a),
-        start: n,
-        end: n,
-    }
-}
-
-fn parse_ip(v: &serde_json::Value) -> Option<IpAddr> {
-    v.as_str()?.parse().ok()
-}
-
-fn parse_proto(v: &serde_json::Value) -> Option<Protocol> {
-    match v.as_str()? {
-        "tcp" => Some(Protocol::Tcp),
-        "udp" => Some(Protocol::Udp),
-        "sctp" => Some(Protocol::Sctp),
-        _ => None,
-    }
-}
-
-fn parse_port(v: &serde_json::Value) -> Option<u16> {
-    v.as_u64()?.try_into().ok()
-}
-
-/// `a`, `{"range": [a, b]}` or `{"prefix": {"addr": a, "len": n}}`.
-fn parse_range(v: &serde_json::Value) -> Option<Range> {
-    if let Some(r) = v.get("range").and_then(|r| r.as_array()) {
-        let (a, b) = (parse_ip(r.first()?)?, parse_ip(r.get(1)?)?);
-        (Family::of(&a) == Family::of(&b)).then(|| Range {
-            family: Family::of(&a),
-            start: ip_to_u128(&a),
-            end: ip_to_u128(&b),
-        })
-    } else if let Some(p) = v.get("prefix") {
-        let addr = parse_ip(p.get("addr")?)?;
-        let len = u8::try_from(p.get("len")?.as_u64()?).ok()?;
-        Some(Cidr::parse(&format!("{addr}/{len}")).ok()?.range())
-    } else {
-        Some(single(parse_ip(v)?))
-    }
-}
-
-/// One element as listed by `nft -j`, in the [`Element`] form the compiler
-/// produces.
-fn parse_element(v: &serde_json::Value, interval: bool) -> Option<Element> {
-    let Some(parts) = v.get("concat").and_then(|c| c.as_array()) else {
-        return if interval {
-            parse_range(v).map(Element::Range)
-        } else {
-            parse_ip(v).map(Element::Addr)
-        };
-    };
-    match parts.as_slice() {
-        [a, b] if parse_ip(a).is_some() => Some(Element::AddrPair(parse_ip(a)?, parse_ip(b)?)),
-        [p, port] => {
-            let (lo, hi) = match port.get("range").and_then(|r| r.as_array()) {
-                Some(r) => (parse_port(r.first()?)?, parse_port(r.get(1)?)?),
-                None => (parse_port(port)?, parse_port(port)?),
-            };
-            Some(Element::ProtoPort(parse_proto(p)?, lo, hi))
-        }
-        [a, p, port] => Some(Element::AddrProtoPort(
-            parse_ip(a)?,
-            parse_proto(p)?,
-            parse_port(port)?,
-        )),
-        _ => None,
+        self.nft.apply(&script)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::kernel::fake::FakeNft;
 
-    fn range(a: &str, b: &str) -> Element {
-        let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
-        Element::Range(Range {
-            family: Family::of(&a),
-            start: ip_to_u128(&a),
-            end: ip_to_u128(&b),
-        })
+    /// The upstream x/y/z case compiled, and again with one pod fewer (a delta).
+    fn rulesets() -> (Ruleset, Ruleset) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (mut objs, _) = crate::core::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let opts = crate::core::compile::Options::default();
+        let first = crate::core::compile::compile_objects(&objs, &opts).ruleset;
+        objs.pods.pop();
+        let second = crate::core::compile::compile_objects(&objs, &opts).ruleset;
+        (first, second)
     }
 
     #[test]
-    fn listed_elements_parse_into_compiler_elements() {
-        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        // (element as `nft -j list` prints it, interval set?, expected), shapes seen on nft 1.0.6.
-        let rows = [
-            (
-                json!("10.0.0.1"),
-                false,
-                Some(Element::Addr(ip("10.0.0.1"))),
-            ),
-            (json!("fd00::1"), false, Some(Element::Addr(ip("fd00::1")))),
-            (
-                json!("203.0.113.0"),
-                true,
-                Some(range("203.0.113.0", "203.0.113.0")),
-            ),
-            (
-                json!({"range": ["203.0.113.2", "203.0.113.7"]}),
-                true,
-                Some(range("203.0.113.2", "203.0.113.7")),
-            ),
-            (
-                json!({"prefix": {"addr": "203.0.113.192", "len": 26}}),
-                true,
-                Some(range("203.0.113.192", "203.0.113.255")),
-            ),
-            (
-                json!({"prefix": {"addr": "2001:db8::", "len": 127}}),
-                true,
-                Some(range("2001:db8::", "2001:db8::1")),
-            ),
-            (
-                json!({"concat": ["10.0.0.1", "10.0.0.1"]}),
-                false,
-                Some(Element::AddrPair(ip("10.0.0.1"), ip("10.0.0.1"))),
-            ),
-            (
-                json!({"concat": ["10.0.0.1", "tcp", 8080]}),
-                false,
-                Some(Element::AddrProtoPort(ip("10.0.0.1"), Protocol::Tcp, 8080)),
-            ),
-            (
-                json!({"concat": ["udp", 53]}),
-                true,
-                Some(Element::ProtoPort(Protocol::Udp, 53, 53)),
-            ),
-            (
-                json!({"concat": ["sctp", {"range": [32000, 32768]}]}),
-                true,
-                Some(Element::ProtoPort(Protocol::Sctp, 32000, 32768)),
-            ),
-            // Anything nftpol never emits is unreadable, which verify treats as drift.
-            (json!({"concat": ["icmp", 1]}), true, None),
-            (
-                json!({"elem": {"val": "10.0.0.1", "timeout": 5}}),
-                false,
-                None,
-            ),
-            (json!({"range": ["10.0.0.1", "fd00::1"]}), true, None),
-            (json!(42), false, None),
-        ];
-        for (listed, interval, want) in rows {
-            assert_eq!(parse_element(&listed, interval), want, "{listed}");
-        }
+    fn a_failed_delta_falls_back_to_a_full_replacement() {
+        let (first, second) = rulesets();
+        let nft = FakeNft::new();
+        let mut e = Enforcer::with(nft.clone());
+        assert_eq!(e.sync(&first).unwrap(), Applied::Full);
+        nft.fail_next(1);
+        assert_eq!(e.sync(&second).unwrap(), Applied::Full);
+        let calls = nft.calls();
+        let shape: Vec<(bool, bool)> = calls.iter().map(|c| (c.is_full(), c.ok)).collect();
+        assert_eq!(
+            shape,
+            [(true, true), (false, false), (true, true)],
+            "full, failed delta, full"
+        );
+        assert_eq!(e.mirror(), Some(&second));
     }
 
     #[test]
-    fn a_swapped_element_is_a_different_content() {
-        let listing = |elem: &str| {
-            format!(
-                r#"{{"nftables": [{{"metainfo": {{}}}}, {{"set": {{"family": "inet", "name": "s", "table": "nftpol", "type": "ipv4_addr", "elem": ["10.0.0.1", "{elem}"]}}}}]}}"#
-            )
-        };
-        let a = kernel_content(&listing("10.0.0.2")).unwrap();
-        let b = kernel_content(&listing("10.0.0.3")).unwrap();
-        assert_ne!(a, b, "same count, different element");
-        assert_eq!(a, kernel_content(&listing("10.0.0.2")).unwrap());
+    fn a_failed_full_keeps_no_mirror_so_the_next_sync_is_full() {
+        let (first, second) = rulesets();
+        let nft = FakeNft::new();
+        let mut e = Enforcer::with(nft.clone());
+        e.sync(&first).unwrap();
+        nft.fail_next(2);
+        assert!(
+            e.sync(&second).is_err(),
+            "delta and its fallback both rejected"
+        );
+        assert_eq!(e.mirror(), None);
+        assert_eq!(e.sync(&second).unwrap(), Applied::Full);
+    }
+
+    #[test]
+    fn verify_detects_drift_and_the_next_sync_repairs() {
+        let (first, _) = rulesets();
+        let nft = FakeNft::new();
+        let mut e = Enforcer::with(nft.clone());
+        e.sync(&first).unwrap();
+        nft.holds(&first);
+        assert!(e.verify().unwrap(), "the kernel holds what was applied");
+        let mut drifted = first.clone();
+        let map = drifted
+            .maps
+            .values_mut()
+            .find(|m| !m.elements.is_empty())
+            .expect("a dispatch map with pods");
+        map.elements.pop_first();
+        nft.holds(&drifted);
+        assert!(!e.verify().unwrap(), "a missing map element is drift");
+        assert_eq!(e.sync(&first).unwrap(), Applied::Full, "repaired in full");
+        nft.set_listing(None);
+        assert!(!e.verify().unwrap(), "a deleted table is drift");
     }
 }

@@ -1,11 +1,16 @@
 //! Kernel IO: the only code that spawns `nft` or opens netlink sockets.
 //!
-//! `apply` (one `nft -f -` transaction, check, list), `enforcer` (keeps the
-//! kernel table equal to the latest compiled ruleset: deltas, full
-//! replacement, drift verification), `version` (minimum nft and kernel),
-//! `nflog` (the NFLOG group reader used by drop logging).
+//! `nft` (the [`nft::Nft`] trait and [`nft::NftCli`], the one place a
+//! process is spawned), `apply` (one `nft -f -` transaction), `enforcer`
+//! (keeps the kernel table equal to the latest compiled ruleset: deltas, full
+//! replacement, drift verification), `listing` (reads `nft -j list table`),
+//! `version` (minimum nft and kernel), `nflog` (the NFLOG group reader used
+//! by drop logging), `fake` (an in-memory [`nft::Nft`] for tests).
 
 pub mod apply;
 pub mod enforcer;
+pub mod fake;
+pub mod listing;
 pub mod nflog;
+pub mod nft;
 pub mod version;

@@ -14,7 +14,8 @@
 //!   `meta l4proto`, symbolic priority `filter`, JSON listing) is older.
 
 use std::fmt;
-use std::process::Command;
+
+use super::nft::{ApplyError, Nft, NftCli};
 
 /// A `major.minor.patch` version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,19 +146,27 @@ pub fn require(nft: &str, found: &Found) -> Result<(), VersionError> {
 /// the minimums. A missing `nft` or a version below the minimum is an error;
 /// a version that cannot be read is a warning in [`Found::warnings`].
 pub fn check(nft: &str) -> Result<Found, VersionError> {
+    check_with(nft, &NftCli::new(nft))
+}
+
+/// [`check`] with any [`Nft`]; `name` is how messages call the binary.
+pub fn check_with(name: &str, nft: &dyn Nft) -> Result<Found, VersionError> {
     let mut found = Found::default();
-    let out = Command::new(nft)
-        .arg("--version")
-        .output()
-        .map_err(|source| VersionError::Spawn {
-            nft: nft.to_string(),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    found.nft = parse_nft_version(&text).filter(|_| out.status.success());
+    let text = match nft.version() {
+        Ok(out) => out,
+        Err(ApplyError::Spawn { source, .. }) => {
+            return Err(VersionError::Spawn {
+                nft: name.to_string(),
+                source,
+            });
+        }
+        // A failing or hung `--version` leaves the version unknown.
+        Err(ApplyError::Rejected { .. } | ApplyError::TimedOut { .. }) => String::new(),
+    };
+    found.nft = parse_nft_version(&text);
     if found.nft.is_none() {
         found.warnings.push(format!(
-            "cannot read the version of {nft} (`{nft} --version` printed {:?}); nftpol needs nft >= {MIN_NFT}",
+            "cannot read the version of {name} (`{name} --version` printed {:?}); nftpol needs nft >= {MIN_NFT}",
             text.trim()
         ));
     }
@@ -174,24 +183,16 @@ pub fn check(nft: &str) -> Result<Found, VersionError> {
             "cannot read the kernel release; nftpol needs Linux >= {MIN_KERNEL}"
         )),
     }
-    require(nft, &found)?;
+    require(name, &found)?;
     Ok(found)
 }
 
-/// The running kernel's release string.
+/// The running kernel's release string (`/proc` is always there where
+/// nftables is; without it the version is a warning, not an error).
 fn kernel_release() -> Option<String> {
-    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-        return Some(s.trim().to_string());
-    }
-    // SAFETY: uname fills a zeroed struct; release is NUL-terminated.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return None;
-        }
-        let r = std::ffi::CStr::from_ptr(u.release.as_ptr());
-        Some(r.to_string_lossy().into_owned())
-    }
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 #[cfg(test)]
@@ -299,7 +300,7 @@ mod tests {
 
     #[test]
     fn this_machine_passes() {
-        if Command::new("nft").arg("--version").output().is_err() {
+        if NftCli::new("nft").version().is_err() {
             eprintln!("skipped: no nft on PATH");
             return;
         }

@@ -4,9 +4,12 @@
 pub mod cache;
 pub mod convert;
 pub mod load;
+pub mod strip;
 
 use crate::core::diag::Diagnostic;
 use crate::core::model::Cluster;
+pub use k8s_openapi::api::core::v1::{Namespace, Pod};
+pub use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub use load::{Objects, UnknownFields, load_paths, load_paths_with, parse_into, parse_into_with};
 
 /// Converts loaded objects into a cluster. Later duplicates of the same

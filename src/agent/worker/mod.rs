@@ -1,0 +1,279 @@
+//! The worker: waits for changes, coalesces bursts, compiles the stores'
+//! state and hands the ruleset to the [`Enforcer`]; retries a failed apply
+//! with backoff and verifies the kernel table on every resync.
+//!
+//! Timing, per burst of change signals:
+//! - trailing edge: an apply runs once the signals have been quiet for
+//!   `min_interval` (the first signal of an idle agent waits too), and never
+//!   sooner than `min_interval` after the previous apply;
+//! - but never later than `max_delay` after the burst's first signal, however
+//!   busy the API server is;
+//! - after a failed apply the state stays dirty and the next attempt waits a
+//!   backoff (0.5 s doubling to 30 s; back to zero after a success). The
+//!   enforcer itself falls back from a failed delta to a full replacement.
+//! - every `resync`, the kernel table is verified; drift makes the state
+//!   dirty, and the enforcer (its mirror forgotten) repairs in full.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::droplog::DropLogFeed;
+use super::metrics::{Metrics, ObjectLabel, ReasonLabel};
+use super::{Config, http, stopped};
+use crate::core::compile::Options;
+use crate::core::k8s::cache::ClusterCache;
+use crate::core::k8s::{Namespace, NetworkPolicy, Pod};
+use crate::kernel::enforcer::{Applied, Enforcer};
+
+/// Shortest wait after a failed apply; it doubles per failure up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait after failed applies.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// One moment of the three stores.
+pub struct StoreState {
+    /// Namespaces.
+    pub namespaces: Vec<Arc<Namespace>>,
+    /// Pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// Network policies.
+    pub policies: Vec<Arc<NetworkPolicy>>,
+}
+
+/// Where the worker reads the cluster from (the reflectors' stores, or a
+/// test's list of objects).
+pub trait Source: Send + Sync {
+    /// The current objects (shared pointers, no copies).
+    fn state(&self) -> StoreState;
+}
+
+/// The apply loop's state. See the module docs.
+pub struct Worker {
+    cfg: Config,
+    /// Taken out while a blocking apply runs.
+    enforcer: Option<Enforcer>,
+    /// The model, converted incrementally (only changed objects); taken out
+    /// while a blocking compile runs.
+    model: Option<ClusterCache>,
+    metrics: Arc<Metrics>,
+    health: Arc<http::Health>,
+    drop_log: DropLogFeed,
+}
+
+impl Worker {
+    /// A worker bringing the kernel to the compiled state through `enforcer`.
+    pub fn new(
+        cfg: Config,
+        enforcer: Enforcer,
+        metrics: Arc<Metrics>,
+        health: Arc<http::Health>,
+    ) -> Worker {
+        Worker {
+            drop_log: DropLogFeed::new(cfg.drop_log.group, metrics.clone()),
+            cfg,
+            enforcer: Some(enforcer),
+            model: Some(ClusterCache::new()),
+            metrics,
+            health,
+        }
+    }
+
+    /// Runs until `stop` becomes true. The first apply runs without a
+    /// change signal (after the usual quiet time).
+    pub async fn run(
+        &mut self,
+        source: &dyn Source,
+        changed: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::ZERO;
+        let mut last_apply = Instant::now() - self.cfg.min_interval;
+        let mut next_resync = Instant::now() + self.resync_period();
+        let mut dirty = true; // the first sync always runs
+        loop {
+            if !dirty {
+                tokio::select! {
+                    _ = changed.notified() => dirty = true,
+                    _ = tokio::time::sleep_until(next_resync) => {
+                        next_resync = Instant::now() + self.resync_period();
+                        if !self.verify().await {
+                            dirty = true;
+                        }
+                    }
+                    _ = stopped(&mut stop) => return,
+                }
+                if !dirty {
+                    continue;
+                }
+            }
+            // Coalesce a burst: wait for quiet, but never past max_delay.
+            let first = Instant::now();
+            let deadline = first + self.cfg.max_delay;
+            let earliest = (last_apply + self.cfg.min_interval).max(first + backoff);
+            loop {
+                let quiet_until = Instant::now() + self.cfg.min_interval;
+                let wake = quiet_until.max(earliest).min(deadline.max(earliest));
+                tokio::select! {
+                    _ = changed.notified() => if Instant::now() >= deadline { break },
+                    _ = tokio::time::sleep_until(wake) => break,
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+            let ok = self.apply_once(source).await;
+            last_apply = Instant::now();
+            if ok {
+                dirty = false;
+                backoff = Duration::ZERO;
+            } else {
+                backoff = (backoff * 2).clamp(RETRY_MIN, RETRY_MAX);
+                tracing::warn!(retry_in = ?backoff, "apply failed; previous ruleset stays in force");
+            }
+        }
+    }
+
+    fn resync_period(&self) -> Duration {
+        if self.cfg.resync.is_zero() {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            self.cfg.resync
+        }
+    }
+
+    /// Compiles the source and brings the kernel to the result; true on success.
+    async fn apply_once(&mut self, source: &dyn Source) -> bool {
+        let state = source.state();
+        let node = self.cfg.node.clone();
+        let drop_log = self.cfg.drop_log.clone();
+        let mut model = self.model.take().expect("model present between applies");
+        let t = std::time::Instant::now();
+        let (model, compiled) = tokio::task::spawn_blocking(move || {
+            let stats = model.update(
+                state.namespaces.iter().map(|o| &**o),
+                state.pods.iter().map(|o| &**o),
+                state.policies.iter().map(|o| &**o),
+            );
+            tracing::debug!(
+                converted = stats.converted,
+                removed = stats.removed,
+                reused = stats.reused,
+                "model updated"
+            );
+            let compiled = crate::core::compile::compile_cluster(
+                model.cluster(),
+                model.diagnostics(),
+                &Options {
+                    node: Some(node),
+                    drop_log,
+                },
+            );
+            (model, compiled)
+        })
+        .await
+        .expect("the compiler does not panic");
+        self.model = Some(model);
+        self.metrics
+            .compile_seconds
+            .observe(t.elapsed().as_secs_f64());
+        let invalid = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+        self.metrics.invalid_policies.set(invalid as i64);
+        for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
+            tracing::warn!(diagnostic = %d, "invalid object (fails closed)");
+        }
+        let enforced_pods = compiled.enforced_pods;
+        let drop_index = compiled.drop_log;
+        let ruleset = compiled.ruleset;
+        let s = ruleset.stats();
+        let mut enforcer = self
+            .enforcer
+            .take()
+            .expect("enforcer present between applies");
+        let t = std::time::Instant::now();
+        let (enforcer, result) = tokio::task::spawn_blocking(move || {
+            let r = enforcer.sync_owned(ruleset);
+            (enforcer, r)
+        })
+        .await
+        .expect("the enforcer does not panic");
+        self.enforcer = Some(enforcer);
+        match result {
+            Ok(applied) => {
+                let kind = applied.kind();
+                self.metrics
+                    .apply_seconds
+                    .get_or_create(&Metrics::kind(kind))
+                    .observe(t.elapsed().as_secs_f64());
+                self.metrics
+                    .applies
+                    .get_or_create(&Metrics::kind(kind))
+                    .inc();
+                for (object, n) in [
+                    ("sets", s.sets),
+                    ("maps", s.maps),
+                    ("chains", s.chains),
+                    ("rules", s.rules),
+                    ("elements", s.elements),
+                ] {
+                    self.metrics
+                        .ruleset_objects
+                        .get_or_create(&ObjectLabel {
+                            object: object.into(),
+                        })
+                        .set(n as i64);
+                }
+                self.metrics.enforced_pods.set(enforced_pods as i64);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.metrics.last_success.set(now.as_secs() as i64);
+                self.health.ready.store(true, Ordering::Relaxed);
+                self.drop_log.publish(drop_index);
+                if !matches!(applied, Applied::Unchanged) {
+                    tracing::info!(kind, rules = s.rules, elements = s.elements, took = ?t.elapsed(), "applied");
+                }
+                true
+            }
+            Err(e) => {
+                self.metrics
+                    .failures
+                    .get_or_create(&ReasonLabel {
+                        reason: e.reason().into(),
+                    })
+                    .inc();
+                self.health.ready.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "apply failed");
+                false
+            }
+        }
+    }
+
+    /// Verifies the kernel table; false when it drifted (the next apply is full).
+    async fn verify(&mut self) -> bool {
+        let mut enforcer = self
+            .enforcer
+            .take()
+            .expect("enforcer present between applies");
+        let (enforcer, ok) = tokio::task::spawn_blocking(move || {
+            let ok = enforcer.verify().unwrap_or(false);
+            (enforcer, ok)
+        })
+        .await
+        .expect("verify does not panic");
+        self.enforcer = Some(enforcer);
+        let label = if ok { "ok" } else { "drift" };
+        self.metrics
+            .resyncs
+            .get_or_create(&Metrics::kind(label))
+            .inc();
+        if !ok {
+            tracing::warn!("kernel table drifted from what nftpol applied; repairing");
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests;

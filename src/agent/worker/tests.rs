@@ -1,0 +1,415 @@
+//! Unit tests of the worker over a fake nft, on tokio's paused clock: every
+//! time below is virtual and exact (a blocking compile or apply takes no
+//! virtual time, since tokio does not auto-advance the clock while a
+//! `spawn_blocking` task runs).
+//!
+//! Observables: the times the worker read its source (one read per apply
+//! attempt), the scripts the fake nft saw (full or delta, accepted or
+//! rejected), what the fake kernel holds, readiness and metrics.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{RETRY_MAX, RETRY_MIN, Source, StoreState, Worker};
+use crate::agent::Config;
+use crate::agent::http::Health;
+use crate::agent::metrics::{Metrics, ReasonLabel};
+use crate::core::compile::{DropLog, Options, compile_objects};
+use crate::core::k8s::{Objects, Pod, load_paths};
+use crate::core::nft::ruleset::Ruleset;
+use crate::kernel::enforcer::Enforcer;
+use crate::kernel::fake::{Call, FakeNft};
+
+/// The worker's node (x/a, x/c, y/b, z/a and z/c run there).
+const NODE: &str = "node-1";
+/// Quiet time that ends a burst.
+const MIN: Duration = Duration::from_millis(100);
+/// Longest wait of a change.
+const MAX_DELAY: Duration = Duration::from_secs(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The upstream x/y/z cluster (9 pods on two nodes, 3 namespaces, policies
+/// in x) as a mutable source that records when the worker reads it.
+struct TestSource {
+    objs: Mutex<Objects>,
+    reads: Mutex<Vec<Instant>>,
+}
+
+impl TestSource {
+    fn new() -> TestSource {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream-xyz");
+        let (objs, diags) = load_paths(&[root]);
+        assert!(diags.is_empty(), "{diags:?}");
+        TestSource {
+            objs: Mutex::new(objs),
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds pod `y/peer-k` on the other node: a peer that namespace `x`'s
+    /// ingress rule (from namespace `y`) lets in, so its address joins a
+    /// set (an element delta, no structural change).
+    fn add_peer(&self, k: u8) {
+        let mut objs = lock(&self.objs);
+        let (src, template) = objs
+            .pods
+            .iter()
+            .find(|(_, p)| {
+                p.metadata.namespace.as_deref() == Some("y")
+                    && p.metadata.name.as_deref() == Some("a")
+            })
+            .cloned()
+            .expect("pod y/a");
+        let mut pod: Pod = template;
+        pod.metadata.name = Some(format!("peer-{k}"));
+        let ip = peer_ip(k);
+        let status = pod.status.as_mut().expect("status");
+        status.pod_ip = Some(ip.clone());
+        let ips = status.pod_ips.as_mut().expect("podIPs");
+        ips.truncate(1);
+        ips[0].ip = ip;
+        objs.pods.push((src, pod));
+    }
+
+    /// The ruleset this source compiles to on [`NODE`].
+    fn ruleset(&self) -> Ruleset {
+        let opts = Options {
+            node: Some(NODE.into()),
+            drop_log: DropLog::default(),
+        };
+        compile_objects(&lock(&self.objs), &opts).ruleset
+    }
+}
+
+fn peer_ip(k: u8) -> String {
+    format!("10.244.2.{}", 100 + u16::from(k))
+}
+
+impl Source for TestSource {
+    fn state(&self) -> StoreState {
+        lock(&self.reads).push(Instant::now());
+        let objs = lock(&self.objs);
+        StoreState {
+            namespaces: objs
+                .namespaces
+                .iter()
+                .map(|(_, o)| Arc::new(o.clone()))
+                .collect(),
+            pods: objs.pods.iter().map(|(_, o)| Arc::new(o.clone())).collect(),
+            policies: objs
+                .policies
+                .iter()
+                .map(|(_, o)| Arc::new(o.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A worker running on its own task over a [`TestSource`] and a [`FakeNft`].
+struct Run {
+    t0: Instant,
+    source: Arc<TestSource>,
+    nft: FakeNft,
+    changed: Arc<Notify>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Run {
+    /// Starts a worker at virtual time zero; `prepare` sets up the fake
+    /// before the worker first touches it.
+    fn start(resync: Duration, prepare: impl FnOnce(&TestSource, &FakeNft)) -> Run {
+        let t0 = Instant::now();
+        let source = Arc::new(TestSource::new());
+        let nft = FakeNft::new();
+        prepare(&source, &nft);
+        let cfg = Config {
+            node: NODE.into(),
+            kubeconfig: None,
+            nft: "nft".into(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            min_interval: MIN,
+            max_delay: MAX_DELAY,
+            resync,
+            drop_log: DropLog::default(),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let changed = Arc::new(Notify::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut worker = Worker::new(
+            cfg,
+            Enforcer::with(nft.clone()),
+            metrics.clone(),
+            health.clone(),
+        );
+        let task = {
+            let (source, changed) = (source.clone(), changed.clone());
+            tokio::spawn(async move { worker.run(&*source, changed, stop_rx).await })
+        };
+        Run {
+            t0,
+            source,
+            nft,
+            changed,
+            health,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Sleeps until `t` after the start.
+    async fn at(&self, t: Duration) {
+        tokio::time::sleep_until(self.t0 + t).await;
+    }
+
+    /// The start of every apply attempt so far, since the start.
+    fn attempts(&self) -> Vec<Duration> {
+        lock(&self.source.reads)
+            .iter()
+            .map(|t| *t - self.t0)
+            .collect()
+    }
+
+    /// Every nft apply so far as (kind, accepted).
+    fn calls(&self) -> Vec<(&'static str, bool)> {
+        self.nft.calls().iter().map(shape).collect()
+    }
+
+    fn ready(&self) -> bool {
+        self.health.is_ready()
+    }
+
+    fn count(&self, family: &str, label: &str) -> u64 {
+        let m = &self.metrics;
+        match family {
+            "applies" => m.applies.get_or_create(&Metrics::kind(label)).get(),
+            "resyncs" => m.resyncs.get_or_create(&Metrics::kind(label)).get(),
+            "failures" => m
+                .failures
+                .get_or_create(&ReasonLabel {
+                    reason: label.into(),
+                })
+                .get(),
+            _ => unreachable!("{family}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).expect("worker listens");
+        self.task.await.expect("worker does not panic");
+    }
+}
+
+fn shape(c: &Call) -> (&'static str, bool) {
+    (if c.is_full() { "full" } else { "delta" }, c.ok)
+}
+
+const FULL: (&str, bool) = ("full", true);
+const DELTA: (&str, bool) = ("delta", true);
+const FULL_REJECTED: (&str, bool) = ("full", false);
+const DELTA_REJECTED: (&str, bool) = ("delta", false);
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_gives_one_apply_after_the_quiet_time() {
+    let run = Run::start(Duration::ZERO, |_, _| {});
+    run.at(ms(1000)).await;
+    assert_eq!(run.attempts(), [MIN], "the first sync waits the quiet time");
+    assert_eq!(run.calls(), [FULL]);
+    assert!(run.ready());
+
+    // Ten changes 50 ms apart (each within the quiet time of the previous).
+    for k in 0..10 {
+        run.at(ms(2000 + 50 * u64::from(k))).await;
+        run.source.add_peer(k);
+        run.changed.notify_one();
+    }
+    run.at(ms(5000)).await;
+    assert_eq!(
+        run.attempts(),
+        [MIN, ms(2450) + MIN],
+        "one apply, the quiet time after the last change"
+    );
+    assert_eq!(run.calls(), [FULL, DELTA]);
+    let delta = &run.nft.calls()[1].script;
+    for k in 0..10 {
+        assert!(delta.contains(&peer_ip(k)), "{k} missing from {delta}");
+    }
+    assert_eq!(run.count("applies", "delta"), 1);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_delay_bounds_a_burst_that_never_goes_quiet() {
+    let run = Run::start(Duration::ZERO, |_, _| {});
+    run.at(ms(1000)).await;
+    // A change every 30 ms from 1 s to 4.27 s: never 100 ms of quiet.
+    let signals: Vec<Duration> = (0..110).map(|k| ms(1000 + 30 * k)).collect();
+    for (k, t) in signals.iter().enumerate() {
+        run.at(*t).await;
+        run.source.add_peer(u8::try_from(k).expect("small"));
+        run.changed.notify_one();
+    }
+    run.at(ms(6000)).await;
+    // Each apply comes max_delay after the first change it waited for
+    // (1.0 s, then the first changes after each apply: 2.02 s and 3.04 s);
+    // the last one the quiet time after the burst's end.
+    assert_eq!(
+        run.attempts(),
+        [MIN, ms(2000), ms(3020), ms(4040), ms(4270) + MIN]
+    );
+    assert_eq!(run.calls(), [FULL, DELTA, DELTA, DELTA, DELTA]);
+    // No change waited longer than max_delay for the apply that took it in.
+    let attempts = run.attempts();
+    for t in &signals {
+        let applied = attempts.iter().find(|a| *a >= t).expect("applied");
+        assert!(
+            *applied - *t <= MAX_DELAY,
+            "change at {t:?} applied at {applied:?}"
+        );
+    }
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_apply_retries_with_doubling_backoff_and_keeps_the_old_table() {
+    let run = Run::start(Duration::ZERO, |_, _| {});
+    run.at(ms(1000)).await;
+    let before = run.nft.in_force();
+    assert_eq!(before.len(), 1, "one full table");
+
+    // Nine attempts fail: the first as a delta and its full fallback, the
+    // others as full replacements (the mirror is distrusted), 10 scripts.
+    run.nft.fail_next(10);
+    run.source.add_peer(0);
+    run.changed.notify_one();
+
+    run.at(ms(10_000)).await;
+    assert!(!run.ready(), "a failed apply makes the agent unready");
+    assert_eq!(run.nft.in_force(), before, "the old table stays, whole");
+    assert_eq!(run.count("failures", "rejected"), 5);
+
+    run.at(ms(200_000)).await;
+    let attempts = run.attempts();
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(
+        attempts[1],
+        ms(1000) + MIN,
+        "the first attempt after the quiet time"
+    );
+    let s = Duration::from_secs;
+    assert_eq!(
+        gaps[1..],
+        [
+            RETRY_MIN,
+            s(1),
+            s(2),
+            s(4),
+            s(8),
+            s(16),
+            RETRY_MAX,
+            RETRY_MAX,
+            RETRY_MAX
+        ],
+        "0.5 s doubling, capped at 30 s, no retries after the success: {attempts:?}"
+    );
+    assert_eq!(RETRY_MIN, ms(500));
+    assert_eq!(RETRY_MAX, s(30));
+    let mut expected = vec![FULL, DELTA_REJECTED];
+    expected.extend([FULL_REJECTED; 9]);
+    expected.push(FULL);
+    assert_eq!(run.calls(), expected);
+    assert!(run.ready());
+    let in_force = run.nft.in_force();
+    assert_eq!(in_force.len(), 1);
+    assert!(in_force[0].contains(&peer_ip(0)), "the new table, whole");
+    assert_eq!(run.count("failures", "rejected"), 9);
+
+    // The backoff is back to zero: the next change waits the quiet time only.
+    let n = run.attempts().len();
+    run.source.add_peer(1);
+    run.changed.notify_one();
+    run.at(ms(201_000)).await;
+    assert_eq!(run.attempts()[n..], [ms(200_000) + MIN]);
+    assert_eq!(run.calls().last(), Some(&DELTA));
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_delta_falls_back_to_a_full_replacement_in_the_same_attempt() {
+    let run = Run::start(Duration::ZERO, |_, _| {});
+    run.at(ms(1000)).await;
+    run.nft.fail_next(1);
+    run.source.add_peer(0);
+    run.changed.notify_one();
+    run.at(ms(5000)).await;
+    assert_eq!(
+        run.attempts(),
+        [MIN, ms(1000) + MIN],
+        "one attempt, no retry"
+    );
+    assert_eq!(run.calls(), [FULL, DELTA_REJECTED, FULL]);
+    assert!(run.ready(), "the attempt succeeded");
+    assert_eq!(run.count("applies", "full"), 2);
+    assert_eq!(run.count("failures", "rejected"), 0);
+    let in_force = run.nft.in_force();
+    assert_eq!(in_force.len(), 1);
+    assert!(in_force[0].contains(&peer_ip(0)));
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_is_found_on_resync_and_repaired_in_full() {
+    let resync = Duration::from_secs(10);
+    let run = Run::start(resync, |source, nft| nft.holds(&source.ruleset()));
+    run.at(ms(15_000)).await;
+    assert_eq!(
+        run.count("resyncs", "ok"),
+        1,
+        "the kernel held what was applied"
+    );
+    assert_eq!(run.attempts(), [MIN], "a clean resync applies nothing");
+    assert_eq!(run.calls(), [FULL]);
+
+    // Someone deletes an element of a dispatch map behind nftpol's back.
+    let mut drifted = run.source.ruleset();
+    let map = drifted
+        .maps
+        .values_mut()
+        .find(|m| !m.elements.is_empty())
+        .expect("a dispatch map with pods");
+    map.elements.pop_first();
+    run.nft.holds(&drifted);
+    run.at(ms(25_000)).await;
+    assert_eq!(run.count("resyncs", "drift"), 1);
+    assert_eq!(
+        run.attempts(),
+        [MIN, resync * 2 + MIN],
+        "repaired after the quiet time, without a change signal"
+    );
+    assert_eq!(run.calls(), [FULL, FULL], "repaired in full");
+    let calls = run.nft.calls();
+    assert_eq!(calls[1].script, calls[0].script, "the same table again");
+
+    // The kernel holds it again: the next resync is clean.
+    run.nft.holds(&run.source.ruleset());
+    run.at(ms(35_000)).await;
+    assert_eq!(run.count("resyncs", "ok"), 2);
+    assert_eq!(run.attempts().len(), 2);
+    run.stop().await;
+}

@@ -1,0 +1,122 @@
+//! An in-memory [`Nft`] for unit tests of the enforcer and the agent's
+//! worker: records every script, fails the next N applies on request, and
+//! lists whatever table the test says the kernel holds (to simulate drift).
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::listing;
+use super::nft::{ApplyError, Nft};
+use crate::core::nft::ruleset::Ruleset;
+
+/// One `apply` the fake saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The script.
+    pub script: String,
+    /// Whether the fake accepted it.
+    pub ok: bool,
+}
+
+impl Call {
+    /// Whether the script replaces the whole table (as opposed to an element delta).
+    pub fn is_full(&self) -> bool {
+        self.script.contains("delete table inet")
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    fail_next: usize,
+    listing: Option<String>,
+}
+
+/// A fake `nft`. Clones share one state, so a test keeps a clone to inspect
+/// and steer the one it handed to the enforcer.
+#[derive(Debug, Clone, Default)]
+pub struct FakeNft {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeNft {
+    /// A fake that accepts everything and lists no table.
+    pub fn new() -> FakeNft {
+        FakeNft::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rejects the next `n` applies (like nft rejecting a transaction).
+    pub fn fail_next(&self, n: usize) {
+        self.state().fail_next = n;
+    }
+
+    /// Every apply so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The scripts the fake kernel holds: the last accepted full
+    /// replacement, then every delta accepted after it. A rejected script
+    /// changes nothing (nft transactions are all or nothing).
+    pub fn in_force(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        for c in self.state().calls.iter().filter(|c| c.ok) {
+            if c.is_full() {
+                held.clear();
+            }
+            held.push(c.script.clone());
+        }
+        held
+    }
+
+    /// What `list_table` returns from now on (`None`: no table).
+    pub fn set_listing(&self, json: Option<String>) {
+        self.state().listing = json;
+    }
+
+    /// Makes `list_table` show a kernel holding `rs`.
+    pub fn holds(&self, rs: &Ruleset) {
+        self.set_listing(Some(listing::render(rs)));
+    }
+}
+
+impl Nft for FakeNft {
+    fn apply(&self, script: &str) -> Result<(), ApplyError> {
+        let mut s = self.state();
+        let ok = s.fail_next == 0;
+        s.fail_next = s.fail_next.saturating_sub(1);
+        s.calls.push(Call {
+            script: script.to_string(),
+            ok,
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(ApplyError::Rejected {
+                stderr: "fake nft: rejected on request".into(),
+            })
+        }
+    }
+
+    fn check(&self, _script: &str) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    fn list_table(&self) -> Result<String, ApplyError> {
+        self.state()
+            .listing
+            .clone()
+            .ok_or_else(|| ApplyError::Rejected {
+                stderr:
+                    "Error: No such file or directory; did you mean table 'nftpol' in family inet?"
+                        .into(),
+            })
+    }
+
+    fn version(&self) -> Result<String, ApplyError> {
+        Ok("nftables v1.0.6 (Lester Gooch #5)\n".into())
+    }
+}

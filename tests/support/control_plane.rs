@@ -1,0 +1,349 @@
+//! A real Kubernetes control plane for tests: `etcd` + `kube-apiserver`
+//! (TLS, client-certificate admin in `system:masters`, service-account
+//! signing keys, `--authorization-mode=RBAC`) on 127.0.0.1, started and
+//! stopped by `hack/control-plane.sh` (the one place that knows the flags),
+//! plus the project's own `kubectl` (never a `/usr/bin/kubectl`).
+//!
+//! The binaries come from `$NFTPOL_K8S_BIN` (`.ci/run` sets it), else from
+//! the default cache of `hack/k8s-binaries.sh`. Only when neither is there
+//! does [`available`] say so and the test is skipped; with `NFTPOL_K8S_BIN`
+//! set a missing or broken binary fails the test.
+//!
+//! The servers start in the calling thread's network namespace (a test that
+//! runs `nftpol run` in a fresh namespace starts the control plane there
+//! too, so the agent reaches it on loopback). Dropping the [`ControlPlane`]
+//! (also while a test panics) runs `hack/control-plane.sh down`, which stops
+//! both servers, and removes the temporary directory.
+//!
+//! Self-contained (std only).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The repository root (for `hack/` and `deploy/`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `KEY=value` from `hack/k8s-versions.env`.
+fn version(key: &str) -> Option<String> {
+    let env = std::fs::read_to_string(repo().join("hack/k8s-versions.env")).ok()?;
+    env.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next()
+}
+
+/// Where the binaries are: `Ok(dir)`, or `Err(why the tests are skipped)`.
+/// `$NFTPOL_K8S_BIN` wins whenever it is set (a missing binary then fails the
+/// test in [`ControlPlane::start`], it is never skipped).
+pub fn bin_dir() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("NFTPOL_K8S_BIN").filter(|b| !b.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    let cache = std::env::var_os("NFTPOL_K8S_CACHE")
+        .filter(|c| !c.is_empty())
+        .map_or_else(|| PathBuf::from("/var/cache/nftpol/k8s"), PathBuf::from);
+    let (Some(k8s), Some(etcd)) = (version("K8S_VERSION"), version("ETCD_VERSION")) else {
+        return Err("hack/k8s-versions.env lacks K8S_VERSION or ETCD_VERSION".into());
+    };
+    let dir = cache.join(format!("k8s-{k8s}-etcd-{etcd}/bin"));
+    let missing: Vec<&str> = ["etcd", "kube-apiserver", "kubectl"]
+        .into_iter()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if missing.is_empty() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "NFTPOL_K8S_BIN is unset and {} lacks {}; build them with hack/k8s-binaries.sh",
+            dir.display(),
+            missing.join(", ")
+        ))
+    }
+}
+
+/// True when the control-plane binaries are there; otherwise prints why the
+/// calling test is skipped (it then returns early and passes).
+pub fn available() -> bool {
+    match bin_dir() {
+        Ok(_) => true,
+        Err(why) => {
+            eprintln!("SKIPPED (no real control plane): {why}");
+            false
+        }
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running etcd + kube-apiserver; see the module documentation.
+pub struct ControlPlane {
+    /// Our temporary directory (removed on drop); the script's DIR is `root/cp`.
+    root: PathBuf,
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    url: String,
+    ca: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver (`hack/control-plane.sh up`, which waits
+    /// for `/readyz`). Panics when that fails, with the script's output.
+    pub fn start() -> ControlPlane {
+        let bin = bin_dir().unwrap_or_else(|why| panic!("{why}"));
+        let root = std::env::temp_dir().join(format!(
+            "nftpol-cp-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("creating the control plane's temp dir");
+        let dir = root.join("cp");
+        let out = Command::new(repo().join("hack/control-plane.sh"))
+            .arg("up")
+            .arg(&dir)
+            .env("NFTPOL_K8S_BIN", &bin)
+            .stdin(Stdio::null())
+            .output()
+            .expect("hack/control-plane.sh runs");
+        if !out.status.success() {
+            // `up` tore down what it started and removed its DIR.
+            let _ = std::fs::remove_dir_all(&root);
+            panic!(
+                "hack/control-plane.sh up failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // From here on, Drop tears down.
+        let mut cp = ControlPlane {
+            root,
+            bin,
+            kubeconfig: PathBuf::new(),
+            url: String::new(),
+            ca: PathBuf::new(),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        cp.kubeconfig = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        let env = std::fs::read_to_string(dir.join("env")).expect("DIR/env written by up");
+        let get = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("{k} missing from DIR/env"))
+                .to_string()
+        };
+        cp.url = get("APISERVER_URL");
+        cp.ca = PathBuf::from(get("APISERVER_CA"));
+        assert!(
+            cp.url.starts_with("https://127.0.0.1:"),
+            "the API server listens on loopback only: {}",
+            cp.url
+        );
+        assert!(
+            cp.kubeconfig.is_file(),
+            "admin kubeconfig {:?}",
+            cp.kubeconfig
+        );
+        cp
+    }
+
+    /// The directory `hack/control-plane.sh` manages (logs, pki, env).
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("cp")
+    }
+
+    /// A scratch directory for the test's own files (removed on drop).
+    pub fn scratch(&self) -> &Path {
+        &self.root
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA certificate that signed the API server's serving certificate.
+    pub fn ca(&self) -> &Path {
+        &self.ca
+    }
+
+    /// The admin kubeconfig (client certificate, group `system:masters`).
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The project's kubectl binary.
+    pub fn kubectl_bin(&self) -> PathBuf {
+        self.bin.join("kubectl")
+    }
+
+    /// The last `n` lines of the kube-apiserver log (for failure messages).
+    pub fn apiserver_log_tail(&self, n: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.dir().join("kube-apiserver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Runs kubectl as the admin.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_as(&self.kubeconfig, args, None)
+    }
+
+    /// Runs kubectl with `kubeconfig`, feeding `stdin` if given.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(self.kubectl_bin());
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--request-timeout=30s")
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl starts");
+        if let Some(input) = stdin {
+            // Dropped at the end of the statement: kubectl sees EOF.
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .expect("writing kubectl's stdin");
+        }
+        child.wait_with_output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl as the admin; panics (with its stderr) unless it succeeds.
+    /// Returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        ok(self.kubectl(args), args)
+    }
+
+    /// `kubectl apply --server-side --validate=strict -f -` of `yaml` as the
+    /// admin (the field manager takes over conflicts, so re-applying a
+    /// modified copy works).
+    pub fn apply_output(&self, yaml: &str) -> Output {
+        self.kubectl_as(
+            &self.kubeconfig,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=nftpol-test",
+                "--validate=strict",
+                "-f",
+                "-",
+            ],
+            Some(yaml),
+        )
+    }
+
+    /// [`Self::apply_output`], panicking unless it succeeds; returns stdout.
+    pub fn apply(&self, yaml: &str) -> String {
+        ok(self.apply_output(yaml), &["apply", "-f", "-"])
+    }
+
+    /// A ServiceAccount token minted with the TokenRequest API
+    /// (`kubectl create token`).
+    pub fn create_token(&self, namespace: &str, service_account: &str) -> String {
+        let token = self.kubectl_ok(&[
+            "create",
+            "token",
+            service_account,
+            "-n",
+            namespace,
+            "--duration=1h",
+        ]);
+        let token = token.trim().to_string();
+        assert!(!token.is_empty(), "an empty token");
+        token
+    }
+
+    /// Writes `scratch/<name>.kubeconfig` holding only the API server's URL,
+    /// its CA (embedded) and a fresh token for `namespace/service_account`:
+    /// what a pod of that account would have. Returns its path.
+    pub fn token_kubeconfig(&self, namespace: &str, service_account: &str) -> PathBuf {
+        let token = self.create_token(namespace, service_account);
+        let path = self
+            .root
+            .join(format!("{namespace}-{service_account}.kubeconfig"));
+        let _ = std::fs::remove_file(&path);
+        let user = format!("{namespace}-{service_account}");
+        let ca = format!("--certificate-authority={}", self.ca.display());
+        let server = format!("--server={}", self.url);
+        let tok = format!("--token={token}");
+        let ctx_user = format!("--user={user}");
+        for args in [
+            &["config", "set-cluster", "cp", &server, &ca, "--embed-certs"][..],
+            &["config", "set-credentials", &user, &tok],
+            &["config", "set-context", "cp", "--cluster=cp", &ctx_user],
+            &["config", "use-context", "cp"],
+        ] {
+            let out = Command::new(self.kubectl_bin())
+                .arg("--kubeconfig")
+                .arg(&path)
+                .args(args)
+                .env_remove("KUBECONFIG")
+                .stdin(Stdio::null())
+                .output()
+                .expect("kubectl config runs");
+            assert!(
+                out.status.success(),
+                "kubectl {}: {}",
+                args[..2].join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("client-certificate") && !text.contains("client-key"),
+            "a token-only kubeconfig"
+        );
+        path
+    }
+}
+
+/// stdout of a successful kubectl run; panics with its stderr otherwise.
+fn ok(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // `down` stops kube-apiserver then etcd (only if their pid files still
+        // name our binaries with this DIR) and removes DIR.
+        let out = Command::new(repo().join("hack/control-plane.sh"))
+            .arg("down")
+            .arg(self.dir())
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "hack/control-plane.sh down {} failed: {}",
+                self.dir().display(),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("hack/control-plane.sh down: {e}"),
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
