@@ -8,10 +8,8 @@
 //! test. Runs in its own network namespace; the agent uses its default
 //! coalescing settings (100 ms quiet time, 1 s maximum delay).
 
-#[path = "../tests/support/agent.rs"]
-mod agent;
-#[path = "support/synth.rs"]
-mod synth;
+use nftpol_testkit::agent;
+use nftpol_testkit::synth;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -163,7 +161,7 @@ fn measure(scale: synth::Scale, samples: usize) {
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    agent::in_new_netns(move || {
+    nftpol_testkit::netns::in_new_netns(move || {
         if bench {
             for scale in [synth::SCALES[0], synth::SCALES[2]] {
                 measure(scale, 30);

@@ -24,8 +24,7 @@ use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 

@@ -1,7 +1,7 @@
 //! `rulesets/` holds loadable example outputs (`nft -f rulesets/<case>.nft`,
 //! `nft -j -f rulesets/<case>.json`) for people reading what nftpol emits.
 //! This test keeps them current: it fails when a file differs from a fresh
-//! compile; `UPDATE_RULESETS=1 cargo test --test rulesets` rewrites them.
+//! compile; `UPDATE_RULESETS=1 cargo test --test output rulesets::` rewrites them.
 
 use std::path::Path;
 
@@ -40,6 +40,6 @@ fn example_rulesets_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale example rulesets (run UPDATE_RULESETS=1 cargo test --test rulesets): {stale:?}"
+        "stale example rulesets (run UPDATE_RULESETS=1 cargo test --test output rulesets::): {stale:?}"
     );
 }

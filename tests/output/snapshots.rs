@@ -7,8 +7,7 @@ use std::path::Path;
 
 use nftpol::core::compile::Options;
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 /// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
 fn render_case(dir: &Path, node: Option<&str>) -> String {

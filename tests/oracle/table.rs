@@ -1,8 +1,7 @@
-//! Table-driven tests of the naive NetworkPolicy reference evaluator (`support/oracle.rs`),
+//! Table-driven tests of the naive NetworkPolicy reference evaluator (`nftpol_testkit::oracle`),
 //! plus sanity checks that every `testdata/` case loads and means what its README line says.
 
-#[path = "support/oracle.rs"]
-mod oracle;
+use nftpol_testkit::oracle;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,13 +1,12 @@
 //! Differential property test: random small clusters and random flows; the
 //! verdict of the compiled ruleset (run through the packet tracer, on every
 //! node the packet crosses, each node with its own `--node` ruleset) must equal
-//! the verdict of the naive reference evaluator in `support/oracle.rs`, which
+//! the verdict of the naive reference evaluator in `nftpol_testkit::oracle`, which
 //! shares no code with the compiler.
 //!
 //! `PROPTEST_CASES` sets the number of clusters (default 10,000 here).
 
-#[path = "support/oracle.rs"]
-mod oracle;
+use nftpol_testkit::oracle;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
