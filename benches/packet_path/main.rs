@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nftpol::core::compile::Options;
 use nftpol::core::model::Protocol;
-use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 
 use kit::{Shape, TopoSpec, Topology, netns};
 use linear::Linear;

@@ -9,6 +9,7 @@
 //! - [`listing`]: the kernel listing normaliser (counters zeroed or kept).
 //! - [`wait`]: deadline-bounded polling; [`agent`]: driving `nftpol run` (metrics, process).
 //! - [`conformance`]: the runner for `testdata/upstream/`.
+//! - [`trace`]: the packet tracer over the typed ruleset (the kernel's verdict, without a kernel).
 //! - [`synth`] and [`plot`]: the benches' synthetic clusters and PNG plots.
 //!
 //! Real-kernel use needs root:
@@ -37,6 +38,7 @@ pub mod server;
 pub mod sock;
 pub mod synth;
 pub mod topology;
+pub mod trace;
 pub mod wait;
 
 pub use probe::{Outcome, Proto};

@@ -16,7 +16,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use nftpol::core::compile::Options;
 use nftpol::core::diag::Source;
 use nftpol::core::model::Protocol;
-use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
