@@ -1,7 +1,7 @@
 //! nftpol's test kit: one dev-only crate that every integration test, bench and example links.
 //!
 //! - [`cases`]: the `testdata/` cases and the expectation files next to them.
-//! - [`oracle`]: the naive reference evaluator.
+//! - [`oracle`]: the naive reference evaluator, and [`verdicts`]: its data-driven expectations.
 //! - [`netns`]: fresh network namespaces (one way: [`netns::Netns`]), commands inside them.
 //! - [`topology`]: cluster-like topologies in namespaces (routed, bridge, overlay), with the
 //!   two-node spec ([`TopoSpec::two_nodes`]) defined once; [`server`], [`probe`], [`sctp`],
@@ -39,6 +39,7 @@ pub mod sock;
 pub mod synth;
 pub mod topology;
 pub mod trace;
+pub mod verdicts;
 pub mod wait;
 
 pub use probe::{Outcome, Proto};

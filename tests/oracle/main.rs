@@ -1,5 +1,5 @@
-//! The reference evaluator: its verdict table and the testdata verdicts, and the
-//! differential test of the compiled rulesets against it.
+//! The reference evaluator: its verdict table and the testdata verdicts (both data under
+//! `testdata/`), and the differential test of the compiled rulesets against it.
 
 mod differential;
 mod table;
