@@ -17,7 +17,6 @@ use nftpol_testkit::conformance;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use conformance::{Base, CasePlan, ShapeReport};
@@ -31,7 +30,7 @@ const TIMEOUT: Duration = Duration::from_millis(800);
 fn upstream_dir() -> std::path::PathBuf {
     match std::env::var_os("NFTPOL_CONFORMANCE_DIR") {
         Some(d) => d.into(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream"),
+        None => kit::cases::case("upstream"),
     }
 }
 

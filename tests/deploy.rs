@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    nftpol_testkit::cases::root().to_path_buf()
 }
 
 fn read(rel: &str) -> String {

@@ -41,7 +41,7 @@ use nftpol::kernel::nflog::{Packet, Reader};
 const GROUP: u16 = 4242;
 
 fn case_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/drop-logging")
+    kit::cases::case("drop-logging")
 }
 
 fn load(dir: &Path) -> nftpol::core::k8s::Objects {
@@ -424,13 +424,8 @@ fn drops_are_logged_bridge() {
 /// it) gets a log statement; with its annotation removed neither does it.
 #[test]
 fn no_log_statement_unless_asked() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let mut cases = 0;
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let dir = entry.unwrap().path();
-        if !dir.is_dir() || dir.ends_with("upstream") {
-            continue;
-        }
+    for dir in kit::cases::case_dirs() {
         cases += 1;
         let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
         let out = nftpol::core::compile::compile_objects(&objs, &Options::default());
@@ -757,7 +752,7 @@ fn agent_counts_and_logs_drops() {
 #[test]
 fn cli_flags() {
     let bin = env!("CARGO_BIN_EXE_nftpol");
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
+    let case = kit::cases::case("k8s-docs-default-deny-all");
     let run = |extra: &[&str]| {
         std::process::Command::new(bin)
             .arg("compile")

@@ -424,8 +424,7 @@ fn compiled_ruleset_agrees_with_the_naive_spec_reading() {
 /// kernel does, whatever the policies.
 #[test]
 fn tracer_always_allows_replies_and_neighbour_discovery() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
+    let dir = nftpol_testkit::cases::case("k8s-docs-default-deny-all");
     let (objs, _) = nftpol::core::k8s::load_paths(&[dir]);
     let rs = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
     let pods: Vec<IpAddr> = rs.maps["ingress-pods-v6"]

@@ -72,19 +72,15 @@ fn tcp(src: &str, dst: &str, port: u16) -> Flow {
 /// Every case directory loads, has 2..=9 active-looking pods and at least one policy.
 #[test]
 fn testdata_cases_load() {
-    let root = cases::testdata();
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("testdata/README.md");
+    let readme = std::fs::read_to_string(cases::case("README.md")).expect("testdata/README.md");
     let mut count = 0;
-    for entry in std::fs::read_dir(&root).expect("testdata/") {
-        let entry = entry.expect("dir entry");
-        if !entry.path().is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name == "upstream" {
-            // Conformance cases in their own format (testdata/upstream/FORMAT.md).
-            continue;
-        }
+    // Every directory but upstream/ (conformance cases in their own format, FORMAT.md).
+    for dir in cases::case_dirs() {
+        let name = dir
+            .file_name()
+            .expect("a case name")
+            .to_string_lossy()
+            .to_string();
         count += 1;
         let cluster = case(&name);
         assert!(

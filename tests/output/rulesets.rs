@@ -3,8 +3,6 @@
 //! This test keeps them current: it fails when a file differs from a fresh
 //! compile; `UPDATE_RULESETS=1 cargo test --test output rulesets::` rewrites them.
 
-use std::path::Path;
-
 const EXAMPLES: [&str; 6] = [
     "k8s-docs-default-deny-all",
     "k8s-docs-test-network-policy",
@@ -16,11 +14,11 @@ const EXAMPLES: [&str; 6] = [
 
 #[test]
 fn example_rulesets_are_current() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = nftpol_testkit::cases::root();
     let update = std::env::var_os("UPDATE_RULESETS").is_some();
     let mut stale = Vec::new();
     for case in EXAMPLES {
-        let (objs, diags) = nftpol::core::k8s::load_paths(&[root.join("testdata").join(case)]);
+        let (objs, diags) = nftpol::core::k8s::load_paths(&[nftpol_testkit::cases::case(case)]);
         assert!(diags.iter().all(|d| !d.is_error()), "{case}: {diags:?}");
         let out = nftpol::core::compile::compile_objects(
             &objs,
