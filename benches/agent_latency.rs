@@ -8,10 +8,8 @@
 //! test. Runs in its own network namespace; the agent uses its default
 //! coalescing settings (100 ms quiet time, 1 s maximum delay).
 
-#[path = "../tests/support/agent.rs"]
-mod agent;
-#[path = "support/synth.rs"]
-mod synth;
+use nftpol_testkit::agent;
+use nftpol_testkit::synth;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,18 +27,17 @@ fn applies() -> Option<(f64, f64, f64)> {
 /// Waits until the applies counters change from `before`; returns the new
 /// value and the elapsed time.
 fn wait_apply(before: (f64, f64, f64), started: Instant) -> ((f64, f64, f64), Duration) {
-    loop {
-        if let Some(now) = applies()
-            && now != before
-        {
-            return (now, started.elapsed());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no apply within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut now = None;
+    nftpol_testkit::wait_every(
+        "an apply",
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        || {
+            now = applies().filter(|n| *n != before);
+            now.is_some()
+        },
+    );
+    (now.expect("the wait ended on a change"), started.elapsed())
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
@@ -163,7 +160,7 @@ fn measure(scale: synth::Scale, samples: usize) {
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    agent::in_new_netns(move || {
+    nftpol_testkit::netns::in_new_netns(move || {
         if bench {
             for scale in [synth::SCALES[0], synth::SCALES[2]] {
                 measure(scale, 30);

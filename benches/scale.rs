@@ -21,14 +21,10 @@
 //! `NFTPOL_SCALES=small,large` picks scales; with `NFTPOL_PLOTS=DIR` it
 //! writes `DIR/perf-scale.png`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use nftpol_testkit as kit;
 
-#[path = "support/plot.rs"]
-#[allow(dead_code)]
-mod plot;
-#[path = "support/synth.rs"]
-mod synth;
+use nftpol_testkit::plot;
+use nftpol_testkit::synth;
 
 use std::io::Write;
 use std::path::Path;
@@ -43,7 +39,7 @@ use nftpol::core::nft::delta::{Update, diff};
 use nftpol::core::nft::ruleset::Ruleset;
 use nftpol::kernel::enforcer::{Applied, Enforcer};
 
-use support::netns;
+use kit::netns;
 
 /// The node whose view the `node` rows compile.
 const NODE: &str = "node-01";
@@ -356,12 +352,10 @@ fn main() -> Result<()> {
         Err(_) => vec![synth::SCALES[1]],
     };
     let rounds = if bench { 5 } else { 1 };
-    netns::cleanup_stale()?;
-    let ns = format!("{}-scale", netns::instance_prefix());
-    netns::add(std::slice::from_ref(&ns))?;
+    let ns = netns::Netns::new("scale")?;
     let tmp = std::env::temp_dir().join(format!("nftpol-bench-{}", std::process::id()));
-    let result = run(&scales, rounds, bench, &ns, &tmp);
-    let _ = netns::delete(std::slice::from_ref(&ns));
+    let result = run(&scales, rounds, bench, ns.name(), &tmp);
+    drop(ns);
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }

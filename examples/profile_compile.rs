@@ -6,8 +6,7 @@
 //! N=1 valgrind --tool=callgrind target/release/examples/profile_compile node-01
 //! target/release/examples/profile_compile [NODE]   # N rounds, default 3
 //! ```
-#[path = "../benches/support/synth.rs"]
-mod synth;
+use nftpol_testkit::synth;
 
 use std::time::Instant;
 

@@ -22,12 +22,11 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
 
 /// Runs a shell script in a new, empty network namespace (never the host's).
 fn in_fresh_netns(script: &str) -> Output {
-    Command::new("unshare")
-        .args(["-n", "sh", "-ec", script])
-        .env("NFTPOL", BIN)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("unshare runs (tests need root)")
+    nftpol_testkit::netns::sh_in_fresh_netns(
+        script,
+        &[("NFTPOL", BIN)],
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }
 
 fn text(b: &[u8]) -> String {

@@ -11,22 +11,17 @@
 //!
 //! Needs root and network namespaces: a missing capability fails the tests, never skips them.
 
-mod support;
+use nftpol_testkit as kit;
 
-#[path = "support/oracle.rs"]
-mod oracle;
-
-#[path = "support/conformance.rs"]
-mod conformance;
+use nftpol_testkit::conformance;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use conformance::{Base, CasePlan, ShapeReport};
-use support::held::{EchoServer, HeldConn};
-use support::{Family, Proto, Shape, TopoSpec, Topology};
+use kit::held::{EchoServer, HeldConn};
+use kit::{Family, Proto, Shape, TopoSpec, Topology};
 
 /// Probe timeout of the conformance batches.
 const TIMEOUT: Duration = Duration::from_millis(800);
@@ -35,7 +30,7 @@ const TIMEOUT: Duration = Duration::from_millis(800);
 fn upstream_dir() -> std::path::PathBuf {
     match std::env::var_os("NFTPOL_CONFORMANCE_DIR") {
         Some(d) => d.into(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream"),
+        None => kit::cases::case("upstream"),
     }
 }
 
@@ -199,13 +194,11 @@ fn upstream_conformance() {
 
 /// Two nodes, two pods each: `a`, `b` on node-1 and `c`, `d` on node-2.
 fn small_spec() -> TopoSpec {
-    TopoSpec::new()
-        .node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64")
-        .node("node-2", "10.244.2.0/24", "fd00:10:244:2::/64")
-        .pod("a", "node-1", "10.244.1.10", "fd00:10:244:1::10")
-        .pod("b", "node-1", "10.244.1.11", "fd00:10:244:1::11")
-        .pod("c", "node-2", "10.244.2.10", "fd00:10:244:2::10")
-        .pod("d", "node-2", "10.244.2.11", "fd00:10:244:2::11")
+    TopoSpec::two_nodes("node-1", "node-2")
+        .pod_at("a", "node-1", 10)
+        .pod_at("b", "node-1", 11)
+        .pod_at("c", "node-2", 10)
+        .pod_at("d", "node-2", 11)
 }
 
 fn build(shape: Shape, spec: &TopoSpec) -> Topology {
@@ -336,16 +329,16 @@ fn node_and_own_pods_under_default_deny() {
             for proto in Proto::ALL {
                 for pod in ["a", "b"] {
                     cases.push((
-                        support::ProbeSpec::node("node-1", topo.pod_ip(pod, family), proto, 80),
+                        kit::ProbeSpec::node("node-1", topo.pod_ip(pod, family), proto, 80),
                         true,
                     ));
                     cases.push((
-                        support::ProbeSpec::pod(pod, topo.node_ip("node-1", family), proto, 80),
+                        kit::ProbeSpec::pod(pod, topo.node_ip("node-1", family), proto, 80),
                         true,
                     ));
                     // The pods themselves stay isolated from each other.
                     cases.push((
-                        support::ProbeSpec::pod(pod, topo.pod_ip("c", family), proto, 80),
+                        kit::ProbeSpec::pod(pod, topo.pod_ip("c", family), proto, 80),
                         false,
                     ));
                 }
@@ -380,11 +373,11 @@ fn host_network_pod_is_never_isolated() {
             for proto in Proto::ALL {
                 for pod in ["a", "c"] {
                     cases.push((
-                        support::ProbeSpec::node("node-1", topo.pod_ip(pod, family), proto, 80),
+                        kit::ProbeSpec::node("node-1", topo.pod_ip(pod, family), proto, 80),
                         true,
                     ));
                     cases.push((
-                        support::ProbeSpec::pod(pod, topo.node_ip("node-1", family), proto, 80),
+                        kit::ProbeSpec::pod(pod, topo.node_ip("node-1", family), proto, 80),
                         true,
                     ));
                 }
@@ -435,15 +428,15 @@ fn service_with_cross_node_backend_under_policy() {
                 // a: allowed on TCP 80 only; b: c would accept it but b's egress allows only d;
                 // d: not allowed by c's ingress.
                 for (from, want) in [("a", proto == Proto::Tcp), ("b", false), ("d", false)] {
-                    cases.push((support::ProbeSpec::pod(from, ip, proto, 8080), want));
+                    cases.push((kit::ProbeSpec::pod(from, ip, proto, 8080), want));
                     cases.push((
-                        support::ProbeSpec::pod(from, topo.pod_ip("c", family), proto, 80),
+                        kit::ProbeSpec::pod(from, topo.pod_ip("c", family), proto, 80),
                         want,
                     ));
                 }
                 // b may still reach d, directly.
                 cases.push((
-                    support::ProbeSpec::pod("b", topo.pod_ip("d", family), proto, 80),
+                    kit::ProbeSpec::pod("b", topo.pod_ip("d", family), proto, 80),
                     true,
                 ));
             }

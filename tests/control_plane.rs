@@ -1,5 +1,5 @@
 //! nftpol against the real Kubernetes control plane (etcd + kube-apiserver
-//! with TLS and RBAC, `tests/support/control_plane.rs`), as it runs in a
+//! with TLS and RBAC, the test kit's `control_plane`), as it runs in a
 //! cluster: `deploy/` accepted by strict server-side apply; the agent's
 //! ServiceAccount allowed exactly what `deploy/01-rbac.yaml` grants (the real
 //! authorizer's `auth can-i --list`); the agent syncing with a token-only
@@ -12,11 +12,6 @@
 //! only when `NFTPOL_K8S_BIN` is unset and the binaries are not in the
 //! default cache of `hack/k8s-binaries.sh`.
 
-#[path = "support/agent.rs"]
-mod support_agent;
-#[path = "support/control_plane.rs"]
-mod support_cp;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use serde_json::{Value, json};
-use support_agent::{AgentProcess, http_get, in_new_netns, metric, wait_for};
-use support_cp::{ControlPlane, available, repo};
+use nftpol_testkit::agent::{AgentProcess, http_get, metric};
+use nftpol_testkit::control_plane::{ControlPlane, available, repo};
+use nftpol_testkit::netns::in_new_netns;
+use nftpol_testkit::wait_for;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 const NODE: &str = "node-1";

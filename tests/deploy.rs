@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    nftpol_testkit::cases::root().to_path_buf()
 }
 
 fn read(rel: &str) -> String {
@@ -773,12 +773,11 @@ fn the_build_context_keeps_what_cargo_needs() {
 
 /// Runs `script` with `sh -ec` in a fresh network namespace.
 fn in_fresh_netns(script: &str) -> std::process::Output {
-    std::process::Command::new("unshare")
-        .args(["-n", "sh", "-ec", script])
-        .env("NFTPOL", env!("CARGO_BIN_EXE_nftpol"))
-        .current_dir(root())
-        .output()
-        .expect("unshare runs (tests need root)")
+    nftpol_testkit::netns::sh_in_fresh_netns(
+        script,
+        &[("NFTPOL", env!("CARGO_BIN_EXE_nftpol"))],
+        &root(),
+    )
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //!
 //! Needs root and network namespaces: a missing capability fails, never skips.
 
-mod support;
+use nftpol_testkit as kit;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, UdpSocket};
@@ -29,19 +29,19 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kit::agent::metric_matching;
+use kit::netns::{NetnsHandle, in_netns};
+use kit::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 use nftpol::agent::droplog::Dedupe;
 use nftpol::core::compile::droplog::DroppedFlow;
 use nftpol::core::compile::{DropLog, Options};
 use nftpol::core::model::Direction;
 use nftpol::kernel::nflog::{Packet, Reader};
-use support::agent::metric_matching;
-use support::netns::{NetnsHandle, in_netns};
-use support::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
 const GROUP: u16 = 4242;
 
 fn case_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/drop-logging")
+    kit::cases::case("drop-logging")
 }
 
 fn load(dir: &Path) -> nftpol::core::k8s::Objects {
@@ -152,15 +152,13 @@ impl Drop for Collector {
 
 /// The case's pods as topology pods `ns.name`, at the case's addresses.
 fn topology(shape: Shape) -> Topology {
-    let spec = TopoSpec::new()
-        .node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64")
-        .node("node-2", "10.244.2.0/24", "fd00:10:244:2::/64")
-        .pod("shop.db", "node-1", "10.244.1.10", "fd00:10:244:1::10")
-        .pod("shop.batch", "node-1", "10.244.1.11", "fd00:10:244:1::11")
-        .pod("shop.web", "node-2", "10.244.2.10", "fd00:10:244:2::10")
-        .pod("lab.db", "node-1", "10.244.1.12", "fd00:10:244:1::12")
-        .pod("lab.web", "node-2", "10.244.2.11", "fd00:10:244:2::11")
-        .pod("typo.x", "node-2", "10.244.2.12", "fd00:10:244:2::12")
+    let spec = TopoSpec::two_nodes("node-1", "node-2")
+        .pod_at("shop.db", "node-1", 10)
+        .pod_at("shop.batch", "node-1", 11)
+        .pod_at("shop.web", "node-2", 10)
+        .pod_at("lab.db", "node-1", 12)
+        .pod_at("lab.web", "node-2", 11)
+        .pod_at("typo.x", "node-2", 12)
         .ports(&[80, 81]);
     let mut topo = Topology::build(shape, &spec).expect("topology");
     topo.set_timeout(Duration::from_millis(800));
@@ -426,13 +424,8 @@ fn drops_are_logged_bridge() {
 /// it) gets a log statement; with its annotation removed neither does it.
 #[test]
 fn no_log_statement_unless_asked() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let mut cases = 0;
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let dir = entry.unwrap().path();
-        if !dir.is_dir() || dir.ends_with("upstream") {
-            continue;
-        }
+    for dir in kit::cases::case_dirs() {
         cases += 1;
         let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
         let out = nftpol::core::compile::compile_objects(&objs, &Options::default());
@@ -518,7 +511,7 @@ fn agent_wide_option_and_opt_out() {
 
 /// The agent's `/metrics` text, read from inside `netns`.
 fn metrics_in(netns: &str, addr: &str) -> String {
-    in_netns(netns, || support::agent::metrics_text(addr))
+    in_netns(netns, || kit::agent::metrics_text(addr))
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -759,7 +752,7 @@ fn agent_counts_and_logs_drops() {
 #[test]
 fn cli_flags() {
     let bin = env!("CARGO_BIN_EXE_nftpol");
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
+    let case = kit::cases::case("k8s-docs-default-deny-all");
     let run = |extra: &[&str]| {
         std::process::Command::new(bin)
             .arg("compile")

@@ -1,7 +1,7 @@
 //! `nftpol explain` agrees with the compiled ruleset: for every `testdata/<case>/`, every
 //! pair of endpoints (every pod, and addresses in and around every ipBlock), both families,
 //! TCP/UDP/SCTP and every port that matters to the case, explain's verdict equals the
-//! verdict of the packet tracer (`nft::trace`) over the compiled ruleset. Random clusters
+//! verdict of the packet tracer (`nftpol_testkit::trace`) over the compiled ruleset. Random clusters
 //! (proptest, built on the model) get the same check. Real packets: `tests/conformance.rs`
 //! checks explain against every probe of the conformance suite.
 //!
@@ -20,12 +20,11 @@ use nftpol::core::model::{
     PortMatch, Protocol, Requirement, Rule, Selector,
 };
 use nftpol::core::nft::ruleset::Ruleset;
-use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 

@@ -2,24 +2,23 @@
 //! the JSON is deterministic and carries every comment, `nft -j -c` accepts it,
 //! and loading it gives the same table as loading the text script.
 //!
-//! Needs `nft`, `unshare` and the privileges for `unshare -n` (root). Every
+//! Needs `nft`, `ip` and the privileges to make network namespaces (root). Every
 //! kernel step runs in a throwaway network namespace, so the host's nftables
 //! are never touched. Missing tools or privileges fail the tests: a skipped
 //! equivalence check would look like a passing one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nftpol::core::compile::Options;
 use nftpol::core::nft::json;
 use nftpol::core::nft::render;
 use nftpol::core::nft::ruleset::Ruleset;
+use nftpol_testkit::netns::Netns;
 use serde_json::Value;
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 /// Compile options to cover: every pod enforced, and one node's view (which
 /// leaves some dispatch maps empty).
@@ -41,34 +40,14 @@ fn name(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// Runs `sh -c script` (with `args` as `$1`...) in a new network namespace
-/// that disappears when it exits. Returns stdout, or a description of the failure.
+/// Runs `sh -c script` (with `args` as `$1`...) in a fresh network namespace that is
+/// deleted afterwards. Returns stdout, or a description of the failure.
 fn in_netns(script: &str, args: &[&Path], stdin: &str) -> Result<String, String> {
-    let mut child = Command::new("unshare")
-        .args(["-n", "sh", "-c", script, "sh"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_string();
-    // A writer thread: nft may stop reading early, and a full pipe must not deadlock.
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for unshare: {e}"))?;
-    let _ = writer.join();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{script}` exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let ns = Netns::new("json").map_err(|e| format!("{e:#}"))?;
+    let args: Vec<String> = args.iter().map(|p| p.display().to_string()).collect();
+    let mut argv = vec!["sh", "-c", script, "sh"];
+    argv.extend(args.iter().map(String::as_str));
+    ns.exec(&argv, Some(stdin)).map_err(|e| format!("{e:#}"))
 }
 
 /// Fails the test run (not skip) when nft or network namespaces are unavailable.

@@ -1,13 +1,12 @@
 //! Differential property test: random small clusters and random flows; the
 //! verdict of the compiled ruleset (run through the packet tracer, on every
 //! node the packet crosses, each node with its own `--node` ruleset) must equal
-//! the verdict of the naive reference evaluator in `support/oracle.rs`, which
+//! the verdict of the naive reference evaluator in `nftpol_testkit::oracle`, which
 //! shares no code with the compiler.
 //!
 //! `PROPTEST_CASES` sets the number of clusters (default 10,000 here).
 
-#[path = "support/oracle.rs"]
-mod oracle;
+use nftpol_testkit::oracle;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,7 +16,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use nftpol::core::compile::Options;
 use nftpol::core::diag::Source;
 use nftpol::core::model::Protocol;
-use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -425,8 +424,7 @@ fn compiled_ruleset_agrees_with_the_naive_spec_reading() {
 /// kernel does, whatever the policies.
 #[test]
 fn tracer_always_allows_replies_and_neighbour_discovery() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/k8s-docs-default-deny-all");
+    let dir = nftpol_testkit::cases::case("k8s-docs-default-deny-all");
     let (objs, _) = nftpol::core::k8s::load_paths(&[dir]);
     let rs = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
     let pods: Vec<IpAddr> = rs.maps["ingress-pods-v6"]

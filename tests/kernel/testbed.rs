@@ -1,27 +1,25 @@
-//! Self-test of the real-kernel test bed in tests/support: every shape forwards pod, node and
+//! Self-test of the real-kernel test bed in the test kit (`testkit/`): every shape forwards pod, node and
 //! Service traffic with no ruleset, and a hand-written `inet nftpol` table blocks exactly the
 //! probes it should (post-DNAT addresses, `sctp dport` and `th dport`, IPv6 neighbour discovery).
 //!
 //! Needs root and network namespaces; a missing kernel feature fails the test, never skips it.
 
-mod support;
+use nftpol_testkit as kit;
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use support::netns;
-use support::*;
+use kit::netns;
+use kit::*;
 
 const PODS: [&str; 4] = ["a", "b", "c", "d"];
 
 fn spec() -> TopoSpec {
-    TopoSpec::new()
-        .node("n1", "10.244.1.0/24", "fd00:10:244:1::/64")
-        .node("n2", "10.244.2.0/24", "fd00:10:244:2::/64")
-        .pod("a", "n1", "10.244.1.10", "fd00:10:244:1::10")
-        .pod("b", "n1", "10.244.1.11", "fd00:10:244:1::11")
-        .pod("c", "n2", "10.244.2.10", "fd00:10:244:2::10")
-        .pod("d", "n2", "10.244.2.11", "fd00:10:244:2::11")
+    TopoSpec::two_nodes("n1", "n2")
+        .pod_at("a", "n1", 10)
+        .pod_at("b", "n1", 11)
+        .pod_at("c", "n2", 10)
+        .pod_at("d", "n2", 11)
 }
 
 fn build(shape: Shape, spec: &TopoSpec) -> Topology {

@@ -170,6 +170,13 @@ pub struct NodeSpec {
     pub cidr6: Cidr,
 }
 
+/// The pod CIDRs `(IPv4, IPv6)` of the two nodes of [`TopoSpec::two_nodes`], by node
+/// position: `("node-1", ...)`-style names are the testdata's, tests may rename the nodes.
+pub const TWO_NODES: [(&str, &str, &str); 2] = [
+    ("node-1", "10.244.1.0/24", "fd00:10:244:1::/64"),
+    ("node-2", "10.244.2.0/24", "fd00:10:244:2::/64"),
+];
+
 /// A pod: its name, node and addresses.
 #[derive(Clone, Debug)]
 pub struct PodSpec {
@@ -240,6 +247,34 @@ impl TopoSpec {
             ports: None,
         });
         self
+    }
+
+    /// The two-node cluster of `testdata/README.md`, under the given node names: the first node
+    /// owns 10.244.1.0/24 and fd00:10:244:1::/64, the second 10.244.2.0/24 and
+    /// fd00:10:244:2::/64. Every multi-node test starts from this one definition.
+    pub fn two_nodes(first: &str, second: &str) -> TopoSpec {
+        let [(_, a4, a6), (_, b4, b6)] = TWO_NODES;
+        TopoSpec::new().node(first, a4, a6).node(second, b4, b6)
+    }
+
+    /// Adds a pod on `node` at host part `host` of the node's CIDRs, the testdata convention
+    /// (`host` 12 on the first node of [`TopoSpec::two_nodes`]: 10.244.1.12 and
+    /// fd00:10:244:1::12); panics if the node is unknown or the address is malformed.
+    pub fn pod_at(self, name: &str, node: &str, host: u8) -> TopoSpec {
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .unwrap_or_else(|| panic!("pod {name}: unknown node {node}"));
+        let ip4 = match n.cidr4.addr {
+            IpAddr::V4(a) => {
+                let o = a.octets();
+                format!("{}.{}.{}.{host}", o[0], o[1], o[2])
+            }
+            IpAddr::V6(_) => panic!("node {node}: IPv4 CIDR expected"),
+        };
+        let ip6 = format!("{}{host}", n.cidr6.addr);
+        self.pod(name, node, &ip4, &ip6)
     }
 
     /// Sets the default server ports.

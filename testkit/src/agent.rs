@@ -1,11 +1,6 @@
 //! Helpers for driving `nftpol run` from tests and benches: a minimal HTTP
 //! reader for its `/metrics`, `/readyz` and `/healthz`, metric sample sums,
-//! deadline-bounded waits, an agent process that is killed and reaped however
-//! the test ends, and a thread in a fresh network namespace.
-//!
-//! Self-contained (std, libc): `tests/support/mod.rs` declares it, and
-//! `tests/agent.rs` and `benches/agent_latency.rs` include it with `#[path]`.
-#![allow(dead_code)]
+//! and an agent process that is killed and reaped however the test ends.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -66,30 +61,6 @@ pub fn applies(addr: &str) -> Option<(f64, f64, f64)> {
     Some((get("full"), get("delta"), get("unchanged")))
 }
 
-/// Polls `f` every `every` until it is true; panics naming `what` after
-/// `timeout`. Returns the time it took.
-pub fn wait_every(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(every);
-    }
-    start.elapsed()
-}
-
-/// [`wait_every`] polling every 50 ms.
-pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) -> Duration {
-    wait_every(what, timeout, Duration::from_millis(50), f)
-}
-
 /// A running `nftpol run` (or any child): killed with SIGKILL and reaped on
 /// drop, so no test leaks processes, also when it panics.
 pub struct AgentProcess(pub Child);
@@ -139,29 +110,4 @@ impl Drop for AgentProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Runs `f` on a new thread moved into a fresh, unnamed network namespace
-/// with loopback up (threads it spawns, and processes they start, live there
-/// too); returns what `f` returns and re-raises its panic.
-pub fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(|| {
-        // SAFETY: only this thread (and what it spawns) moves to a new namespace.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "unshare(CLONE_NEWNET) needs root"
-        );
-        assert!(
-            Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .expect("ip runs")
-                .success(),
-            "ip link set lo up"
-        );
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }

@@ -1,12 +1,13 @@
 //! A packet tracer over the typed ruleset: evaluates one packet the way the
-//! kernel would, for exactly the rule shapes nftpol emits. Used by tests (the
-//! differential property test) and by tooling that wants to cross-check the
-//! compiled table without a kernel.
+//! kernel would, for exactly the rule shapes nftpol emits (`nftpol::core::nft::ruleset`).
+//! Used by the tests and benches that cross-check the compiled table without a
+//! kernel: `tests/explain.rs`, the differential test in `tests/oracle/` and
+//! `benches/packet_path/`.
 
 use std::net::IpAddr;
 
-use super::ruleset::{Addr, Element, Match, Ruleset, SetKind, Verdict};
-use crate::core::model::{Family, Protocol};
+use nftpol::core::model::{Family, Protocol};
+use nftpol::core::nft::ruleset::{Addr, Element, Match, Ruleset, SetKind, Verdict};
 
 /// Transport protocol of a traced packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +227,7 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::nft::ruleset::{Chain, Hook, Log, Rule};
+    use nftpol::core::nft::ruleset::{Chain, Hook, Log, Rule};
 
     fn log_rule() -> Rule {
         Rule {

@@ -1,9 +1,7 @@
 //! `rulesets/` holds loadable example outputs (`nft -f rulesets/<case>.nft`,
 //! `nft -j -f rulesets/<case>.json`) for people reading what nftpol emits.
 //! This test keeps them current: it fails when a file differs from a fresh
-//! compile; `UPDATE_RULESETS=1 cargo test --test rulesets` rewrites them.
-
-use std::path::Path;
+//! compile; `UPDATE_RULESETS=1 cargo test --test output rulesets::` rewrites them.
 
 const EXAMPLES: [&str; 6] = [
     "k8s-docs-default-deny-all",
@@ -16,11 +14,11 @@ const EXAMPLES: [&str; 6] = [
 
 #[test]
 fn example_rulesets_are_current() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = nftpol_testkit::cases::root();
     let update = std::env::var_os("UPDATE_RULESETS").is_some();
     let mut stale = Vec::new();
     for case in EXAMPLES {
-        let (objs, diags) = nftpol::core::k8s::load_paths(&[root.join("testdata").join(case)]);
+        let (objs, diags) = nftpol::core::k8s::load_paths(&[nftpol_testkit::cases::case(case)]);
         assert!(diags.iter().all(|d| !d.is_error()), "{case}: {diags:?}");
         let out = nftpol::core::compile::compile_objects(
             &objs,
@@ -40,6 +38,6 @@ fn example_rulesets_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale example rulesets (run UPDATE_RULESETS=1 cargo test --test rulesets): {stale:?}"
+        "stale example rulesets (run UPDATE_RULESETS=1 cargo test --test output rulesets::): {stale:?}"
     );
 }

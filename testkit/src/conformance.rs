@@ -10,7 +10,7 @@
 //!   step loads its rulesets in place (`nft -f`, an atomic table replacement) and runs all of
 //!   its probes in one concurrent batch. The topology is never rebuilt between cases or steps.
 //!
-//! Included by `tests/conformance.rs` with `#[path]`, next to `mod support` and `mod oracle`.
+//! Used by `tests/conformance.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::oracle;
-use crate::support::{Family, Outcome, ProbeSpec, Proto, Shape, TopoSpec, Topology};
+use crate::{Family, Outcome, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
 /// A verdict word of a case file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -747,14 +747,6 @@ fn verdict_word(b: bool) -> &'static str {
     if b { "allowed" } else { "denied" }
 }
 
-fn oracle_proto(p: Proto) -> oracle::Proto {
-    match p {
-        Proto::Tcp => oracle::Proto::Tcp,
-        Proto::Udp => oracle::Proto::Udp,
-        Proto::Sctp => oracle::Proto::Sctp,
-    }
-}
-
 /// Plans a case (compiles every step, lists every probe, checks expectations with the oracle).
 pub fn plan_case(path: &Path, case: Result<Case>, base: &Base, svcs: &[Service]) -> CasePlan {
     let mut plan = CasePlan {
@@ -821,7 +813,7 @@ fn plan_runs(case: &Case, base: &Base, svcs: &[Service], plan: &mut CasePlan) ->
                 let flow = oracle::Flow {
                     src: a.ip(p.family),
                     dst: b.ip(p.family),
-                    proto: oracle_proto(p.proto),
+                    proto: oracle::Proto::from(p.proto),
                     port: p.port,
                 };
                 let says = oracle::allowed(&cluster, &flow);

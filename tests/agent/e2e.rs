@@ -17,7 +17,7 @@
 //! directly); node 2's agent reaches it over the node link through a small TCP relay on
 //! node 1's underlay address, so there is a single API server for both.
 
-mod support;
+use nftpol_testkit as kit;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -31,13 +31,15 @@ use std::time::{Duration, Instant};
 use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
-use support::agent::{AgentProcess, metric_in, metrics_text, wait_for};
-use support::netns;
-use support::probe::{self, Outcome};
-use support::{ChecksumMode, Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
+use kit::agent::{AgentProcess, metric_in, metrics_text};
+use kit::listing::{self, Counters};
+use kit::netns;
+use kit::netns::Netns;
+use kit::probe::{self, Outcome};
+use kit::wait_for;
+use kit::{ChecksumMode, Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
-#[path = "support/oracle.rs"]
-mod oracle;
+use nftpol_testkit::oracle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 /// Where each agent serves its metrics, inside its own node namespace.
@@ -287,7 +289,7 @@ impl Agent {
 
     fn readyz(&self) -> Option<u16> {
         netns::in_netns(&self.netns, || {
-            support::agent::http_get(METRICS, "/readyz").map(|r| r.0)
+            kit::agent::http_get(METRICS, "/readyz").map(|r| r.0)
         })
         .unwrap()
     }
@@ -307,63 +309,18 @@ impl Agent {
 // Kernel tables
 // ---------------------------------------------------------------------------------------------
 
-/// `nft -j list table inet nftpol` in `ns`, with handles dropped, element lists sorted and
-/// counters zeroed, so tables with different histories compare equal; None without a table.
+/// `nft -j list table inet nftpol` in `ns`, normalised with counters zeroed (the tables
+/// compared saw different traffic); None without a table.
 fn kernel_table(ns: &str) -> Option<Value> {
-    let text = netns::exec(ns, &["nft", "-j", "list", "table", "inet", "nftpol"], None).ok()?;
-    let mut v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
-    normalize(&mut v);
-    Some(v)
-}
-
-fn normalize(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.remove("handle");
-            if let Some(Value::Array(els)) = m.get_mut("elem") {
-                els.sort_by_key(|e| e.to_string());
-            }
-            if let Some(Value::Object(c)) = m.get_mut("counter") {
-                for n in c.values_mut() {
-                    *n = json!(0);
-                }
-            }
-            m.values_mut().for_each(normalize);
-        }
-        Value::Array(a) => a.iter_mut().for_each(normalize),
-        _ => {}
-    }
-}
-
-/// Lines of `a` missing from `b` and vice versa (pretty JSON), for failure messages.
-fn table_diff(got: &Value, want: &Value) -> String {
-    let lines = |v: &Value| -> BTreeSet<String> {
-        v["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|o| o.to_string())
-            .collect()
-    };
-    let (g, w) = (lines(got), lines(want));
-    let mut out = String::new();
-    for l in w.difference(&g) {
-        out.push_str(&format!("  missing: {l}\n"));
-    }
-    for l in g.difference(&w) {
-        out.push_str(&format!("  extra:   {l}\n"));
-    }
-    out
+    listing::table_in(ns, Counters::Zeroed)
 }
 
 /// An empty namespace to load fresh full compiles into.
-struct Scratch(String);
+struct Scratch(Netns);
 
 impl Scratch {
     fn new() -> Scratch {
-        let name = format!("{}-scratch", netns::instance_prefix());
-        netns::add(std::slice::from_ref(&name)).unwrap();
-        Scratch(name)
+        Scratch(Netns::new("scratch").unwrap())
     }
 
     /// The table a fresh full compile of `objects` for `node` produces in an empty kernel.
@@ -384,14 +341,8 @@ impl Scratch {
             },
         );
         let script = nftpol::core::nft::render::script(&compiled.ruleset);
-        netns::exec(&self.0, &["nft", "-f", "-"], Some(&script)).unwrap();
-        kernel_table(&self.0).expect("the fresh table loaded")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = netns::delete(std::slice::from_ref(&self.0));
+        self.0.exec(&["nft", "-f", "-"], Some(&script)).unwrap();
+        kernel_table(self.0.name()).expect("the fresh table loaded")
     }
 }
 
@@ -447,7 +398,7 @@ impl Bed {
                 }
                 if Instant::now() > until {
                     let diff = match &got {
-                        Some(g) => table_diff(g, &want),
+                        Some(g) => listing::diff(g, &want),
                         None => "  no table inet nftpol at all\n".into(),
                     };
                     last = Some(diff);
@@ -484,7 +435,7 @@ impl Bed {
                         let flow = oracle::Flow {
                             src,
                             dst,
-                            proto: oracle_proto(proto),
+                            proto: proto.into(),
                             port: PORT,
                         };
                         cases.push((
@@ -557,28 +508,18 @@ impl Bed {
     }
 }
 
-fn oracle_proto(p: Proto) -> oracle::Proto {
-    match p {
-        Proto::Tcp => oracle::Proto::Tcp,
-        Proto::Udp => oracle::Proto::Udp,
-        Proto::Sctp => oracle::Proto::Sctp,
-    }
-}
-
 /// Builds the topology, the API server (stopped, with the initial objects), the relay and
 /// one agent per node; the agents cannot sync until the API server is restarted.
 fn bed() -> Bed {
-    let spec = TopoSpec::new()
+    let spec = TopoSpec::two_nodes("n1", "n2")
         .ports(&[PORT])
-        .node("n1", "10.244.1.0/24", "fd00:10:244:1::/64")
-        .node("n2", "10.244.2.0/24", "fd00:10:244:2::/64")
-        .pod("web-a", "n1", "10.244.1.10", "fd00:10:244:1::10")
-        .pod("cli-a", "n1", "10.244.1.11", "fd00:10:244:1::11")
-        .pod("ops-a", "n1", "10.244.1.12", "fd00:10:244:1::12")
-        .pod("web-b", "n2", "10.244.2.10", "fd00:10:244:2::10")
-        .pod("cli-b", "n2", "10.244.2.11", "fd00:10:244:2::11")
-        .pod("ops-b", "n2", "10.244.2.12", "fd00:10:244:2::12")
-        .pod("late-b", "n2", "10.244.2.13", "fd00:10:244:2::13");
+        .pod_at("web-a", "n1", 10)
+        .pod_at("cli-a", "n1", 11)
+        .pod_at("ops-a", "n1", 12)
+        .pod_at("web-b", "n2", 10)
+        .pod_at("cli-b", "n2", 11)
+        .pod_at("ops-b", "n2", 12)
+        .pod_at("late-b", "n2", 13);
     let topo = Topology::build(Shape::Routed, &spec).expect("topology");
     let n1 = topo.node_netns("n1").to_string();
     let n2 = topo.node_netns("n2").to_string();
@@ -1040,7 +981,7 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
             got == want,
             "{}: final table differs:\n{}",
             a.node,
-            table_diff(&got, &want)
+            listing::diff(&got, &want)
         );
     }
     for a in &mut bed.agents {

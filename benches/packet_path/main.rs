@@ -7,7 +7,7 @@
 //!   conntrack cost every stateful enforcer pays);
 //! - `b`  nftpol's table for `node-01` of the large synthetic cluster;
 //! - `c`  a linear baseline for the same policies, shaped like the classic
-//!   iptables-era enforcers (benches/support/linear.rs).
+//!   iptables-era enforcers (`linear.rs` here).
 //!
 //! The server is the pod whose allowed connection from some local client
 //! matches deepest inside its chain of the linear baseline, and it is moved
@@ -24,18 +24,12 @@
 //! scale briefly as a smoke test. With `NFTPOL_PLOTS=DIR` it writes
 //! `DIR/perf-packet-path.png`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use nftpol_testkit as kit;
 
-#[path = "support/connrate.rs"]
 mod connrate;
-#[path = "support/linear.rs"]
 mod linear;
-#[path = "support/plot.rs"]
-#[allow(dead_code)]
-mod plot;
-#[path = "support/synth.rs"]
-mod synth;
+use nftpol_testkit::plot;
+use nftpol_testkit::synth;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -44,10 +38,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nftpol::core::compile::Options;
 use nftpol::core::model::Protocol;
-use nftpol::core::nft::trace::{L4, Outcome, Packet, trace};
+use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 
+use kit::{Shape, TopoSpec, Topology, netns};
 use linear::Linear;
-use support::{Shape, TopoSpec, Topology, netns};
 
 /// The node whose table is measured.
 const NODE: &str = "node-01";

@@ -24,7 +24,6 @@
 //! - Traffic between a pod and the node it runs on (always allowed by SPEC §1) and reply
 //!   traffic of established connections are out of scope: `allowed` only judges the first
 //!   packet of a flow between two addresses neither of which is treated as "the local node".
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -14,9 +14,6 @@
 //! too, so the agent reaches it on loopback). Dropping the [`ControlPlane`]
 //! (also while a test panics) runs `hack/control-plane.sh down`, which stops
 //! both servers, and removes the temporary directory.
-//!
-//! Self-contained (std only).
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The repository root (for `hack/` and `deploy/`).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::cases::root().to_path_buf()
 }
 
 /// `KEY=value` from `hack/k8s-versions.env`.

@@ -8,70 +8,20 @@ use std::process::{Command, Stdio};
 use nftpol::core::compile::Options;
 use nftpol::core::k8s::Objects;
 use nftpol::core::nft::delta::{Update, diff};
+use nftpol_testkit::listing::{self, Counters};
+use nftpol_testkit::netns::{Netns, in_new_netns};
 use serde_json::Value;
 
-/// A network namespace that is deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("nftpol-delta-{}-{tag}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ip netns add {name} (root needed)");
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?} failed: {}\n--- input ---\n{stdin}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The table as JSON with handles dropped and element lists sorted, so
-    /// tables built by different histories compare equal.
-    fn table(&self) -> Value {
-        let mut v: Value =
-            serde_json::from_str(&self.nft(&["-j", "list", "table", "inet", "nftpol"], ""))
-                .unwrap();
-        normalize(&mut v);
-        v
-    }
+/// Runs `nft args` in `ns` with `stdin`; panics with nft's error and the input.
+fn nft(ns: &Netns, args: &[&str], stdin: &str) -> String {
+    let argv: Vec<&str> = std::iter::once("nft").chain(args.iter().copied()).collect();
+    ns.exec(&argv, Some(stdin))
+        .unwrap_or_else(|e| panic!("nft {args:?} failed: {e:#}"))
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn normalize(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.remove("handle");
-            if let Some(Value::Array(els)) = m.get_mut("elem") {
-                els.sort_by_key(|e| e.to_string());
-            }
-            m.values_mut().for_each(normalize);
-        }
-        Value::Array(a) => a.iter_mut().for_each(normalize),
-        _ => {}
-    }
+/// The table of `ns`, normalised with counters kept: a delta must not lose them.
+fn table(ns: &Netns) -> Value {
+    listing::table_in(ns.name(), Counters::Kept).expect("a table inet nftpol")
 }
 
 /// Deterministic pseudo-random numbers (no dependency, stable across runs).
@@ -155,7 +105,7 @@ fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
 
 #[test]
 fn element_deltas_reach_the_same_kernel_table_as_full_loads() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream");
+    let dir = nftpol_testkit::cases::case("upstream");
     let mut objs = Objects::default();
     let mut diags = Vec::new();
     for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
@@ -183,14 +133,18 @@ spec:
         !objs.pods.is_empty() && objs.policies.len() >= 3,
         "{diags:?}"
     );
-    let live = Netns::new("live");
-    let fresh = Netns::new("fresh");
+    let live = Netns::new("live").unwrap();
+    let fresh = Netns::new("fresh").unwrap();
     let opts = Options {
         node: Some("node-1".to_string()),
         ..Default::default()
     };
     let mut current = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
-    live.nft(&["-f", "-"], &nftpol::core::nft::render::script(&current));
+    nft(
+        &live,
+        &["-f", "-"],
+        &nftpol::core::nft::render::script(&current),
+    );
     let mut rng = Lcg(7);
     let mut next_ip = 100u8;
     let (mut deltas, mut fulls, mut nothing) = (0, 0, 0);
@@ -201,17 +155,25 @@ spec:
             Update::None => nothing += 1,
             Update::Elements { script, .. } => {
                 deltas += 1;
-                live.nft(&["-f", "-"], &script);
+                nft(&live, &["-f", "-"], &script);
             }
             Update::Full => {
                 fulls += 1;
-                live.nft(&["-f", "-"], &nftpol::core::nft::render::script(&new));
+                nft(
+                    &live,
+                    &["-f", "-"],
+                    &nftpol::core::nft::render::script(&new),
+                );
             }
         }
-        fresh.nft(&["-f", "-"], &nftpol::core::nft::render::script(&new));
+        nft(
+            &fresh,
+            &["-f", "-"],
+            &nftpol::core::nft::render::script(&new),
+        );
         assert_eq!(
-            live.table(),
-            fresh.table(),
+            table(&live),
+            table(&fresh),
             "step {step} ({what}): kernel tables differ"
         );
         current = new;
@@ -229,7 +191,7 @@ spec:
 
 #[test]
 fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream-xyz");
+    let dir = nftpol_testkit::cases::case("upstream-xyz");
     let (mut objs, _) = nftpol::core::k8s::load_paths(&[dir]);
     let opts = Options::default();
     let before = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
@@ -257,24 +219,11 @@ fn a_pod_relabel_is_an_element_delta_and_a_new_policy_is_not() {
     assert_eq!(diff(&with_policy, &with_policy), Update::None);
 }
 
-/// Runs `f` on a thread that lives in a new, empty network namespace (the
-/// `nft` processes it spawns inherit it), so the host is never touched.
-fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET) needs root");
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn enforcer_deltas_verification_and_drift_repair() {
     use nftpol::kernel::enforcer::{Applied, Enforcer};
     in_new_netns(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let root = nftpol_testkit::cases::testdata();
         let (mut objs, _) = nftpol::core::k8s::load_paths(&[root.join("upstream-xyz")]);
         let opts = Options::default();
         let mut e = Enforcer::new("nft");
@@ -349,7 +298,7 @@ fn enforcer_deltas_verification_and_drift_repair() {
 fn a_failed_apply_keeps_the_previous_table_and_the_next_sync_is_full() {
     use nftpol::kernel::enforcer::{Applied, Enforcer};
     in_new_netns(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let root = nftpol_testkit::cases::testdata();
         let (objs, _) = nftpol::core::k8s::load_paths(&[root.join("upstream-xyz")]);
         let good = nftpol::core::compile::compile_objects(&objs, &Options::default()).ruleset;
         let mut e = Enforcer::new("nft");
@@ -404,7 +353,7 @@ fn verify_compares_element_values_not_only_counts() {
     use nftpol::kernel::enforcer::{Applied, Enforcer};
     use std::net::IpAddr;
     in_new_netns(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let root = nftpol_testkit::cases::testdata();
         let fresh = |v6: bool| -> IpAddr {
             if v6 {
                 "2001:db8:ee::77".parse().unwrap()

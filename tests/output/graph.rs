@@ -8,8 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 

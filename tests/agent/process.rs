@@ -3,13 +3,14 @@
 //! replacement for new policies, API server outage and return, drift repair,
 //! SIGTERM leaving the table in place.
 
-#[path = "support/agent.rs"]
-mod support_agent;
+use nftpol_testkit::agent;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support_agent::{AgentProcess, in_new_netns, wait_for};
+use agent::AgentProcess;
+use nftpol_testkit::netns::in_new_netns;
+use nftpol_testkit::wait_for;
 
 use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
@@ -47,12 +48,12 @@ fn table() -> Option<String> {
 }
 
 fn http_get(path: &str) -> Option<(u16, String)> {
-    support_agent::http_get(METRICS, path)
+    agent::http_get(METRICS, path)
 }
 
 /// Sum of a metric's samples whose line contains `filter`.
 fn metric(name: &str, filter: &str) -> f64 {
-    support_agent::metric(METRICS, name, filter)
+    agent::metric(METRICS, name, filter)
 }
 
 fn start_agent(kubeconfig: &std::path::Path) -> AgentProcess {

@@ -1,21 +1,30 @@
 //! The testdata cases: every directory under `testdata/` except `upstream/`
-//! (the conformance cases, in their own format), sorted.
-//!
-//! Self-contained: `tests/support/mod.rs` declares it, and tests that do not
-//! need the rest of the test bed include it with `#[path]`.
-#![allow(dead_code)]
+//! (the conformance cases, in their own format), sorted; and the repository
+//! paths the tests read.
 
 use std::path::{Path, PathBuf};
 
-/// The repository root.
+/// The repository root (the kit lives in `testkit/` of it).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ has a parent")
+}
+
+/// `testdata/` of the repository.
+pub fn testdata() -> PathBuf {
+    root().join("testdata")
+}
+
+/// `testdata/<name>` (a case directory or an expectation file).
+pub fn case(name: &str) -> PathBuf {
+    testdata().join(name)
 }
 
 /// Every case directory under `testdata/` except `upstream/`, sorted; panics
 /// (naming the directory) if there are none or `testdata/` is unreadable.
 pub fn case_dirs() -> Vec<PathBuf> {
-    let dir = root().join("testdata");
+    let dir = testdata();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable testdata entry").path())

@@ -7,8 +7,7 @@ use std::path::Path;
 
 use nftpol::core::compile::Options;
 
-#[path = "support/cases.rs"]
-mod cases;
+use nftpol_testkit::cases;
 
 /// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
 fn render_case(dir: &Path, node: Option<&str>) -> String {
@@ -20,7 +19,7 @@ fn render_case(dir: &Path, node: Option<&str>) -> String {
             ..Default::default()
         },
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = cases::root();
     let mut s = String::new();
     for d in load.iter().chain(&out.diagnostics) {
         // Paths relative to the repo, so snapshots do not depend on the checkout location.
@@ -40,7 +39,7 @@ fn every_case_matches_its_snapshot() {
         cases.len()
     );
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots"));
+    settings.set_snapshot_path(cases::root().join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::support::netns::NetnsHandle;
+use nftpol_testkit::netns::NetnsHandle;
 
 /// First byte of a bulk-throughput connection.
 pub const BULK: u8 = b'B';

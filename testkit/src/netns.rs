@@ -257,3 +257,81 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> Result<T>
         .map_err(|_| anyhow!("thread inside netns {netns} panicked"))?
     })
 }
+
+/// A fresh network namespace of its own, `nptb-<pid>-<n>-<role>` with loopback up, deleted on
+/// drop (also on panic). This is the one way the tests make a namespace: topologies create
+/// theirs with the same naming through [`add`], so [`cleanup_stale`] finds what a killed test
+/// left behind.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates the namespace (needs root).
+    pub fn new(role: &str) -> Result<Netns> {
+        cleanup_stale().context("removing stale test namespaces")?;
+        let name = format!("{}-{role}", instance_prefix());
+        add(std::slice::from_ref(&name))?;
+        let ns = Netns { name };
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"], None)?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (for `ip netns exec` and [`NetnsHandle::open`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `argv` inside the namespace; returns stdout (see [`exec`]).
+    pub fn exec(&self, argv: &[&str], stdin: Option<&str>) -> Result<String> {
+        exec(&self.name, argv, stdin)
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec`); add arguments,
+    /// environment and working directory as usual.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `f` on a thread inside the namespace (see [`in_netns`]).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        in_netns(&self.name, f)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = delete(std::slice::from_ref(&self.name));
+    }
+}
+
+/// Runs `f` on a new thread moved into a fresh [`Netns`] (threads it spawns, and processes
+/// they start, live there too), which is deleted afterwards; returns what `f` returns and
+/// re-raises its panic.
+pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let ns = Netns::new("thread").expect("a fresh network namespace (tests need root)");
+    let handle = NetnsHandle::open(ns.name()).expect("opening the fresh namespace");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            handle.enter().expect("entering the fresh namespace");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Runs `sh -ec script` in a fresh [`Netns`] (deleted afterwards) with `env` set and `dir` as
+/// working directory; returns its output.
+pub fn sh_in_fresh_netns(script: &str, env: &[(&str, &str)], dir: &Path) -> std::process::Output {
+    let ns = Netns::new("sh").expect("a fresh network namespace (tests need root)");
+    ns.command("sh")
+        .args(["-ec", script])
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("ip netns exec runs")
+}

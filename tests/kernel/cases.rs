@@ -3,15 +3,14 @@
 //! ruleset `nftpol compile --node <node>` would print, and every pod probes every pod (itself
 //! included) over IPv4 and IPv6, TCP, UDP and SCTP, on every port the case mentions, in one
 //! concurrent batch. Real packets must agree with the reference evaluator
-//! (`support/oracle.rs`) on every probe.
+//! (`nftpol_testkit::oracle`) on every probe.
 //!
 //! One test per shape (bridge, routed, vxlan); each runs all cases. Needs root and network
 //! namespaces: a missing capability fails the test, never skips it.
 
-mod support;
+use nftpol_testkit as kit;
 
-#[path = "support/oracle.rs"]
-mod oracle;
+use nftpol_testkit::oracle;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -22,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kit::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 use nftpol::core::compile::Options;
-use support::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
 /// Probe timeout: a dropped probe costs this much, once per batch.
 const TIMEOUT: Duration = Duration::from_millis(800);
@@ -35,10 +34,7 @@ const MAX_PORTS: usize = 8;
 const CONTROL_PORT: u16 = 12345;
 
 /// The nodes every testdata case uses.
-const NODES: [(&str, &str, &str); 2] = [
-    ("node-1", "10.244.1.0/24", "fd00:10:244:1::/64"),
-    ("node-2", "10.244.2.0/24", "fd00:10:244:2::/64"),
-];
+const NODES: [(&str, &str, &str); 2] = kit::topology::TWO_NODES;
 
 /// An active pod of a case (what the oracle and the compiler count as a pod).
 #[derive(Clone, Debug)]
@@ -161,21 +157,10 @@ fn case_ports(cluster: &oracle::Cluster) -> Vec<u16> {
     ports
 }
 
-fn oracle_proto(p: Proto) -> oracle::Proto {
-    match p {
-        Proto::Tcp => oracle::Proto::Tcp,
-        Proto::Udp => oracle::Proto::Udp,
-        Proto::Sctp => oracle::Proto::Sctp,
-    }
-}
-
 /// The topology of a case: nodes node-1/node-2, its active pods with their addresses. A pod
 /// lacking one family gets a filler address of that family that is never probed.
 fn topo_spec(case: &str, pods: &[CasePod], ports: &[u16]) -> TopoSpec {
-    let mut spec = TopoSpec::new().ports(ports);
-    for (name, c4, c6) in NODES {
-        spec = spec.node(name, c4, c6);
-    }
+    let mut spec = TopoSpec::two_nodes(NODES[0].0, NODES[1].0).ports(ports);
     for (k, p) in pods.iter().enumerate() {
         let n = NODES
             .iter()
@@ -254,7 +239,7 @@ fn run_case(shape: Shape, dir: &Path) -> Option<CaseResult> {
                         let flow = oracle::Flow {
                             src,
                             dst,
-                            proto: oracle_proto(proto),
+                            proto: proto.into(),
                             port,
                         };
                         probes.push(Probe {
@@ -308,7 +293,7 @@ const CASES_IN_PARALLEL: usize = 3;
 
 fn run_shape(shape: Shape) {
     let start = Instant::now();
-    let dirs = support::cases::case_dirs();
+    let dirs = kit::cases::case_dirs();
     let next = AtomicUsize::new(0);
     let results: Vec<OnceLock<Option<(CaseResult, Duration)>>> =
         dirs.iter().map(|_| OnceLock::new()).collect();

@@ -1,0 +1,6 @@
+//! Rulesets in the real kernel (network namespaces, root): every testdata case probed on live
+//! topologies, the test bed itself, and element deltas against full loads.
+
+mod cases;
+mod delta;
+mod testbed;
