@@ -18,11 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-use serde_json::{Value, json};
 use nftpol_testkit::agent::{AgentProcess, http_get, metric};
 use nftpol_testkit::control_plane::{ControlPlane, available, repo};
 use nftpol_testkit::netns::in_new_netns;
 use nftpol_testkit::wait_for;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 const NODE: &str = "node-1";
