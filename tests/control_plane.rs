@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use nftpol_testkit::agent::{AgentProcess, http_get, metric};
-use nftpol_testkit::control_plane::{ControlPlane, available, repo};
+use nftpol_testkit::control_plane::{ControlPlane, ensure_binaries, repo};
 use nftpol_testkit::netns::in_new_netns;
 use nftpol_testkit::wait_for;
 use serde_json::{Value, json};
@@ -218,9 +218,7 @@ fn readyz(listen: &str) -> Option<u16> {
 
 #[test]
 fn deploy_is_accepted_by_strict_server_side_apply() {
-    if !available() {
-        return;
-    }
+    ensure_binaries();
     in_new_netns(|| {
         let cp = ControlPlane::start();
         let out = apply_deploy(&cp);
@@ -269,9 +267,7 @@ fn deploy_is_accepted_by_strict_server_side_apply() {
 
 #[test]
 fn service_account_may_do_exactly_what_the_cluster_role_grants() {
-    if !available() {
-        return;
-    }
+    ensure_binaries();
     in_new_netns(|| {
         let cp = ControlPlane::start();
         apply_deploy(&cp);
@@ -326,9 +322,7 @@ fn service_account_may_do_exactly_what_the_cluster_role_grants() {
 
 #[test]
 fn agent_syncs_with_its_service_account_token() {
-    if !available() {
-        return;
-    }
+    ensure_binaries();
     in_new_netns(|| {
         let cp = ControlPlane::start();
         apply_deploy(&cp);
@@ -437,9 +431,7 @@ fn without(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> Vec
 
 #[test]
 fn agent_fails_visibly_without_any_one_permission() {
-    if !available() {
-        return;
-    }
+    ensure_binaries();
     in_new_netns(|| {
         let cp = ControlPlane::start();
         apply_deploy(&cp);

@@ -5,9 +5,8 @@
 //! plus the project's own `kubectl` (never a `/usr/bin/kubectl`).
 //!
 //! The binaries come from `$NFTPOL_K8S_BIN` (`.ci/run` sets it), else from
-//! the default cache of `hack/k8s-binaries.sh`. Only when neither is there
-//! does [`available`] say so and the test is skipped; with `NFTPOL_K8S_BIN`
-//! set a missing or broken binary fails the test.
+//! `hack/k8s-binaries.sh`, which builds them into its cache on first use
+//! ([`bin_dir`]). A test that cannot have them fails; none is skipped.
 //!
 //! The servers start in the calling thread's network namespace (a test that
 //! runs `nftpol run` in a fresh namespace starts the control plane there
@@ -18,6 +17,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The repository root (for `hack/` and `deploy/`).
@@ -25,54 +25,45 @@ pub fn repo() -> PathBuf {
     crate::cases::root().to_path_buf()
 }
 
-/// `KEY=value` from `hack/k8s-versions.env`.
-fn version(key: &str) -> Option<String> {
-    let env = std::fs::read_to_string(repo().join("hack/k8s-versions.env")).ok()?;
-    env.lines()
-        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .next()
+/// The binaries' directory, built first if need be; panics (failing the
+/// test) with the reason when there is none. Call it before entering a fresh
+/// network namespace: a build needs the Go module proxy, and
+/// [`ControlPlane::start`] then finds the result without building.
+pub fn ensure_binaries() -> PathBuf {
+    bin_dir().unwrap_or_else(|why| panic!("no real control plane: {why}"))
 }
 
-/// Where the binaries are: `Ok(dir)`, or `Err(why the tests are skipped)`.
-/// `$NFTPOL_K8S_BIN` wins whenever it is set (a missing binary then fails the
-/// test in [`ControlPlane::start`], it is never skipped).
+/// Where the binaries are. `$NFTPOL_K8S_BIN` when set (as `.ci/run` sets
+/// it); otherwise `hack/k8s-binaries.sh` says, building them into its cache
+/// first if they are not there (about 11 minutes once per machine, 0.3 s
+/// after that; concurrent callers wait on the script's lock). Run once per
+/// test process. `Err` says why there is no control plane: the calling test
+/// fails, it is never skipped. Build it outside any fresh network namespace
+/// ([`ensure_binaries`]).
 pub fn bin_dir() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("NFTPOL_K8S_BIN").filter(|b| !b.is_empty()) {
-        return Ok(PathBuf::from(bin));
-    }
-    let cache = std::env::var_os("NFTPOL_K8S_CACHE")
-        .filter(|c| !c.is_empty())
-        .map_or_else(|| PathBuf::from("/var/cache/nftpol/k8s"), PathBuf::from);
-    let (Some(k8s), Some(etcd)) = (version("K8S_VERSION"), version("ETCD_VERSION")) else {
-        return Err("hack/k8s-versions.env lacks K8S_VERSION or ETCD_VERSION".into());
-    };
-    let dir = cache.join(format!("k8s-{k8s}-etcd-{etcd}/bin"));
-    let missing: Vec<&str> = ["etcd", "kube-apiserver", "kubectl"]
-        .into_iter()
-        .filter(|b| !dir.join(b).is_file())
-        .collect();
-    if missing.is_empty() {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "NFTPOL_K8S_BIN is unset and {} lacks {}; build them with hack/k8s-binaries.sh",
-            dir.display(),
-            missing.join(", ")
-        ))
-    }
-}
-
-/// True when the control-plane binaries are there; otherwise prints why the
-/// calling test is skipped (it then returns early and passes).
-pub fn available() -> bool {
-    match bin_dir() {
-        Ok(_) => true,
-        Err(why) => {
-            eprintln!("SKIPPED (no real control plane): {why}");
-            false
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("NFTPOL_K8S_BIN").filter(|b| !b.is_empty()) {
+            return Ok(PathBuf::from(bin));
         }
-    }
+        let script = repo().join("hack/k8s-binaries.sh");
+        let out = Command::new(&script)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().last() {
+            Some(dir) if out.status.success() => Ok(PathBuf::from(dir.trim())),
+            _ => Err(format!(
+                "{} failed ({}); it needs Go >= 1.26 and the Go module proxy, \
+                 or set NFTPOL_K8S_BIN to a directory with etcd, kube-apiserver and kubectl",
+                script.display(),
+                out.status
+            )),
+        }
+    })
+    .clone()
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
