@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
@@ -189,25 +189,9 @@ fn table() -> Option<String> {
 fn start_agent(kubeconfig: &Path, listen: &str, log: &Path) -> AgentProcess {
     let log = std::fs::File::create(log).unwrap();
     AgentProcess::spawn(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--node",
-                NODE,
-                "--listen",
-                listen,
-                "--min-interval",
-                "50ms",
-                "--max-delay",
-                "300ms",
-                "--resync",
-                "1s",
-                "--kubeconfig",
-            ])
-            .arg(kubeconfig)
+        nftpol_testkit::agent::command(BIN, NODE, listen, kubeconfig)
             .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(log),
     )
 }

@@ -4,7 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// `GET path` from `addr` (e.g. `127.0.0.1:9750`) in the calling thread's
@@ -59,6 +60,27 @@ pub fn applies(addr: &str) -> Option<(f64, f64, f64)> {
     let body = metrics_text(addr)?;
     let get = |kind: &str| metric_in(&body, "nftpol_applies_total", &format!("kind=\"{kind}\""));
     Some((get("full"), get("delta"), get("unchanged")))
+}
+
+/// `nftpol run` (the binary at `bin`) for `node`, serving on `listen`, with
+/// the API server of `kubeconfig` and the tests' quick timings
+/// (`--min-interval 50ms --max-delay 300ms --resync 1s`); stdout discarded.
+/// The caller adds the environment and where stderr (the log) goes.
+pub fn command(bin: &str, node: &str, listen: &str, kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--node", node, "--listen", listen])
+        .args([
+            "--min-interval",
+            "50ms",
+            "--max-delay",
+            "300ms",
+            "--resync",
+            "1s",
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// A running `nftpol run` (or any child): killed with SIGKILL and reaped on

@@ -57,26 +57,7 @@ fn metric(name: &str, filter: &str) -> f64 {
 }
 
 fn start_agent(kubeconfig: &std::path::Path) -> AgentProcess {
-    AgentProcess::spawn(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--node",
-                "node-1",
-                "--listen",
-                METRICS,
-                "--min-interval",
-                "50ms",
-                "--max-delay",
-                "300ms",
-                "--resync",
-                "1s",
-                "--kubeconfig",
-            ])
-            .arg(kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
+    AgentProcess::spawn(agent::command(BIN, "node-1", METRICS, kubeconfig).stderr(Stdio::inherit()))
 }
 
 #[test]
