@@ -5,6 +5,9 @@
 #
 #   hack/control-plane.sh up DIR     start; writes DIR/admin.kubeconfig (last stdout line)
 #   hack/control-plane.sh down DIR   stop what `up` started (pid files) and remove DIR
+#   hack/control-plane.sh stop-apiserver DIR    stop only kube-apiserver (etcd keeps running)
+#   hack/control-plane.sh start-apiserver DIR   start it again: same flags, port, PKI
+#                                               (waits for /readyz, like `up`)
 #
 # Binaries: $NFTPOL_K8S_BIN, else whatever hack/k8s-binaries.sh prints.
 # Everything listens on 127.0.0.1 only, on free ports chosen at start:
@@ -24,7 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 log() { echo "control-plane: $*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { echo "usage: $0 up|down DIR" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|stop-apiserver|start-apiserver DIR" >&2; exit 2; }
 
 [ $# -eq 2 ] || usage
 cmd=$1
@@ -122,6 +125,32 @@ sign() { # name subject extensions
 }
 eckey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/pki/$1.key" 2>/dev/null; }
 
+# Starts kube-apiserver (the one place with its flags) and waits for /readyz.
+run_apiserver() { # bin etcd_url api_port
+  local bin=$1 etcd_url=$2 api_port=$3 pki=$dir/pki
+  local api_url=https://127.0.0.1:$api_port
+  "$bin/kube-apiserver" \
+    --etcd-servers="$etcd_url" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$api_port" \
+    --cert-dir="$dir/pki" \
+    --tls-cert-file="$pki/apiserver.crt" \
+    --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --service-account-issuer="$api_url" \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --authorization-mode=RBAC \
+    --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type=none \
+    </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
+  echo $! >"$dir/kube-apiserver.pid"
+  wait_ready kube-apiserver "$!" 90 "$api_url/readyz" \
+    --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key"
+}
+
 up() {
   local bin=${NFTPOL_K8S_BIN:-}
   if [ -z "$bin" ]; then
@@ -183,26 +212,8 @@ extendedKeyUsage=clientAuth"
   echo $! >"$dir/etcd.pid"
   wait_ready etcd "$!" 30 "$etcd_url/health"
 
-  "$bin/kube-apiserver" \
-    --etcd-servers="$etcd_url" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --secure-port="$api_port" \
-    --cert-dir="$dir/pki" \
-    --tls-cert-file="$pki/apiserver.crt" \
-    --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --service-account-issuer="$api_url" \
-    --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 \
-    --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount \
-    --endpoint-reconciler-type=none \
-    </dev/null >"$dir/kube-apiserver.log" 2>&1 &
-  echo $! >"$dir/kube-apiserver.pid"
-  wait_ready kube-apiserver "$!" 90 "$api_url/readyz" \
-    --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key"
+  : >"$dir/kube-apiserver.log"
+  run_apiserver "$bin" "$etcd_url" "$api_port"
 
   local kc=$dir/admin.kubeconfig
   "$bin/kubectl" config --kubeconfig="$kc" set-cluster nftpol-test \
@@ -226,8 +237,38 @@ EOV
   echo "$kc"
 }
 
+# The DIR of a running `up`, entered: checks the marker and reads DIR/env.
+existing() {
+  [ -d "$dir" ] || die "$dir does not exist"
+  dir=$(cd "$dir" && pwd)
+  [ -f "$dir/$marker" ] && [ -f "$dir/env" ] || die "$dir was not made by '$0 up'"
+  # shellcheck disable=SC1091
+  . "$dir/env"
+}
+
+stop_apiserver() {
+  existing
+  stop kube-apiserver
+}
+
+start_apiserver() {
+  existing
+  if [ -f "$dir/kube-apiserver.pid" ] && ours "$(cat "$dir/kube-apiserver.pid")" kube-apiserver; then
+    die "kube-apiserver is already running (pid $(cat "$dir/kube-apiserver.pid"))"
+  fi
+  local port=${APISERVER_URL##*:}
+  echo "--- start-apiserver $(date -u +%FT%TZ)" >>"$dir/kube-apiserver.log"
+  if ! run_apiserver "$NFTPOL_K8S_BIN" "$ETCD_URL" "$port"; then
+    stop kube-apiserver
+    die "kube-apiserver did not come back"
+  fi
+  log "kube-apiserver $APISERVER_URL (pid $(cat "$dir/kube-apiserver.pid"))"
+}
+
 case "$cmd" in
   up) up ;;
   down) down ;;
+  stop-apiserver) stop_apiserver ;;
+  start-apiserver) start_apiserver ;;
   *) usage ;;
 esac

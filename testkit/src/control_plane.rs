@@ -2,7 +2,9 @@
 //! (TLS, client-certificate admin in `system:masters`, service-account
 //! signing keys, `--authorization-mode=RBAC`) on 127.0.0.1, started and
 //! stopped by `hack/control-plane.sh` (the one place that knows the flags),
-//! plus the project's own `kubectl` (never a `/usr/bin/kubectl`).
+//! plus the project's own `kubectl` (never a `/usr/bin/kubectl`). The API
+//! server alone can be stopped and started again (an outage; etcd and the
+//! data stay), and etcd compacted (watches resuming from before get 410 Gone).
 //!
 //! The binaries come from `$NFTPOL_K8S_BIN` (`.ci/run` sets it), else from
 //! `hack/k8s-binaries.sh`, which builds them into its cache on first use
@@ -76,6 +78,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     url: String,
     ca: PathBuf,
+    etcd_url: String,
 }
 
 impl ControlPlane {
@@ -115,6 +118,7 @@ impl ControlPlane {
             kubeconfig: PathBuf::new(),
             url: String::new(),
             ca: PathBuf::new(),
+            etcd_url: String::new(),
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         cp.kubeconfig = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
@@ -127,6 +131,7 @@ impl ControlPlane {
         };
         cp.url = get("APISERVER_URL");
         cp.ca = PathBuf::from(get("APISERVER_CA"));
+        cp.etcd_url = get("ETCD_URL");
         assert!(
             cp.url.starts_with("https://127.0.0.1:"),
             "the API server listens on loopback only: {}",
@@ -153,6 +158,76 @@ impl ControlPlane {
     /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// etcd's client URL, `http://127.0.0.1:<port>` (no TLS, no auth).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// Runs `hack/control-plane.sh <sub> DIR`; panics with its output unless it succeeds.
+    fn script(&self, sub: &str) {
+        let out = Command::new(repo().join("hack/control-plane.sh"))
+            .arg(sub)
+            .arg(self.dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("hack/control-plane.sh runs");
+        assert!(
+            out.status.success(),
+            "hack/control-plane.sh {sub} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops kube-apiserver only (SIGTERM, as a rolling restart would; etcd
+    /// keeps running): `hack/control-plane.sh stop-apiserver`.
+    pub fn stop_apiserver(&self) {
+        self.script("stop-apiserver");
+    }
+
+    /// Starts kube-apiserver again with the same flags, port and PKI, and
+    /// waits for `/readyz` (`hack/control-plane.sh start-apiserver`). Like
+    /// [`Self::start`] it runs in the calling thread's network namespace,
+    /// which must be the one the control plane was started in.
+    pub fn start_apiserver(&self) {
+        self.script("start-apiserver");
+    }
+
+    /// Compacts etcd's history up to its current revision (physically), so
+    /// that a watch resuming from any earlier revision gets 410 Gone once it
+    /// reaches etcd; returns that revision. Uses etcd's v3 JSON gateway
+    /// (`/v3/kv/range` for the revision header, then `/v3/kv/compaction`)
+    /// through `curl`, from the calling thread's network namespace.
+    pub fn compact_etcd(&self) -> i64 {
+        let post = |path: &str, body: &str| -> serde_json::Value {
+            let out = Command::new("curl")
+                .args(["-fsS", "--max-time", "10", "-X", "POST", "-d", body])
+                .arg(format!("{}{path}", self.etcd_url))
+                .stdin(Stdio::null())
+                .output()
+                .expect("curl runs");
+            assert!(
+                out.status.success(),
+                "POST {path} to etcd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("etcd's answer to {path}: {e}"))
+        };
+        // Any key (base64 "/"): only the header's revision matters.
+        let range = post("/v3/kv/range", r#"{"key": "Lw==", "count_only": true}"#);
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("a revision in etcd's range header: {range}"));
+        post(
+            "/v3/kv/compaction",
+            &serde_json::json!({"revision": revision.to_string(), "physical": true}).to_string(),
+        );
+        revision
     }
 
     /// The CA certificate that signed the API server's serving certificate.

@@ -1,25 +1,31 @@
-//! End to end with real packets: one fake API server, two routed nodes with
-//! dual-stack pods, one `nftpol run` per node (each in its node's network
-//! namespace), and every pod pair probed (TCP and UDP, IPv4 and IPv6) against
-//! the oracle after every step:
+//! End to end with real packets: the real control plane (etcd + kube-apiserver with TLS and
+//! RBAC, `nftpol_testkit::control_plane`), two routed nodes with dual-stack pods, one `nftpol
+//! run` per node (each in its node's network namespace, authenticated by the `nftpol`
+//! ServiceAccount's token only, authorised by `deploy/`'s RBAC), and every pod pair probed (TCP
+//! and UDP, IPv4 and IPv6) against the oracle after every step:
 //!
 //! 1. initial objects (readyz fails until the watches synced);
 //! 2. relabels → element deltas only;
-//! 3. a pod created without an IP, then given one → element delta;
+//! 3. a pod created without an IP, then given one (status subresource) → element delta;
 //! 4. a policy added, modified, deleted → full replacements;
-//! 5. API server down: enforcement unchanged; back up: changes made meanwhile and after arrive;
-//! 6. `kill -9` of one agent while probes run: no denied probe ever gets through;
-//! 7. drift (an element swapped, the table deleted) → the periodic resync repairs it;
-//! 8. throughout: each node's kernel table equals a fresh full compile of the API server's
+//! 5. kube-apiserver down for 30 s: enforcement unchanged, the agent's retries bounded by its
+//!    backoff (counted at node 2's relay); back up: changes made after arrive;
+//! 6. node 2 cut off while objects change, etcd compacted, kube-apiserver restarted: node 2's
+//!    watches resume from a compacted resourceVersion (410 Gone), list again and converge;
+//! 7. `kill -9` of one agent while probes run: no denied packet ever gets through;
+//! 8. drift (an element swapped, the table deleted) → the periodic resync repairs it;
+//! 9. throughout: each node's kernel table equals a fresh full compile of the API server's
 //!    objects for that node, loaded into an empty namespace (compared as normalised JSON).
 //!
-//! The API server listens on 127.0.0.1 inside node 1's namespace (the agent there uses it
-//! directly); node 2's agent reaches it over the node link through a small TCP relay on
-//! node 1's underlay address, so there is a single API server for both.
+//! etcd and kube-apiserver listen on 127.0.0.1 inside node 1's namespace (started from a thread
+//! there; the agent there uses it directly). The serving certificate is for 127.0.0.1 and
+//! localhost only, so node 2's agent uses the very same kubeconfig: a relay on 127.0.0.1 inside
+//! node 2's namespace forwards to a relay on node 1's underlay address, which forwards to the
+//! API server; node 2's API traffic crosses the node link, and its relay counts (and can refuse)
+//! its connections.
 
 use nftpol_testkit as kit;
 
-use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,10 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 use kit::agent::{AgentProcess, metric_in, metrics_text};
+use kit::control_plane::{self, ControlPlane};
 use kit::listing::{self, Counters};
 use kit::netns;
 use kit::netns::Netns;
@@ -39,6 +45,7 @@ use kit::probe::{self, Outcome};
 use kit::wait_for;
 use kit::{ChecksumMode, Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
+use nftpol::agent::watch::WatchBackoff;
 use nftpol_testkit::oracle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
@@ -48,6 +55,32 @@ const METRICS: &str = "127.0.0.1:9750";
 const PORT: u16 = 80;
 /// How long an agent may take to apply a change on this (loaded, 2-core) machine.
 const APPLY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long step 5 keeps kube-apiserver down while counting the agent's retries.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// The most list/watch attempts one watch can make in `window` after its API server went away:
+/// the first at once, then one after each backoff delay at its shortest (no jitter, the
+/// sequence starting over at [`WatchBackoff::MIN`]), plus one already under way.
+fn max_attempts(window: Duration) -> usize {
+    let mut attempts = 2;
+    let (mut delay, mut waited) = (WatchBackoff::MIN, Duration::ZERO);
+    while waited + delay <= window {
+        waited += delay;
+        attempts += 1;
+        delay = (delay * 2).min(WatchBackoff::MAX);
+    }
+    attempts
+}
+
+/// Lines of `agent`'s log where the API server said a watch's resourceVersion is gone (410
+/// Gone, `too old resource version: <asked> (<oldest>): Expired`).
+fn expired_lines(agent: &Agent) -> usize {
+    std::fs::read_to_string(&agent.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("too old resource version") && l.contains("Expired"))
+        .count()
+}
 
 // ---------------------------------------------------------------------------------------------
 // Objects
@@ -77,57 +110,89 @@ fn policy(ns: &str, name: &str, spec: Value) -> Value {
         "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
 
-/// The API server plus the names of what the test put there, so the current state can be
-/// read back from the server itself.
+/// The real control plane, driven as the admin with the project's kubectl from a thread inside
+/// node 1's namespace (where it listens).
 struct Api {
-    server: FakeApiServer,
+    cp: ControlPlane,
     node1_netns: String,
-    keys: BTreeSet<(String, String, String)>,
+    /// What [`Api::objects`] read just before kube-apiserver was stopped; nothing can change
+    /// while it is down, so that is what it holds meanwhile. None while it runs.
+    while_down: Mutex<Option<Vec<Value>>>,
 }
 
 impl Api {
-    fn apply(&mut self, obj: Value) {
-        let kind = obj["kind"].as_str().unwrap().to_string();
+    /// Runs `f` on a thread inside node 1's namespace.
+    fn in_node1<T: Send>(&self, f: impl FnOnce(&ControlPlane) -> T + Send) -> T {
+        netns::in_netns(&self.node1_netns, || f(&self.cp))
+            .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"))
+    }
+
+    /// Server-side apply of `obj` (without its status); a pod's status with an IP is then
+    /// written through the status subresource, as a kubelet would.
+    fn apply(&self, mut obj: Value) {
+        let status = obj.as_object_mut().unwrap().remove("status");
         let ns = obj["metadata"]["namespace"]
             .as_str()
             .unwrap_or("")
             .to_string();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-        self.server
-            .apply(obj)
-            .unwrap_or_else(|e| panic!("apply {kind} {ns}/{name}: {e:?}"));
-        self.keys.insert((kind, ns, name));
+        self.in_node1(|cp| {
+            cp.apply(&obj.to_string());
+            if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
+                cp.kubectl_ok(&[
+                    "patch",
+                    "pod",
+                    &name,
+                    "-n",
+                    &ns,
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &json!({ "status": status }).to_string(),
+                ]);
+            }
+        });
     }
 
-    fn delete(&mut self, kind: &str, ns: &str, name: &str) {
-        self.server
-            .delete(kind, ns, name)
-            .unwrap_or_else(|e| panic!("delete {kind} {ns}/{name}: {e:?}"));
-        self.keys
-            .remove(&(kind.to_string(), ns.to_string(), name.to_string()));
+    fn delete(&self, kind: &str, ns: &str, name: &str) {
+        let resource = match kind {
+            "NetworkPolicy" => "networkpolicies.networking.k8s.io",
+            "Pod" => "pods",
+            other => panic!("delete of a {other}"),
+        };
+        self.in_node1(|cp| cp.kubectl_ok(&["delete", resource, "-n", ns, name]));
     }
 
-    /// Every object as the API server holds it now.
+    /// Every namespace, pod and network policy the API server holds now (what the agents
+    /// watch: also `default`, `kube-system`, deploy/'s `nftpol`, ...).
     fn objects(&self) -> Vec<Value> {
-        self.keys
-            .iter()
-            .map(|(kind, ns, name)| {
-                self.server
-                    .get(kind, ns, name)
-                    .unwrap_or_else(|e| panic!("get {kind} {ns}/{name}: {e:?}"))
-            })
-            .collect()
+        if let Some(objects) = self.while_down.lock().unwrap().as_ref() {
+            return objects.clone();
+        }
+        let out = self.in_node1(|cp| {
+            cp.kubectl_ok(&[
+                "get",
+                "namespaces,pods,networkpolicies.networking.k8s.io",
+                "--all-namespaces",
+                "-o",
+                "json",
+            ])
+        });
+        let list: Value = serde_json::from_str(&out).expect("kubectl get -o json");
+        list["items"].as_array().expect("a List").clone()
     }
 
+    /// Stops kube-apiserver (etcd keeps running).
     fn stop(&self) {
-        self.server.stop();
+        let objects = self.objects();
+        self.cp.stop_apiserver();
+        *self.while_down.lock().unwrap() = Some(objects);
     }
 
-    /// Serves again; the listener must be bound inside node 1's namespace.
+    /// Starts kube-apiserver again inside node 1's namespace; returns once it is ready.
     fn restart(&self) {
-        netns::in_netns(&self.node1_netns, || self.server.restart())
-            .unwrap()
-            .expect("the API server rebinds its port");
+        self.in_node1(ControlPlane::start_apiserver);
+        *self.while_down.lock().unwrap() = None;
     }
 }
 
@@ -136,9 +201,12 @@ impl Api {
 // ---------------------------------------------------------------------------------------------
 
 /// Accepts on `listen` and pipes every connection to `upstream`; everything it opens lives in
-/// the namespace of the thread that started it. Stops (and cuts its connections) on drop.
+/// the namespace of the thread that started it. Counts the connections it accepted; while
+/// [`Relay::cut`] it closes them at once (a partition). Stops (and cuts its connections) on drop.
 struct Relay {
     stop: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -148,9 +216,12 @@ impl Relay {
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let thread = {
-            let (stop, conns) = (stop.clone(), conns.clone());
+            let (stop, cut, accepted, conns) =
+                (stop.clone(), cut.clone(), accepted.clone(), conns.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let client = match listener.accept() {
@@ -161,6 +232,10 @@ impl Relay {
                         }
                         Err(_) => continue,
                     };
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let _ = client.set_nonblocking(false);
                     // API server down: the client sees its connection closed, like a refusal.
                     let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))
@@ -176,6 +251,12 @@ impl Relay {
                     held.extend(client.try_clone());
                     held.extend(server.try_clone());
                     drop(held);
+                    // Cut while connecting: `cut` may have drained before this one was held.
+                    if cut.load(Ordering::Relaxed) {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
                     for pair in pairs {
                         if let (Ok(mut from), Ok(mut to)) = pair {
                             std::thread::spawn(move || {
@@ -190,9 +271,26 @@ impl Relay {
         };
         Ok(Relay {
             stop,
+            cut,
+            accepted,
             conns,
             thread: Some(thread),
         })
+    }
+
+    /// Connections accepted so far (also those closed at once while cut).
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Cuts every open connection and closes new ones at once (`true`), or relays again.
+    fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
+        if cut {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -353,7 +451,10 @@ impl Scratch {
 /// Fields drop in order: agents first, the namespaces last.
 struct Bed {
     agents: Vec<Agent>,
-    _relay: Relay,
+    /// Node 2's way to the API server: 127.0.0.1:P in node 2 → node 1's underlay address.
+    relay_n2: Relay,
+    /// Node 1's underlay address → the API server on 127.0.0.1:P in node 1.
+    _relay_n1: Relay,
     api: Api,
     scratch: Scratch,
     topo: Topology,
@@ -384,9 +485,18 @@ impl Bed {
     }
 
     fn converge_within(&mut self, label: &str, deadline: Duration) -> Duration {
+        self.converge_nodes(label, &["n1", "n2"], deadline)
+    }
+
+    /// [`Self::converge_within`] for the agents of `nodes` only.
+    fn converge_nodes(&mut self, label: &str, nodes: &[&str], deadline: Duration) -> Duration {
         let start = Instant::now();
         let objects = self.api.objects();
-        for a in &mut self.agents {
+        for a in self
+            .agents
+            .iter_mut()
+            .filter(|a| nodes.contains(&a.node.as_str()))
+        {
             a.assert_alive();
             let want = self.scratch.fresh_table(&objects, &a.node);
             let mut last = None;
@@ -508,8 +618,9 @@ impl Bed {
     }
 }
 
-/// Builds the topology, the API server (stopped, with the initial objects), the relay and
-/// one agent per node; the agents cannot sync until the API server is restarted.
+/// Builds the topology, the control plane in node 1 (kube-apiserver stopped again after the
+/// initial objects were written), the relays and one agent per node; the agents cannot sync
+/// until kube-apiserver is restarted.
 fn bed() -> Bed {
     let spec = TopoSpec::two_nodes("n1", "n2")
         .ports(&[PORT])
@@ -524,28 +635,39 @@ fn bed() -> Bed {
     let n1 = topo.node_netns("n1").to_string();
     let n2 = topo.node_netns("n2").to_string();
     let node1_ip = topo.node_ip("n1", Family::V4);
-    let (server, relay) = netns::in_netns(&n1, || {
-        let server = FakeApiServer::start();
-        let port = server.addr().port();
-        let relay = Relay::start(SocketAddr::new(node1_ip, port), server.addr())
-            .expect("relay binds node 1's address");
-        (server, relay)
-    })
-    .unwrap();
+    let t = Instant::now();
+    let cp = netns::in_netns(&n1, ControlPlane::start)
+        .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+    eprintln!("control plane up in {:?}", t.elapsed());
+    let port: u16 = cp
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the API server's URL");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    let underlay = SocketAddr::new(node1_ip, port);
+    let relay_n1 = netns::in_netns(&n1, || Relay::start(underlay, loopback))
+        .unwrap()
+        .expect("relay binds node 1's address");
+    let relay_n2 = netns::in_netns(&n2, || Relay::start(loopback, underlay))
+        .unwrap()
+        .expect("relay binds 127.0.0.1 in node 2");
     let dir = std::env::temp_dir().join(format!("nftpol-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kc1 = dir.join("kubeconfig-n1");
-    server.kubeconfig(&kc1).unwrap();
-    let kc2 = dir.join("kubeconfig-n2");
-    let text = std::fs::read_to_string(&kc1).unwrap();
-    let remote = format!("http://{}", SocketAddr::new(node1_ip, server.addr().port()));
-    std::fs::write(&kc2, text.replace(&server.url(), &remote)).unwrap();
 
-    let mut api = Api {
-        server,
+    let api = Api {
+        cp,
         node1_netns: n1.clone(),
-        keys: BTreeSet::new(),
+        while_down: Mutex::new(None),
     };
+    // deploy/ as a cluster admin would apply it (no controller manager: the ServiceAccount is
+    // deploy/'s own, its token comes from the TokenRequest API).
+    let kubeconfig = api.in_node1(|cp| {
+        let deploy = control_plane::repo().join("deploy");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+        cp.token_kubeconfig("nftpol", "nftpol")
+    });
     let ip = |p: &str| Some((topo.pod_ip(p, Family::V4), topo.pod_ip(p, Family::V6)));
     api.apply(namespace("web", "web"));
     api.apply(namespace("ops", "ops"));
@@ -614,13 +736,15 @@ fn bed() -> Bed {
     ));
     api.stop();
 
+    // Both agents use the same token-only kubeconfig (https://127.0.0.1:P, the CA, the token).
     let agents = vec![
-        Agent::new("n1", &n1, kc1, &dir),
-        Agent::new("n2", &n2, kc2, &dir),
+        Agent::new("n1", &n1, kubeconfig.clone(), &dir),
+        Agent::new("n2", &n2, kubeconfig, &dir),
     ];
     Bed {
         agents,
-        _relay: relay,
+        relay_n2,
+        _relay_n1: relay_n1,
         api,
         scratch: Scratch::new(),
         topo,
@@ -634,7 +758,7 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     let mut bed = bed();
     eprintln!("test bed up in {:?}", t0.elapsed());
 
-    // 1. No API server yet: nothing synced, nothing written, not ready.
+    // 1. kube-apiserver stopped: nothing synced, nothing written, not ready.
     std::thread::sleep(Duration::from_millis(700));
     for a in &mut bed.agents {
         a.assert_alive();
@@ -758,12 +882,15 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         "event to enforcement, seen by packets: delta (relabel) {delta_latency:?}, full (new policy) {full_latency:?}"
     );
 
-    // 5. API server outage: enforcement unchanged; changes made meanwhile and after arrive.
-    //    The server also forgets its event history, so the agents' watches cannot resume
-    //    from their last resourceVersion (410 Gone) and must list again.
+    // 5. kube-apiserver down for 30 s: enforcement unchanged, readiness kept, the lost API
+    //    server visible on /metrics, and the agents' retries bounded by their backoff (node 2's
+    //    connection attempts counted at its relay); back up: changes made after arrive.
+    let watch_errors = |a: &Agent| a.metric("nftpol_watch_errors_total", "");
+    let errors_before: Vec<f64> = bed.agents.iter().map(watch_errors).collect();
     bed.api.stop();
-    bed.api.server.set_history_limit(0);
-    std::thread::sleep(Duration::from_millis(500));
+    let outage = Instant::now();
+    let attempts_before = bed.relay_n2.accepted();
+    let n2_errors_before = watch_errors(&bed.agents[1]);
     bed.check("5 API server down");
     for a in &mut bed.agents {
         a.assert_alive();
@@ -774,6 +901,34 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
             a.node
         );
     }
+    for (a, before) in bed.agents.iter().zip(&errors_before) {
+        wait_for(
+            &format!("{}: nftpol_watch_errors_total rises", a.node),
+            Duration::from_secs(10),
+            || watch_errors(a) > *before,
+        );
+    }
+    std::thread::sleep(OUTAGE.saturating_sub(outage.elapsed()));
+    let window = outage.elapsed();
+    let attempts = bed.relay_n2.accepted() - attempts_before;
+    let n2_errors = watch_errors(&bed.agents[1]) - n2_errors_before;
+    let bound = 3 * max_attempts(window);
+    eprintln!(
+        "API server down {window:?}: node 2's agent opened {attempts} connections ({n2_errors} watch errors) for its 3 watches; the backoff allows at most {bound}"
+    );
+    assert!(
+        attempts <= bound,
+        "node 2's agent retried {attempts} times in {window:?}; its backoff allows at most {bound}"
+    );
+    assert!(
+        attempts >= 3 * 4,
+        "node 2's agent kept retrying all 3 watches ({attempts} attempts in {window:?})"
+    );
+    for a in &mut bed.agents {
+        a.assert_alive();
+    }
+    bed.api.restart();
+    let back = Instant::now();
     let cli_a = pod(
         "web",
         "cli-a",
@@ -782,15 +937,6 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         json!({"role": "client"}),
     );
     bed.api.apply(cli_a);
-    // The lost API server is visible on /metrics, not only in the log.
-    for a in &bed.agents {
-        wait_for(
-            &format!("{}: nftpol_watch_errors_total rises", a.node),
-            Duration::from_secs(10),
-            || a.metric("nftpol_watch_errors_total", "") > 0.0,
-        );
-    }
-    bed.api.restart();
     let ops_b = pod(
         "ops",
         "ops-b",
@@ -802,14 +948,62 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     // The agent's watch backoff tops out at 5 s (kube-runtime's default, as client-go's,
     // reached 30 s and made this step take up to ~30 s); the rest is relist, coalescing
     // and a loaded machine.
-    let took = bed.converge_within("5 API server back", Duration::from_secs(20));
-    bed.api
-        .server
-        .set_history_limit(fake_apiserver::DEFAULT_HISTORY_LIMIT);
-    eprintln!("caught up {took:?} after the API server came back");
+    bed.converge_within("5 API server back", Duration::from_secs(20));
+    eprintln!(
+        "caught up {:?} after the API server came back",
+        back.elapsed()
+    );
     bed.check("5 API server back");
 
-    // 6. kill -9 of node 1's agent under probes: the table stays, nothing denied gets through.
+    // 6. Node 2 behind a compacted history: its connection is cut (its relay refuses) while
+    //    objects change several times (node 1 follows), etcd is compacted to its current
+    //    revision and kube-apiserver restarted (so its watch cache, which could still serve
+    //    node 2's old resourceVersion from memory, starts over at the compacted revision);
+    //    node 2 then reconnects: resuming its watches gets 410 Gone, the watcher lists again,
+    //    and both tables converge.
+    let n2_errors_before = watch_errors(&bed.agents[1]);
+    bed.relay_n2.cut(true);
+    wait_for(
+        "node 2's watches lose the API server",
+        Duration::from_secs(10),
+        || watch_errors(&bed.agents[1]) > n2_errors_before,
+    );
+    // cli-b flips back and forth (many events, no net change); ops-b becomes a client, which
+    //    changes a peer set on both nodes.
+    for role in ["none", "client", "none", "client", "none", "client"] {
+        let cli_b = pod("web", "cli-b", "n2", bed.ip("cli-b"), json!({"role": role}));
+        bed.api.apply(cli_b);
+    }
+    assert!(!bed.oracle_allows("ops-b", "web-a"));
+    let ops_b = pod(
+        "ops",
+        "ops-b",
+        "n2",
+        bed.ip("ops-b"),
+        json!({"role": "client"}),
+    );
+    bed.api.apply(ops_b);
+    assert!(bed.oracle_allows("ops-b", "web-a"));
+    bed.converge_nodes("6 node 1 follows", &["n1"], APPLY_DEADLINE);
+    let revision = bed.api.in_node1(ControlPlane::compact_etcd);
+    bed.api.stop();
+    bed.api.restart();
+    let expired_before = expired_lines(&bed.agents[1]);
+    let back = Instant::now();
+    bed.relay_n2.cut(false);
+    bed.converge_within("6 relisted after compaction", Duration::from_secs(20));
+    let expired = expired_lines(&bed.agents[1]) - expired_before;
+    eprintln!(
+        "etcd compacted at revision {revision}; node 2 caught up {:?} after reconnecting, {expired} watch(es) told 410 Gone",
+        back.elapsed()
+    );
+    assert!(
+        expired >= 1,
+        "node 2 resumed a watch from before the compaction and was told 410 Gone"
+    );
+    bed.check("6 relisted after compaction");
+
+    // 7. kill -9 of node 1's agent under probes: the table stays, nothing denied gets through.
     let denied = [("web-b", "cli-a"), ("ops-a", "ops-b")];
     let allowed = ("cli-b", "web-a");
     for (from, to) in denied {
@@ -918,10 +1112,10 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
             .all(|r| *r),
         "the allowed flow works after the restart"
     );
-    bed.converge("6 agent restarted");
-    bed.check("6 agent restarted");
+    bed.converge("7 agent restarted");
+    bed.check("7 agent restarted");
 
-    // 7. Drift: an element swapped for another (same counts) on node 1, the whole table
+    // 8. Drift: an element swapped for another (same counts) on node 1, the whole table
     //    deleted on node 2; the periodic resync detects and repairs both.
     let drift_before: Vec<f64> = bed
         .agents
@@ -960,7 +1154,7 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         None,
     )
     .unwrap();
-    let took = bed.converge("7 drift repaired");
+    let took = bed.converge("8 drift repaired");
     for (a, before) in bed.agents.iter().zip(&drift_before) {
         assert!(
             a.metric("nftpol_resyncs_total", "kind=\"drift\"") > *before,
@@ -969,9 +1163,9 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
         );
     }
     eprintln!("drift repaired within {took:?}");
-    bed.check("7 drift repaired");
+    bed.check("8 drift repaired");
 
-    // 8. After the whole sequence each kernel table equals a fresh full compile (converge
+    // 9. After the whole sequence each kernel table equals a fresh full compile (converge
     //    compared them after every step; say it once more explicitly).
     let objects = bed.api.objects();
     for a in &bed.agents {
