@@ -754,6 +754,9 @@ fn bed() -> Bed {
 
 #[test]
 fn agents_enforce_what_the_api_server_says_with_real_packets() {
+    // Built (if need be) here, not inside node 1's namespace, which has no
+    // route to the Go module proxy.
+    control_plane::ensure_binaries();
     let t0 = Instant::now();
     let mut bed = bed();
     eprintln!("test bed up in {:?}", t0.elapsed());
