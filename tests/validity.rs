@@ -818,6 +818,15 @@ fn nftpol_judges_validity_as_the_api_server_does() {
         disagreements.len(),
         t0.elapsed().as_secs_f64()
     );
+    // The generator must keep exercising both sides (a server that accepted
+    // everything, or a generator gone all-valid, would agree trivially).
+    let [_, ok, invalid, unknown, _] = stats.get(&2).copied().unwrap_or_default();
+    if n >= 1000 {
+        assert!(
+            ok > n / 4 && invalid > n / 10 && unknown > n / 100,
+            "the random policies are too one-sided: {ok} accepted, {invalid} invalid, {unknown} with unknown fields of {n}"
+        );
+    }
     assert!(
         disagreements.is_empty(),
         "{} disagreements with the API server:\n\n{}",
