@@ -6,7 +6,7 @@
 //! directions (both if policyTypes is invalid) and allows nothing.
 //!
 //! Namespaces and pods here; policies (rules, peers, ports, selectors) in
-//! [`policy`].
+//! [`policy`]; the API server's label and CIDR string rules in `validate`.
 
 use std::net::IpAddr;
 
@@ -260,6 +260,7 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
 }
 
 mod policy;
+mod validate;
 
 pub use policy::{policy, validate_port_name};
 

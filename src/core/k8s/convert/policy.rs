@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{FieldError, Labelled, emit, ferr};
+use super::{FieldError, Labelled, emit, ferr, validate};
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{
     Cidr, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Policy, Port, PortMatch, Protocol,
@@ -40,6 +40,15 @@ pub fn policy(
     let default_spec = net::NetworkPolicySpec::default();
     let spec = np.spec.as_ref().unwrap_or(&default_spec);
     let mut errors: Vec<FieldError> = Vec::new();
+    if !validate::dns_subdomain(&id.name) {
+        errors.push(ferr(
+            "metadata.name",
+            format!(
+                "{:?} is not a valid name (a lower-case DNS subdomain: a-z, 0-9, '-' and '.', at most 253)",
+                id.name
+            ),
+        ));
+    }
 
     let pod_selector = match spec.pod_selector.as_ref() {
         None => Some(Selector::everything()),
@@ -52,6 +61,14 @@ pub fn policy(
         None | Some([]) => {
             isolate_in = true;
             isolate_eg = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
+        }
+        Some(types) if types.len() > 2 => {
+            errors.push(ferr(
+                "spec.policyTypes",
+                format!("may not list more than two policyTypes ({})", types.len()),
+            ));
+            isolate_in = true;
+            isolate_eg = true;
         }
         Some(types) => {
             for (i, t) in types.iter().enumerate() {
@@ -178,15 +195,21 @@ fn peer(
     ns: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<Peer> {
-    match (&p.ip_block, &p.namespace_selector, &p.pod_selector) {
-        (Some(b), None, None) => ip_block(b, &format!("{path}.ipBlock"), errors).map(Peer::IpBlock),
-        (Some(_), _, _) => {
-            errors.push(ferr(
-                path,
-                "ipBlock may not be combined with podSelector or namespaceSelector",
-            ));
-            None
-        }
+    // Every part is validated, as the API server does, before the shape.
+    let before = errors.len();
+    let pods = p
+        .pod_selector
+        .as_ref()
+        .map(|s| selector(s, &format!("{path}.podSelector"), errors));
+    let namespaces = p
+        .namespace_selector
+        .as_ref()
+        .map(|s| selector(s, &format!("{path}.namespaceSelector"), errors));
+    let block = p
+        .ip_block
+        .as_ref()
+        .map(|b| ip_block(b, &format!("{path}.ipBlock"), errors));
+    match (block, namespaces, pods) {
         (None, None, None) => {
             errors.push(ferr(
                 path,
@@ -194,74 +217,91 @@ fn peer(
             ));
             None
         }
-        (None, nsel, psel) => {
-            let namespaces = match nsel {
-                None => Some(NamespaceScope::Named(ns.to_string())),
-                Some(s) => selector(s, &format!("{path}.namespaceSelector"), errors)
-                    .map(NamespaceScope::Selector),
-            };
-            let pods = match psel {
-                None => Some(Selector::everything()),
-                Some(s) => selector(s, &format!("{path}.podSelector"), errors),
-            };
-            Some(Peer::Pods(PodMatch {
-                namespaces: namespaces?,
-                pods: pods?,
-            }))
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            errors.push(ferr(
+                path,
+                "ipBlock may not be combined with podSelector or namespaceSelector",
+            ));
+            None
         }
+        _ if errors.len() > before => None,
+        (Some(b), None, None) => b.map(Peer::IpBlock),
+        (None, nsel, psel) => Some(Peer::Pods(PodMatch {
+            namespaces: match nsel {
+                None => NamespaceScope::Named(ns.to_string()),
+                Some(s) => NamespaceScope::Selector(s?),
+            },
+            pods: psel.unwrap_or_else(|| Some(Selector::everything()))?,
+        })),
     }
 }
 
 fn ip_block(b: &net::IPBlock, path: &str, errors: &mut Vec<FieldError>) -> Option<IpBlock> {
-    let cidr = match Cidr::parse(&b.cidr) {
-        Ok(c) => c,
-        Err(e) => {
-            errors.push(ferr(format!("{path}.cidr"), e.to_string()));
-            return None;
-        }
-    };
-    let mut except = Vec::new();
-    let mut ok = true;
+    let field = format!("{path}.cidr");
+    if b.cidr.is_empty() {
+        errors.push(ferr(field, "cidr is required"));
+        return None;
+    }
+    let before = errors.len();
+    if let Err(why) = validate::strict_cidr(&b.cidr) {
+        errors.push(ferr(field, cidr_message(&b.cidr, why)));
+    }
+    // As the API server: `except` is checked against the network its lenient
+    // parse gives (a cidr with host bits is an error, and still a network).
+    let net = validate::sloppy_cidr(&b.cidr)?;
     for (i, e) in b.except.iter().flatten().enumerate() {
         let field = format!("{path}.except[{i}]");
-        match Cidr::parse(e) {
-            Ok(ec) if cidr.strictly_contains(&ec) => except.push(ec),
-            Ok(_) => {
-                errors.push(ferr(
-                    field,
-                    format!("{e:?} must be a strict subset of cidr {:?}", b.cidr),
-                ));
-                ok = false;
-            }
-            Err(err) => {
-                errors.push(ferr(field, err.to_string()));
-                ok = false;
-            }
+        if let Err(why) = validate::strict_cidr(e) {
+            errors.push(ferr(field, cidr_message(e, why)));
+        } else if !validate::sloppy_cidr(e).is_some_and(|ec| net.strictly_contains(&ec)) {
+            errors.push(ferr(
+                field,
+                format!("{e:?} must be a strict subset of cidr {:?}", b.cidr),
+            ));
         }
     }
+    if errors.len() > before {
+        return None;
+    }
+    let cidr = Cidr::parse(&b.cidr).ok()?;
+    let mut except: Vec<Cidr> = b
+        .except
+        .iter()
+        .flatten()
+        .map(|e| Cidr::parse(e).ok())
+        .collect::<Option<_>>()?;
     except.sort();
     except.dedup();
-    ok.then_some(IpBlock { cidr, except })
+    Some(IpBlock { cidr, except })
+}
+
+/// Why a CIDR is invalid: the model's parse error where it has one (not
+/// `address/length`, prefix too long), else the API server's stricter rule.
+fn cidr_message(s: &str, why: String) -> String {
+    match Cidr::parse(s) {
+        Err(e) if validate::sloppy_cidr(s).is_none() => e.to_string(),
+        _ => why,
+    }
 }
 
 fn port(p: &net::NetworkPolicyPort, path: &str, errors: &mut Vec<FieldError>) -> Option<Port> {
+    // Every problem is reported, as the API server does.
+    let before = errors.len();
     let proto_s = p.protocol.as_deref().unwrap_or("TCP");
-    let Some(protocol) = Protocol::parse(proto_s) else {
+    let protocol = Protocol::parse(proto_s);
+    if protocol.is_none() {
         errors.push(ferr(
             format!("{path}.protocol"),
             format!("unsupported protocol {proto_s:?} (TCP, UDP or SCTP)"),
         ));
-        return None;
-    };
+    }
     let in_range = |n: i32| (1..=65535).contains(&n);
+    let end_field = || format!("{path}.endPort");
     let port = match (&p.port, p.end_port) {
-        (None, None) => PortMatch::All,
+        (None, None) => Some(PortMatch::All),
         (None, Some(_)) => {
-            errors.push(ferr(
-                format!("{path}.endPort"),
-                "endPort requires a numeric port",
-            ));
-            return None;
+            errors.push(ferr(end_field(), "endPort requires a numeric port"));
+            None
         }
         (Some(IntOrString::Int(n)), end) => {
             if !in_range(*n) {
@@ -269,34 +309,41 @@ fn port(p: &net::NetworkPolicyPort, path: &str, errors: &mut Vec<FieldError>) ->
                     format!("{path}.port"),
                     format!("{n} is not a valid port number (1-65535)"),
                 ));
-                return None;
+            }
+            if let Some(e) = end
+                && (e < *n || !in_range(e))
+            {
+                errors.push(ferr(
+                    end_field(),
+                    format!("{e} must be a port number (1-65535) not below port {n}"),
+                ));
             }
             let end = end.unwrap_or(*n);
-            if !in_range(end) || end < *n {
-                errors.push(ferr(
-                    format!("{path}.endPort"),
-                    format!("{end} must be a port number (1-65535) not below port {n}"),
-                ));
-                return None;
-            }
-            PortMatch::Range(*n as u16, end as u16)
+            u16::try_from(*n)
+                .ok()
+                .zip(u16::try_from(end).ok())
+                .map(|(a, b)| PortMatch::Range(a, b))
         }
         (Some(IntOrString::String(s)), end) => {
-            if let Err(why) = validate_port_name(s) {
-                errors.push(ferr(format!("{path}.port"), why));
-                return None;
-            }
             if end.is_some() {
                 errors.push(ferr(
-                    format!("{path}.endPort"),
+                    end_field(),
                     "endPort may not be used with a named port",
                 ));
-                return None;
             }
-            PortMatch::Named(s.clone())
+            if let Err(why) = validate_port_name(s) {
+                errors.push(ferr(format!("{path}.port"), why));
+            }
+            Some(PortMatch::Named(s.clone()))
         }
     };
-    Some(Port { protocol, port })
+    if errors.len() > before {
+        return None;
+    }
+    Some(Port {
+        protocol: protocol?,
+        port: port?,
+    })
 }
 
 /// Kubernetes' IANA_SVC_NAME rule for named ports.
@@ -323,52 +370,60 @@ pub fn validate_port_name(s: &str) -> Result<(), String> {
     }
 }
 
-/// Converts a LabelSelector; `None` (with errors) when an expression is invalid.
+/// Converts a LabelSelector; `None` (with errors) when any part is invalid.
+/// Every problem is reported, as the API server does.
 fn selector(s: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) -> Option<Selector> {
+    let before = errors.len();
     let mut reqs = Vec::new();
-    let mut ok = true;
     for (k, v) in s.match_labels.iter().flatten() {
+        // The API server names the map, not the key.
+        for check in [validate::label_key(k), validate::label_value(v)] {
+            if let Err(why) = check {
+                errors.push(ferr(format!("{path}.matchLabels"), why));
+            }
+        }
         reqs.push(Requirement::In(k.clone(), BTreeSet::from([v.clone()])));
     }
     for (i, e) in s.match_expressions.iter().flatten().enumerate() {
         let field = format!("{path}.matchExpressions[{i}]");
-        let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
-        if e.key.is_empty() {
-            errors.push(ferr(format!("{field}.key"), "key must not be empty"));
-            ok = false;
-            continue;
-        }
+        let raw = e.values.as_deref().unwrap_or_default();
+        let values: BTreeSet<String> = raw.iter().cloned().collect();
         let r = match e.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => {
+            "In" | "NotIn" if raw.is_empty() => {
                 errors.push(ferr(
                     format!("{field}.values"),
                     format!("operator {} needs at least one value", e.operator),
                 ));
-                ok = false;
-                continue;
+                None
             }
-            "Exists" | "DoesNotExist" if !values.is_empty() => {
+            "Exists" | "DoesNotExist" if !raw.is_empty() => {
                 errors.push(ferr(
                     format!("{field}.values"),
                     format!("operator {} takes no values", e.operator),
                 ));
-                ok = false;
-                continue;
+                None
             }
-            "In" => Requirement::In(e.key.clone(), values),
-            "NotIn" => Requirement::NotIn(e.key.clone(), values),
-            "Exists" => Requirement::Exists(e.key.clone()),
-            "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+            "In" => Some(Requirement::In(e.key.clone(), values)),
+            "NotIn" => Some(Requirement::NotIn(e.key.clone(), values)),
+            "Exists" => Some(Requirement::Exists(e.key.clone())),
+            "DoesNotExist" => Some(Requirement::DoesNotExist(e.key.clone())),
             op => {
                 errors.push(ferr(
                     format!("{field}.operator"),
                     format!("unknown operator {op:?} (In, NotIn, Exists, DoesNotExist)"),
                 ));
-                ok = false;
-                continue;
+                None
             }
         };
-        reqs.push(r);
+        if let Err(why) = validate::label_key(&e.key) {
+            errors.push(ferr(format!("{field}.key"), why));
+        }
+        for (j, v) in raw.iter().enumerate() {
+            if let Err(why) = validate::label_value(v) {
+                errors.push(ferr(format!("{field}.values[{j}]"), why));
+            }
+        }
+        reqs.extend(r);
     }
-    ok.then(|| Selector::new(reqs))
+    (errors.len() == before).then(|| Selector::new(reqs))
 }

@@ -192,6 +192,47 @@ fn invalid_policies_fail_closed_with_field_paths() {
             "spec.ingress[0].from[0]",
             "ipBlock with a selector",
         ),
+        // Found by tests/validity.rs against the real API server.
+        (
+            "ingress: [{from: [{ipBlock: {cidr: 10.0.0.1/8}}]}]",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "bits set beyond the prefix",
+        ),
+        (
+            "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/08}}]}]",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "leading zero in the prefix length",
+        ),
+        (
+            "ingress: [{from: [{ipBlock: {cidr: \"::ffff:10.0.0.0/104\"}}]}]",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "IPv4-mapped IPv6",
+        ),
+        (
+            "ingress: [{from: [{podSelector: {matchLabels: {\"bad key\": x}}}]}]",
+            "spec.ingress[0].from[0].podSelector.matchLabels",
+            "bad label key (the API server names the map)",
+        ),
+        (
+            "ingress: [{from: [{namespaceSelector: {matchLabels: {a: \"x/y\"}}}]}]",
+            "spec.ingress[0].from[0].namespaceSelector.matchLabels",
+            "bad label value",
+        ),
+        (
+            "ingress: [{from: [{podSelector: {matchExpressions: [{key: -a, operator: Exists}]}}]}]",
+            "spec.ingress[0].from[0].podSelector.matchExpressions[0].key",
+            "bad expression key",
+        ),
+        (
+            "ingress: [{from: [{podSelector: {matchExpressions: [{key: a, operator: In, values: [ok, web-]}]}}]}]",
+            "spec.ingress[0].from[0].podSelector.matchExpressions[0].values[1]",
+            "bad expression value",
+        ),
+        (
+            "policyTypes: [Ingress, Egress, Ingress]",
+            "spec.policyTypes",
+            "more than two policyTypes",
+        ),
     ];
     for (frag, field, why) in rows {
         let (p, d) = np(&format!(
@@ -221,6 +262,25 @@ fn invalid_policies_fail_closed_with_field_paths() {
             d[0]
         );
     }
+    // Every problem is reported, as the API server does (one field each).
+    let (p, d) = np(&format!(
+        "{HEAD}spec:\n  ingress: [{{ports: [{{port: 0, endPort: 70000, protocol: ICMP}}], from: [{{ipBlock: {{cidr: 10.0.0.1/8, except: [11.0.0.0/16]}}, podSelector: {{matchLabels: {{-a: b}}}}}}]}}]\n"
+    ));
+    assert!(!p.unwrap().valid);
+    let fields: Vec<_> = d.iter().filter_map(|d| d.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.ingress[0].from[0].podSelector.matchLabels",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+            "spec.ingress[0].from[0]",
+            "spec.ingress[0].ports[0].protocol",
+            "spec.ingress[0].ports[0].port",
+            "spec.ingress[0].ports[0].endPort",
+        ],
+        "{d:?}"
+    );
     let (p, _) = np(&format!(
         "{HEAD}spec:\n  podSelector: {{matchExpressions: [{{key: a, operator: Bogus}}]}}\n"
     ));
