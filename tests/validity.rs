@@ -14,8 +14,8 @@
 //! errors are compared with the fields the server names.
 //!
 //! One control plane (the test kit's `control_plane`) in a fresh network
-//! namespace; needs root. Skipped (passing, with a message) only when
-//! `NFTPOL_K8S_BIN` is unset and the binaries are not in the default cache.
+//! namespace; needs root and the control-plane binaries (built first if
+//! need be; without them the test fails).
 //! `NFTPOL_VALIDITY_SEED` and `NFTPOL_VALIDITY_POLICIES` override the
 //! generator's seed and count (printed either way).
 
@@ -29,7 +29,7 @@ use nftpol::core::k8s::{Objects, convert, parse_into};
 use nftpol_testkit::Family;
 use nftpol_testkit::cases::{case_dirs, testdata};
 use nftpol_testkit::conformance::{Base, load_cases};
-use nftpol_testkit::control_plane::{ControlPlane, available};
+use nftpol_testkit::control_plane::{ControlPlane, ensure_binaries};
 use nftpol_testkit::netns::in_new_netns;
 use serde_json::{Map, Value, json};
 
@@ -742,9 +742,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[test]
 fn nftpol_judges_validity_as_the_api_server_does() {
-    if !available() {
-        return;
-    }
+    ensure_binaries();
     let t0 = Instant::now();
     let seed: u64 = env_or("NFTPOL_VALIDITY_SEED", DEFAULT_SEED);
     let n: usize = env_or("NFTPOL_VALIDITY_POLICIES", DEFAULT_POLICIES);
