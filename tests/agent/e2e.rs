@@ -385,6 +385,23 @@ impl Agent {
         self.metric("nftpol_applies_total", &format!("kind=\"{kind}\""))
     }
 
+    /// Waits until the apply counters stop moving: the worker counts an
+    /// apply just after `nft` returns, so the kernel table can match a moment
+    /// before the counter does.
+    fn settle_counters(&self) {
+        let total = || self.metric("nftpol_applies_total", "");
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut last = total();
+        loop {
+            std::thread::sleep(Duration::from_millis(150));
+            let now = total();
+            if now == last || Instant::now() > until {
+                return;
+            }
+            last = now;
+        }
+    }
+
     fn readyz(&self) -> Option<u16> {
         netns::in_netns(&self.netns, || {
             kit::agent::http_get(METRICS, "/readyz").map(|r| r.0)
@@ -525,7 +542,15 @@ impl Bed {
                 );
             }
         }
-        start.elapsed()
+        let took = start.elapsed();
+        for a in self
+            .agents
+            .iter()
+            .filter(|a| nodes.contains(&a.node.as_str()))
+        {
+            a.settle_counters();
+        }
+        took
     }
 
     /// Every ordered pod pair, TCP and UDP, IPv4 and IPv6, compared with the oracle's verdict

@@ -123,12 +123,16 @@ fn agent_follows_the_api_server() {
         wait_for("the new peer", Duration::from_secs(5), || {
             table().unwrap().contains("10.244.2.11")
         });
+        // The worker counts an apply just after nft returns: the table can be
+        // seen a moment before the counter.
+        wait_for("the delta counted", Duration::from_secs(5), || {
+            metric("nftpol_applies_total", "kind=\"delta\"") >= 1.0
+        });
         assert_eq!(
             metric("nftpol_applies_total", "kind=\"full\""),
             1.0,
             "a new pod is not a full replacement"
         );
-        assert!(metric("nftpol_applies_total", "kind=\"delta\"") >= 1.0);
 
         // Relabel: the client stops being a client → removed from the set by a delta.
         api.apply(pod(
@@ -151,6 +155,11 @@ fn agent_follows_the_api_server() {
         wait_for("the second policy", Duration::from_secs(5), || {
             table().unwrap().contains("web/second")
         });
+        wait_for(
+            "the full replacement counted",
+            Duration::from_secs(5),
+            || metric("nftpol_applies_total", "kind=\"full\"") >= 2.0,
+        );
         assert_eq!(metric("nftpol_applies_total", "kind=\"full\""), 2.0);
 
         // API server outage: the table stays; changes made meanwhile arrive on return.
