@@ -1,5 +1,5 @@
-//! `nftpol run` as a process: against the fake API server in a fresh namespace, and end to end
-//! against the real control plane on a two-node topology with one agent per node.
+//! `nftpol run` as a process against the real control plane: one agent in a fresh namespace
+//! (`process`), and end to end on a two-node topology with one agent per node (`e2e`).
 
 mod e2e;
 mod process;

@@ -1,7 +1,10 @@
-//! `nftpol run` end to end against the in-repo fake API server, inside a
-//! fresh network namespace: initial sync, element deltas for pod churn, full
-//! replacement for new policies, API server outage and return, drift repair,
-//! SIGTERM leaving the table in place.
+//! `nftpol run` as a process against the real control plane (etcd +
+//! kube-apiserver, `nftpol_testkit::control_plane`), both inside one fresh
+//! network namespace, the agent on deploy/'s RBAC with a token-only
+//! kubeconfig: initial sync, element deltas for pod churn, full replacement
+//! for new policies, kube-apiserver outage (the table stays, readiness kept,
+//! the lost watches counted) and return (a change made after it arrives),
+//! drift repair, SIGTERM leaving the table in place.
 
 use nftpol_testkit::agent;
 
@@ -9,10 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent::AgentProcess;
+use nftpol_testkit::control_plane::{self, ControlPlane};
 use nftpol_testkit::netns::in_new_netns;
 use nftpol_testkit::wait_for;
 
-use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
@@ -28,6 +31,28 @@ fn pod(ns: &str, name: &str, node: &str, ip4: &str, labels: Value) -> Value {
         "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
             "ports": [{"name": "http", "containerPort": 8080}]}]},
         "status": {"phase": "Running", "podIP": ip4, "podIPs": [{"ip": ip4}]}})
+}
+
+/// Server-side apply of `obj` as the admin (without its status); a pod's
+/// status with an IP is then written through the status subresource, as a
+/// kubelet would.
+fn apply(cp: &ControlPlane, mut obj: Value) {
+    let status = obj.as_object_mut().unwrap().remove("status");
+    cp.apply(&obj.to_string());
+    if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
+        let meta = &obj["metadata"];
+        cp.kubectl_ok(&[
+            "patch",
+            "pod",
+            meta["name"].as_str().unwrap(),
+            "-n",
+            meta["namespace"].as_str().unwrap(),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({ "status": status }).to_string(),
+        ]);
+    }
 }
 
 fn deny_ingress(ns: &str) -> Value {
@@ -62,31 +87,39 @@ fn start_agent(kubeconfig: &std::path::Path) -> AgentProcess {
 
 #[test]
 fn agent_follows_the_api_server() {
+    // Built (if need be) here: the fresh namespace has no route to the Go module proxy.
+    control_plane::ensure_binaries();
     in_new_netns(|| {
-        let api = FakeApiServer::start();
-        let dir = std::env::temp_dir().join(format!("nftpol-agent-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        api.kubeconfig(&kubeconfig).unwrap();
+        // etcd and kube-apiserver on 127.0.0.1 in this fresh namespace, where the agent runs.
+        let cp = ControlPlane::start();
+        // deploy/ as a cluster admin would apply it; the agent authenticates with the
+        // ServiceAccount's token only (TokenRequest API), authorised by deploy/'s RBAC.
+        let deploy = control_plane::repo().join("deploy");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+        let kubeconfig = cp.token_kubeconfig("nftpol", "nftpol");
 
-        api.apply(ns("web", json!({"team": "a"}))).unwrap();
-        api.apply(pod(
-            "web",
-            "server",
-            "node-1",
-            "10.244.1.10",
-            json!({"app": "web"}),
-        ))
-        .unwrap();
-        api.apply(pod(
-            "web",
-            "client",
-            "node-2",
-            "10.244.2.10",
-            json!({"role": "client"}),
-        ))
-        .unwrap();
-        api.apply(deny_ingress("web")).unwrap();
+        apply(&cp, ns("web", json!({"team": "a"})));
+        apply(
+            &cp,
+            pod(
+                "web",
+                "server",
+                "node-1",
+                "10.244.1.10",
+                json!({"app": "web"}),
+            ),
+        );
+        apply(
+            &cp,
+            pod(
+                "web",
+                "client",
+                "node-2",
+                "10.244.2.10",
+                json!({"role": "client"}),
+            ),
+        );
+        apply(&cp, deny_ingress("web"));
 
         let agent = start_agent(&kubeconfig);
         wait_for("the first apply", Duration::from_secs(20), || {
@@ -112,14 +145,16 @@ fn agent_follows_the_api_server() {
         );
 
         // Pod churn: a new client pod arrives → element delta only.
-        api.apply(pod(
-            "web",
-            "client2",
-            "node-2",
-            "10.244.2.11",
-            json!({"role": "client"}),
-        ))
-        .unwrap();
+        apply(
+            &cp,
+            pod(
+                "web",
+                "client2",
+                "node-2",
+                "10.244.2.11",
+                json!({"role": "client"}),
+            ),
+        );
         wait_for("the new peer", Duration::from_secs(5), || {
             table().unwrap().contains("10.244.2.11")
         });
@@ -135,14 +170,16 @@ fn agent_follows_the_api_server() {
         );
 
         // Relabel: the client stops being a client → removed from the set by a delta.
-        api.apply(pod(
-            "web",
-            "client2",
-            "node-2",
-            "10.244.2.11",
-            json!({"role": "other"}),
-        ))
-        .unwrap();
+        apply(
+            &cp,
+            pod(
+                "web",
+                "client2",
+                "node-2",
+                "10.244.2.11",
+                json!({"role": "other"}),
+            ),
+        );
         wait_for("the relabel", Duration::from_secs(5), || {
             !table().unwrap().contains("10.244.2.11")
         });
@@ -151,7 +188,7 @@ fn agent_follows_the_api_server() {
         // A new policy is structural → full replacement.
         let mut p = deny_ingress("web");
         p["metadata"]["name"] = json!("second");
-        api.apply(p).unwrap();
+        apply(&cp, p);
         wait_for("the second policy", Duration::from_secs(5), || {
             table().unwrap().contains("web/second")
         });
@@ -162,15 +199,39 @@ fn agent_follows_the_api_server() {
         );
         assert_eq!(metric("nftpol_applies_total", "kind=\"full\""), 2.0);
 
-        // API server outage: the table stays; changes made meanwhile arrive on return.
-        api.stop();
+        // kube-apiserver outage (etcd keeps running): the table stays, the agent stays ready
+        // and counts its lost watches. A real API server takes no writes while it is down, so
+        // the change is made once it is back (the fake API server took one meanwhile): it
+        // arrives.
+        let watch_errors = metric("nftpol_watch_errors_total", "");
+        cp.stop_apiserver();
         std::thread::sleep(Duration::from_millis(700));
         assert!(
             table().unwrap().contains("web/second"),
             "the last ruleset stays in force"
         );
-        api.delete("NetworkPolicy", "web", "second").unwrap();
-        api.restart().unwrap();
+        wait_for(
+            "nftpol_watch_errors_total rises",
+            Duration::from_secs(10),
+            || metric("nftpol_watch_errors_total", "") > watch_errors,
+        );
+        assert!(
+            table().unwrap().contains("web/second"),
+            "the last ruleset stays in force"
+        );
+        assert_eq!(
+            http_get("/readyz").unwrap().0,
+            200,
+            "readiness only tracks applies"
+        );
+        cp.start_apiserver();
+        cp.kubectl_ok(&[
+            "delete",
+            "networkpolicies.networking.k8s.io",
+            "-n",
+            "web",
+            "second",
+        ]);
         wait_for("resync after the outage", Duration::from_secs(30), || {
             !table().unwrap().contains("web/second")
         });
@@ -214,6 +275,5 @@ fn agent_follows_the_api_server() {
             table().is_some_and(|t| t.contains("10.244.1.10")),
             "the table outlives the agent"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
