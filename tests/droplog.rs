@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kit::agent::metric_matching;
+use kit::control_plane::{self, ControlPlane};
 use kit::netns::{NetnsHandle, in_netns};
 use kit::{Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 use nftpol::agent::droplog::Dedupe;
@@ -517,30 +518,66 @@ fn metrics_in(netns: &str, addr: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `nftpol run` on node-1 against the fake API server (both inside node-1's
-/// network namespace): the dropped-packets counter and the per-flow log lines
-/// after real blocked probes; nothing for allowed traffic or for lab, until
-/// lab is annotated through the API server (then its drops are logged too).
+/// Server-side apply of `obj` as the admin (without its status), from a
+/// thread inside `netns` (where the control plane listens); a pod's status
+/// is then written through the status subresource, as a kubelet would.
+fn apply_in(netns: &str, cp: &ControlPlane, mut obj: serde_json::Value) {
+    let status = obj.as_object_mut().unwrap().remove("status");
+    in_netns(netns, || {
+        cp.apply(&obj.to_string());
+        if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
+            let meta = &obj["metadata"];
+            cp.kubectl_ok(&[
+                "patch",
+                "pod",
+                meta["name"].as_str().unwrap(),
+                "-n",
+                meta["namespace"].as_str().unwrap(),
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &serde_json::json!({ "status": status }).to_string(),
+            ]);
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+}
+
+/// `nftpol run` on node-1 against the real control plane (etcd and
+/// kube-apiserver inside node-1's network namespace, as the agent; the agent
+/// on deploy/'s RBAC with a token-only kubeconfig): the dropped-packets
+/// counter and the per-flow log lines after real blocked probes; nothing for
+/// allowed traffic or for lab, until lab is annotated through the API server
+/// (then its drops are logged too).
 #[test]
 fn agent_counts_and_logs_drops() {
     const METRICS: &str = "127.0.0.1:9750";
+    // Built (if need be) here: node-1's namespace has no route to the Go module proxy.
+    control_plane::ensure_binaries();
     let objs = load(&case_dir());
     let topo = topology(Shape::Routed);
     let node1 = topo.node_netns("node-1").to_string();
-    let api = in_netns(&node1, fake_apiserver::FakeApiServer::start).unwrap();
+    let cp = in_netns(&node1, ControlPlane::start)
+        .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+    // deploy/ as a cluster admin would apply it; the agent authenticates with the
+    // ServiceAccount's token only (TokenRequest API).
+    let kubeconfig = in_netns(&node1, || {
+        let deploy = control_plane::repo().join("deploy");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+        cp.token_kubeconfig("nftpol", "nftpol")
+    })
+    .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
     for (_, o) in &objs.namespaces {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
     }
     for (_, o) in &objs.pods {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
     }
     for (_, o) in &objs.policies {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
     }
     let dir = std::env::temp_dir().join(format!("nftpol-droplog-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig).unwrap();
     let log_path = dir.join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let group = GROUP.to_string();
@@ -625,7 +662,7 @@ fn agent_counts_and_logs_drops() {
             .annotations
             .get_or_insert_default()
             .insert("nftpol.io/log-drops".into(), "true".into());
-        api.apply(serde_json::to_value(&lab).unwrap()).unwrap();
+        apply_in(&node1, &cp, serde_json::to_value(&lab).unwrap());
         let start = Instant::now();
         while !topo
             .exec(&node1, &["nft", "list", "table", "inet", "nftpol"])
