@@ -1,24 +1,37 @@
-//! Event-to-enforcement latency of `nftpol run`: the time from a write to the
-//! (fake) API server until the agent has applied the resulting change to the
-//! kernel, for a membership change (a new peer pod: element delta) and a
-//! structural change (a new policy: full replacement), at each scale.
+//! Event-to-enforcement latency of `nftpol run` against a real control plane
+//! (etcd + kube-apiserver from `nftpol_testkit::control_plane`): the time
+//! from a write to the API server until the agent has applied the resulting
+//! change to the kernel, for a membership change (a pod getting its IP
+//! through the status subresource: element delta) and a structural change
+//! (a new policy: full replacement), at each scale; also the agent's start-up
+//! to its first table and its peak RSS (`VmHWM`).
 //!
 //! `cargo bench --bench agent_latency` prints p50/p99 per scale and kind.
-//! Under `cargo test` it runs the small scale with a few samples as a smoke
-//! test. Runs in its own network namespace; the agent uses its default
-//! coalescing settings (100 ms quiet time, 1 s maximum delay).
+//! Under `cargo test` (no `--bench` argument) it runs the small scale with a
+//! few samples as a smoke test. Runs in its own network namespace, where the
+//! control plane starts too; the agent authenticates with deploy/'s
+//! ServiceAccount token (TokenRequest) and uses its default coalescing
+//! settings (100 ms quiet time, 1 s maximum delay). The cluster is written
+//! with the admin's client certificate through `kube` (a few dozen requests
+//! in flight), not kubectl.
 
 use nftpol_testkit::agent;
+use nftpol_testkit::control_plane::{self, ControlPlane};
 use nftpol_testkit::synth;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fake_apiserver::FakeApiServer;
-use serde_json::json;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 const METRICS: &str = "127.0.0.1:9750";
+/// Requests in flight while writing the cluster.
+const IN_FLIGHT: usize = 32;
 
 fn applies() -> Option<(f64, f64, f64)> {
     agent::applies(METRICS)
@@ -49,24 +62,136 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A pod's status as a kubelet writes it: `podIP` is `podIPs[0]`.
+fn pod_status(ips: &[&str]) -> Value {
+    json!({"status": {"phase": "Running", "podIP": ips[0],
+        "podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}})
+}
+
+/// Creates a pod without status, then writes its status (with the IPs)
+/// through the status subresource, as the kubelet would.
+async fn create_pod(client: &kube::Client, mut pod: Pod) -> kube::Result<()> {
+    let ns = pod.metadata.namespace.clone().unwrap();
+    let name = pod.metadata.name.clone().unwrap();
+    let status = pod.status.take();
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &pod).await?;
+    let ips: Vec<String> = status
+        .and_then(|s| s.pod_ips)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|ip| ip.ip)
+        .collect();
+    if !ips.is_empty() {
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(pod_status(&ips)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn create_policy(client: &kube::Client, pol: NetworkPolicy) -> kube::Result<()> {
+    let ns = pol.metadata.namespace.clone().unwrap();
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pol)
+        .await
+        .map(drop)
+}
+
+/// Writes the synthetic cluster (namespaces, then pods with their status,
+/// then policies) with `IN_FLIGHT` requests in flight.
+async fn write_cluster(client: &kube::Client, objs: &nftpol::core::k8s::Objects) {
+    let nss = Api::<Namespace>::all(client.clone());
+    futures::stream::iter(objs.namespaces.iter().map(|(_, o)| {
+        let nss = &nss;
+        async move { nss.create(&PostParams::default(), o).await.map(drop) }
+    }))
+    .buffer_unordered(IN_FLIGHT)
+    .try_collect::<Vec<()>>()
+    .await
+    .expect("creating the namespaces");
+    futures::stream::iter(objs.pods.iter().map(|(_, o)| create_pod(client, o.clone())))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("creating the pods");
+    futures::stream::iter(
+        objs.policies
+            .iter()
+            .map(|(_, o)| create_policy(client, o.clone())),
+    )
+    .buffer_unordered(IN_FLIGHT)
+    .try_collect::<Vec<()>>()
+    .await
+    .expect("creating the policies");
+}
+
+/// `VmHWM` of process `pid`, in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb / 1024.0
+}
+
+/// Polls the applies counters until they have not moved for `quiet`
+/// (at most `max`); returns the last value.
+fn settle(quiet: Duration, max: Duration) -> (f64, f64, f64) {
+    let start = Instant::now();
+    let mut last = applies().expect("the agent's metrics");
+    let mut since = Instant::now();
+    while since.elapsed() < quiet && start.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = applies().expect("the agent's metrics");
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
 fn measure(scale: synth::Scale, samples: usize) {
-    let api = FakeApiServer::start();
-    let dir = std::env::temp_dir().join(format!("nftpol-latency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig).unwrap();
+    let t = Instant::now();
+    let cp = ControlPlane::start();
+    let cp_up = t.elapsed();
+    let deploy = control_plane::repo().join("deploy");
+    cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+    let kubeconfig = cp.token_kubeconfig("nftpol", "nftpol");
+    // One thread: every socket is opened from this thread, in this namespace.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).unwrap();
+        let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(conf).unwrap()
+    });
     let objs = synth::generate(scale, 42);
-    for (_, o) in &objs.namespaces {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
-    }
-    for (_, o) in &objs.pods {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
-    }
-    for (_, o) in &objs.policies {
-        api.apply(serde_json::to_value(o).unwrap()).unwrap();
-    }
+    let t = Instant::now();
+    rt.block_on(write_cluster(&client, &objs));
+    eprintln!(
+        "{}: control plane up in {:.1} s; {} namespaces, {} pods (+ status), {} policies written in {:.1} s",
+        scale.name,
+        cp_up.as_secs_f64(),
+        objs.namespaces.len(),
+        objs.pods.len(),
+        objs.policies.len(),
+        t.elapsed().as_secs_f64()
+    );
+
     let started = Instant::now();
-    let _agent = agent::AgentProcess::spawn(
+    let agent = agent::AgentProcess::spawn(
         Command::new(BIN)
             .args([
                 "run",
@@ -83,37 +208,52 @@ fn measure(scale: synth::Scale, samples: usize) {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     );
-    let mut state = loop {
+    loop {
         if let Some(a) = applies()
             && a.0 >= 1.0
         {
-            break a;
+            break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            started.elapsed() < Duration::from_secs(300),
             "no first apply"
         );
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+    let first = started.elapsed();
     println!(
         "{}: agent start to first full apply: {}",
         scale.name,
-        ms(started.elapsed())
+        ms(first)
     );
+    settle(Duration::from_millis(500), Duration::from_secs(30));
 
     // Membership: a new pod in a busy namespace, labelled like its neighbours,
-    // joins existing peer sets (an element delta).
-    let template = serde_json::to_value(&objs.pods[1].1).unwrap();
+    // joins existing peer sets (an element delta) when it gets its IP. The
+    // pod is created without one first (whatever the agent does with that
+    // settles), then the clock runs from the status write.
+    let template = objs.pods[1].1.clone();
+    let ns = template.metadata.namespace.clone().unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let mut delta = Vec::new();
     let mut kinds = std::collections::BTreeMap::new();
     for i in 0..samples {
         let mut p = template.clone();
-        p["metadata"]["name"] = json!(format!("latency-{i}"));
-        p["metadata"]["resourceVersion"] = serde_json::Value::Null;
-        p["status"]["podIPs"] = json!([{"ip": format!("10.250.{}.{}", i / 200, i % 200 + 2)}]);
+        let name = format!("latency-{i}");
+        p.metadata.name = Some(name.clone());
+        p.status = None;
+        rt.block_on(pods.create(&PostParams::default(), &p))
+            .expect("creating a pod");
         std::thread::sleep(Duration::from_millis(150));
+        let state = settle(Duration::from_millis(400), Duration::from_secs(10));
+        let ip = format!("10.250.{}.{}", i / 200, i % 200 + 2);
         let t = Instant::now();
-        api.apply(p).unwrap();
+        rt.block_on(pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(pod_status(&[&ip])),
+        ))
+        .expect("writing a pod's status");
         let (now, took) = wait_apply(state, t);
         let kind = if now.1 > state.1 {
             "delta"
@@ -123,43 +263,53 @@ fn measure(scale: synth::Scale, samples: usize) {
             "unchanged"
         };
         *kinds.entry(kind).or_insert(0) += 1;
-        state = now;
         delta.push(took);
     }
     // Structure: a new policy (a full replacement).
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
     let mut full = Vec::new();
     for i in 0..samples {
         // Selects every pod of the namespace of pod 1 (which runs on node-01).
-        let ns = objs.pods[1].1.metadata.namespace.clone().unwrap();
-        let pol = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        let pol: NetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": format!("latency-{i}"), "namespace": ns},
-            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": format!("app-{i}")}}}]}]}});
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": format!("app-{i}")}}}]}]}}))
+        .unwrap();
         std::thread::sleep(Duration::from_millis(150));
+        let state = settle(Duration::from_millis(200), Duration::from_secs(10));
         let t = Instant::now();
-        api.apply(pol).unwrap();
+        rt.block_on(policies.create(&PostParams::default(), &pol))
+            .expect("creating a policy");
         let (now, took) = wait_apply(state, t);
         assert!(
             now.0 > state.0,
             "a new policy selecting local pods is a full replacement"
         );
-        state = now;
         full.push(took);
     }
+    let rss = peak_rss_mb(agent.pid());
     println!(
-        "{:<7} pods {:>6} policies {:>5} | new pod ({kinds:?}): p50 {} p99 {} | new policy (full): p50 {} p99 {}",
+        "{:<7} pods {:>6} policies {:>5} | start to first table {} | new pod ({kinds:?}): p50 {} p99 {} | new policy (full): p50 {} p99 {} | agent peak RSS {:.0} MB",
         scale.name,
         scale.pods,
         scale.policies,
+        ms(first),
         ms(pct(&mut delta, 0.5)),
         ms(pct(&mut delta, 0.99)),
         ms(pct(&mut full, 0.5)),
         ms(pct(&mut full, 0.99)),
+        rss,
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(agent);
+    drop(rt);
+    drop(cp);
 }
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
+    // Built (if need be) before entering the fresh namespace, which has no
+    // route to the Go module proxy.
+    control_plane::ensure_binaries();
     nftpol_testkit::netns::in_new_netns(move || {
         if bench {
             for scale in [synth::SCALES[0], synth::SCALES[2]] {
