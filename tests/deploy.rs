@@ -743,8 +743,8 @@ fn operations_md_names_the_endpoints_and_compatibility_md_the_minimums() {
 
 #[test]
 fn the_build_context_keeps_what_cargo_needs() {
-    // Cargo.toml names the workspace member fake-apiserver/ and the benches;
-    // the release build fails without them.
+    // Cargo.toml names the workspace member testkit/ and the benches; the
+    // release build fails without them.
     let ignore = read(".dockerignore");
     let ignored: Vec<&str> = ignore
         .lines()
@@ -752,13 +752,7 @@ fn the_build_context_keeps_what_cargo_needs() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.trim_end_matches('/'))
         .collect();
-    for needed in [
-        "src",
-        "Cargo.toml",
-        "Cargo.lock",
-        "fake-apiserver",
-        "benches",
-    ] {
+    for needed in ["src", "Cargo.toml", "Cargo.lock", "testkit", "benches"] {
         assert!(root().join(needed).exists(), "{needed}");
         assert!(
             !ignored.contains(&needed),
