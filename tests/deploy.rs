@@ -625,7 +625,13 @@ fn operations_md_lists_exactly_the_flags_of_nftpol_run() {
         }
     }
     known.insert("--version".into());
-    let other_tools = ["--image", "--profile", "--field-selector", "--tail"];
+    let other_tools = [
+        "--image",
+        "--profile",
+        "--field-selector",
+        "--tail",
+        "--bench",
+    ];
     for f in flags_in(&doc) {
         assert!(
             known.contains(&f) || other_tools.contains(&f.as_str()),
