@@ -518,29 +518,12 @@ fn metrics_in(netns: &str, addr: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Server-side apply of `obj` as the admin (without its status), from a
-/// thread inside `netns` (where the control plane listens); a pod's status
-/// is then written through the status subresource, as a kubelet would.
-fn apply_in(netns: &str, cp: &ControlPlane, mut obj: serde_json::Value) {
-    let status = obj.as_object_mut().unwrap().remove("status");
-    in_netns(netns, || {
-        cp.apply(&obj.to_string());
-        if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
-            let meta = &obj["metadata"];
-            cp.kubectl_ok(&[
-                "patch",
-                "pod",
-                meta["name"].as_str().unwrap(),
-                "-n",
-                meta["namespace"].as_str().unwrap(),
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &serde_json::json!({ "status": status }).to_string(),
-            ]);
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+/// Server-side apply of `obj` as the admin, from a thread inside `netns`
+/// (where the control plane listens); a pod's IP through the status
+/// subresource.
+fn apply_in(netns: &str, cp: &ControlPlane, obj: serde_json::Value) {
+    in_netns(netns, || cp.apply_object(&obj))
+        .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
 }
 
 /// `nftpol run` on node-1 against the real control plane (etcd and

@@ -316,6 +316,29 @@ impl ControlPlane {
         ok(self.apply_output(yaml), &["apply", "-f", "-"])
     }
 
+    /// Server-side apply of `obj` as the admin, without its status; a pod's
+    /// status with a `podIP` is then written through the status subresource,
+    /// as a kubelet would (pods never run here).
+    pub fn apply_object(&self, obj: &serde_json::Value) {
+        let mut obj = obj.clone();
+        let status = obj.as_object_mut().and_then(|o| o.remove("status"));
+        self.apply(&obj.to_string());
+        if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
+            let meta = &obj["metadata"];
+            self.kubectl_ok(&[
+                "patch",
+                "pod",
+                meta["name"].as_str().expect("a pod has a name"),
+                "-n",
+                meta["namespace"].as_str().unwrap_or("default"),
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &serde_json::json!({ "status": status }).to_string(),
+            ]);
+        }
+    }
+
     /// A ServiceAccount token minted with the TokenRequest API
     /// (`kubectl create token`).
     pub fn create_token(&self, namespace: &str, service_account: &str) -> String {

@@ -127,31 +127,9 @@ impl Api {
             .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"))
     }
 
-    /// Server-side apply of `obj` (without its status); a pod's status with an IP is then
-    /// written through the status subresource, as a kubelet would.
-    fn apply(&self, mut obj: Value) {
-        let status = obj.as_object_mut().unwrap().remove("status");
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-        self.in_node1(|cp| {
-            cp.apply(&obj.to_string());
-            if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
-                cp.kubectl_ok(&[
-                    "patch",
-                    "pod",
-                    &name,
-                    "-n",
-                    &ns,
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                    &json!({ "status": status }).to_string(),
-                ]);
-            }
-        });
+    /// Server-side apply of `obj` (a pod's IP through the status subresource).
+    fn apply(&self, obj: Value) {
+        self.in_node1(|cp| cp.apply_object(&obj));
     }
 
     fn delete(&self, kind: &str, ns: &str, name: &str) {

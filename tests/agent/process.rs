@@ -33,26 +33,10 @@ fn pod(ns: &str, name: &str, node: &str, ip4: &str, labels: Value) -> Value {
         "status": {"phase": "Running", "podIP": ip4, "podIPs": [{"ip": ip4}]}})
 }
 
-/// Server-side apply of `obj` as the admin (without its status); a pod's
-/// status with an IP is then written through the status subresource, as a
-/// kubelet would.
-fn apply(cp: &ControlPlane, mut obj: Value) {
-    let status = obj.as_object_mut().unwrap().remove("status");
-    cp.apply(&obj.to_string());
-    if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
-        let meta = &obj["metadata"];
-        cp.kubectl_ok(&[
-            "patch",
-            "pod",
-            meta["name"].as_str().unwrap(),
-            "-n",
-            meta["namespace"].as_str().unwrap(),
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &json!({ "status": status }).to_string(),
-        ]);
-    }
+/// Server-side apply of `obj` as the admin (a pod's IP through the status
+/// subresource).
+fn apply(cp: &ControlPlane, obj: Value) {
+    cp.apply_object(&obj);
 }
 
 fn deny_ingress(ns: &str) -> Value {
