@@ -14,7 +14,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
@@ -175,13 +174,7 @@ fn can_i_list(cp: &ControlPlane, kubeconfig: &Path) -> BTreeSet<Grant> {
 
 /// `nft list table inet nftpol` in this thread's namespace, or None.
 fn table() -> Option<String> {
-    let out = Command::new("nft")
-        .args(["list", "table", "inet", "nftpol"])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    nftpol_testkit::listing::table_text_here()
 }
 
 /// `nftpol run` as the DaemonSet would run it: `--kubeconfig` (token only),

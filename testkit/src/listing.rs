@@ -67,6 +67,18 @@ pub fn table_here(counters: Counters) -> Option<Value> {
         .then(|| parse(&String::from_utf8_lossy(&out.stdout), counters))
 }
 
+/// `nft list table inet nftpol` as text in the calling thread's namespace
+/// (for `contains` checks); None without a table.
+pub fn table_text_here() -> Option<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "nftpol"])
+        .output()
+        .expect("nft runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Objects of `want` missing from `got` and vice versa, one per line, for failure messages.
 pub fn diff(got: &Value, want: &Value) -> String {
     let lines = |v: &Value| -> BTreeSet<String> {

@@ -582,6 +582,15 @@ impl Bed {
         )
     }
 
+    /// Asserts that every agent applied `what` as element deltas only since
+    /// `before` (from [`Self::counts`]): no full replacement, at least one delta.
+    fn assert_only_deltas(&self, before: &[(f64, f64)], what: &str) {
+        for (a, (full, delta)) in self.agents.iter().zip(before) {
+            assert_eq!(a.applies("full"), *full, "{}: {what} is not full", a.node);
+            assert!(a.applies("delta") > *delta, "{}: {what} is a delta", a.node);
+        }
+    }
+
     /// Applies counters per node: (full, delta).
     fn counts(&self) -> Vec<(f64, f64)> {
         self.agents
@@ -811,19 +820,7 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     );
     bed.api.apply(cli_a);
     bed.converge("2 relabel");
-    for (a, (full, delta)) in bed.agents.iter().zip(&before) {
-        assert_eq!(
-            a.applies("full"),
-            *full,
-            "{}: a relabel is not full",
-            a.node
-        );
-        assert!(
-            a.applies("delta") > *delta,
-            "{}: a relabel is a delta",
-            a.node
-        );
-    }
+    bed.assert_only_deltas(&before, "a relabel");
     bed.check("2 relabel");
 
     // 3. A new pod without an IP contributes nothing; its IP arrives as a delta.
@@ -840,19 +837,7 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     );
     bed.api.apply(late);
     bed.converge("3 pod gets its IP");
-    for (a, (full, delta)) in bed.agents.iter().zip(&before) {
-        assert_eq!(
-            a.applies("full"),
-            *full,
-            "{}: a new pod is not full",
-            a.node
-        );
-        assert!(
-            a.applies("delta") > *delta,
-            "{}: a new pod is a delta",
-            a.node
-        );
-    }
+    bed.assert_only_deltas(&before, "a new pod");
     bed.check("3 new pod");
 
     // 4. Policies: added, modified, deleted → full replacements.

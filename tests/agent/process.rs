@@ -47,13 +47,7 @@ fn deny_ingress(ns: &str) -> Value {
 
 /// `nft list table inet nftpol` in this thread's namespace, or None.
 fn table() -> Option<String> {
-    let out = Command::new("nft")
-        .args(["list", "table", "inet", "nftpol"])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    nftpol_testkit::listing::table_text_here()
 }
 
 fn http_get(path: &str) -> Option<(u16, String)> {
