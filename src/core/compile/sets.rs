@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::Compiler;
 use crate::core::model::{
+    Cidr, Selector,
     Family, IpBlock, ObjectRef, Peer, Pod, PodMatch, Port, PortMatch, Protocol,
 };
 use crate::core::nft::names::{self, SetName};
@@ -152,6 +153,10 @@ impl Compiler<'_> {
                     self.named_port_elements(name, proto, f, keep),
                 )
             }
+            Some(Peer::Nodes(_)) | Some(Peer::Networks(_)) => {
+                // Nodes and networks are not pods: a named port never matches them.
+                ("no pods".to_string(), BTreeSet::new())
+            }
             Some(Peer::IpBlock(b)) => {
                 let ranges = b.ranges();
                 let keep = |_: &Pod, ip: &IpAddr| ranges.iter().any(|r| r.contains(ip));
@@ -181,7 +186,54 @@ impl Compiler<'_> {
         match peer {
             Peer::Pods(m) => self.pod_match_set(m, f),
             Peer::IpBlock(b) => self.ip_block_set(b),
+            Peer::Nodes(sel) => self.nodes_set(sel, f),
+            Peer::Networks(cidrs) => self.networks_set(cidrs, f),
         }
+    }
+
+    /// `nodes-…`: the addresses of every Node the selector matches.
+    fn nodes_set(&mut self, sel: &Selector, f: Family) -> String {
+        let name = self.unique(names::nodes_set(sel, f));
+        if !self.rs.sets.contains_key(&name) {
+            let elements = self
+                .cluster
+                .nodes
+                .values()
+                .filter(|n| sel.matches(&n.labels))
+                .flat_map(|n| n.addresses.iter())
+                .filter(|ip| Family::of(ip) == f)
+                .map(|ip| Element::Addr(*ip))
+                .collect();
+            let what = if sel.is_everything() {
+                "all nodes".to_string()
+            } else {
+                format!("nodes {sel}")
+            };
+            self.rs.sets.insert(
+                name.clone(),
+                Set {
+                    kind: SetKind::Addr(f),
+                    comment: names::comment(&what),
+                    elements,
+                },
+            );
+        }
+        name
+    }
+
+    /// `networks-…`: the union of a `networks` peer's CIDRs of one family.
+    fn networks_set(&mut self, cidrs: &[Cidr], f: Family) -> String {
+        let mine: Vec<Cidr> = cidrs.iter().filter(|c| c.family == f).copied().collect();
+        let name = self.unique(names::networks_set(&mine, f));
+        self.rs.sets.entry(name.clone()).or_insert_with(|| Set {
+            kind: SetKind::AddrInterval(f),
+            comment: names::comment(&format!("networks {}", names::networks_key(&mine))),
+            elements: crate::core::model::ipblock::union(&mine, f)
+                .into_iter()
+                .map(Element::Range)
+                .collect(),
+        });
+        name
     }
 
     /// `pods-…`: addresses of every pod of the cluster the selector matches.

@@ -57,6 +57,7 @@ pub fn explain(
     let (protocol, port, port_name) = resolve_port(&q.port, dst.pod, &q.to)?;
 
     let ctx = Ctx {
+        cluster,
         graph,
         family,
         protocol,
@@ -262,6 +263,7 @@ fn resolve_port(
 }
 
 struct Ctx<'a> {
+    cluster: &'a Cluster,
     graph: &'a SelectorGraph,
     family: Family,
     protocol: Protocol,
@@ -372,6 +374,12 @@ impl Ctx<'_> {
             Peer::IpBlock(b) => {
                 b.cidr.family == self.family && b.ranges().iter().any(|r| r.contains(&other.ip))
             }
+            Peer::Nodes(sel) => self
+                .cluster
+                .nodes
+                .values()
+                .any(|n| sel.matches(&n.labels) && n.addresses.contains(&other.ip)),
+            Peer::Networks(cidrs) => cidrs.iter().any(|c| c.contains(&other.ip)),
         }
     }
 
@@ -404,5 +412,11 @@ pub fn describe_peer(p: &Peer, policy_ns: &str) -> String {
             }
         },
         Peer::IpBlock(b) => format!("ipBlock {b}"),
+        Peer::Nodes(sel) if sel.is_everything() => "nodes (all)".to_string(),
+        Peer::Nodes(sel) => format!("nodes {sel}"),
+        Peer::Networks(cidrs) => {
+            let v: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+            format!("networks {}", v.join(", "))
+        }
     }
 }

@@ -45,6 +45,12 @@ pub struct Node {
     /// Policies: false when invalid (fails closed: isolates, allows nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid: Option<bool>,
+    /// ClusterNetworkPolicies: `Admin` or `Baseline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<&'static str>,
+    /// ClusterNetworkPolicies: the priority (lower first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
 }
 
 /// An edge of the exported graph.
@@ -115,6 +121,12 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             Vertex::Policy(p) => format!("policy:{p}"),
             Vertex::PodMatch(_) => selector_ids[v].clone(),
             Vertex::IpBlock(b) => format!("ipblock:{b}"),
+            Vertex::ClusterPolicy(_, _, n) => format!("cnp:{n}"),
+            Vertex::Nodes(sel) => format!("nodes:{sel}"),
+            Vertex::Networks(c) => {
+                let v: Vec<String> = c.iter().map(|c| c.to_string()).collect();
+                format!("networks:{}", v.join(","))
+            }
         }
     };
 
@@ -129,6 +141,8 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             ips: Vec::new(),
             directions: Vec::new(),
             valid: None,
+            tier: None,
+            priority: None,
         };
         nodes.push(match v {
             Vertex::Namespace(n) => Node {
@@ -192,6 +206,36 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
                 label: b.to_string(),
                 ..base
             },
+            Vertex::ClusterPolicy(tier, prio, name) => {
+                let cnp = cluster.cluster_policies.get(name);
+                let d: BTreeSet<Direction> = Direction::ALL
+                    .into_iter()
+                    .filter(|d| cnp.is_some_and(|p| !p.rules(*d).is_empty()))
+                    .collect();
+                Node {
+                    kind: "clusternetworkpolicy",
+                    label: format!("{name}\n{} tier, priority {prio}", tier.api_name()),
+                    directions: dirs(&d),
+                    valid: Some(cnp.is_none_or(|p| p.valid)),
+                    tier: Some(tier.api_name()),
+                    priority: Some(*prio),
+                    ..base
+                }
+            }
+            Vertex::Nodes(sel) => Node {
+                kind: "nodes",
+                label: if sel.is_everything() {
+                    "all nodes".to_string()
+                } else {
+                    format!("nodes {sel}")
+                },
+                ..base
+            },
+            Vertex::Networks(c) => Node {
+                kind: "networks",
+                label: c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"),
+                ..base
+            },
         });
     }
 
@@ -209,6 +253,11 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             }
             Relation::Allows(Direction::Ingress) => "allows-from",
             Relation::Allows(Direction::Egress) => "allows-to",
+            Relation::Applies(d) => {
+                isolates.entry((from, to)).or_default().insert(*d);
+                continue;
+            }
+            Relation::Rule(d, a) => rule_edge_kind(*d, *a),
         };
         edges.insert(Edge {
             from,
@@ -256,6 +305,8 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             ips: Vec::new(),
             directions: Vec::new(),
             valid: None,
+            tier: None,
+            priority: None,
         });
     }
     nodes.sort_by(|a, b| (kind_rank(a.kind), &a.id).cmp(&(kind_rank(b.kind), &b.id)));
@@ -324,6 +375,25 @@ fn node_stmt(n: &Node) -> String {
             format!("ipBlock\n{}", n.label),
             "shape=parallelogram, style=filled, fillcolor=\"#d9ead3\"",
         ),
+        "clusternetworkpolicy" => {
+            let mut l = format!(
+                "ClusterNetworkPolicy {}\n[{}]",
+                n.label,
+                n.directions.join(", ")
+            );
+            if n.valid == Some(false) {
+                l.push_str("\nINVALID: fails closed");
+                (l, "shape=tab, style=filled, fillcolor=\"#f4c7c3\"")
+            } else if n.tier == Some("Admin") {
+                (l, "shape=tab, style=filled, fillcolor=\"#f9cb9c\"")
+            } else {
+                (l, "shape=tab, style=filled, fillcolor=\"#cfe2f3\"")
+            }
+        }
+        "nodes" | "networks" => (
+            n.label.clone(),
+            "shape=parallelogram, style=filled, fillcolor=\"#d0e0e3\"",
+        ),
         _ => (
             n.label.clone(),
             "shape=doubleoctagon, style=filled, fillcolor=\"#d9ead3\"",
@@ -338,7 +408,22 @@ fn edge_stmt(e: &Edge) -> String {
             "label={}, color=\"#b45f06\", fontcolor=\"#b45f06\"",
             q(&format!("selects ({})", e.directions.join(", ")))
         ),
+        "selects" if e.from.starts_with("cnp:") => format!(
+            "label={}, color=\"#741b47\", fontcolor=\"#741b47\"",
+            q(&format!("subject ({})", e.directions.join(", ")))
+        ),
         "selects" => "style=dashed, color=\"#666666\", arrowhead=empty".to_string(),
+        "accept-from" | "accept-to" | "pass-from" | "pass-to" | "deny-from" | "deny-to" => {
+            let color = match &e.kind[..4] {
+                "acce" => "#38761d",
+                "pass" => "#7f6000",
+                _ => "#cc0000",
+            };
+            format!(
+                "label={}, color=\"{color}\", fontcolor=\"{color}\"",
+                q(&e.kind.replace('-', " "))
+            )
+        }
         "allows-from" => {
             "label=\"allows from\", color=\"#38761d\", fontcolor=\"#38761d\"".to_string()
         }
@@ -398,4 +483,17 @@ pub fn dot(e: &Export) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// The kind of a ClusterNetworkPolicy → peer edge: `accept-from`, `deny-to`, ...
+fn rule_edge_kind(d: Direction, a: crate::core::model::Action) -> &'static str {
+    use crate::core::model::Action;
+    match (a, d) {
+        (Action::Accept, Direction::Ingress) => "accept-from",
+        (Action::Accept, Direction::Egress) => "accept-to",
+        (Action::Deny, Direction::Ingress) => "deny-from",
+        (Action::Deny, Direction::Egress) => "deny-to",
+        (Action::Pass, Direction::Ingress) => "pass-from",
+        (Action::Pass, Direction::Egress) => "pass-to",
+    }
 }

@@ -18,7 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::core::model::{Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch};
+use crate::core::model::{
+    Action, Cidr, Cluster, Direction, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Selector,
+    Tier,
+};
 
 /// A vertex of the selector graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,6 +36,13 @@ pub enum Vertex {
     PodMatch(PodMatch),
     /// A distinct ipBlock.
     IpBlock(IpBlock),
+    /// A ClusterNetworkPolicy: tier, priority and name, so that vertices
+    /// sort in evaluation order.
+    ClusterPolicy(Tier, u32, String),
+    /// A distinct `nodes` peer (a Node label selector).
+    Nodes(Selector),
+    /// A distinct `networks` peer.
+    Networks(Vec<Cidr>),
 }
 
 /// An edge of the selector graph.
@@ -46,6 +56,12 @@ pub enum Relation {
     Selects,
     /// Policy → PodMatch or IpBlock: a rule of the policy allows that peer.
     Allows(Direction),
+    /// ClusterPolicy → Pod: the pod is a subject of the policy, which has
+    /// rules in the direction.
+    Applies(Direction),
+    /// ClusterPolicy → PodMatch, Nodes or Networks: a rule of the policy
+    /// names that peer with that action.
+    Rule(Direction, Action),
 }
 
 /// The graph plus indexes for the queries the compiler makes.
@@ -110,27 +126,39 @@ impl SelectorGraph {
                     }
                 }
                 for peer in rules.iter().flat_map(|r| r.peers.iter().flatten()) {
-                    let pv = match peer {
-                        Peer::Pods(m) => match matches.get(m) {
-                            Some(v) => *v,
-                            None => {
-                                let v = g.vertex(Vertex::PodMatch(m.clone()));
-                                matches.insert(m, v);
-                                v
-                            }
-                        },
-                        Peer::IpBlock(b) => match blocks.get(b) {
-                            Some(v) => *v,
-                            None => {
-                                let v = g.vertex(Vertex::IpBlock(b.clone()));
-                                blocks.insert(b, v);
-                                v
-                            }
-                        },
-                    };
+                    let pv = g.peer_vertex(peer, &mut matches, &mut blocks);
                     g.graph.update_edge(polv, pv, Relation::Allows(dir));
                 }
             }
+        }
+
+        // ClusterNetworkPolicies, in evaluation order: their subject is a
+        // PodMatch like any peer's, resolved below with the others.
+        let mut subjects: Vec<(NodeIndex, &PodMatch, Vec<Direction>)> = Vec::new();
+        for cnp in cluster.cluster_policies.values() {
+            let cv = g.vertex(Vertex::ClusterPolicy(
+                cnp.tier,
+                cnp.priority,
+                cnp.name.clone(),
+            ));
+            let dirs: Vec<Direction> = Direction::ALL
+                .into_iter()
+                .filter(|d| !cnp.rules(*d).is_empty())
+                .collect();
+            for dir in &dirs {
+                for r in cnp.rules(*dir) {
+                    for peer in r.peers.iter().flatten() {
+                        let pv = g.peer_vertex(peer, &mut matches, &mut blocks);
+                        g.graph
+                            .update_edge(cv, pv, Relation::Rule(*dir, r.action));
+                    }
+                }
+            }
+            if !matches.contains_key(&cnp.subject) {
+                let v = g.vertex(Vertex::PodMatch(cnp.subject.clone()));
+                matches.insert(&cnp.subject, v);
+            }
+            subjects.push((cv, &cnp.subject, dirs));
         }
 
         // Namespaces each distinct namespaceSelector matches, evaluated once
@@ -160,7 +188,44 @@ impl SelectorGraph {
                 }
             }
         }
+        for (cv, subject, dirs) in subjects {
+            for pod in g.members(subject) {
+                let pv = g.index[&Vertex::Pod(pod)];
+                for dir in &dirs {
+                    g.graph.add_edge(cv, pv, Relation::Applies(*dir));
+                }
+            }
+        }
         g
+    }
+
+    /// The vertex of a peer, made on first use.
+    fn peer_vertex<'m>(
+        &mut self,
+        peer: &'m Peer,
+        matches: &mut BTreeMap<&'m PodMatch, NodeIndex>,
+        blocks: &mut HashMap<&'m IpBlock, NodeIndex>,
+    ) -> NodeIndex {
+        match peer {
+            Peer::Pods(m) => match matches.get(m) {
+                Some(v) => *v,
+                None => {
+                    let v = self.vertex(Vertex::PodMatch(m.clone()));
+                    matches.insert(m, v);
+                    v
+                }
+            },
+            Peer::IpBlock(b) => match blocks.get(b) {
+                Some(v) => *v,
+                None => {
+                    let v = self.vertex(Vertex::IpBlock(b.clone()));
+                    blocks.insert(b, v);
+                    v
+                }
+            },
+            Peer::Nodes(sel) => self.vertex(Vertex::Nodes(sel.clone())),
+            Peer::Networks(cidrs) => self.vertex(Vertex::Networks(cidrs.clone())),
+        }
     }
 
     fn vertex(&mut self, v: Vertex) -> NodeIndex {
@@ -200,6 +265,26 @@ impl SelectorGraph {
             .edges_directed(mv, petgraph::Direction::Outgoing)
             .filter_map(|e| match &self.graph[e.target()] {
                 Vertex::Pod(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The ClusterNetworkPolicies of one tier that apply to a pod in a
+    /// direction (the pod is a subject and the policy has rules in that
+    /// direction), in evaluation order: priority, then name.
+    pub fn cluster_policies(&self, pod: &ObjectRef, tier: Tier, dir: Direction) -> Vec<(u32, String)> {
+        let Some(&pv) = self.index.get(&Vertex::Pod(pod.clone())) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u32, String)> = self
+            .graph
+            .edges_directed(pv, petgraph::Direction::Incoming)
+            .filter(|e| *e.weight() == Relation::Applies(dir))
+            .filter_map(|e| match &self.graph[e.source()] {
+                Vertex::ClusterPolicy(t, prio, name) if *t == tier => Some((*prio, name.clone())),
                 _ => None,
             })
             .collect();

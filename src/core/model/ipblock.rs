@@ -230,6 +230,25 @@ pub fn subtract(cidr: &Cidr, excepts: &[Cidr]) -> Vec<Range> {
     out
 }
 
+/// The union of the CIDRs of family `f`, as sorted, disjoint, non-adjacent
+/// ranges (nftables interval sets refuse overlapping elements).
+pub fn union(cidrs: &[Cidr], f: Family) -> Vec<Range> {
+    let mut rs: Vec<Range> = cidrs
+        .iter()
+        .filter(|c| c.family == f)
+        .map(|c| c.range())
+        .collect();
+    rs.sort();
+    let mut out: Vec<Range> = Vec::new();
+    for r in rs {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(1) => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 fn max_addr(f: Family) -> u128 {
     match f {
         Family::V4 => u32::MAX as u128,

@@ -4,6 +4,7 @@
 //! (policyTypes, protocol TCP, int-or-string ports). Collections are
 //! `BTreeMap`s so iteration order, and with it the output, is deterministic.
 
+pub mod cluster_policy;
 pub mod ipblock;
 pub mod selector;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use cluster_policy::{Action, ClusterPolicy, ClusterRule, Node, Tier};
 pub use ipblock::{Cidr, Family, Range};
 pub use selector::{Labels, Requirement, Selector};
 
@@ -206,6 +208,11 @@ pub enum Peer {
     Pods(PodMatch),
     /// Addresses.
     IpBlock(IpBlock),
+    /// The addresses of Nodes chosen by labels (ClusterNetworkPolicy egress `nodes`).
+    Nodes(Selector),
+    /// Addresses in any of these CIDRs, sorted and deduplicated
+    /// (ClusterNetworkPolicy egress `networks`).
+    Networks(Vec<Cidr>),
 }
 
 /// Which ports of a protocol a policy port matches.
@@ -284,6 +291,10 @@ pub struct Cluster {
     pub pods: BTreeMap<ObjectRef, Pod>,
     /// Policies by namespace/name.
     pub policies: BTreeMap<ObjectRef, Policy>,
+    /// ClusterNetworkPolicies by name.
+    pub cluster_policies: BTreeMap<String, ClusterPolicy>,
+    /// Nodes by name (for `nodes` peers).
+    pub nodes: BTreeMap<String, Node>,
 }
 
 impl Cluster {

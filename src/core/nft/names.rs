@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::model::{
     Cidr, Direction, Family, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Protocol,
-    Requirement, Selector,
+    Requirement, Selector, Tier,
 };
 
 /// Longest name nftpol emits (the kernel allows 255).
@@ -108,6 +108,67 @@ pub fn local_named_port_set(port: &str, proto: Protocol, f: Family) -> String {
     n.push('-');
     n.push_str(f.suffix());
     n
+}
+
+/// The chain of one ClusterNetworkPolicy in one direction:
+/// `admin-ingress-HASH-name`, `baseline-egress-HASH-name`.
+/// Key: `cnp:<tier>:<direction>:<name>` (name escaped).
+pub fn cluster_policy_chain(tier: Tier, dir: Direction, name: &str) -> String {
+    let key = format!("cnp:{}:{}:{}", tier.as_str(), dir.as_str(), escape(name));
+    bounded(&format!("{}-{}", tier.as_str(), dir.as_str()), &key, name, "")
+}
+
+/// The group chain of pods that the ClusterNetworkPolicies `policies` (in
+/// evaluation order) of one tier select in `dir`: `admin-ingress-group-HASH`.
+/// Key: the names, escaped, in evaluation order, comma-separated.
+pub fn tier_group_chain(tier: Tier, dir: Direction, policies: &[&str]) -> String {
+    let key: Vec<String> = policies.iter().map(|p| escape(p)).collect();
+    bounded(&tier_group_prefix(tier, dir), &key.join(","), "", "")
+}
+
+fn tier_group_prefix(tier: Tier, dir: Direction) -> String {
+    format!("{}-{}-group", tier.as_str(), dir.as_str())
+}
+
+/// `admin-ingress-pods-v4`, ...: enforced pod address → its group chain in the tier.
+pub fn tier_dispatch_map(tier: Tier, dir: Direction, f: Family) -> String {
+    format!("{}-{}-pods-{}", tier.as_str(), dir.as_str(), f.suffix())
+}
+
+/// The chain that starts a tier's stage in one direction: `admin-egress`,
+/// `baseline-ingress`.
+pub fn tier_stage_chain(tier: Tier, dir: Direction) -> String {
+    format!("{}-{}", tier.as_str(), dir.as_str())
+}
+
+/// The base chain (hook input) that checks pods reaching their own node,
+/// present only when ClusterNetworkPolicies exist.
+pub const INPUT_CHAIN: &str = "filter-input";
+
+/// The NetworkPolicy egress stage as a chain of its own (only with
+/// ClusterNetworkPolicies, where an Admin `Pass` continues there).
+pub const EGRESS_CHAIN: &str = "pod-egress";
+
+/// `nodes-HASH-v4`: the addresses of the Nodes a selector matches. Key:
+/// `nodes(<selector_key>)`.
+pub fn nodes_set(sel: &Selector, f: Family) -> SetName {
+    SetName {
+        prefix: "nodes",
+        key: format!("nodes({})", selector_key(sel)),
+        readable: String::new(),
+        family: Some(f),
+    }
+}
+
+/// `networks-HASH-v4`: the union of a `networks` peer's CIDRs of one family.
+/// Key: `networks(<networks_key>)` of those CIDRs.
+pub fn networks_set(cidrs: &[Cidr], f: Family) -> SetName {
+    SetName {
+        prefix: "networks",
+        key: format!("networks({})", networks_key(cidrs)),
+        readable: String::new(),
+        family: Some(f),
+    }
 }
 
 /// A generated set's name: its kind, canonical key and readable part. The
@@ -285,7 +346,17 @@ pub fn peer_key(peer: Option<&Peer>) -> String {
         None => "all".to_string(),
         Some(Peer::Pods(m)) => format!("pods({})", pod_match_key(m)),
         Some(Peer::IpBlock(b)) => format!("cidr({})", ip_block_key(b)),
+        Some(Peer::Nodes(sel)) => format!("nodes({})", selector_key(sel)),
+        Some(Peer::Networks(cidrs)) => format!("networks({})", networks_key(cidrs)),
     }
+}
+
+/// Canonical key of a `networks` peer: its CIDRs as text, sorted, comma-separated.
+pub fn networks_key(cidrs: &[Cidr]) -> String {
+    let mut v: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+    v.sort();
+    v.dedup();
+    v.join(",")
 }
 
 /// Free text inside a key: `%`, whitespace and the separators `,;=()/` as
