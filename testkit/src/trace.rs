@@ -68,12 +68,35 @@ pub enum TraceError {
     NoBaseChain,
 }
 
-/// Traces a packet through the ruleset's base chain.
+/// Traces a forwarded packet through the ruleset's `forward` base chain.
 pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
+    trace_hook(rs, pkt, "forward")
+}
+
+/// Traces a packet to this host (a pod reaching the node it runs on)
+/// through the `input` base chain; a ruleset without one accepts it.
+pub fn trace_input(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
+    if !rs
+        .chains
+        .iter()
+        .any(|(_, c)| c.hook.is_some_and(|h| h.hook == "input"))
+    {
+        return Ok(Trace {
+            outcome: Outcome::Accept,
+            path: Vec::new(),
+        });
+    }
+    trace_hook(rs, pkt, "input")
+}
+
+/// Traces a packet through the base chain of `hook` (`fib daddr type local`
+/// holds exactly in `input`).
+fn trace_hook(rs: &Ruleset, pkt: &Packet, hook: &str) -> Result<Trace, TraceError> {
+    let local = hook == "input";
     let (base, _) = rs
         .chains
         .iter()
-        .find(|(_, c)| c.hook.is_some())
+        .find(|(_, c)| c.hook.is_some_and(|h| h.hook == hook))
         .ok_or(TraceError::NoBaseChain)?;
     let mut path = Vec::new();
     // Call stack of (chain, next rule index).
@@ -94,7 +117,7 @@ pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
         };
         let mut all = true;
         for m in &rule.matches {
-            if !eval_match(rs, m, pkt)? {
+            if !eval_match(rs, m, pkt, local)? {
                 all = false;
                 break;
             }
@@ -179,7 +202,7 @@ fn set_of<'a>(
         .ok_or_else(|| TraceError::UnknownSet(name.to_string()))
 }
 
-fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError> {
+fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet, local: bool) -> Result<bool, TraceError> {
     let fam = Family::of(&pkt.src);
     Ok(match m {
         Match::CtEstablishedRelated => pkt.established,
@@ -221,6 +244,7 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet) -> Result<bool, TraceError>
                 _ => false,
             }
         }
+        Match::FibDaddrLocal => local,
     })
 }
 

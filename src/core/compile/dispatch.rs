@@ -94,7 +94,7 @@ impl<'a> Compiler<'a> {
         for dir in Direction::ALL {
             for f in Family::ALL {
                 let elements = targets.remove(&(dir, f)).unwrap_or_default();
-                let map = self.dispatch_map(dir, f, elements);
+                let map = self.np_dispatch_map(dir, f, elements);
                 let (addr, chain) = match dir {
                     Direction::Egress => (Addr::Src, &mut fwd),
                     Direction::Ingress => (Addr::Dst, &mut ingress),
@@ -139,7 +139,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// `self-v4/v6`: `ip . ip` of every enforced pod (a pod may always reach itself).
-    fn self_set(&mut self, enforced: &[&Pod], f: Family) -> String {
+    pub(super) fn self_set(&mut self, enforced: &[&Pod], f: Family) -> String {
         let name = names::self_set(f);
         let elements = enforced
             .iter()
@@ -159,7 +159,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// `ingress-pods-v4` etc.: enforced pod address → `jump` its group chain.
-    fn dispatch_map(
+    pub(super) fn np_dispatch_map(
         &mut self,
         dir: Direction,
         f: Family,
@@ -207,14 +207,16 @@ impl<'a> Compiler<'a> {
         name: &str,
         log: &DropLog,
     ) -> Chain {
-        let mut rules: Vec<Rule> = pols
-            .iter()
-            .map(|p| Rule {
-                matches: vec![],
-                verdict: Verdict::Jump(names::policy_chain(dir, p)),
-                comment: None,
-            })
-            .collect();
+        let mut rules: Vec<Rule> = if self.tiered() {
+            self.np_always_allowed(dir)
+        } else {
+            Vec::new()
+        };
+        rules.extend(pols.iter().map(|p| Rule {
+            matches: vec![],
+            verdict: Verdict::Jump(names::policy_chain(dir, p)),
+            comment: None,
+        }));
         // Policies are namespaced and only select pods of their own
         // namespace, so every pod of a group is in one namespace.
         let namespace = pols

@@ -21,12 +21,13 @@ mod dispatch;
 pub mod droplog;
 mod policy;
 mod sets;
+mod tiers;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::diag::Diagnostic;
 use crate::core::graph::SelectorGraph;
-use crate::core::model::{Cluster, ObjectRef};
+use crate::core::model::{Cluster, Family, ObjectRef};
 use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
 
 /// What to compile for.
@@ -155,9 +156,20 @@ impl Compiler<'_> {
     fn run(&mut self, opts: &Options) {
         let enforced = self.enforced_pods(opts.node.as_deref());
         let dispatch = self.dispatch(&enforced);
-        self.base_chains(&enforced, dispatch.targets);
-        let used = self.group_chains(&dispatch.groups, &opts.drop_log);
-        self.policy_chains(used);
+        if self.tiered() {
+            let tiers = self.tier_dispatch(&enforced);
+            self.self_set(&enforced, Family::V4);
+            self.self_set(&enforced, Family::V6);
+            self.tiered_base_chains(dispatch.targets, tiers.targets);
+            let used = self.tier_group_chains(&tiers.groups);
+            let np_used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            self.cluster_policy_chains(used);
+            self.policy_chains(np_used);
+        } else {
+            self.base_chains(&enforced, dispatch.targets);
+            let used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            self.policy_chains(used);
+        }
         if self.drop_log.logs_any() {
             self.drop_log.index_pods(self.cluster);
         }

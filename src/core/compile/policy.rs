@@ -27,7 +27,7 @@ impl Compiler<'_> {
     fn policy_chain(&mut self, pol: &Policy, dir: Direction) -> Chain {
         let verdict = match dir {
             Direction::Ingress => Verdict::Accept,
-            Direction::Egress => Verdict::Goto(names::INGRESS_CHAIN.to_string()),
+            Direction::Egress => Verdict::Goto(self.ingress_start()),
         };
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: BTreeSet<Vec<Match>> = BTreeSet::new();
@@ -62,7 +62,7 @@ impl Compiler<'_> {
     /// The matches of every nft rule one policy rule yields, family by family.
     /// A rule matching neither an address nor a family-specific set is
     /// family-independent: it is yielded once (with IPv4), not per family.
-    fn rule_matches(&mut self, r: &PolicyRule, dir: Direction) -> Vec<Vec<Match>> {
+    pub(super) fn rule_matches(&mut self, r: &PolicyRule, dir: Direction) -> Vec<Vec<Match>> {
         let ports = self.port_classes(r.ports.as_deref());
         let mut out = Vec::new();
         for f in Family::ALL {
@@ -124,7 +124,11 @@ fn peers_in(r: &PolicyRule, f: Family) -> Vec<Option<&Peer>> {
         None => vec![None],
         Some(ps) => ps
             .iter()
-            .filter(|p| !matches!(p, Peer::IpBlock(b) if b.cidr.family != f))
+            .filter(|p| match p {
+                Peer::IpBlock(b) => b.cidr.family == f,
+                Peer::Networks(cidrs) => cidrs.iter().any(|c| c.family == f),
+                Peer::Pods(_) | Peer::Nodes(_) => true,
+            })
             .map(Some)
             .collect(),
     }

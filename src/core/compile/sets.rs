@@ -8,8 +8,7 @@ use std::net::IpAddr;
 
 use super::Compiler;
 use crate::core::model::{
-    Cidr, Selector,
-    Family, IpBlock, ObjectRef, Peer, Pod, PodMatch, Port, PortMatch, Protocol,
+    Cidr, Family, IpBlock, ObjectRef, Peer, Pod, PodMatch, Port, PortMatch, Protocol, Selector,
 };
 use crate::core::nft::names::{self, SetName};
 use crate::core::nft::ruleset::{Element, Set, SetKind};

@@ -233,7 +233,11 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             },
             Vertex::Networks(c) => Node {
                 kind: "networks",
-                label: c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"),
+                label: c
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 ..base
             },
         });

@@ -149,8 +149,7 @@ impl SelectorGraph {
                 for r in cnp.rules(*dir) {
                     for peer in r.peers.iter().flatten() {
                         let pv = g.peer_vertex(peer, &mut matches, &mut blocks);
-                        g.graph
-                            .update_edge(cv, pv, Relation::Rule(*dir, r.action));
+                        g.graph.update_edge(cv, pv, Relation::Rule(*dir, r.action));
                     }
                 }
             }
@@ -275,7 +274,12 @@ impl SelectorGraph {
     /// The ClusterNetworkPolicies of one tier that apply to a pod in a
     /// direction (the pod is a subject and the policy has rules in that
     /// direction), in evaluation order: priority, then name.
-    pub fn cluster_policies(&self, pod: &ObjectRef, tier: Tier, dir: Direction) -> Vec<(u32, String)> {
+    pub fn cluster_policies(
+        &self,
+        pod: &ObjectRef,
+        tier: Tier,
+        dir: Direction,
+    ) -> Vec<(u32, String)> {
         let Some(&pv) = self.index.get(&Vertex::Pod(pod.clone())) else {
             return Vec::new();
         };

@@ -33,7 +33,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use nftables::expr::{
-    self, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
+    self, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload,
+    PayloadField, Prefix, SetItem,
 };
 use nftables::schema::{
     self, MetainfoObject, NfCmd, NfListObject, NfObject, SetFlag, SetType, SetTypeValue,
@@ -372,6 +373,14 @@ fn match_stmt(m: &Match) -> Statement<'static> {
             ]),
             Operator::EQ,
             set_ref(set),
+        ),
+        Match::FibDaddrLocal => (
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: [FibFlag::Daddr].into_iter().collect(),
+            })),
+            Operator::EQ,
+            Expression::String("local".into()),
         ),
     };
     Statement::Match(stmt::Match { left, right, op })

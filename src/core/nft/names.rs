@@ -115,7 +115,12 @@ pub fn local_named_port_set(port: &str, proto: Protocol, f: Family) -> String {
 /// Key: `cnp:<tier>:<direction>:<name>` (name escaped).
 pub fn cluster_policy_chain(tier: Tier, dir: Direction, name: &str) -> String {
     let key = format!("cnp:{}:{}:{}", tier.as_str(), dir.as_str(), escape(name));
-    bounded(&format!("{}-{}", tier.as_str(), dir.as_str()), &key, name, "")
+    bounded(
+        &format!("{}-{}", tier.as_str(), dir.as_str()),
+        &key,
+        name,
+        "",
+    )
 }
 
 /// The group chain of pods that the ClusterNetworkPolicies `policies` (in

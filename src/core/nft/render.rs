@@ -73,6 +73,7 @@ pub fn match_expr(m: &Match) -> String {
         Match::DstProtoPortIn(f, set) => {
             format!("{} daddr . meta l4proto . th dport @{set}", ip_kw(*f))
         }
+        Match::FibDaddrLocal => "fib daddr type local".to_string(),
     }
 }
 

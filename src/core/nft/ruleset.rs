@@ -97,6 +97,9 @@ pub enum Match {
     ProtoPortIn(String),
     /// `ip daddr . meta l4proto . th dport @set` (named ports of the destination).
     DstProtoPortIn(Family, String),
+    /// The destination is an address of this host (`fib daddr type local`):
+    /// a pod reaching the node it runs on (seen in the `input` hook).
+    FibDaddrLocal,
 }
 
 /// `limit rate RATE/second burst BURST packets log prefix "PREFIX" group GROUP`:

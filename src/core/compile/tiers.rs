@@ -1,0 +1,577 @@
+//! ClusterNetworkPolicy tiers (docs/cluster-network-policy.md): when the
+//! cluster has any ClusterNetworkPolicy, the table takes its tiered layout.
+//!
+//! ```text
+//! filter-forward / filter-input ── admin-egress-pods ─▶ admin-egress-group-* ─▶ admin-egress-*
+//!         │ (no Admin decision)                              Pass ──┐
+//!         ▼                                                         ▼
+//!     pod-egress ── egress-pods ─▶ egress-group-* (NetworkPolicy decides if isolated)
+//!         │ ── baseline-egress-pods ─▶ baseline-egress-group-* ─▶ baseline-egress-*
+//!         ▼ (egress end allowed)
+//!     admin-ingress ── admin-ingress-pods ─▶ … Pass ─▶ pod-ingress
+//!     pod-ingress ── ingress-pods ─▶ ingress-group-* ; baseline-ingress-pods ─▶ … ; accept
+//! ```
+//!
+//! Every stage dispatches on the pod's address through a verdict map, so the
+//! per-packet cost does not grow with pods; a pod's group chain jumps to the
+//! chains of exactly the ClusterNetworkPolicies that select it, in evaluation
+//! order. Accept continues with the other end (`goto` the ingress start) or
+//! accepts; Deny drops; Pass `goto`s the next stage. The stage chains after
+//! a `goto` always end in a verdict, so nothing returns into a chain that
+//! was left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::{Compiler, rule};
+use crate::core::model::{Action, ClusterPolicy, Direction, Family, Pod, Rule as PolicyRule, Tier};
+use crate::core::nft::names;
+use crate::core::nft::ruleset::{Chain, Match, Rule, Verdict, VerdictMap};
+
+/// (tier, direction, policy names in evaluation order) → group chain.
+pub(super) type TierGroupKey = (Tier, Direction, Vec<String>);
+
+/// The tier group chains and which pod address dispatches to which.
+#[derive(Default)]
+pub(super) struct TierDispatch {
+    /// Group key → group chain name.
+    pub(super) groups: BTreeMap<TierGroupKey, String>,
+    /// (tier, direction, family) → enforced pod address → its group chain.
+    pub(super) targets: BTreeMap<(Tier, Direction, Family), BTreeMap<IpAddr, String>>,
+}
+
+impl Compiler<'_> {
+    /// Whether the table takes the tiered layout (any ClusterNetworkPolicy).
+    pub(super) fn tiered(&self) -> bool {
+        !self.cluster.cluster_policies.is_empty()
+    }
+
+    /// Whether a tier has any policy (its stage and maps exist).
+    pub(super) fn has_tier(&self, tier: Tier) -> bool {
+        self.cluster
+            .cluster_policies
+            .values()
+            .any(|p| p.tier == tier)
+    }
+
+    /// Where checking the destination end starts: the Admin ingress stage if
+    /// there is an Admin tier, else NetworkPolicy's `pod-ingress`.
+    pub(super) fn ingress_start(&self) -> String {
+        if self.has_tier(Tier::Admin) {
+            names::tier_stage_chain(Tier::Admin, Direction::Ingress)
+        } else {
+            names::INGRESS_CHAIN.to_string()
+        }
+    }
+
+    /// Each enforced pod's ClusterNetworkPolicies per tier and direction define its group.
+    pub(super) fn tier_dispatch(&self, enforced: &[&Pod]) -> TierDispatch {
+        let mut d = TierDispatch::default();
+        for pod in enforced {
+            for tier in Tier::ALL {
+                for dir in Direction::ALL {
+                    let pols: Vec<String> = self
+                        .graph
+                        .cluster_policies(&pod.id, tier, dir)
+                        .into_iter()
+                        .map(|(_, n)| n)
+                        .collect();
+                    if pols.is_empty() {
+                        continue;
+                    }
+                    let chain = d
+                        .groups
+                        .entry((tier, dir, pols))
+                        .or_insert_with_key(|(t, dir, pols)| {
+                            let names: Vec<&str> = pols.iter().map(String::as_str).collect();
+                            names::tier_group_chain(*t, *dir, &names)
+                        })
+                        .clone();
+                    for ip in &pod.ips {
+                        d.targets
+                            .entry((tier, dir, Family::of(ip)))
+                            .or_default()
+                            .insert(*ip, chain.clone());
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// The rules that dispatch one tier and direction on the pod's address
+    /// (source for egress, destination for ingress), with their maps.
+    pub(super) fn tier_dispatch_rules(
+        &mut self,
+        tier: Tier,
+        dir: Direction,
+        targets: &mut BTreeMap<(Tier, Direction, Family), BTreeMap<IpAddr, String>>,
+    ) -> Vec<Rule> {
+        if !self.has_tier(tier) {
+            return Vec::new();
+        }
+        let addr = match dir {
+            Direction::Egress => crate::core::nft::ruleset::Addr::Src,
+            Direction::Ingress => crate::core::nft::ruleset::Addr::Dst,
+        };
+        let mut rules = Vec::new();
+        for f in Family::ALL {
+            let name = names::tier_dispatch_map(tier, dir, f);
+            let elements = targets.remove(&(tier, dir, f)).unwrap_or_default();
+            self.rs.maps.insert(
+                name.clone(),
+                VerdictMap {
+                    family: f,
+                    comment: names::comment(&format!(
+                        "enforced pods -> the {} ClusterNetworkPolicies of their {}",
+                        tier.api_name(),
+                        dir.as_str()
+                    )),
+                    elements,
+                },
+            );
+            rules.push(Rule {
+                matches: vec![],
+                verdict: Verdict::AddrVmap(f, addr, name),
+                comment: None,
+            });
+        }
+        rules
+    }
+
+    /// Every tier group chain (jump to each policy's chain in evaluation
+    /// order; no decision falls back to the stage that dispatched), sorted by
+    /// name; returns the (tier, direction, policy) chains they use.
+    pub(super) fn tier_group_chains(
+        &mut self,
+        groups: &BTreeMap<TierGroupKey, String>,
+    ) -> BTreeSet<(Direction, String)> {
+        let mut used = BTreeSet::new();
+        let mut chains = Vec::new();
+        for ((tier, dir, pols), name) in groups {
+            let rules = pols
+                .iter()
+                .map(|p| Rule {
+                    matches: vec![],
+                    verdict: Verdict::Jump(names::cluster_policy_chain(*tier, *dir, p)),
+                    comment: None,
+                })
+                .collect();
+            used.extend(pols.iter().map(|p| (*dir, p.clone())));
+            chains.push((
+                name.clone(),
+                Chain {
+                    hook: None,
+                    comment: names::comment(&format!(
+                        "{} tier, {}: {}",
+                        tier.api_name(),
+                        dir.as_str(),
+                        pols.join(", ")
+                    )),
+                    rules,
+                },
+            ));
+        }
+        chains.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rs.chains.extend(chains);
+        used
+    }
+
+    /// The chains of the ClusterNetworkPolicies the groups use, sorted by name.
+    pub(super) fn cluster_policy_chains(&mut self, used: BTreeSet<(Direction, String)>) {
+        let mut chains = Vec::new();
+        for (dir, name) in used {
+            let pol = &self.cluster.cluster_policies[&name];
+            chains.push((
+                names::cluster_policy_chain(pol.tier, dir, &pol.name),
+                self.cluster_policy_chain(pol, dir),
+            ));
+        }
+        chains.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rs.chains.extend(chains);
+    }
+
+    /// What a matching rule does, as an nft verdict, by tier, direction and action.
+    fn action_verdict(&self, tier: Tier, dir: Direction, action: Action) -> Verdict {
+        let allow = match dir {
+            Direction::Egress => Verdict::Goto(self.ingress_start()),
+            Direction::Ingress => Verdict::Accept,
+        };
+        match (action, tier, dir) {
+            (Action::Accept, _, _) => allow,
+            (Action::Deny, _, _) => Verdict::CountedDrop,
+            (Action::Pass, Tier::Admin, Direction::Egress) => {
+                Verdict::Goto(names::EGRESS_CHAIN.to_string())
+            }
+            (Action::Pass, Tier::Admin, Direction::Ingress) => {
+                Verdict::Goto(names::INGRESS_CHAIN.to_string())
+            }
+            // Pass in Baseline: nothing is left to decide; the default allows.
+            (Action::Pass, Tier::Baseline, _) => allow,
+        }
+    }
+
+    /// One ClusterNetworkPolicy in one direction: its rules in order, each
+    /// peer × port class × family an nft rule with the rule's verdict.
+    fn cluster_policy_chain(&mut self, pol: &ClusterPolicy, dir: Direction) -> Chain {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: BTreeSet<Vec<Match>> = BTreeSet::new();
+        for (i, r) in pol.rules(dir).iter().enumerate() {
+            let verdict = self.action_verdict(pol.tier, dir, r.action);
+            let as_rule = PolicyRule {
+                peers: r.peers.clone(),
+                ports: r.ports.clone(),
+            };
+            let label = match &r.name {
+                Some(n) => format!("{}[{i}] {n}: {}", dir.as_str(), r.action),
+                None => format!("{}[{i}]: {}", dir.as_str(), r.action),
+            };
+            for matches in self.rule_matches(&as_rule, dir) {
+                // The first rule with these matches decides; a later
+                // duplicate could never match first.
+                if seen.insert(matches.clone()) {
+                    rules.push(rule(matches, verdict.clone(), &names::comment(&label)));
+                }
+            }
+        }
+        let what = format!(
+            "{} {} priority {} {}{}",
+            pol.tier.api_name(),
+            pol.name,
+            pol.priority,
+            dir.as_str(),
+            if pol.valid {
+                ""
+            } else {
+                " INVALID: fails closed, denies everything"
+            }
+        );
+        Chain {
+            hook: None,
+            comment: names::comment(&what),
+            rules,
+        }
+    }
+
+    /// The tiered layout's base and stage chains: `filter-forward` and
+    /// `filter-input` (conntrack, then the Admin egress stage, then
+    /// `pod-egress`), `pod-egress` (NetworkPolicy, then Baseline egress,
+    /// then the ingress start), `admin-ingress` (Admin ingress, then
+    /// `pod-ingress`) and `pod-ingress` (NetworkPolicy, then Baseline
+    /// ingress, then accept), with every map they name.
+    pub(super) fn tiered_base_chains(
+        &mut self,
+        mut np_targets: BTreeMap<(Direction, Family), BTreeMap<IpAddr, String>>,
+        mut tier_targets: BTreeMap<(Tier, Direction, Family), BTreeMap<IpAddr, String>>,
+    ) {
+        use crate::core::nft::ruleset::{Addr, Hook};
+        let ct = rule(
+            vec![Match::CtEstablishedRelated],
+            Verdict::Accept,
+            "replies of allowed flows",
+        );
+        let admin_egress =
+            self.tier_dispatch_rules(Tier::Admin, Direction::Egress, &mut tier_targets);
+        let to_egress = Rule {
+            matches: vec![],
+            verdict: Verdict::Goto(names::EGRESS_CHAIN.to_string()),
+            comment: None,
+        };
+        let mut fwd = vec![
+            ct.clone(),
+            rule(
+                vec![Match::NeighbourDiscovery],
+                Verdict::Accept,
+                "IPv6 neighbour discovery",
+            ),
+        ];
+        fwd.extend(admin_egress.iter().cloned());
+        fwd.push(to_egress.clone());
+        let mut input = vec![ct];
+        input.extend(admin_egress);
+        input.push(to_egress);
+
+        let mut np_dispatch = |c: &mut Self, dir: Direction| -> Vec<Rule> {
+            let addr = match dir {
+                Direction::Egress => Addr::Src,
+                Direction::Ingress => Addr::Dst,
+            };
+            Family::ALL
+                .into_iter()
+                .map(|f| {
+                    let elements = np_targets.remove(&(dir, f)).unwrap_or_default();
+                    let map = c.np_dispatch_map(dir, f, elements);
+                    Rule {
+                        matches: vec![],
+                        verdict: Verdict::AddrVmap(f, addr, map),
+                        comment: None,
+                    }
+                })
+                .collect()
+        };
+        let mut egress = np_dispatch(self, Direction::Egress);
+        egress.extend(self.tier_dispatch_rules(
+            Tier::Baseline,
+            Direction::Egress,
+            &mut tier_targets,
+        ));
+        egress.push(rule(
+            vec![],
+            Verdict::Goto(self.ingress_start()),
+            "egress end allowed: check the destination",
+        ));
+        let mut ingress = np_dispatch(self, Direction::Ingress);
+        ingress.extend(self.tier_dispatch_rules(
+            Tier::Baseline,
+            Direction::Ingress,
+            &mut tier_targets,
+        ));
+        ingress.push(rule(vec![], Verdict::Accept, "no tier denies this ingress"));
+
+        let base = |hook: &'static str, comment: &str, rules: Vec<Rule>| Chain {
+            hook: Some(Hook { hook, priority: 0 }),
+            comment: comment.to_string(),
+            rules,
+        };
+        self.rs.chains.push((
+            names::FORWARD_CHAIN.to_string(),
+            base(
+                "forward",
+                "nftpol: cluster and namespace policy for forwarded pod traffic (egress, then ingress)",
+                fwd,
+            ),
+        ));
+        self.rs.chains.push((
+            names::INPUT_CHAIN.to_string(),
+            base(
+                "input",
+                "nftpol: ClusterNetworkPolicy egress of local pods to this node",
+                input,
+            ),
+        ));
+        self.rs.chains.push((
+            names::EGRESS_CHAIN.to_string(),
+            Chain {
+                hook: None,
+                comment: "egress: NetworkPolicy, then the Baseline tier".to_string(),
+                rules: egress,
+            },
+        ));
+        if self.has_tier(Tier::Admin) {
+            let rules = {
+                let mut r =
+                    self.tier_dispatch_rules(Tier::Admin, Direction::Ingress, &mut tier_targets);
+                r.push(Rule {
+                    matches: vec![],
+                    verdict: Verdict::Goto(names::INGRESS_CHAIN.to_string()),
+                    comment: None,
+                });
+                r
+            };
+            self.rs.chains.push((
+                names::tier_stage_chain(Tier::Admin, Direction::Ingress),
+                Chain {
+                    hook: None,
+                    comment: "ingress: the Admin tier on the destination pod".to_string(),
+                    rules,
+                },
+            ));
+        }
+        self.rs.chains.push((
+            names::INGRESS_CHAIN.to_string(),
+            Chain {
+                hook: None,
+                comment: "ingress: NetworkPolicy, then the Baseline tier".to_string(),
+                rules: ingress,
+            },
+        ));
+    }
+
+    /// The rules a NetworkPolicy group chain starts with in the tiered layout:
+    /// what NetworkPolicy always allows, made explicit because the Admin tier
+    /// now runs before it (a pod reaching its own node, through `input`, and
+    /// a pod reaching itself through a Service).
+    pub(super) fn np_always_allowed(&self, dir: Direction) -> Vec<Rule> {
+        match dir {
+            Direction::Egress => {
+                let mut v = vec![rule(
+                    vec![Match::FibDaddrLocal],
+                    Verdict::Accept,
+                    "a pod may always reach its node",
+                )];
+                for f in Family::ALL {
+                    v.push(rule(
+                        vec![Match::SelfPair(f, names::self_set(f))],
+                        Verdict::Goto(self.ingress_start()),
+                        "a pod may always reach itself",
+                    ));
+                }
+                v
+            }
+            Direction::Ingress => Family::ALL
+                .into_iter()
+                .map(|f| {
+                    rule(
+                        vec![Match::SelfPair(f, names::self_set(f))],
+                        Verdict::Accept,
+                        "a pod may always reach itself",
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::{Options, compile_cluster};
+    use crate::core::model::{
+        Action, Cidr, Cluster, ClusterPolicy, ClusterRule, Direction, NamespaceScope, Node,
+        ObjectRef, Peer, Pod, PodMatch, Port, PortMatch, Protocol, Selector, Tier,
+    };
+    use crate::core::nft::names;
+    use crate::core::nft::render::script as render;
+
+    fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
+        Pod {
+            id: ObjectRef::new(ns, name),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            node: Some("node-1".to_string()),
+            ips: vec![ip.parse().unwrap()],
+            named_ports: BTreeMap::new(),
+        }
+    }
+
+    fn ns_sel(name: &str) -> PodMatch {
+        PodMatch {
+            namespaces: NamespaceScope::Selector(Selector::from_labels([(
+                "kubernetes.io/metadata.name",
+                name,
+            )])),
+            pods: Selector::everything(),
+        }
+    }
+
+    /// A small cluster: Admin denies egress to 10.0.0.0/8 except a Pass for
+    /// pods of `db`, Baseline denies ingress from `other`.
+    pub(crate) fn cluster() -> Cluster {
+        let mut c = Cluster::default();
+        for p in [
+            pod("app", "web", "web", "10.244.1.10"),
+            pod("db", "pg", "pg", "10.244.1.20"),
+            pod("other", "x", "x", "10.244.1.30"),
+        ] {
+            c.pods.insert(p.id.clone(), p);
+        }
+        let admin = ClusterPolicy {
+            name: "guard".to_string(),
+            tier: Tier::Admin,
+            priority: 10,
+            subject: ns_sel("app"),
+            ingress: vec![],
+            egress: vec![
+                ClusterRule {
+                    name: Some("to-db".to_string()),
+                    action: Action::Pass,
+                    peers: Some(vec![Peer::Pods(ns_sel("db"))]),
+                    ports: Some(vec![Port {
+                        protocol: Protocol::Tcp,
+                        port: PortMatch::Range(5432, 5432),
+                    }]),
+                },
+                ClusterRule {
+                    name: None,
+                    action: Action::Deny,
+                    peers: Some(vec![Peer::Networks(vec![
+                        Cidr::parse("10.0.0.0/8").unwrap(),
+                    ])]),
+                    ports: None,
+                },
+            ],
+            valid: true,
+        };
+        let baseline = ClusterPolicy {
+            name: "default-deny-other".to_string(),
+            tier: Tier::Baseline,
+            priority: 0,
+            subject: PodMatch {
+                namespaces: NamespaceScope::Selector(Selector::everything()),
+                pods: Selector::everything(),
+            },
+            ingress: vec![ClusterRule {
+                name: None,
+                action: Action::Deny,
+                peers: Some(vec![Peer::Pods(ns_sel("other"))]),
+                ports: None,
+            }],
+            egress: vec![ClusterRule {
+                name: None,
+                action: Action::Deny,
+                peers: Some(vec![Peer::Nodes(Selector::everything())]),
+                ports: None,
+            }],
+            valid: true,
+        };
+        let np = crate::core::model::Policy {
+            id: ObjectRef::new("db", "egress-nothing"),
+            pod_selector: Selector::everything(),
+            ingress: None,
+            egress: Some(vec![]),
+            valid: true,
+        };
+        c.policies.insert(np.id.clone(), np);
+        c.cluster_policies.insert(admin.name.clone(), admin);
+        c.cluster_policies.insert(baseline.name.clone(), baseline);
+        c.nodes.insert(
+            "node-1".to_string(),
+            Node {
+                name: "node-1".to_string(),
+                labels: BTreeMap::new(),
+                addresses: vec!["192.168.0.1".parse().unwrap()],
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn tiered_layout_dispatches_each_tier_by_address() {
+        let out = compile_cluster(&cluster(), Vec::new(), &Options::default());
+        let rs = &out.ruleset;
+        let admin_egress = &rs.maps[&names::tier_dispatch_map(
+            Tier::Admin,
+            Direction::Egress,
+            crate::core::model::Family::V4,
+        )];
+        // Only the subject (app/web) is in the Admin egress map.
+        assert_eq!(admin_egress.elements.len(), 1);
+        assert!(
+            admin_egress
+                .elements
+                .contains_key(&"10.244.1.10".parse().unwrap())
+        );
+        let baseline_ingress = &rs.maps[&names::tier_dispatch_map(
+            Tier::Baseline,
+            Direction::Ingress,
+            crate::core::model::Family::V4,
+        )];
+        assert_eq!(baseline_ingress.elements.len(), 3);
+        let text = render(rs);
+        assert!(text.contains("hook input"), "{text}");
+        assert!(
+            text.contains("goto pod-egress comment \"egress[0] to-db: Pass\""),
+            "{text}"
+        );
+        assert!(text.contains("fib daddr type local accept"), "{text}");
+        // Deterministic.
+        let again = compile_cluster(&cluster(), Vec::new(), &Options::default());
+        assert_eq!(text, render(&again.ruleset));
+    }
+
+    #[test]
+    fn print_tiered_example() {
+        let out = compile_cluster(&cluster(), Vec::new(), &Options::default());
+        println!("{}", render(&out.ruleset));
+    }
+}
