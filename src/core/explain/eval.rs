@@ -6,13 +6,24 @@ use std::net::IpAddr;
 
 use super::query::{Endpoint, PortArg, PortSpec, Query};
 use super::report::{
-    DecidedBy, Explanation, Flow, Item, PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
+    ClusterPolicyReport, ClusterRuleReport, DecidedBy, Decision, Explanation, Flow, Item,
+    PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
 };
 use crate::core::graph::SelectorGraph;
 use crate::core::model::{
-    Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, Port, PortMatch, Protocol,
-    Rule,
+    Action, Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, Port, PortMatch,
+    Protocol, Rule, Tier,
 };
+
+/// What one tier says about one end of a flow.
+enum TierOutcome {
+    /// No rule matched.
+    Nothing,
+    /// A Pass rule (policy, rule index) left the tier.
+    Passed(String, usize),
+    /// An Accept or Deny rule (policy, rule index, action) decided.
+    Decided(String, usize, Action),
+}
 
 /// Why a query cannot be answered. Each message names the object and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +104,7 @@ pub fn explain(
         } else {
             DecidedBy::Policies
         },
+        warnings: same_priority_warnings(&egress, &ingress),
         egress,
         ingress,
     })
@@ -286,6 +298,15 @@ impl Ctx<'_> {
                 isolated: false,
                 allowed: true,
                 policies: Vec::new(),
+                admin: Vec::new(),
+                baseline: Vec::new(),
+                decision: (!cluster.cluster_policies.is_empty()).then(|| Decision {
+                    tier: "default",
+                    policy: None,
+                    rule: None,
+                    action: None,
+                    passed: Vec::new(),
+                }),
             };
         };
         // The destination pod, for named ports.
@@ -314,13 +335,152 @@ impl Ctx<'_> {
                 }
             })
             .collect();
+        let isolated = !policies.is_empty();
+        let np_allows = policies.iter().any(|p| p.allows);
+        if cluster.cluster_policies.is_empty() {
+            return Side {
+                direction: dir,
+                pod: Some(pod.id.to_string()),
+                isolated,
+                allowed: !isolated || np_allows,
+                policies,
+                admin: Vec::new(),
+                baseline: Vec::new(),
+                decision: None,
+            };
+        }
+        // Admin → NetworkPolicy (if isolated) → Baseline → default.
+        let mut passed = Vec::new();
+        let (admin, admin_says) = self.tier(cluster, Tier::Admin, dir, pod, other, dst, true);
+        let baseline;
+        let decision = match admin_says {
+            TierOutcome::Decided(name, rule, action) => {
+                (baseline, _) = self.tier(cluster, Tier::Baseline, dir, pod, other, dst, false);
+                Decision {
+                    tier: "Admin",
+                    policy: Some(name),
+                    rule: Some(rule),
+                    action: Some(action.api_name()),
+                    passed,
+                }
+            }
+            other_outcome => {
+                if let TierOutcome::Passed(name, rule) = other_outcome {
+                    passed.push(format!("Admin {name}[{rule}]"));
+                }
+                let baseline_says;
+                (baseline, baseline_says) =
+                    self.tier(cluster, Tier::Baseline, dir, pod, other, dst, !isolated);
+                if isolated {
+                    Decision {
+                        tier: "NetworkPolicy",
+                        policy: None,
+                        rule: None,
+                        action: Some(if np_allows { "Accept" } else { "Deny" }),
+                        passed,
+                    }
+                } else {
+                    match baseline_says {
+                        TierOutcome::Decided(name, rule, action) => Decision {
+                            tier: "Baseline",
+                            policy: Some(name),
+                            rule: Some(rule),
+                            action: Some(action.api_name()),
+                            passed,
+                        },
+                        TierOutcome::Passed(name, rule) => {
+                            passed.push(format!("Baseline {name}[{rule}]"));
+                            Decision {
+                                tier: "default",
+                                policy: None,
+                                rule: None,
+                                action: None,
+                                passed,
+                            }
+                        }
+                        TierOutcome::Nothing => Decision {
+                            tier: "default",
+                            policy: None,
+                            rule: None,
+                            action: None,
+                            passed,
+                        },
+                    }
+                }
+            }
+        };
+        let allowed = match decision.tier {
+            "NetworkPolicy" => np_allows,
+            "default" => true,
+            _ => decision.action == Some("Accept"),
+        };
         Side {
             direction: dir,
             pod: Some(pod.id.to_string()),
-            isolated: !policies.is_empty(),
-            allowed: policies.is_empty() || policies.iter().any(|p| p.allows),
+            isolated,
+            allowed,
             policies,
+            admin,
+            baseline,
+            decision: Some(decision),
         }
+    }
+
+    /// One tier's ClusterNetworkPolicies for `pod` in `dir`, in evaluation
+    /// order, each rule matched against the flow; and what the tier says
+    /// (when `reached`: the first matching rule decides or passes).
+    #[allow(clippy::too_many_arguments)]
+    fn tier(
+        &self,
+        cluster: &Cluster,
+        tier: Tier,
+        dir: Direction,
+        pod: &Pod,
+        other: &Resolved,
+        dst: Option<&Pod>,
+        reached: bool,
+    ) -> (Vec<ClusterPolicyReport>, TierOutcome) {
+        let mut outcome = TierOutcome::Nothing;
+        let mut open = reached;
+        let mut reports = Vec::new();
+        for (_, name) in self.graph.cluster_policies(&pod.id, tier, dir) {
+            let Some(pol) = cluster.cluster_policies.get(&name) else {
+                continue;
+            };
+            let evaluated = open;
+            let mut rules = Vec::new();
+            for (i, r) in pol.rules(dir).iter().enumerate() {
+                let as_rule = Rule {
+                    peers: r.peers.clone(),
+                    ports: r.ports.clone(),
+                };
+                let rep = self.rule(i, &as_rule, "", other, dst);
+                if open && rep.allows {
+                    open = false;
+                    outcome = match r.action {
+                        Action::Pass => TierOutcome::Passed(pol.name.clone(), i),
+                        a => TierOutcome::Decided(pol.name.clone(), i, a),
+                    };
+                }
+                rules.push(ClusterRuleReport {
+                    index: i,
+                    name: r.name.clone(),
+                    action: r.action.api_name(),
+                    matches: rep.allows,
+                    peers: rep.peers,
+                    all_ports: rep.all_ports,
+                    ports: rep.ports,
+                });
+            }
+            reports.push(ClusterPolicyReport {
+                policy: pol.name.clone(),
+                priority: pol.priority,
+                valid: pol.valid,
+                evaluated,
+                rules,
+            });
+        }
+        (reports, outcome)
     }
 
     fn rule(
@@ -419,4 +579,32 @@ pub fn describe_peer(p: &Peer, policy_ns: &str) -> String {
             format!("networks {}", v.join(", "))
         }
     }
+}
+
+/// A warning for every pair of ClusterNetworkPolicies of one tier and
+/// priority that both apply to one end of the flow: upstream leaves their
+/// relative order undefined (nftpol orders them by name).
+fn same_priority_warnings(egress: &Side, ingress: &Side) -> Vec<String> {
+    let mut out = Vec::new();
+    for side in [egress, ingress] {
+        for (tier, reports) in [(Tier::Admin, &side.admin), (Tier::Baseline, &side.baseline)] {
+            for (i, a) in reports.iter().enumerate() {
+                for b in &reports[i + 1..] {
+                    if a.priority == b.priority {
+                        let pod = side.pod.as_deref().unwrap_or("?");
+                        out.push(format!(
+                            "ClusterNetworkPolicies {} and {} are both {} tier, priority {}, and both apply to the {} of {pod}: upstream leaves their order undefined; nftpol evaluates {} first (by name). Give them distinct priorities.",
+                            a.policy,
+                            b.policy,
+                            tier.api_name(),
+                            a.priority,
+                            side.direction.as_str(),
+                            a.policy
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }

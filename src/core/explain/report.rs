@@ -109,6 +109,71 @@ pub struct Side {
     pub allowed: bool,
     /// The isolating policies, sorted.
     pub policies: Vec<PolicyReport>,
+    /// The Admin-tier ClusterNetworkPolicies that apply to the pod in this
+    /// direction, in evaluation order (absent from JSON when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin: Vec<ClusterPolicyReport>,
+    /// The Baseline-tier ones, likewise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<ClusterPolicyReport>,
+    /// Which tier decided this end, when the cluster has
+    /// ClusterNetworkPolicies (absent from JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// Which tier, policy and rule decided one end of the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// `Admin`, `NetworkPolicy`, `Baseline` or `default` (nothing decided: allowed).
+    pub tier: &'static str,
+    /// The ClusterNetworkPolicy whose rule decided (Admin, Baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Index of that rule in its direction's list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    /// `Accept` or `Deny` (a Pass leaves the tier and is recorded in `passed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// Tiers a Pass rule left, as `tier policy[rule]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<String>,
+}
+
+/// One ClusterNetworkPolicy applying to the pod in this direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterPolicyReport {
+    /// Name.
+    pub policy: String,
+    /// Its priority (lower first).
+    pub priority: u32,
+    /// False when the API server would reject it: it fails closed (denies everything).
+    pub valid: bool,
+    /// Whether it was reached (an earlier rule of the tier may have decided or passed).
+    pub evaluated: bool,
+    /// Every rule of the direction, in order.
+    pub rules: Vec<ClusterRuleReport>,
+}
+
+/// How one ClusterNetworkPolicy rule fared against the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterRuleReport {
+    /// Index in the policy's `ingress`/`egress` list.
+    pub index: usize,
+    /// Its `name`, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Accept`, `Deny` or `Pass`.
+    pub action: &'static str,
+    /// Whether a peer and a protocol/port match the flow.
+    pub matches: bool,
+    /// Every peer of the rule (`from`/`to`; empty for a fail-closed rule that matches everything).
+    pub peers: Vec<Item>,
+    /// The rule has no `protocols`: every protocol and port matches.
+    pub all_ports: bool,
+    /// Every protocol/port entry (empty when `all_ports`).
+    pub ports: Vec<Item>,
 }
 
 /// The full answer; this is also the `--output json` schema (docs/explain.md).
@@ -124,6 +189,11 @@ pub struct Explanation {
     pub egress: Side,
     /// Ingress of the destination.
     pub ingress: Side,
+    /// Things the reader should know: ClusterNetworkPolicies of one tier
+    /// and priority that both apply (upstream leaves their order undefined;
+    /// nftpol orders them by name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What decides the verdict.
@@ -173,6 +243,9 @@ impl Explanation {
             s.push('\n');
             side.write_text(&mut s, self.decided_by == DecidedBy::SelfFlow);
         }
+        for w in &self.warnings {
+            let _ = writeln!(s, "\nwarning: {w}");
+        }
         s
     }
 
@@ -186,7 +259,97 @@ impl Explanation {
 }
 
 impl Side {
+    /// The tier walk (clusters with ClusterNetworkPolicies): which tier
+    /// decided, then each tier's policies and rules.
+    fn write_tiers(&self, s: &mut String, d: &Decision, informational: bool) {
+        let (title, end) = match self.direction {
+            Direction::Egress => ("Egress of", "source"),
+            Direction::Ingress => ("Ingress of", "destination"),
+        };
+        let who = match &self.pod {
+            Some(p) => p.clone(),
+            None => format!("the {end} (not a pod)"),
+        };
+        let result = if self.allowed {
+            "allowed"
+        } else if informational {
+            "denied (not consulted)"
+        } else {
+            "DENIED"
+        };
+        let by = match (d.tier, &d.policy, d.rule, d.action) {
+            ("default", ..) => "no tier decides (default)".to_string(),
+            ("NetworkPolicy", ..) => "NetworkPolicy (the pod is isolated)".to_string(),
+            (tier, Some(p), Some(r), Some(a)) => format!(
+                "{tier} tier, ClusterNetworkPolicy {p} {}[{r}] {a}",
+                self.direction.as_str()
+            ),
+            (tier, ..) => tier.to_string(),
+        };
+        let _ = writeln!(s, "{title} {who}: {result}, decided by {by}");
+        for p in &d.passed {
+            let _ = writeln!(s, "  passed: {p} (Pass leaves the tier)");
+        }
+        let field = self.direction.as_str();
+        let tier_lines = |s: &mut String, tier: &str, reports: &[ClusterPolicyReport]| {
+            for p in reports {
+                let state = if !p.valid {
+                    "INVALID (the API server would reject it): fails closed, denies everything"
+                } else if p.evaluated {
+                    "evaluated"
+                } else {
+                    "not reached"
+                };
+                let _ = writeln!(
+                    s,
+                    "  {tier} {} (priority {}): {state}",
+                    p.policy, p.priority
+                );
+                for r in &p.rules {
+                    let name = r
+                        .name
+                        .as_deref()
+                        .map(|n| format!(" {n:?}"))
+                        .unwrap_or_default();
+                    let peers = items(
+                        "peer",
+                        if field == "egress" { "to" } else { "from" },
+                        &r.peers,
+                    );
+                    let ports = if r.all_ports {
+                        "every protocol and port".to_string()
+                    } else {
+                        items("protocol", "protocols", &r.ports)
+                    };
+                    let _ = writeln!(
+                        s,
+                        "    {field}[{}]{name} {}: {}: {peers}; {ports}",
+                        r.index,
+                        r.action,
+                        if r.matches { "MATCHES" } else { "no match" }
+                    );
+                }
+            }
+        };
+        tier_lines(s, "Admin", &self.admin);
+        if self.pod.is_some() {
+            if self.isolated {
+                let names: Vec<&str> = self.policies.iter().map(|p| p.policy.as_str()).collect();
+                let _ = writeln!(s, "  NetworkPolicy: isolated by {}", names.join(", "));
+            } else {
+                let _ = writeln!(s, "  NetworkPolicy: not isolated in this direction");
+            }
+        }
+        tier_lines(s, "Baseline", &self.baseline);
+    }
+
     fn write_text(&self, s: &mut String, informational: bool) {
+        if let Some(d) = &self.decision {
+            self.write_tiers(s, d, informational);
+            if !self.isolated || self.pod.is_none() {
+                return;
+            }
+        }
         let field = self.direction.as_str();
         let (title, peers_field, end, policy_type, peer) = match self.direction {
             Direction::Egress => ("Egress of", "to", "source", "Egress", "destination"),
