@@ -5,6 +5,10 @@
 //! on each node). Every case's expectations are also checked against the reference evaluator,
 //! and every probe's real-packet result against what `nftpol explain` says about that flow.
 //!
+//! `cnp_conformance` does the same for the network-policy-api ClusterNetworkPolicy suite in
+//! `testdata/cluster-network-policy/conformance/` (behind `NFTPOL_CNP_CONFORMANCE=1` for now;
+//! `cnp_cases_are_well_formed` checks its case files without root).
+//!
 //! Plus real-packet checks the case format cannot express: established connections survive a
 //! ruleset swap, node↔pod traffic under default deny, hostNetwork pods, and a Service with a
 //! cross-node backend under ingress and egress policies.

@@ -1,4 +1,5 @@
-//! The conformance runner for `testdata/upstream/` (format: `testdata/upstream/FORMAT.md`).
+//! The conformance runner for `testdata/upstream/` and
+//! `testdata/cluster-network-policy/conformance/` (format: `testdata/upstream/FORMAT.md`).
 //!
 //! Two halves:
 //! - **Planning** (pure, done once): each case is played on a copy of the base cluster; after
@@ -84,7 +85,8 @@ impl ProtoName {
 pub struct Case {
     /// Unique slug: the file name without its `NN-` prefix.
     pub name: String,
-    /// The upstream `It()` title it transcribes.
+    /// The upstream `It()` title it transcribes (for the ClusterNetworkPolicy suite: the
+    /// test's ShortName; each step's description is then its sub-test's title).
     #[serde(default)]
     pub upstream: Option<String>,
     /// Why an nftpol-specific case exists.
@@ -119,9 +121,9 @@ pub struct Step {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRef {
-    /// Kind (only `NetworkPolicy` is deletable).
+    /// Kind (one of [`POLICY_KINDS`]).
     pub kind: String,
-    /// Namespace (default `default`).
+    /// Namespace (default `default`; none for a ClusterNetworkPolicy).
     #[serde(default)]
     pub namespace: Option<String>,
     /// Name.
