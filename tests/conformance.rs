@@ -5,6 +5,10 @@
 //! on each node). Every case's expectations are also checked against the reference evaluator,
 //! and every probe's real-packet result against what `nftpol explain` says about that flow.
 //!
+//! `cnp_conformance` does the same for the network-policy-api ClusterNetworkPolicy suite in
+//! `testdata/cluster-network-policy/conformance/` (behind `NFTPOL_CNP_CONFORMANCE=1` for now;
+//! `cnp_cases_are_well_formed` checks its case files without root).
+//!
 //! Plus real-packet checks the case format cannot express: established connections survive a
 //! ruleset swap, node↔pod traffic under default deny, hostNetwork pods, and a Service with a
 //! cross-node backend under ingress and egress policies.
@@ -36,11 +40,190 @@ fn upstream_dir() -> std::path::PathBuf {
 
 #[test]
 fn upstream_conformance() {
-    let start = Instant::now();
     let dir = upstream_dir();
+    let base = Base::load(&dir.join("cluster.yaml")).unwrap_or_else(|e| panic!("{e:#}"));
+    run_suite(&dir, base);
+}
+
+/// `testdata/cluster-network-policy/conformance`, or the directory in
+/// `NFTPOL_CNP_CONFORMANCE_DIR`.
+fn cnp_dir() -> std::path::PathBuf {
+    match std::env::var_os("NFTPOL_CNP_CONFORMANCE_DIR") {
+        Some(d) => d.into(),
+        None => kit::cases::case("cluster-network-policy/conformance"),
+    }
+}
+
+/// The network-policy-api ClusterNetworkPolicy v1alpha2 conformance suite (and nftpol's own
+/// CNP cases) in `testdata/cluster-network-policy/conformance/`, played like
+/// [`upstream_conformance`]: all three shapes, both families. A denied probe must time out
+/// (upstream fails a `REFUSED`). Gated behind `NFTPOL_CNP_CONFORMANCE=1` until the compiler
+/// emits the tiered ruleset; without it the test only plans the cases.
+#[test]
+fn cnp_conformance() {
+    let dir = cnp_dir();
+    let mut base = Base::load(&dir.join("cluster.yaml")).unwrap_or_else(|e| panic!("{e:#}"));
+    base.drops_must_time_out = true;
+    if std::env::var("NFTPOL_CNP_CONFORMANCE").as_deref() != Ok("1") {
+        eprintln!(
+            "cnp_conformance: not played (set NFTPOL_CNP_CONFORMANCE=1); see cnp_cases_are_well_formed"
+        );
+        return;
+    }
+    run_suite(&dir, base);
+}
+
+/// Every CNP case file parses and plans against its base cluster (every probed pod exists,
+/// templates resolve, no two probes disagree), every policy object is a
+/// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (or a NetworkPolicy, or a
+/// relabelled base object), and every namespace a selector names by
+/// `kubernetes.io/metadata.name` exists. Pure: no namespaces, no root.
+#[test]
+fn cnp_cases_are_well_formed() {
+    let dir = cnp_dir();
     let base = Base::load(&dir.join("cluster.yaml")).unwrap_or_else(|e| panic!("{e:#}"));
     let svcs = conformance::services(&base);
     let cases = conformance::load_cases(&dir).unwrap_or_else(|e| panic!("{e:#}"));
+    let namespaces: Vec<&str> = base
+        .namespaces
+        .iter()
+        .filter_map(|n| n.pointer("/metadata/name")?.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    let (mut upstream, mut custom) = (Vec::new(), 0);
+    for (path, case) in cases {
+        let shown = path.display().to_string();
+        let case = match case {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("{shown}: {e:#}"));
+                continue;
+            }
+        };
+        match (&case.upstream, &case.custom) {
+            (Some(u), _) => upstream.push(u.clone()),
+            _ => custom += 1,
+        }
+        for (k, step) in case.steps.iter().enumerate() {
+            let Some(objects) = &step.objects else {
+                continue;
+            };
+            // Templates are replaced before parsing, as the runner does.
+            let text = base
+                .substitute(objects, kit::Family::V4)
+                .unwrap_or_else(|e| panic!("{shown} step {}: {e:#}", k + 1));
+            let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("{shown} step {}: objects: {e}", k + 1));
+                    continue;
+                }
+            };
+            for doc in docs.iter().filter(|d| !d.is_null()) {
+                let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+                let api = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+                let ok = matches!(
+                    (kind, api),
+                    ("ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2")
+                        | ("NetworkPolicy", "networking.k8s.io/v1")
+                        | ("Namespace" | "Pod" | "Node", "v1")
+                );
+                if !ok {
+                    problems.push(format!("{shown} step {}: {api} {kind}", k + 1));
+                }
+                if kind == "ClusterNetworkPolicy" && doc.pointer("/metadata/namespace").is_some() {
+                    problems.push(format!("{shown} step {}: a namespaced CNP", k + 1));
+                }
+                let mut names = Vec::new();
+                metadata_names(doc, &mut names);
+                for n in names
+                    .into_iter()
+                    .filter(|n| !namespaces.contains(&n.as_str()))
+                {
+                    problems.push(format!("{shown} step {}: no namespace {n}", k + 1));
+                }
+            }
+        }
+        let plan = conformance::plan_case(&path, Ok(case), &base, &svcs);
+        problems.extend(plan.errors);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Every network-policy-api v1alpha2 conformance test, once.
+    let mut want: Vec<&str> = UPSTREAM_CNP_TESTS.to_vec();
+    want.sort_unstable();
+    upstream.sort();
+    assert_eq!(upstream, want, "upstream tests transcribed");
+    assert!(custom >= 3, "nftpol's own CNP cases: {custom}");
+}
+
+/// The ShortNames of network-policy-api's conformance tests (commit 0eec1b0e5fa9).
+const UPSTREAM_CNP_TESTS: [&str; 24] = [
+    "CNPAdminTierIngressTCP",
+    "CNPAdminTierIngressUDP",
+    "CNPAdminTierIngressSCTP",
+    "CNPAdminTierEgressTCP",
+    "CNPAdminTierEgressUDP",
+    "CNPAdminTierEgressSCTP",
+    "CNPAdminTierGress",
+    "CNPAdminTierEgressInlineCIDRPeers",
+    "CNPAdminTierIntegration",
+    "CNPAdminTierPriorityField",
+    "CNPAdminTierEgressNamedPort",
+    "CNPAdminTierIngressNamedPort",
+    "CNPAdminTierEgressNodePeers",
+    "CNPBaselineTierIngressTCP",
+    "CNPBaselineTierIngressUDP",
+    "CNPBaselineTierIngressSCTP",
+    "CNPBaselineTierEgressTCP",
+    "CNPBaselineTierEgressUDP",
+    "CNPBaselineTierEgressSCTP",
+    "CNPBaselineTierGress",
+    "CNPBaselineTierEgressInlineCIDRPeers",
+    "CNPBaselineTierEgressNamedPort",
+    "CNPBaselineTierIngressNamedPort",
+    "CNPBaselineTierEgressNodePeers",
+];
+
+/// Every value of a `kubernetes.io/metadata.name` key in `matchLabels` or an `In`
+/// expression, anywhere in `v`.
+fn metadata_names(v: &serde_json::Value, out: &mut Vec<String>) {
+    const KEY: &str = "kubernetes.io/metadata.name";
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(n) = m
+                .get("matchLabels")
+                .and_then(|l| l.get(KEY))
+                .and_then(|n| n.as_str())
+            {
+                out.push(n.to_owned());
+            }
+            for e in m
+                .get("matchExpressions")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+                .filter(|e| e.get("key").and_then(|k| k.as_str()) == Some(KEY))
+            {
+                let values = e.get("values").and_then(|v| v.as_array());
+                out.extend(
+                    values
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| Some(v.as_str()?.to_owned())),
+                );
+            }
+            m.values().for_each(|v| metadata_names(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| metadata_names(v, out)),
+        _ => {}
+    }
+}
+
+/// Plans every case of `dir` against `base` and plays them on every shape in parallel.
+fn run_suite(dir: &std::path::Path, base: Base) {
+    let start = Instant::now();
+    let svcs = conformance::services(&base);
+    let cases = conformance::load_cases(dir).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!cases.is_empty(), "no case files in {}", dir.display());
     let plans: Vec<CasePlan> = cases
         .into_iter()

@@ -1,6 +1,6 @@
-//! The testdata cases: every directory under `testdata/` except `upstream/`
-//! (the conformance cases, in their own format), sorted; and the repository
-//! paths the tests read.
+//! The testdata cases: every directory under `testdata/` except `upstream/` and
+//! `cluster-network-policy/` (the conformance cases, in their own format), sorted;
+//! and the repository paths the tests read.
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +21,18 @@ pub fn case(name: &str) -> PathBuf {
     testdata().join(name)
 }
 
-/// Every case directory under `testdata/` except `upstream/`, sorted; panics
+/// Directories of `testdata/` that hold conformance cases (their own format,
+/// `testdata/upstream/FORMAT.md`), not input cases.
+pub const CONFORMANCE_DIRS: [&str; 2] = ["upstream", "cluster-network-policy"];
+
+/// Every case directory under `testdata/` except [`CONFORMANCE_DIRS`], sorted; panics
 /// (naming the directory) if there are none or `testdata/` is unreadable.
 pub fn case_dirs() -> Vec<PathBuf> {
     let dir = testdata();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable testdata entry").path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream"))
+        .filter(|p| p.is_dir() && !CONFORMANCE_DIRS.iter().any(|c| p.ends_with(c)))
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no cases in {}", dir.display());

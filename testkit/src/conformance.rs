@@ -1,4 +1,5 @@
-//! The conformance runner for `testdata/upstream/` (format: `testdata/upstream/FORMAT.md`).
+//! The conformance runner for `testdata/upstream/` and
+//! `testdata/cluster-network-policy/conformance/` (format: `testdata/upstream/FORMAT.md`).
 //!
 //! Two halves:
 //! - **Planning** (pure, done once): each case is played on a copy of the base cluster; after
@@ -84,7 +85,8 @@ impl ProtoName {
 pub struct Case {
     /// Unique slug: the file name without its `NN-` prefix.
     pub name: String,
-    /// The upstream `It()` title it transcribes.
+    /// The upstream `It()` title it transcribes (for the ClusterNetworkPolicy suite: the
+    /// test's ShortName; each step's description is then its sub-test's title).
     #[serde(default)]
     pub upstream: Option<String>,
     /// Why an nftpol-specific case exists.
@@ -119,9 +121,9 @@ pub struct Step {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRef {
-    /// Kind (only `NetworkPolicy` is deletable).
+    /// Kind (one of [`POLICY_KINDS`]).
     pub kind: String,
-    /// Namespace (default `default`).
+    /// Namespace (default `default`; none for a ClusterNetworkPolicy).
     #[serde(default)]
     pub namespace: Option<String>,
     /// Name.
@@ -141,6 +143,32 @@ pub struct ProbeGroup {
     /// Pairs with another verdict; later lines win.
     #[serde(default)]
     pub except: Vec<Except>,
+    /// When set, only these pairs are probed (instead of every pod to every pod).
+    #[serde(default)]
+    pub pairs: Option<Vec<Pair>>,
+}
+
+/// A line of `pairs`: the only sources and destinations a group probes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    /// Source pattern `ns/pod` (`*` wildcards); never a hostNetwork pod.
+    pub from: String,
+    /// Destination pattern `ns/pod` (`*` wildcards); a hostNetwork pod is probed at its node's
+    /// address.
+    pub to: String,
+    /// `service`: through the Service whose backend is the destination (its ClusterIP, port
+    /// [`SERVICE_PORT`]), instead of the pod's own address.
+    #[serde(default)]
+    pub via: Option<Via>,
+}
+
+/// How a pair reaches its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Through the destination's Service (kube-proxy-style DNAT in the node).
+    Service,
 }
 
 /// A line of `except`: a pattern pair and an optional verdict (default: the opposite).
@@ -196,11 +224,12 @@ impl ProbeGroup {
     }
 
     fn check_patterns(&self, pods: &[BasePod]) -> Result<()> {
-        for e in &self.except {
-            for p in [&e.from, &e.to] {
+        let pairs = self.pairs.iter().flatten().map(|p| (&p.from, &p.to));
+        for (from, to) in self.except.iter().map(|e| (&e.from, &e.to)).chain(pairs) {
+            for p in [from, to] {
                 ensure!(
                     pods.iter().any(|pod| pattern_matches(p, &pod.label)),
-                    "except pattern {p:?} matches no pod"
+                    "pattern {p:?} matches no pod"
                 );
             }
         }
@@ -270,6 +299,9 @@ pub struct BasePod {
     pub ip4: Ipv4Addr,
     /// IPv6 address.
     pub ip6: Ipv6Addr,
+    /// A hostNetwork pod: its addresses are its node's, its servers run in the node's
+    /// namespace, and it is never a probe source.
+    pub host_network: bool,
 }
 
 impl BasePod {
@@ -289,12 +321,20 @@ pub struct Base {
     pub namespaces: Vec<Value>,
     /// Pod objects.
     pub pods: Vec<Value>,
+    /// Node objects (optional; their InternalIPs must be the topology's node addresses).
+    pub node_objects: Vec<Value>,
     /// The pods with their addresses.
     pub pod_info: Vec<BasePod>,
-    /// Nodes with their IPv4 /24 and IPv6 /64 pod networks, in order of first appearance.
+    /// Nodes with their IPv4 /24 and IPv6 /64 pod networks, in order of first appearance of
+    /// a (non-hostNetwork) pod.
     pub nodes: Vec<(String, String, String)>,
-    /// Container port numbers of the pods.
+    /// Container port numbers of the (non-hostNetwork) pods.
     pub ports: BTreeSet<u16>,
+    /// Container port numbers of the hostNetwork pods, served in their nodes' namespaces.
+    pub host_ports: BTreeSet<u16>,
+    /// A `denied` probe must time out (a silent drop); `refused` counts as a mismatch, as in
+    /// the network-policy-api conformance suite. Off by default.
+    pub drops_must_time_out: bool,
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -325,13 +365,17 @@ impl Base {
         let mut base = Base {
             namespaces: Vec::new(),
             pods: Vec::new(),
+            node_objects: Vec::new(),
             pod_info: Vec::new(),
             nodes: Vec::new(),
             ports: BTreeSet::new(),
+            host_ports: BTreeSet::new(),
+            drops_must_time_out: false,
         };
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             match str_at(&doc, &["kind"]) {
                 Some("Namespace") => base.namespaces.push(doc),
+                Some("Node") => base.node_objects.push(doc),
                 Some("Pod") => {
                     let ns = str_at(&doc, &["metadata", "namespace"]).unwrap_or("default");
                     let name = str_at(&doc, &["metadata", "name"]).context("pod without name")?;
@@ -357,6 +401,15 @@ impl Base {
                     let (Some(ip4), Some(ip6)) = (ip4, ip6) else {
                         bail!("pod {label}: needs an IPv4 and an IPv6 address in status.podIPs");
                     };
+                    let host_network = doc
+                        .pointer("/spec/hostNetwork")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    let ports = if host_network {
+                        &mut base.host_ports
+                    } else {
+                        &mut base.ports
+                    };
                     for c in doc
                         .pointer("/spec/containers")
                         .and_then(Value::as_array)
@@ -370,12 +423,13 @@ impl Base {
                             .flatten()
                         {
                             if let Some(n) = p.get("containerPort").and_then(Value::as_u64) {
-                                base.ports.insert(u16::try_from(n)?);
+                                ports.insert(u16::try_from(n)?);
                             }
                         }
                     }
                     let (n4, n6) = (net_of(IpAddr::V4(ip4)), net_of(IpAddr::V6(ip6)));
                     match base.nodes.iter().find(|(n, _, _)| *n == node) {
+                        _ if host_network => {}
                         Some((_, c4, c6)) => ensure!(
                             *c4 == n4 && *c6 == n6,
                             "pod {label}: addresses outside node {node}'s networks {c4} {c6}"
@@ -388,6 +442,7 @@ impl Base {
                         node,
                         ip4,
                         ip6,
+                        host_network,
                     });
                     base.pods.push(doc);
                 }
@@ -395,6 +450,15 @@ impl Base {
             }
         }
         ensure!(!base.pod_info.is_empty(), "{}: no pods", path.display());
+        for p in base.pod_info.iter().filter(|p| p.host_network) {
+            ensure!(
+                base.nodes.iter().any(|(n, _, _)| *n == p.node),
+                "{}: hostNetwork pod {} on node {} that runs no other pod",
+                path.display(),
+                p.label,
+                p.node
+            );
+        }
         Ok(base)
     }
 
@@ -469,11 +533,32 @@ fn key_of(doc: &Value) -> (String, String) {
     )
 }
 
+/// The kinds of policy objects a case creates, replaces and deletes.
+pub const POLICY_KINDS: [&str; 2] = ["NetworkPolicy", "ClusterNetworkPolicy"];
+
+/// `ClusterNetworkPolicy` is cluster-scoped: its key has no namespace.
+fn policy_key(kind: &str, namespace: Option<&str>, name: &str) -> (String, String, String) {
+    let ns = match kind {
+        "ClusterNetworkPolicy" => "",
+        _ => namespace.unwrap_or("default"),
+    };
+    (kind.to_owned(), ns.to_owned(), name.to_owned())
+}
+
+fn policy_key_of(doc: &Value) -> (String, String, String) {
+    policy_key(
+        str_at(doc, &["kind"]).unwrap_or(""),
+        str_at(doc, &["metadata", "namespace"]),
+        str_at(doc, &["metadata", "name"]).unwrap_or(""),
+    )
+}
+
 /// The objects a case has built so far.
 #[derive(Clone, Debug)]
 struct World {
     namespaces: Vec<Value>,
     pods: Vec<Value>,
+    nodes: Vec<Value>,
     policies: Vec<Value>,
 }
 
@@ -482,28 +567,41 @@ impl World {
         World {
             namespaces: base.namespaces.clone(),
             pods: base.pods.clone(),
+            nodes: base.node_objects.clone(),
             policies: Vec::new(),
         }
+    }
+
+    /// Whether the reference evaluator models everything in the world (it knows Namespaces,
+    /// Pods and NetworkPolicies only).
+    fn oracle_models(&self) -> bool {
+        self.nodes.is_empty()
+            && self
+                .policies
+                .iter()
+                .all(|p| str_at(p, &["kind"]) == Some("NetworkPolicy"))
     }
 
     fn apply(&mut self, step: &Step, base: &Base, family: Family) -> Result<()> {
         for d in &step.delete {
             ensure!(
-                d.kind == "NetworkPolicy",
-                "delete: only NetworkPolicy is supported, not {}",
+                POLICY_KINDS.contains(&d.kind.as_str()),
+                "delete: only {POLICY_KINDS:?} are supported, not {}",
                 d.kind
             );
-            let key = (
-                d.namespace.clone().unwrap_or("default".into()),
-                d.name.clone(),
+            ensure!(
+                d.kind != "ClusterNetworkPolicy" || d.namespace.is_none(),
+                "delete: a ClusterNetworkPolicy is cluster-scoped (no namespace)"
             );
+            let key = policy_key(&d.kind, d.namespace.as_deref(), &d.name);
             let before = self.policies.len();
-            self.policies.retain(|p| key_of(p) != key);
+            self.policies.retain(|p| policy_key_of(p) != key);
             ensure!(
                 self.policies.len() < before,
-                "delete: no NetworkPolicy {}/{}",
+                "delete: no {} {}/{}",
                 key.0,
-                key.1
+                key.1,
+                key.2
             );
         }
         let Some(objects) = &step.objects else {
@@ -541,14 +639,16 @@ impl World {
                 Ok(())
             };
             match str_at(&doc, &["kind"]) {
-                Some("NetworkPolicy") => {
-                    match self.policies.iter_mut().find(|p| key_of(p) == key) {
+                Some(kind) if POLICY_KINDS.contains(&kind) => {
+                    let key = policy_key_of(&doc);
+                    match self.policies.iter_mut().find(|p| policy_key_of(p) == key) {
                         Some(p) => *p = doc,
                         None => self.policies.push(doc),
                     }
                 }
                 Some("Namespace") => relabel(&mut self.namespaces, true)?,
                 Some("Pod") => relabel(&mut self.pods, false)?,
+                Some("Node") => relabel(&mut self.nodes, true)?,
                 other => bail!("objects: unexpected kind {other:?}"),
             }
         }
@@ -559,6 +659,7 @@ impl World {
         self.namespaces
             .iter()
             .chain(&self.pods)
+            .chain(&self.nodes)
             .chain(&self.policies)
     }
 
@@ -585,7 +686,11 @@ impl World {
                 nftpol::core::model::ObjectRef::new(ns, name),
             ))
         };
-        for p in probes {
+        let askable = |p: &PlannedProbe| {
+            let hairpin = p.via.is_some() && p.from == p.to;
+            !(base.pod_info[p.to].host_network || hairpin)
+        };
+        for p in probes.iter_mut().filter(|p| askable(p)) {
             let q = nftpol::core::explain::Query {
                 from: pod(p.from)?,
                 to: pod(p.to)?,
@@ -604,7 +709,7 @@ impl World {
             };
             let ex = nftpol::core::explain::explain(&cluster, &graph, &q)
                 .map_err(|e| anyhow!("explain {q:?}: {e}"))?;
-            p.explained = ex.verdict == nftpol::core::explain::Verdict::Allowed;
+            p.explained = Some(ex.verdict == nftpol::core::explain::Verdict::Allowed);
         }
         Ok(())
     }
@@ -663,13 +768,27 @@ impl Service {
     }
 }
 
-/// Two Services: one to `x/a` (or the first pod) and one to the first pod on another node.
+/// The test bed's Services. For the NetworkPolicy base (it has `x/a`): two, one to `x/a` and
+/// one to the first pod on another node. Any other base: one per non-hostNetwork pod, in pod
+/// order, at 10.96.1.(10+i) and fd00:10:96::1:(10+i).
 pub fn services(base: &Base) -> Vec<Service> {
-    let first = base
-        .pod_info
-        .iter()
-        .position(|p| p.label == "x/a")
-        .unwrap_or(0);
+    let Some(first) = base.pod_info.iter().position(|p| p.label == "x/a") else {
+        return base
+            .pod_info
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.host_network)
+            .enumerate()
+            .map(|(k, (i, _))| {
+                let host = 10 + k as u16;
+                Service {
+                    ip4: Ipv4Addr::new(10, 96, 1, host as u8),
+                    ip6: Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 1, host),
+                    backend: i,
+                }
+            })
+            .collect();
+    };
     let mut out = vec![Service {
         ip4: Ipv4Addr::new(10, 96, 0, 10),
         ip6: "fd00:10:96::10".parse().unwrap(),
@@ -706,8 +825,10 @@ pub struct PlannedProbe {
     pub port: u16,
     /// The case's expectation.
     pub expected: bool,
-    /// What `nftpol explain` says about this flow (allowed?), checked against the real packet.
-    pub explained: bool,
+    /// What `nftpol explain` says about this flow (allowed?), checked against the real packet;
+    /// `None` where explain cannot name the flow (a hostNetwork destination is a node address;
+    /// a hairpin through a Service is not the pod-to-itself flow explain would answer for).
+    pub explained: Option<bool>,
 }
 
 /// One step of a run: the rulesets to load and the probes to run.
@@ -802,13 +923,21 @@ fn plan_runs(case: &Case, base: &Base, svcs: &[Service], plan: &mut CasePlan) ->
                 .apply(step, base, run_families[0])
                 .with_context(|| label.clone())?;
             let rulesets = world.rulesets(base, &format!("{}/{label}", case.name));
-            let cluster = world.oracle_cluster().with_context(|| label.clone())?;
+            let cluster = if world.oracle_models() {
+                Some(world.oracle_cluster().with_context(|| label.clone())?)
+            } else {
+                None
+            };
             let mut probes =
                 plan_probes(step, base, svcs, &run_families).with_context(|| label.clone())?;
             world
                 .explain_probes(base, &mut probes)
                 .with_context(|| label.clone())?;
-            for p in probes.iter().filter(|p| p.via.is_none()) {
+            let oracle_probes = probes
+                .iter()
+                .filter(|p| p.via.is_none() && !base.pod_info[p.to].host_network);
+            for p in oracle_probes {
+                let Some(cluster) = &cluster else { break };
                 let (a, b) = (&base.pod_info[p.from], &base.pod_info[p.to]);
                 let flow = oracle::Flow {
                     src: a.ip(p.family),
@@ -816,7 +945,7 @@ fn plan_runs(case: &Case, base: &Base, svcs: &[Service], plan: &mut CasePlan) ->
                     proto: oracle::Proto::from(p.proto),
                     port: p.port,
                 };
-                let says = oracle::allowed(&cluster, &flow);
+                let says = oracle::allowed(cluster, &flow);
                 if says != p.expected {
                     plan.oracle_disagreements.push(format!(
                         "{} {label}: {} -> {} {}/{} {}: case says {}, oracle says {}",
@@ -845,6 +974,66 @@ fn plan_runs(case: &Case, base: &Base, svcs: &[Service], plan: &mut CasePlan) ->
 /// (from, to, via, family, proto, port) of a planned probe.
 type ProbeKey = (usize, usize, Option<usize>, Family, Proto, u16);
 
+/// The (from, to, via) triples a probe group covers, in a fixed order: every non-hostNetwork
+/// pod to every other (and through every Service when the group probes [`SERVICE_PORT`]), or
+/// only its `pairs`.
+fn group_triples(
+    group: &ProbeGroup,
+    pods: &[BasePod],
+    svcs: &[Service],
+) -> Result<Vec<(usize, usize, Option<usize>)>> {
+    let mut triples = Vec::new();
+    let Some(pairs) = &group.pairs else {
+        for from in (0..pods.len()).filter(|&i| !pods[i].host_network) {
+            for to in (0..pods.len()).filter(|&i| !pods[i].host_network) {
+                triples.push((from, to, None));
+            }
+            if group.ports.contains(&SERVICE_PORT) {
+                for (s, svc) in svcs.iter().enumerate() {
+                    // A client reaching itself through a Service is a hairpin; every pair would
+                    // need its own expectation: only `pairs` probe it.
+                    if svc.backend != from {
+                        triples.push((from, svc.backend, Some(s)));
+                    }
+                }
+            }
+        }
+        return Ok(triples);
+    };
+    let matching = |pattern: &str| -> Vec<usize> {
+        (0..pods.len())
+            .filter(|&i| pattern_matches(pattern, &pods[i].label))
+            .collect()
+    };
+    for pair in pairs {
+        for from in matching(&pair.from) {
+            ensure!(
+                !pods[from].host_network,
+                "pairs: source {} is a hostNetwork pod",
+                pods[from].label
+            );
+            for to in matching(&pair.to) {
+                let via = match pair.via {
+                    None => None,
+                    Some(Via::Service) => {
+                        ensure!(
+                            group.ports.iter().all(|&p| p == SERVICE_PORT),
+                            "pairs: a Service serves port {SERVICE_PORT} only"
+                        );
+                        let s = svcs.iter().position(|s| s.backend == to);
+                        let s = s.ok_or_else(|| {
+                            anyhow!("pairs: no Service in front of {}", pods[to].label)
+                        })?;
+                        Some(s)
+                    }
+                };
+                triples.push((from, to, via));
+            }
+        }
+    }
+    Ok(triples)
+}
+
 fn plan_probes(
     step: &Step,
     base: &Base,
@@ -854,28 +1043,38 @@ fn plan_probes(
     let mut out = Vec::new();
     // Two groups must not disagree about the same probe.
     let mut seen: BTreeMap<ProbeKey, bool> = BTreeMap::new();
+    let pods = &base.pod_info;
     for group in &step.probes {
-        group.check_patterns(&base.pod_info)?;
+        group.check_patterns(pods)?;
+        let triples = group_triples(group, pods, svcs)?;
         for &family in families {
             for proto in group.protocols.iter().map(|p| p.proto()) {
                 for &port in &group.ports {
-                    ensure!(
-                        base.ports.contains(&port),
-                        "port {port} is not served by the base cluster's pods"
-                    );
-                    let mut add = |from: usize, to: usize, via: Option<usize>| -> Result<()> {
-                        let expected =
-                            group.expected(&base.pod_info[from].label, &base.pod_info[to].label);
+                    for &(from, to, via) in &triples {
+                        if via.is_some() && port != SERVICE_PORT {
+                            continue;
+                        }
+                        let served = if pods[to].host_network {
+                            &base.host_ports
+                        } else {
+                            &base.ports
+                        };
+                        ensure!(
+                            served.contains(&port),
+                            "port {port} is not served by {}",
+                            pods[to].label
+                        );
+                        let expected = group.expected(&pods[from].label, &pods[to].label);
                         if let Some(prev) =
                             seen.insert((from, to, via, family, proto, port), expected)
                         {
                             ensure!(
                                 prev == expected,
                                 "two probe groups disagree on {} -> {} {proto}/{port} {family}",
-                                base.pod_info[from].label,
-                                base.pod_info[to].label
+                                pods[from].label,
+                                pods[to].label
                             );
-                            return Ok(());
+                            continue;
                         }
                         out.push(PlannedProbe {
                             from,
@@ -885,23 +1084,8 @@ fn plan_probes(
                             proto,
                             port,
                             expected,
-                            explained: expected, // set by `World::explain_probes`
+                            explained: None, // set by `World::explain_probes`
                         });
-                        Ok(())
-                    };
-                    for from in 0..base.pod_info.len() {
-                        for to in 0..base.pod_info.len() {
-                            add(from, to, None)?;
-                        }
-                        if port == SERVICE_PORT {
-                            for (s, svc) in svcs.iter().enumerate() {
-                                // A client reaching itself through a Service needs kube-proxy's
-                                // hairpin masquerade, which the test bed's DNAT does not model.
-                                if svc.backend != from {
-                                    add(from, svc.backend, Some(s))?;
-                                }
-                            }
-                        }
                     }
                 }
             }
@@ -1016,7 +1200,7 @@ impl Bed {
         for (node, c4, c6) in &base.nodes {
             spec = spec.node(node, c4, c6);
         }
-        for p in &base.pod_info {
+        for p in base.pod_info.iter().filter(|p| !p.host_network) {
             spec = spec.pod(
                 &p.topo_name,
                 &p.node,
@@ -1026,6 +1210,42 @@ impl Bed {
         }
         let mut topo = Topology::build(shape, &spec)?;
         topo.set_timeout(timeout);
+        // hostNetwork pods: their addresses must be their nodes' (the Node objects' too), and
+        // their servers run in the node namespaces.
+        let mut served_nodes: BTreeSet<&str> = BTreeSet::new();
+        for p in base.pod_info.iter().filter(|p| p.host_network) {
+            for family in Family::ALL {
+                ensure!(
+                    topo.node_ip(&p.node, family) == p.ip(family),
+                    "hostNetwork pod {}: {} is not node {}'s address {}",
+                    p.label,
+                    p.ip(family),
+                    p.node,
+                    topo.node_ip(&p.node, family)
+                );
+            }
+            served_nodes.insert(&p.node);
+        }
+        for node in &base.node_objects {
+            let name = str_at(node, &["metadata", "name"]).unwrap_or("");
+            let addrs = node
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
+                .filter_map(|a| a.get("address")?.as_str()?.parse::<IpAddr>().ok());
+            for ip in addrs {
+                ensure!(
+                    topo.nodes().contains(&name) && topo.node_ip(name, Family::of(ip)) == ip,
+                    "Node {name}: InternalIP {ip} is not the topology's address of that node"
+                );
+            }
+        }
+        let host_ports: Vec<u16> = base.host_ports.iter().copied().collect();
+        for node in served_nodes {
+            topo.serve_node(node, &host_ports)?;
+        }
         for svc in svcs {
             let backend = &base.pod_info[svc.backend];
             for family in Family::ALL {
@@ -1102,11 +1322,13 @@ impl Bed {
                 expected,
                 got: got.clone(),
             };
-            if got.reached() != p.expected {
+            let refused_deny =
+                self.base.drops_must_time_out && !p.expected && matches!(got, Outcome::Refused);
+            if got.reached() != p.expected || refused_deny {
                 report.mismatches.push(mismatch(p.expected));
             }
-            if got.reached() != p.explained {
-                report.explain_mismatches.push(mismatch(p.explained));
+            if let Some(explained) = p.explained.filter(|&e| e != got.reached()) {
+                report.explain_mismatches.push(mismatch(explained));
             }
         }
         Ok(())

@@ -643,6 +643,12 @@ impl Topology {
                 ));
                 if shape.bridged() {
                     l.push(format!("link set {} master br0", p.host_if));
+                    // As kubelet's hairpin mode: a pod reaching itself through a Service
+                    // leaves and re-enters through the same bridge port.
+                    l.push(format!(
+                        "link set {} type bridge_slave hairpin on",
+                        p.host_if
+                    ));
                 }
                 l.push(format!("link set {} up", p.host_if));
             }
@@ -959,7 +965,9 @@ impl Topology {
     /// Installs a kube-proxy-style DNAT `cluster_ip:port/proto -> backend_ip:backend_port` in a
     /// node, in its own table (`ip kubeproxy-test` or `ip6 kubeproxy-test`), for pod traffic
     /// (prerouting, priority dstnat) and the node's own traffic (output). Pods need no extra
-    /// route: their default route already points at the node.
+    /// route: their default route already points at the node. Like kube-proxy, the backend
+    /// reaching itself through the Service (hairpin) is masqueraded (postrouting, after the
+    /// filter hooks, which still see pod to pod).
     pub fn add_service(
         &self,
         node: &str,
@@ -980,9 +988,12 @@ impl Topology {
             "table {f} kubeproxy-test {{\n\
              \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
              \tchain output {{ type nat hook output priority -100; policy accept; }}\n\
+             \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
              }}\n\
              add rule {f} kubeproxy-test prerouting {f} daddr {cluster_ip} {proto} dport {port} dnat to {backend}\n\
-             add rule {f} kubeproxy-test output {f} daddr {cluster_ip} {proto} dport {port} dnat to {backend}\n"
+             add rule {f} kubeproxy-test output {f} daddr {cluster_ip} {proto} dport {port} dnat to {backend}\n\
+             add rule {f} kubeproxy-test postrouting {f} saddr {backend_ip} {f} daddr {backend_ip} \
+             {proto} dport {backend_port} ct status dnat ct original {f} daddr {cluster_ip} masquerade\n"
         );
         self.load_ruleset(node, &text)
             .with_context(|| format!("adding service {cluster_ip}:{port}/{proto} -> {backend}"))

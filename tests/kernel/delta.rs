@@ -268,7 +268,8 @@ fn enforcer_deltas_verification_and_drift_repair() {
         // understands every object shape nftpol emits).
         for entry in std::fs::read_dir(&root).unwrap() {
             let dir = entry.unwrap().path();
-            if !dir.is_dir() || dir.ends_with("upstream") {
+            let conformance = nftpol_testkit::cases::CONFORMANCE_DIRS;
+            if !dir.is_dir() || conformance.iter().any(|c| dir.ends_with(c)) {
                 continue;
             }
             let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));
