@@ -1245,10 +1245,10 @@ pub fn cnp_is_valid(policy: &Value) -> bool {
         Some(name) if dns_subdomain_is_valid(name) => {}
         _ => return false,
     }
-    if let Some(status) = field(policy, "status") {
-        if !cnp_status_is_valid(status) {
-            return false;
-        }
+    if let Some(status) = field(policy, "status")
+        && !cnp_status_is_valid(status)
+    {
+        return false;
     }
     let Some(spec) = field(policy, "spec") else {
         return false;
@@ -1414,10 +1414,10 @@ fn namespaced_pod_is_valid(pods: &Value) -> bool {
     ) {
         return false;
     }
-    if let Some(selector) = field(pods, "namespaceSelector") {
-        if label_selector_of(selector).is_none() {
-            return false;
-        }
+    if let Some(selector) = field(pods, "namespaceSelector")
+        && label_selector_of(selector).is_none()
+    {
+        return false;
     }
     match field(pods, "podSelector") {
         Some(selector) => label_selector_of(selector).is_some(),
@@ -1462,15 +1462,15 @@ fn cnp_rule_is_valid(rule: &Value, direction: Direction) -> bool {
         if !one_of(peer, peer_kinds) {
             return false;
         }
-        if let Some(selector) = field(peer, "namespaces") {
-            if label_selector_of(selector).is_none() {
-                return false;
-            }
+        if let Some(selector) = field(peer, "namespaces")
+            && label_selector_of(selector).is_none()
+        {
+            return false;
         }
-        if let Some(pods) = field(peer, "pods") {
-            if !namespaced_pod_is_valid(pods) {
-                return false;
-            }
+        if let Some(pods) = field(peer, "pods")
+            && !namespaced_pod_is_valid(pods)
+        {
+            return false;
         }
         if let Some(selector) = field(peer, "nodes") {
             non_pod_peer = true;

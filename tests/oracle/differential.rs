@@ -548,10 +548,14 @@ fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
     let pols: Vec<NetworkPolicy> = decode(&case.policies);
     let nodes: Vec<Node> = decode(&case.nodes);
     let src = Source::default();
+    // Filled field by field: the compiler's Objects grows fields for the new kinds.
     let mut objs = nftpol::core::k8s::Objects::default();
-    objs.namespaces = ns.iter().cloned().map(|o| (src.clone(), o)).collect();
-    objs.pods = pods.iter().cloned().map(|o| (src.clone(), o)).collect();
-    objs.policies = pols.iter().cloned().map(|o| (src.clone(), o)).collect();
+    objs.namespaces
+        .extend(ns.iter().cloned().map(|o| (src.clone(), o)));
+    objs.pods
+        .extend(pods.iter().cloned().map(|o| (src.clone(), o)));
+    objs.policies
+        .extend(pols.iter().cloned().map(|o| (src.clone(), o)));
     if cnps_on() {
         // As JSON text: the test does not depend on the compiler's types for these kinds.
         let docs: Vec<Value> = case
