@@ -26,7 +26,7 @@ use nftpol::core::diag::Source;
 use nftpol::core::model::Protocol;
 use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{Value, json};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -511,7 +511,11 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let max_cnps = if cnps_on() { 5 } else { 1 };
+    case_with(if cnps_on() { 5 } else { 1 })
+}
+
+/// A case with fewer than `max_cnps` ClusterNetworkPolicies.
+fn case_with(max_cnps: usize) -> impl Strategy<Value = Case> {
     (2usize..7, 0usize..5, 0usize..max_cnps)
         .prop_flat_map(|(np, npol, ncnp)| {
             (
@@ -541,8 +545,9 @@ fn decode<T: serde::de::DeserializeOwned>(v: &[Value]) -> Vec<T> {
 
 /// Runs one case: every flow between pod addresses, node addresses and a few external
 /// ones, for every protocol and a few ports, compared with the oracle. `None` when the loader
-/// refuses the case's ClusterNetworkPolicies or Nodes.
-fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
+/// refuses the case's ClusterNetworkPolicies or Nodes; otherwise the number of flows checked
+/// and of those whose verdict the ClusterNetworkPolicies change.
+fn check(case: &Case) -> Result<Option<(usize, usize)>, TestCaseError> {
     let ns: Vec<Namespace> = decode(&case.namespaces);
     let pods: Vec<Pod> = decode(&case.pods);
     let pols: Vec<NetworkPolicy> = decode(&case.policies);
@@ -613,7 +618,11 @@ fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
         .iter()
         .map(|(node, _, address)| (address.parse().unwrap(), *node))
         .collect();
-    addrs.extend(node_of_address.keys().copied());
+    for ip in node_of_address.keys() {
+        if !addrs.contains(ip) {
+            addrs.push(*ip);
+        }
+    }
     // Inactive pods' addresses too: they must behave as external addresses.
     for p in &pods {
         for ip in p.status.iter().flat_map(|s| s.pod_ips.iter().flatten()) {
@@ -625,6 +634,12 @@ fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
     }
 
     let mut flows = 0;
+    // Flows whose verdict the ClusterNetworkPolicies change (the generator's usefulness).
+    let mut cnp_decided = 0;
+    let without_cnps = oracle::Cluster {
+        cluster_policies: Vec::new(),
+        ..cluster.clone()
+    };
     for &s in &addrs {
         for &d in &addrs {
             if s.is_ipv4() != d.is_ipv4() || (!home.contains_key(&s) && !home.contains_key(&d)) {
@@ -644,15 +659,18 @@ fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
                 (Protocol::Sctp, oracle::Proto::Sctp),
             ] {
                 for port in PORTS {
-                    let want = oracle::allowed(
-                        &cluster,
-                        &oracle::Flow {
-                            src: s,
-                            dst: d,
-                            proto: oproto,
-                            port,
-                        },
-                    );
+                    let flow = oracle::Flow {
+                        src: s,
+                        dst: d,
+                        proto: oproto,
+                        port,
+                    };
+                    let want = oracle::allowed(&cluster, &flow);
+                    if !cluster.cluster_policies.is_empty()
+                        && want != oracle::allowed(&without_cnps, &flow)
+                    {
+                        cnp_decided += 1;
+                    }
                     // The packet crosses the forward hook of the source's node and
                     // of the destination's node (once if they are the same).
                     let mut nodes: Vec<&str> = [home.get(&s), home.get(&d)]
@@ -688,7 +706,7 @@ fn check(case: &Case) -> Result<Option<usize>, TestCaseError> {
             }
         }
     }
-    Ok(Some(flows))
+    Ok(Some((flows, cnp_decided)))
 }
 
 #[test]
@@ -705,11 +723,13 @@ fn compiled_ruleset_agrees_with_the_naive_spec_reading() {
     let flows = std::sync::atomic::AtomicUsize::new(0);
     let cnps = std::sync::atomic::AtomicUsize::new(0);
     let refused = std::sync::atomic::AtomicUsize::new(0);
+    let cnp_decided = std::sync::atomic::AtomicUsize::new(0);
     let started = std::time::Instant::now();
     let result = runner.run(&case(), |c| {
         match check(&c)? {
-            Some(n) => {
+            Some((n, decided)) => {
                 flows.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                cnp_decided.fetch_add(decided, std::sync::atomic::Ordering::Relaxed);
                 cnps.fetch_add(
                     c.cluster_policies.len(),
                     std::sync::atomic::Ordering::Relaxed,
@@ -725,15 +745,110 @@ fn compiled_ruleset_agrees_with_the_naive_spec_reading() {
         panic!("{e}");
     }
     let (flows, cnps, refused) = (flows.into_inner(), cnps.into_inner(), refused.into_inner());
+    let cnp_decided = cnp_decided.into_inner();
     println!(
-        "differential: {cases} clusters ({} ClusterNetworkPolicies: {cnps}; refused by the loader: {refused}), {flows} flows, 0 disagreements, {:.1}s",
+        "differential: {cases} clusters ({} ClusterNetworkPolicies: {cnps}, changing {cnp_decided} verdicts; refused by the loader: {refused}), {flows} flows, 0 disagreements, {:.1}s",
         if cnps_on() { "with" } else { "without" },
         started.elapsed().as_secs_f64()
     );
     assert!(flows > 0, "no flow was checked");
     if cnps_on() {
         assert!(cnps > 0, "no ClusterNetworkPolicy was checked");
+        assert!(
+            cnp_decided > 0,
+            "the ClusterNetworkPolicies never changed a verdict"
+        );
     }
+}
+
+/// The ClusterNetworkPolicy generator and the oracle, without the compiler (so whatever
+/// [`GENERATE_CNPS`] says): over random clusters with 0–4 CNPs, the CNPs must change verdicts
+/// both ways (a denial where NetworkPolicies alone allow, an allowance where they deny), and
+/// some generated CNPs must be invalid, most not.
+#[test]
+fn generated_cluster_policies_change_the_oracles_verdicts() {
+    // A fixed seed: the counts asserted below are the same on every run.
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(2026),
+        ..Config::default()
+    });
+    let counts = std::sync::Mutex::new([0usize; 4]); // [cnps, invalid, denied, allowed]
+    let result = runner.run(&case_with(5), |c| {
+        let cluster = oracle::Cluster {
+            namespaces: decode(&c.namespaces),
+            pods: decode(&c.pods),
+            policies: decode(&c.policies),
+            cluster_policies: c.cluster_policies.clone(),
+            nodes: decode(&c.nodes),
+        };
+        let without_cnps = oracle::Cluster {
+            cluster_policies: Vec::new(),
+            ..cluster.clone()
+        };
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for p in &cluster.pods {
+            for ip in p.status.iter().flat_map(|s| s.pod_ips.iter().flatten()) {
+                addrs.push(ip.ip.parse().unwrap());
+            }
+        }
+        addrs.extend(EXTERNAL.iter().map(|s| s.parse::<IpAddr>().unwrap()));
+        addrs.extend(
+            NODE_ADDRESSES
+                .iter()
+                .map(|(_, _, a)| a.parse::<IpAddr>().unwrap()),
+        );
+        let mut n = counts.lock().unwrap();
+        n[0] += c.cluster_policies.len();
+        n[1] += c
+            .cluster_policies
+            .iter()
+            .filter(|p| !oracle::cnp_is_valid(p))
+            .count();
+        for &src in &addrs {
+            for &dst in &addrs {
+                if src.is_ipv4() != dst.is_ipv4() {
+                    continue;
+                }
+                for proto in [oracle::Proto::Tcp, oracle::Proto::Udp] {
+                    for port in PORTS {
+                        let flow = oracle::Flow {
+                            src,
+                            dst,
+                            proto,
+                            port,
+                        };
+                        match (
+                            oracle::allowed(&without_cnps, &flow),
+                            oracle::allowed(&cluster, &flow),
+                        ) {
+                            (true, false) => n[2] += 1,
+                            (false, true) => n[3] += 1,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let [cnps, invalid, denied, allowed] = counts.into_inner().unwrap();
+    println!(
+        "generated: {cnps} ClusterNetworkPolicies ({invalid} invalid); they deny {denied} flows NetworkPolicies allow, allow {allowed} they deny"
+    );
+    assert!(
+        invalid > 0 && invalid * 2 < cnps,
+        "{invalid} of {cnps} invalid"
+    );
+    assert!(denied > 0, "the ClusterNetworkPolicies never denied");
+    assert!(
+        allowed > 0,
+        "the ClusterNetworkPolicies never overrode a NetworkPolicy"
+    );
 }
 
 /// The tracer follows established flows and neighbour discovery the way the
