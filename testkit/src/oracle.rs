@@ -74,9 +74,12 @@
 //!   pattern (its `A-z` typo included), rule names ≤ 100 characters, `metadata.name` a DNS-1123
 //!   subdomain, `status` with `conditions`, and the CEL rule refusing a
 //!   `destinationNamedPort` in an egress rule with a `networks`, `nodes` or `domainNames` peer.
-//!   Besides, an unknown field anywhere is invalid (kubectl's strict validation, SPEC §1c) and so
-//!   is a label selector that cannot be converted (bad operator, In/NotIn without values,
-//!   Exists/DoesNotExist with values, bad key or value), though the CRD itself stores it.
+//!   Besides, the policy is invalid when it has an unknown field at the top level or anywhere
+//!   under `spec` or `status` (kubectl's strict validation, SPEC §1c; `metadata` is not looked
+//!   at beyond `name`; an ingress peer of an egress-only kind, `networks`, `nodes` or
+//!   `domainNames`, is such a field), or a label selector that cannot be converted (bad
+//!   operator, In/NotIn without values, Exists/DoesNotExist with values, bad key or value),
+//!   though the CRD itself stores such a selector.
 //! - Invalid ClusterNetworkPolicies fail closed: at their position (their tier, or Admin when
 //!   the tier is not exactly `Admin` or `Baseline`; their priority when it is an integer, even
 //!   out of range, else 0; then their name) they deny, in both directions, every flow of the
