@@ -30,8 +30,8 @@
 //! - `ipBlock.cidr` with host bits set (`10.0.0.1/24`) is accepted, as the v1.33 API server does
 //!   without the StrictIPCIDRValidation gate, and means the masked network.
 //! - Named ports are looked up in `spec.containers[*].ports` only (not init containers).
-//! - Invalid policies (the API server would reject them) fail closed: they isolate the pods
-//!   their podSelector selects (every pod of the namespace if the podSelector itself is
+//! - Invalid NetworkPolicies (the API server would reject them) fail closed: they isolate the
+//!   pods their podSelector selects (every pod of the namespace if the podSelector itself is
 //!   invalid) in their effective directions (both if a policyType is unknown), and allow
 //!   nothing. Other, valid policies selecting the same pods still allow what they allow.
 //! - Traffic between a pod and the node it runs on (always allowed by SPEC §1) and reply
