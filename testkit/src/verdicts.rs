@@ -1,9 +1,9 @@
 //! The reference evaluator's expectations, kept as data under `testdata/` and loaded here:
 //!
 //! - `testdata/oracle-table.yaml` ([`oracle_table`]): the evaluator's own table. A small base
-//!   world (namespaces and pods) and rows; each row adds policies (every one named `p`) and
-//!   pods to the base and expects one verdict for one flow. Addresses in it are IP literals or
-//!   the names of its `addresses` map.
+//!   world (namespaces, pods and nodes) and rows; each row adds NetworkPolicies (every one
+//!   named `p`), ClusterNetworkPolicies (named in the row) and pods to the base and expects one
+//!   verdict for one flow. Addresses in it are IP literals or the names of its `addresses` map.
 //! - `testdata/case-verdicts.yaml` ([`case_verdicts`]): a few verdicts per `testdata/` case, so
 //!   that each case's YAML means what `testdata/README.md` says.
 //!
@@ -26,7 +26,8 @@ use crate::oracle::{Flow, Proto};
 pub struct Row {
     /// What the row shows (its failure message).
     pub why: String,
-    /// Kubernetes objects added to [`Table::base`]: the row's policies, then its pods.
+    /// Kubernetes objects added to [`Table::base`]: the row's NetworkPolicies, then its
+    /// ClusterNetworkPolicies, then its pods.
     pub objects: Vec<Value>,
     /// The flow judged.
     pub flow: Flow,
@@ -37,7 +38,7 @@ pub struct Row {
 /// The evaluator's table: the base world every row starts from, and the rows.
 #[derive(Debug, Clone)]
 pub struct Table {
-    /// Namespaces, then pods, as Kubernetes objects.
+    /// Namespaces, then pods, then nodes, as Kubernetes objects.
     pub base: Vec<Value>,
     /// The rows, in file order.
     pub rows: Vec<Row>,
@@ -76,6 +77,7 @@ pub fn oracle_table() -> Table {
         .iter()
         .map(|ns| namespace(&ns.name, ns.labels.clone()))
         .chain(file.pods.iter().map(|p| p.object(&addr)))
+        .chain(file.nodes.iter().map(|n| n.object(&addr)))
         .collect();
     let rows = file
         .rows
@@ -86,6 +88,11 @@ pub fn oracle_table() -> Table {
                 .policies
                 .iter()
                 .map(|p| policy(&p.namespace, p.spec.clone()))
+                .chain(
+                    r.cluster_policies
+                        .iter()
+                        .map(|p| cluster_policy(&p.name, p.spec.clone())),
+                )
                 .chain(r.pods.iter().map(|p| p.object(&addr)))
                 .collect(),
             flow: r.flow.flow(&path, &addr),
@@ -146,6 +153,16 @@ pub fn policy(namespace: &str, spec: Value) -> Value {
     })
 }
 
+/// A ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) named `name` with the given spec.
+pub fn cluster_policy(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> T {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e} (tests run from the repository)", path.display()));
@@ -158,7 +175,43 @@ struct TableFile {
     addresses: BTreeMap<String, IpAddr>,
     namespaces: Vec<NamespaceData>,
     pods: Vec<PodData>,
+    #[serde(default)]
+    nodes: Vec<NodeData>,
     rows: Vec<RowData>,
+}
+
+/// A Node: labels and `status.addresses` (type and address name or literal).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeData {
+    name: String,
+    labels: Value,
+    addresses: Vec<NodeAddressData>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeAddressData {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
+}
+
+impl NodeData {
+    /// The Node object.
+    fn object(&self, addr: &dyn Fn(&str) -> IpAddr) -> Value {
+        let addresses: Vec<Value> = self
+            .addresses
+            .iter()
+            .map(|a| json!({"type": a.kind, "address": addr(&a.address).to_string()}))
+            .collect();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": self.labels},
+            "status": {"addresses": addresses},
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -238,6 +291,8 @@ struct RowData {
     #[serde(default)]
     policies: Vec<PolicyData>,
     #[serde(default)]
+    cluster_policies: Vec<ClusterPolicyData>,
+    #[serde(default)]
     pods: Vec<PodData>,
     flow: FlowData,
     allowed: bool,
@@ -247,6 +302,13 @@ struct RowData {
 #[serde(deny_unknown_fields)]
 struct PolicyData {
     namespace: String,
+    spec: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterPolicyData {
+    name: String,
     spec: Value,
 }
 

@@ -13,8 +13,22 @@ use serde_json::json;
 #[test]
 fn table() {
     let table = verdicts::oracle_table();
-    // The table held 107 rows when it moved to testdata/; fewer means rows were lost.
-    assert!(table.rows.len() >= 107, "only {} rows", table.rows.len());
+    // The table held 107 rows when it moved to testdata/, 45 more with ClusterNetworkPolicies;
+    // fewer means rows were lost.
+    assert!(table.rows.len() >= 152, "only {} rows", table.rows.len());
+    let with_cnps = table
+        .rows
+        .iter()
+        .filter(|row| {
+            row.objects
+                .iter()
+                .any(|o| o["kind"] == "ClusterNetworkPolicy")
+        })
+        .count();
+    assert!(
+        with_cnps >= 45,
+        "only {with_cnps} rows with ClusterNetworkPolicies"
+    );
     let mut failures = Vec::new();
     for (i, row) in table.rows.iter().enumerate() {
         let mut cluster = Cluster::default();
@@ -47,6 +61,95 @@ fn policy_validity_is_exposed() {
     cluster.add_document(invalid).expect("parses");
     assert!(oracle::policy_is_valid(&cluster.policies[0]));
     assert!(!oracle::policy_is_valid(&cluster.policies[1]));
+}
+
+#[test]
+fn cluster_policy_validity_is_exposed() {
+    let spec = json!({
+        "tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+        "egress": [{"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}],
+    });
+    assert!(oracle::cnp_is_valid(&verdicts::cluster_policy(
+        "ok",
+        spec.clone()
+    )));
+    // One thing wrong at a time, each what the API server (experimental channel) refuses.
+    let broken = [
+        ("tier", json!("admin")),
+        ("priority", json!(1001)),
+        ("priority", json!(-1)),
+        ("subject", json!({})),
+        (
+            "subject",
+            json!({"namespaces": {}, "pods": {"podSelector": {}}}),
+        ),
+        ("subject", json!({"pods": {"namespaceSelector": {}}})),
+        (
+            "egress",
+            json!([{"action": "Allow", "to": [{"namespaces": {}}]}]),
+        ),
+        ("egress", json!([{"action": "Deny", "to": []}])),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"networks": ["10.0.0.0/33"]}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"networks": ["10.0.0.0/8", "10.0.0.0/8"]}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"namespaces": {}, "nodes": {}}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"domainNames": ["localhost"]}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"nodes": {}}], "protocols": [{"destinationNamedPort": "http"}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"namespaces": {}}], "protocols": []}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [{"tcp": {}}]}]),
+        ),
+        (
+            "egress",
+            json!([{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [{"udp": {"destinationPort": {"range": {"start": 80, "end": 80}}}}]}]),
+        ),
+        (
+            "ingress",
+            json!([{"action": "Deny", "from": [{"networks": ["10.0.0.0/8"]}]}]),
+        ),
+        (
+            "ingress",
+            json!([{"action": "Deny", "from": [{"namespaces": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}]),
+        ),
+        (
+            "ingress",
+            json!([{"action": "Deny", "from": [{"namespaces": {}}], "protocols": [{"sctp": {"destinationPort": {"number": 0}}}]}]),
+        ),
+        ("unknown", json!(1)),
+    ];
+    for (key, value) in broken {
+        let mut spec = spec.clone();
+        spec[key] = value.clone();
+        let policy = verdicts::cluster_policy("broken", spec);
+        assert!(
+            !oracle::cnp_is_valid(&policy),
+            "{key}: {value} should be invalid"
+        );
+    }
+    let mut unnamed = verdicts::cluster_policy("ok", spec);
+    unnamed["metadata"]["name"] = json!("Not_A_Name");
+    assert!(
+        !oracle::cnp_is_valid(&unnamed),
+        "metadata.name must be a DNS-1123 subdomain"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
