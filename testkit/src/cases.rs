@@ -1,6 +1,8 @@
 //! The testdata cases: every directory under `testdata/` except `upstream/`
-//! (the conformance cases, in their own format), sorted; and the repository
-//! paths the tests read.
+//! (the conformance cases, in their own format), `cluster-network-policy/`
+//! (ClusterNetworkPolicy inputs, valid and invalid, read by tests/validity.rs
+//! and the conversion tests) and `crd/` (CRD fixtures), sorted; and the
+//! repository paths the tests read.
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +23,17 @@ pub fn case(name: &str) -> PathBuf {
     testdata().join(name)
 }
 
-/// Every case directory under `testdata/` except `upstream/`, sorted; panics
+/// Directories of `testdata/` that are not cases.
+pub const NOT_CASES: [&str; 3] = ["upstream", "cluster-network-policy", "crd"];
+
+/// Every case directory under `testdata/` except [`NOT_CASES`], sorted; panics
 /// (naming the directory) if there are none or `testdata/` is unreadable.
 pub fn case_dirs() -> Vec<PathBuf> {
     let dir = testdata();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable testdata entry").path())
-        .filter(|p| p.is_dir() && !p.ends_with("upstream"))
+        .filter(|p| p.is_dir() && !NOT_CASES.iter().any(|n| p.ends_with(n)))
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no cases in {}", dir.display());

@@ -287,6 +287,7 @@ fn check(case: &Case) -> Result<usize, TestCaseError> {
         namespaces: ns.iter().cloned().map(|o| (src.clone(), o)).collect(),
         pods: pods.iter().cloned().map(|o| (src.clone(), o)).collect(),
         policies: pols.iter().cloned().map(|o| (src.clone(), o)).collect(),
+        ..Default::default()
     };
     let mut per_node = BTreeMap::new();
     for node in ["node-1", "node-2"] {
