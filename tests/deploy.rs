@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Container, Namespace, PodSpec, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nftpol::agent::http;
 use nftpol::agent::metrics::{Metrics, ObjectLabel};
@@ -41,6 +42,7 @@ struct Deploy {
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     quotas: Vec<ResourceQuota>,
+    crds: Vec<CustomResourceDefinition>,
 }
 
 /// Paths present in `orig` but missing or different after a typed round
@@ -102,6 +104,9 @@ fn add_doc(d: &mut Deploy, doc: &Value, what: &str) -> Result<(), String> {
             d.bindings.push(strict(doc, what)?)
         }
         ("apps/v1", "DaemonSet") => d.daemonsets.push(strict(doc, what)?),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            d.crds.push(strict(doc, what)?)
+        }
         _ => return Err(format!("{what}: unexpected {api} {kind}")),
     }
     Ok(())
@@ -200,6 +205,28 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() {
     one(&d.daemonsets, "DaemonSet");
     one(&d.services, "Service");
     one(&d.quotas, "ResourceQuota");
+    one(&d.crds, "CustomResourceDefinition");
+}
+
+/// deploy/crd-clusternetworkpolicies.yaml is exactly what `nftpol crd`
+/// generates from the types (tests/validity.rs proves that CRD validates
+/// as upstream's does); regenerate with
+/// `cargo run -q -- crd > deploy/crd-clusternetworkpolicies.yaml`.
+#[test]
+fn the_crd_is_the_one_the_types_generate() {
+    let file = read("deploy/crd-clusternetworkpolicies.yaml");
+    let generated = nftpol::core::k8s::cnp::crd_yaml();
+    assert!(
+        file == generated,
+        "deploy/crd-clusternetworkpolicies.yaml has drifted from the types; regenerate it with `cargo run -q -- crd > deploy/crd-clusternetworkpolicies.yaml`"
+    );
+    let d = load();
+    let crd = one(&d.crds, "CustomResourceDefinition");
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("clusternetworkpolicies.policy.networking.k8s.io")
+    );
+    assert_eq!(crd.spec.scope, "Cluster");
 }
 
 #[test]

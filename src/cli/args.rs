@@ -30,6 +30,10 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the selector graph (policies, selectors, namespaces, pods) as Graphviz DOT or JSON.
     Graph(GraphArgs),
+    /// Print the ClusterNetworkPolicy CustomResourceDefinition nftpol's types
+    /// generate (deploy/crd-clusternetworkpolicies.yaml).
+    #[command(hide = true)]
+    Crd,
 }
 
 /// `nftpol run`.

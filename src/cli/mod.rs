@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod args;
 pub mod compile;
+pub mod crd;
 pub mod explain;
 pub mod graph;
 pub mod input;
@@ -73,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Explain(a) => explain::explain(&a),
         Command::Graph(a) => graph::graph(&a),
+        Command::Crd => crd::crd(),
     };
     ExitCode::from(exit_code(outcome))
 }

@@ -175,6 +175,7 @@ pub fn generate(scale: Scale, seed: u64) -> Objects {
                 )
             })
             .collect(),
+        ..Objects::default()
     }
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::cnp::ClusterNetworkPolicy;
 use super::convert;
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{Cluster, ObjectRef};
@@ -44,6 +45,8 @@ pub struct ClusterCache {
     namespaces: Seen,
     pods: Seen,
     policies: Seen,
+    cluster_policies: Seen,
+    nodes: Seen,
 }
 
 fn key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
@@ -53,6 +56,13 @@ fn key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
         String::new()
     };
     ObjectRef::new(ns, m.name.clone().unwrap_or_default())
+}
+
+/// A name-keyed model map as the ObjectRef-keyed map [`Seen`] edits.
+fn by_name<V>(m: BTreeMap<String, V>) -> BTreeMap<ObjectRef, V> {
+    m.into_iter()
+        .map(|(n, v)| (ObjectRef::new(String::new(), n), v))
+        .collect()
 }
 
 /// The source every API object's diagnostics carry.
@@ -177,15 +187,57 @@ impl ClusterCache {
         stats
     }
 
+    /// Brings the ClusterNetworkPolicies and Nodes of the model to exactly
+    /// the given objects (each the complete current set of its kind),
+    /// converting only those that are new or whose resourceVersion changed.
+    /// Separate from [`ClusterCache::update`] so a driver that does not
+    /// watch them yet leaves them empty.
+    pub fn update_cluster_scoped<'a>(
+        &mut self,
+        cluster_policies: impl IntoIterator<Item = &'a ClusterNetworkPolicy>,
+        nodes: impl IntoIterator<Item = &'a core::Node>,
+    ) -> UpdateStats {
+        let src = api_source();
+        let mut stats = UpdateStats::default();
+        let mut model = by_name(std::mem::take(&mut self.cluster.cluster_policies));
+        self.cluster_policies.update(
+            cluster_policies,
+            |p: &ClusterNetworkPolicy| &p.metadata,
+            false,
+            |p, d| convert::cluster_policy(p, Some(&src), d),
+            &mut model,
+            &mut stats,
+        );
+        self.cluster.cluster_policies = model.into_iter().map(|(k, v)| (k.name, v)).collect();
+        let mut model = by_name(std::mem::take(&mut self.cluster.nodes));
+        self.nodes.update(
+            nodes,
+            |n: &core::Node| &n.metadata,
+            false,
+            |n, d| convert::node(n, Some(&src), d),
+            &mut model,
+            &mut stats,
+        );
+        self.cluster.nodes = model.into_iter().map(|(k, v)| (k.name, v)).collect();
+        stats
+    }
+
     /// The model as of the last update.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
 
-    /// Conversion diagnostics of the current objects: namespaces, then pods,
-    /// then policies, each sorted by namespace/name.
+    /// Conversion diagnostics of the current objects: namespaces, pods,
+    /// policies, nodes, then ClusterNetworkPolicies, each sorted by
+    /// namespace/name.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
-        [&self.namespaces, &self.pods, &self.policies]
+        [
+            &self.namespaces,
+            &self.pods,
+            &self.policies,
+            &self.nodes,
+            &self.cluster_policies,
+        ]
             .iter()
             .flat_map(|s| s.diags.values().flatten().cloned())
             .collect()
@@ -231,6 +283,7 @@ mod tests {
             namespaces: n.iter().map(|o| (src(), o.clone())).collect(),
             pods: p.iter().map(|o| (src(), o.clone())).collect(),
             policies: q.iter().map(|o| (src(), o.clone())).collect(),
+            ..Objects::default()
         }
     }
 

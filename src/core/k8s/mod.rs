@@ -2,13 +2,15 @@
 //! converting k8s-openapi objects into the model.
 
 pub mod cache;
+pub mod cnp;
 pub mod convert;
 pub mod load;
 pub mod strip;
 
 use crate::core::diag::Diagnostic;
 use crate::core::model::Cluster;
-pub use k8s_openapi::api::core::v1::{Namespace, Pod};
+pub use cnp::ClusterNetworkPolicy;
+pub use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 pub use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub use load::{Objects, UnknownFields, load_paths, load_paths_with, parse_into, parse_into_with};
 
@@ -41,6 +43,20 @@ pub fn to_cluster(objs: &Objects) -> (Cluster, Vec<Diagnostic>) {
             && let Some(old) = c.policies.insert(p.id.clone(), p)
         {
             d.push(dup("NetworkPolicy", &old.id.to_string(), src));
+        }
+    }
+    for (src, n) in &objs.nodes {
+        if let Some(n) = convert::node(n, Some(src), &mut d)
+            && let Some(old) = c.nodes.insert(n.name.clone(), n)
+        {
+            d.push(dup("Node", &old.name, src));
+        }
+    }
+    for (src, p) in &objs.cluster_policies {
+        if let Some(p) = convert::cluster_policy(p, Some(src), &mut d)
+            && let Some(old) = c.cluster_policies.insert(p.name.clone(), p)
+        {
+            d.push(dup("ClusterNetworkPolicy", &old.name, src));
         }
     }
     (c, d)

@@ -3,7 +3,7 @@
 //! other than nftpol's own, and the parts of a pod spec and status (volumes,
 //! env, probes, container statuses ...) that never reach the model.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -45,6 +45,33 @@ pub fn namespace(n: &mut Namespace) {
 /// Strips a network policy's metadata (its spec is all read).
 pub fn network_policy(p: &mut NetworkPolicy) {
     meta(&mut p.metadata);
+}
+
+/// Strips a ClusterNetworkPolicy's metadata and status (its spec is all
+/// read).
+pub fn cluster_network_policy(p: &mut super::ClusterNetworkPolicy) {
+    meta(&mut p.metadata);
+    p.status = None;
+}
+
+/// Strips a Node to its name, labels, resourceVersion and
+/// `status.addresses`: a node's status (images, conditions, capacity) is
+/// large and changes every heartbeat, none of it read.
+pub fn node(n: &mut Node) {
+    let addresses = n.status.take().and_then(|s| s.addresses);
+    *n = Node {
+        metadata: ObjectMeta {
+            name: n.metadata.name.take(),
+            labels: n.metadata.labels.take(),
+            resource_version: n.metadata.resource_version.take(),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(NodeStatus {
+            addresses,
+            ..NodeStatus::default()
+        }),
+    };
 }
 
 fn meta(m: &mut ObjectMeta) {
@@ -97,5 +124,36 @@ mod tests {
         assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
         assert!(spec.containers[0].ports.is_some(), "named ports stay");
         assert!(p.status.as_ref().unwrap().conditions.is_none());
+    }
+
+    #[test]
+    fn stripping_a_node_keeps_name_labels_version_and_addresses() {
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"},
+                         "resourceVersion": "7", "annotations": {"a": "b"}, "uid": "u"},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"},
+                                     {"type": "Hostname", "address": "n1"}],
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "images": [{"names": ["x"]}]}
+        }))
+        .unwrap();
+        let model = |n: &Node| {
+            let mut c = ClusterCache::new();
+            c.update_cluster_scoped(std::iter::empty(), [n]);
+            format!("{:?}", c.cluster())
+        };
+        let before = model(&n);
+        node(&mut n);
+        assert_eq!(model(&n), before, "the model does not change");
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"}, "resourceVersion": "7"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"},
+                                         {"type": "Hostname", "address": "n1"}]}
+            })
+        );
     }
 }

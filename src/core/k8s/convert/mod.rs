@@ -6,7 +6,8 @@
 //! directions (both if policyTypes is invalid) and allows nothing.
 //!
 //! Namespaces and pods here; policies (rules, peers, ports, selectors) in
-//! [`policy`]; the API server's label and CIDR string rules in `validate`.
+//! [`policy`]; ClusterNetworkPolicies and Nodes in `cluster_policy`; the
+//! API server's label and CIDR string rules in `validate`.
 
 use std::net::IpAddr;
 
@@ -259,10 +260,17 @@ pub fn pod(p: &core::Pod, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -> 
     })
 }
 
+mod cluster_policy;
 mod policy;
 mod validate;
 
+pub use cluster_policy::{
+    SELECTOR_MARK, UNSUPPORTED_MARK, cluster_policy, is_cidr, is_domain_name, node,
+};
 pub use policy::{policy, validate_port_name};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_policy_tests;

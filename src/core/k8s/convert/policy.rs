@@ -372,7 +372,11 @@ pub fn validate_port_name(s: &str) -> Result<(), String> {
 
 /// Converts a LabelSelector; `None` (with errors) when any part is invalid.
 /// Every problem is reported, as the API server does.
-fn selector(s: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) -> Option<Selector> {
+pub(super) fn selector(
+    s: &LabelSelector,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Selector> {
     let before = errors.len();
     let mut reqs = Vec::new();
     for (k, v) in s.match_labels.iter().flatten() {
