@@ -1,14 +1,8 @@
-<<<<<<< HEAD
-//! The testdata cases: every directory under `testdata/` except `upstream/` and
-//! `cluster-network-policy/` (the conformance cases, in their own format), sorted;
-//! and the repository paths the tests read.
-=======
 //! The testdata cases: every directory under `testdata/` except `upstream/`
 //! (the conformance cases, in their own format), `cluster-network-policy/`
 //! (ClusterNetworkPolicy inputs, valid and invalid, read by tests/validity.rs
 //! and the conversion tests) and `crd/` (CRD fixtures), sorted; and the
 //! repository paths the tests read.
->>>>>>> w/api
 
 use std::path::{Path, PathBuf};
 
@@ -29,29 +23,17 @@ pub fn case(name: &str) -> PathBuf {
     testdata().join(name)
 }
 
-<<<<<<< HEAD
-/// Directories of `testdata/` that hold conformance cases (their own format,
-/// `testdata/upstream/FORMAT.md`), not input cases.
-pub const CONFORMANCE_DIRS: [&str; 2] = ["upstream", "cluster-network-policy"];
-
-/// Every case directory under `testdata/` except [`CONFORMANCE_DIRS`], sorted; panics
-=======
 /// Directories of `testdata/` that are not cases.
 pub const NOT_CASES: [&str; 3] = ["upstream", "cluster-network-policy", "crd"];
 
 /// Every case directory under `testdata/` except [`NOT_CASES`], sorted; panics
->>>>>>> w/api
 /// (naming the directory) if there are none or `testdata/` is unreadable.
 pub fn case_dirs() -> Vec<PathBuf> {
     let dir = testdata();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable testdata entry").path())
-<<<<<<< HEAD
-        .filter(|p| p.is_dir() && !CONFORMANCE_DIRS.iter().any(|c| p.ends_with(c)))
-=======
         .filter(|p| p.is_dir() && !NOT_CASES.iter().any(|n| p.ends_with(n)))
->>>>>>> w/api
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no cases in {}", dir.display());
