@@ -6,8 +6,8 @@
 //! and every probe's real-packet result against what `nftpol explain` says about that flow.
 //!
 //! `cnp_conformance` does the same for the network-policy-api ClusterNetworkPolicy suite in
-//! `testdata/cluster-network-policy/conformance/` (behind `NFTPOL_CNP_CONFORMANCE=1` for now;
-//! `cnp_cases_are_well_formed` checks its case files without root).
+//! `testdata/cluster-network-policy/conformance/` (`cnp_cases_are_well_formed` checks its case
+//! files without root).
 //!
 //! Plus real-packet checks the case format cannot express: established connections survive a
 //! ruleset swap, node↔pod traffic under default deny, hostNetwork pods, and a Service with a
@@ -57,19 +57,12 @@ fn cnp_dir() -> std::path::PathBuf {
 /// The network-policy-api ClusterNetworkPolicy v1alpha2 conformance suite (and nftpol's own
 /// CNP cases) in `testdata/cluster-network-policy/conformance/`, played like
 /// [`upstream_conformance`]: all three shapes, both families. A denied probe must time out
-/// (upstream fails a `REFUSED`). Gated behind `NFTPOL_CNP_CONFORMANCE=1` until the compiler
-/// emits the tiered ruleset; without it the test only plans the cases.
+/// (upstream fails a `REFUSED`).
 #[test]
 fn cnp_conformance() {
     let dir = cnp_dir();
     let mut base = Base::load(&dir.join("cluster.yaml")).unwrap_or_else(|e| panic!("{e:#}"));
     base.drops_must_time_out = true;
-    if std::env::var("NFTPOL_CNP_CONFORMANCE").as_deref() != Ok("1") {
-        eprintln!(
-            "cnp_conformance: not played (set NFTPOL_CNP_CONFORMANCE=1); see cnp_cases_are_well_formed"
-        );
-        return;
-    }
     run_suite(&dir, base);
 }
 
