@@ -1,5 +1,14 @@
-//! The three reflectors (pods, namespaces, network policies) feeding the
-//! worker, and their retry policy ([`WatchBackoff`]).
+//! The reflectors (pods, namespaces, network policies, nodes, cluster
+//! network policies) feeding the worker, and their retry policy
+//! ([`WatchBackoff`]).
+//!
+//! ClusterNetworkPolicy is a CRD that a cluster may not have: while listing
+//! it answers 404 the agent counts it as absent (no ClusterNetworkPolicies)
+//! instead of waiting for it, keeps retrying with the same backoff, and
+//! picks the policies up without a restart once the CRD is installed. Any
+//! other error keeps the last known policies (never fewer denials on an
+//! outage). Node updates wake the worker only when a node's labels or
+//! addresses changed, not on every status heartbeat.
 //!
 //! Retry figures of one watch (each watch has its own policy and its own
 //! random jitter): 250 ms, 500 ms, 1 s, 2 s, then 2.5 s for every further
@@ -25,7 +34,7 @@ use tokio::sync::Notify;
 use super::http::Health;
 use super::metrics::{Metrics, ResourceLabel};
 use super::worker::{Source, StoreState};
-use crate::core::k8s::{Namespace, NetworkPolicy, Pod, strip};
+use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod, strip};
 
 /// Retry delays of one failed list/watch: exponential from [`Self::MIN`]
 /// doubling to [`Self::MAX`], each with up to 100 % random jitter added (so
@@ -90,14 +99,28 @@ pub(super) struct Stores {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
+    nodes: Store<Node>,
+    cluster_policies: Store<ClusterNetworkPolicy>,
+    /// True while listing ClusterNetworkPolicies answers 404 (no CRD).
+    cnp_absent: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Stores {
-    /// Resolves once all three watches completed their initial list.
+    /// Resolves once every watch completed its initial list, or (for
+    /// ClusterNetworkPolicies) the API server said it has no such resource.
     pub(super) async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
         self.pods.wait_until_ready().await?;
         self.namespaces.wait_until_ready().await?;
-        self.policies.wait_until_ready().await
+        self.policies.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        let mut absent = self.cnp_absent.clone();
+        tokio::select! {
+            r = self.cluster_policies.wait_until_ready() => r,
+            _ = absent.wait_for(|a| *a) => {
+                tracing::warn!("ClusterNetworkPolicy is not served (CRD not installed): enforcing NetworkPolicy; ClusterNetworkPolicies are picked up once the CRD appears");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -107,6 +130,8 @@ impl Source for Stores {
             namespaces: self.namespaces.state(),
             pods: self.pods.state(),
             policies: self.policies.state(),
+            cluster_policies: self.cluster_policies.state(),
+            nodes: self.nodes.state(),
         }
     }
 }
@@ -124,6 +149,10 @@ pub(super) fn start(
     let (pods, pods_w) = reflector::store::<Pod>();
     let (namespaces, ns_w) = reflector::store::<Namespace>();
     let (policies, pol_w) = reflector::store::<NetworkPolicy>();
+    let (nodes, node_w) = reflector::store::<Node>();
+    let (cluster_policies, cnp_w) = reflector::store::<ClusterNetworkPolicy>();
+    let (absent_tx, cnp_absent) = tokio::sync::watch::channel(false);
+    let mut node_seen = NodeFingerprints::default();
     let wcfg = watcher::Config::default();
     let events = stream::select_all([
         watcher(Api::<Pod>::all(client.clone()), wcfg.clone())
@@ -138,11 +167,43 @@ pub(super) fn start(
             .reflect(ns_w)
             .map(|e| tag("namespaces", e))
             .boxed(),
-        watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg)
+        watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::network_policy)
             .reflect(pol_w)
             .map(|e| tag("networkpolicies", e))
+            .boxed(),
+        watcher(Api::<Node>::all(client.clone()), wcfg.clone())
+            .backoff(WatchBackoff::new())
+            .modify(strip::node)
+            .reflect(node_w)
+            .map(move |e| {
+                let relevant = match &e {
+                    Ok(ev) => node_seen.changed(ev),
+                    Err(_) => true,
+                };
+                match tag("nodes", e) {
+                    Ok((r, answered, _)) => Ok((r, answered, relevant)),
+                    err => err,
+                }
+            })
+            .boxed(),
+        watcher(Api::<ClusterNetworkPolicy>::all(client.clone()), wcfg)
+            .backoff(WatchBackoff::new())
+            .modify(strip::cluster_network_policy)
+            .reflect(cnp_w)
+            .map(move |e| {
+                match &e {
+                    Err(err) if is_not_found(err) => {
+                        absent_tx.send_if_modified(|a| !std::mem::replace(a, true));
+                    }
+                    Ok(ev) if !matches!(ev, watcher::Event::Init) => {
+                        absent_tx.send_if_modified(|a| std::mem::replace(a, false));
+                    }
+                    _ => {}
+                }
+                tag("clusternetworkpolicies", e)
+            })
             .boxed(),
     ]);
     tokio::spawn(async move {
@@ -155,12 +216,60 @@ pub(super) fn start(
         pods,
         namespaces,
         policies,
+        nodes,
+        cluster_policies,
+        cnp_absent,
     }
 }
 
+/// What nftpol reads of each Node (labels and addresses), hashed, so that a
+/// status heartbeat that changes neither does not wake the worker.
+#[derive(Default)]
+struct NodeFingerprints(std::collections::HashMap<String, u64>);
+
+impl NodeFingerprints {
+    /// Whether the event changes what nftpol reads (a deletion, a new node,
+    /// changed labels or addresses; list boundaries count as changes).
+    fn changed(&mut self, ev: &watcher::Event<Node>) -> bool {
+        use std::hash::{Hash, Hasher};
+        let node = match ev {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => n,
+            watcher::Event::Delete(n) => {
+                self.0.remove(n.metadata.name.as_deref().unwrap_or_default());
+                return true;
+            }
+            watcher::Event::Init | watcher::Event::InitDone => return true,
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        node.metadata.labels.hash(&mut h);
+        if let Some(st) = &node.status {
+            for a in st.addresses.iter().flatten() {
+                (&a.type_, &a.address).hash(&mut h);
+            }
+        }
+        let fp = h.finish();
+        let name = node.metadata.name.clone().unwrap_or_default();
+        self.0.insert(name, fp) != Some(fp)
+    }
+}
+
+/// Whether a watch error is the API server not serving the resource (404:
+/// the ClusterNetworkPolicy CRD is not installed).
+fn is_not_found(err: &watcher::Error) -> bool {
+    let code = match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    code == 404
+}
+
 /// One item of the merged watch streams: the resource it came from, and
-/// for an event whether it shows the API server answered a call.
-type Tagged = Result<(&'static str, bool), (&'static str, watcher::Error)>;
+/// for an event whether it shows the API server answered a call and whether
+/// it changes what nftpol reads (wakes the worker).
+type Tagged = Result<(&'static str, bool, bool), (&'static str, watcher::Error)>;
 
 /// Names the resource of an event or error. The `Init` marker comes before
 /// the list call, so it shows nothing about whether the call is allowed;
@@ -168,7 +277,7 @@ type Tagged = Result<(&'static str, bool), (&'static str, watcher::Error)>;
 /// does.
 fn tag<K>(resource: &'static str, e: watcher::Result<watcher::Event<K>>) -> Tagged {
     match e {
-        Ok(ev) => Ok((resource, !matches!(ev, watcher::Event::Init))),
+        Ok(ev) => Ok((resource, !matches!(ev, watcher::Event::Init), true)),
         Err(err) => Err((resource, err)),
     }
 }
@@ -179,11 +288,13 @@ fn tag<K>(resource: &'static str, e: watcher::Result<watcher::Event<K>>) -> Tagg
 /// denied, which keeps `/readyz` at 503 naming it.
 fn on_event(e: Tagged, changed: &Notify, metrics: &Metrics, health: &Health) {
     match e {
-        Ok((resource, answered)) => {
+        Ok((resource, answered, relevant)) => {
             if answered {
                 health.allow(resource);
             }
-            changed.notify_one();
+            if relevant {
+                changed.notify_one();
+            }
         }
         Err((resource, err)) => {
             metrics
@@ -192,7 +303,11 @@ fn on_event(e: Tagged, changed: &Notify, metrics: &Metrics, health: &Health) {
                     resource: resource.to_string(),
                 })
                 .inc();
-            if is_denied(&err) {
+            if resource == "clusternetworkpolicies" && is_not_found(&err) {
+                // No CRD: not an outage (see the module docs); the retry
+                // notices when it is installed.
+                tracing::debug!(resource, "not served (CRD not installed); retrying");
+            } else if is_denied(&err) {
                 // Not transient: RBAC (or the token) is wrong. A forbidden
                 // watch after a successful list would otherwise leave a
                 // ready agent on a frozen view.
@@ -295,7 +410,7 @@ mod tests {
         );
         assert_eq!(errors("namespaces"), 2);
         // An event of another resource does not clear it; its own does.
-        on_event(Ok(("pods", true)), &changed, &metrics, &health);
+        on_event(Ok(("pods", true, true)), &changed, &metrics, &health);
         assert_eq!(health.denied(), ["namespaces"]);
         on_event(
             tag::<()>("namespaces", Ok(watcher::Event::InitDone)),

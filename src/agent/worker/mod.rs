@@ -26,7 +26,7 @@ use super::metrics::{Metrics, ObjectLabel, ReasonLabel};
 use super::{Config, http, stopped};
 use crate::core::compile::Options;
 use crate::core::k8s::cache::ClusterCache;
-use crate::core::k8s::{Namespace, NetworkPolicy, Pod};
+use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod};
 use crate::kernel::enforcer::{Applied, Enforcer};
 
 /// Shortest wait after a failed apply; it doubles per failure up to [`RETRY_MAX`].
@@ -42,6 +42,10 @@ pub struct StoreState {
     pub pods: Vec<Arc<Pod>>,
     /// Network policies.
     pub policies: Vec<Arc<NetworkPolicy>>,
+    /// ClusterNetworkPolicies (empty while their CRD is not installed).
+    pub cluster_policies: Vec<Arc<ClusterNetworkPolicy>>,
+    /// Nodes (for `nodes` peers).
+    pub nodes: Vec<Arc<Node>>,
 }
 
 /// Where the worker reads the cluster from (the reflectors' stores, or a
@@ -151,11 +155,18 @@ impl Worker {
         let mut model = self.model.take().expect("model present between applies");
         let t = std::time::Instant::now();
         let (model, compiled) = tokio::task::spawn_blocking(move || {
-            let stats = model.update(
+            let mut stats = model.update(
                 state.namespaces.iter().map(|o| &**o),
                 state.pods.iter().map(|o| &**o),
                 state.policies.iter().map(|o| &**o),
             );
+            let scoped = model.update_cluster_scoped(
+                state.cluster_policies.iter().map(|o| &**o),
+                state.nodes.iter().map(|o| &**o),
+            );
+            stats.converted += scoped.converted;
+            stats.removed += scoped.removed;
+            stats.reused += scoped.reused;
             tracing::debug!(
                 converted = stats.converted,
                 removed = stats.removed,

@@ -113,6 +113,12 @@ impl Source for TestSource {
                 .iter()
                 .map(|(_, o)| Arc::new(o.clone()))
                 .collect(),
+            cluster_policies: objs
+                .cluster_policies
+                .iter()
+                .map(|(_, o)| Arc::new(o.clone()))
+                .collect(),
+            nodes: objs.nodes.iter().map(|(_, o)| Arc::new(o.clone())).collect(),
         }
     }
 }
