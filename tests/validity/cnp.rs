@@ -546,12 +546,18 @@ fn nftpol_cnp_verdict(object: &Value) -> (Verdict, bool, Vec<String>) {
     } else if counted.is_empty() {
         Verdict::Valid
     } else {
-        Verdict::Invalid(
-            counted
-                .iter()
-                .map(|d| d.field.clone().unwrap_or_else(|| "<no field>".into()))
-                .collect(),
-        )
+        let mut fields: BTreeSet<String> = counted
+            .iter()
+            // A cause without a path is `<nil>` in the server's status.
+            .map(|d| d.field.clone().unwrap_or_else(|| "<nil>".into()))
+            .collect();
+        if objs.cluster_policies.is_empty() {
+            // Not decoded: a wrong type or a missing `spec`, both errors the
+            // server counts as blocking, so it adds its `<nil>` cause
+            // (conversion adds it for the ones it finds).
+            fields.insert("<nil>".into());
+        }
+        Verdict::Invalid(fields)
     };
     (verdict, excepted, messages)
 }

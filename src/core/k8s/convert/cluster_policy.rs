@@ -5,7 +5,8 @@
 //! one-of objects, `x-kubernetes-list-type: set`), its CEL rules (port range,
 //! `isCIDR`, named port vs non-pod peers; the server skips them when the
 //! schema found a "blocking" error: Required, NotSupported, TooLong,
-//! TooMany or TypeInvalid, and says so without a field) and the generic
+//! TooMany or TypeInvalid, and then always adds an error without a field
+//! saying so) and the generic
 //! name rule. Field paths are the server's. Beyond the server, nftpol
 //! refuses label selectors it cannot evaluate (the CRD does not check them;
 //! documented in docs/cluster-network-policy.md), and `domainNames`, which it
@@ -149,12 +150,12 @@ pub fn cluster_policy(
     errors.extend(f.other);
     errors.extend(f.schema.into_iter().map(|(e, _)| e));
     if blocked {
-        if !f.cel.is_empty() {
-            errors.push(ferr(
-                "",
-                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
-            ));
-        }
+        // The server says so whenever a blocking error exists (the CRD has
+        // CEL rules), with no field (`<nil>` in its status causes).
+        errors.push(ferr(
+            "",
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
     } else {
         errors.extend(f.cel);
     }
@@ -576,8 +577,10 @@ fn peer(p: &PeerView<'_>, path: &str, f: &mut Found) -> PeerOutcome {
 }
 
 /// Whether Kubernetes' CEL `isCIDR` accepts `s` (Go's `netip.ParsePrefix`,
-/// no zone): a canonical address, a decimal prefix length without leading
-/// zeros; host bits may be set (the network is the masked prefix).
+/// no zone, no IPv4-mapped IPv6): an address without leading zeros, a
+/// decimal prefix length without leading zeros; host bits may be set (the
+/// network is then the masked prefix). tests/validity.rs checks each case
+/// against the real API server.
 pub fn is_cidr(s: &str) -> bool {
     let Some((a, l)) = s.split_once('/') else {
         return false;
@@ -585,6 +588,12 @@ pub fn is_cidr(s: &str) -> bool {
     let Ok(ip) = a.parse::<IpAddr>() else {
         return false;
     };
+    // Kubernetes' CEL IP library refuses IPv4-mapped IPv6 addresses.
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return false;
+    }
     let max = if ip.is_ipv4() { 32 } else { 128 };
     !l.is_empty()
         && l.bytes().all(|b| b.is_ascii_digit())
