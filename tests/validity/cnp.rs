@@ -284,7 +284,16 @@ const GOOD_NETWORKS: &[&str] = &[
     "1.2.3.4/32",
 ];
 const GOOD_DOMAINS: &[&str] = &["example.com", "*.example.org", "a.b.c.", "kubernetes.io"];
-const BAD_DOMAINS: &[&str] = &["localhost", "*.", "a..b", "-a.io", "a-.io", "*a.io", "a.*.io", ""];
+const BAD_DOMAINS: &[&str] = &[
+    "localhost",
+    "*.",
+    "a..b",
+    "-a.io",
+    "a-.io",
+    "*a.io",
+    "a.*.io",
+    "",
+];
 const GOOD_PORT_NAMES_CNP: &[&str] = &["web", "dns", "http-alt"];
 
 impl Gen {
@@ -307,7 +316,11 @@ impl Gen {
         Value::Object(m)
     }
 
-    fn one_of(&mut self, fields: Vec<(&str, Value)>, extra: impl Fn(&mut Self) -> (String, Value)) -> Value {
+    fn one_of(
+        &mut self,
+        fields: Vec<(&str, Value)>,
+        extra: impl Fn(&mut Self) -> (String, Value),
+    ) -> Value {
         let mut m = Map::new();
         if self.bad() && self.rng.pct(40) {
             return Value::Object(m);
@@ -322,7 +335,11 @@ impl Gen {
     }
 
     fn networks(&mut self) -> Value {
-        let n = if self.bad() { self.rng.pick(&[0, 26]) } else { 1 + self.rng.below(3) };
+        let n = if self.bad() {
+            self.rng.pick(&[0, 26])
+        } else {
+            1 + self.rng.below(3)
+        };
         let mut v: Vec<Value> = (0..n)
             .map(|i| {
                 if n > 20 {
@@ -344,7 +361,11 @@ impl Gen {
     fn domains(&mut self) -> Value {
         let mut v: Vec<Value> = (0..1 + self.rng.below(2))
             .map(|_| {
-                json!(if self.bad() { self.rng.pick(BAD_DOMAINS) } else { self.rng.pick(GOOD_DOMAINS) })
+                json!(if self.bad() {
+                    self.rng.pick(BAD_DOMAINS)
+                } else {
+                    self.rng.pick(GOOD_DOMAINS)
+                })
             })
             .collect();
         v.dedup();
@@ -399,22 +420,45 @@ impl Gen {
             }
         };
         let dest = if self.bad() {
-            self.rng.pick(&[json!({}), json!({"number": 80, "range": {"start": 1, "end": 2}})])
+            self.rng.pick(&[
+                json!({}),
+                json!({"number": 80, "range": {"start": 1, "end": 2}}),
+            ])
         } else {
             dest
         };
-        let ports = if self.bad() { json!({}) } else { json!({"destinationPort": dest}) };
-        let mut fields = vec![("tcp", ports.clone()), ("udp", ports.clone()), ("sctp", ports)];
+        let ports = if self.bad() {
+            json!({})
+        } else {
+            json!({"destinationPort": dest})
+        };
+        let mut fields = vec![
+            ("tcp", ports.clone()),
+            ("udp", ports.clone()),
+            ("sctp", ports),
+        ];
         if named_ok || self.bad() {
-            fields.push(("destinationNamedPort", json!(self.rng.pick(GOOD_PORT_NAMES_CNP))));
+            fields.push((
+                "destinationNamedPort",
+                json!(self.rng.pick(GOOD_PORT_NAMES_CNP)),
+            ));
         }
-        self.one_of(fields, |g| ("udp".into(), json!({"destinationPort": {"number": g.port_number()}})))
+        self.one_of(fields, |g| {
+            (
+                "udp".into(),
+                json!({"destinationPort": {"number": g.port_number()}}),
+            )
+        })
     }
 
     fn cnp_rule(&mut self, egress: bool) -> Value {
         let mut r = Map::new();
         if self.rng.pct(50) {
-            let name = if self.bad() { "x".repeat(101) } else { format!("rule-{}", self.rng.below(100)) };
+            let name = if self.bad() {
+                "x".repeat(101)
+            } else {
+                format!("rule-{}", self.rng.below(100))
+            };
             r.insert("name".into(), json!(name));
         }
         if !self.bad() {
@@ -426,17 +470,29 @@ impl Gen {
             r.insert("action".into(), json!(a));
         }
         let key = if egress { "to" } else { "from" };
-        let n = if self.bad() { self.rng.pick(&[0, 26]) } else { 1 + self.rng.below(3) };
+        let n = if self.bad() {
+            self.rng.pick(&[0, 26])
+        } else {
+            1 + self.rng.below(3)
+        };
         if !(self.bad() && self.rng.pct(30)) {
             let peers: Vec<Value> = (0..n).map(|_| self.cnp_peer(egress)).collect();
             r.insert(key.into(), Value::Array(peers));
         }
-        let non_pod = r
-            .get(key)
-            .and_then(Value::as_array)
-            .is_some_and(|ps| ps.iter().any(|p| p.get("networks").or(p.get("nodes")).or(p.get("domainNames")).is_some()));
+        let non_pod = r.get(key).and_then(Value::as_array).is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p.get("networks")
+                    .or(p.get("nodes"))
+                    .or(p.get("domainNames"))
+                    .is_some()
+            })
+        });
         if self.rng.pct(60) {
-            let n = if self.bad() { self.rng.pick(&[0, 26]) } else { 1 + self.rng.below(3) };
+            let n = if self.bad() {
+                self.rng.pick(&[0, 26])
+            } else {
+                1 + self.rng.below(3)
+            };
             let named_ok = !(egress && non_pod);
             let ps: Vec<Value> = (0..n).map(|_| self.cnp_protocol(named_ok)).collect();
             r.insert("protocols".into(), Value::Array(ps));
@@ -448,8 +504,14 @@ impl Gen {
         if self.rng.pct(30) {
             return None;
         }
-        let n = if self.bad() && self.rng.pct(20) { 26 } else { self.rng.below(4) };
-        Some(Value::Array((0..n).map(|_| self.cnp_rule(egress)).collect()))
+        let n = if self.bad() && self.rng.pct(20) {
+            26
+        } else {
+            self.rng.below(4)
+        };
+        Some(Value::Array(
+            (0..n).map(|_| self.cnp_rule(egress)).collect(),
+        ))
     }
 
     fn cluster_policy(&mut self, i: usize) -> Value {
@@ -457,17 +519,27 @@ impl Gen {
         self.bad = self.rng.pick(&[0, 0, 0, 0, 1, 2, 4, 8]);
         let mut spec = Map::new();
         if !self.bad() {
-            let t = if self.bad() { self.rng.pick(&["admin", "Middle"]) } else { self.rng.pick(&["Admin", "Baseline"]) };
+            let t = if self.bad() {
+                self.rng.pick(&["admin", "Middle"])
+            } else {
+                self.rng.pick(&["Admin", "Baseline"])
+            };
             spec.insert("tier".into(), json!(t));
         }
         if !self.bad() {
-            let p: i64 = if self.bad() { self.rng.pick(&[-1, 1001, 100_000]) } else { self.rng.pick(&[0, 1, 10, 500, 1000]) };
+            let p: i64 = if self.bad() {
+                self.rng.pick(&[-1, 1001, 100_000])
+            } else {
+                self.rng.pick(&[0, 1, 10, 500, 1000])
+            };
             spec.insert("priority".into(), json!(p));
         }
         if !self.bad() {
             let ns = self.cnp_selector();
             let pods = self.namespaced_pod();
-            let s = self.one_of(vec![("namespaces", ns), ("pods", pods)], |g| ("pods".into(), json!({"podSelector": g.selector()})));
+            let s = self.one_of(vec![("namespaces", ns), ("pods", pods)], |g| {
+                ("pods".into(), json!({"podSelector": g.selector()}))
+            });
             spec.insert("subject".into(), s);
         }
         if let Some(r) = self.cnp_rules(false) {
@@ -476,7 +548,11 @@ impl Gen {
         if let Some(r) = self.cnp_rules(true) {
             spec.insert("egress".into(), r);
         }
-        let name = if self.bad() { self.rng.pick(BAD_NAMES).to_string() } else { format!("c-{i:05}") };
+        let name = if self.bad() {
+            self.rng.pick(BAD_NAMES).to_string()
+        } else {
+            format!("c-{i:05}")
+        };
         let mut object = cnp(&name, Value::Object(spec));
         if self.bad > 0 && self.rng.pct(4) {
             let places: Vec<&(&str, &str)> = CNP_MISSPELT
@@ -536,8 +612,12 @@ fn nftpol_cnp_verdict(object: &Value) -> (Verdict, bool, Vec<String>) {
     for (src, c) in &objs.cluster_policies {
         convert::cluster_policy(c, Some(src), &mut diags);
     }
-    let exception = |m: &str| m.contains(convert::SELECTOR_MARK) || m.contains(convert::UNSUPPORTED_MARK);
-    let errors: Vec<_> = diags.iter().filter(|d| d.severity == Severity::Error).collect();
+    let exception =
+        |m: &str| m.contains(convert::SELECTOR_MARK) || m.contains(convert::UNSUPPORTED_MARK);
+    let errors: Vec<_> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
     let excepted = errors.iter().any(|d| exception(&d.message));
     let counted: Vec<_> = errors.iter().filter(|d| !exception(&d.message)).collect();
     let messages = errors.iter().map(|d| d.to_string()).collect();
@@ -575,7 +655,10 @@ fn ask_server_cnps(cp: &ControlPlane, items: &[Item]) -> Vec<(Verdict, Vec<Strin
             .unwrap();
         let client = kube::Client::try_from(conf).unwrap();
         // The resource is served shortly after the CRD is established.
-        let probe = cnp("probe", json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}}}));
+        let probe = cnp(
+            "probe",
+            json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}}}),
+        );
         let t = Instant::now();
         loop {
             let (code, body) = post(&client, CNP_PATH, &probe).await;
@@ -606,7 +689,12 @@ fn ask_server_cnps(cp: &ControlPlane, items: &[Item]) -> Vec<(Verdict, Vec<Strin
 /// Installs a CRD file and waits until it is established.
 fn install_crd(cp: &ControlPlane, path: &Path) {
     cp.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
-    cp.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", CRD_NAME]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        CRD_NAME,
+    ]);
 }
 
 /// Deletes the CRD and waits until it is gone.

@@ -238,9 +238,9 @@ impl ClusterCache {
             &self.nodes,
             &self.cluster_policies,
         ]
-            .iter()
-            .flat_map(|s| s.diags.values().flatten().cloned())
-            .collect()
+        .iter()
+        .flat_map(|s| s.diags.values().flatten().cloned())
+        .collect()
     }
 }
 

@@ -1,4 +1,6 @@
 //! ClusterNetworkPolicy → [`ClusterPolicy`], and Node → [`Node`].
+//! Longer than 600 lines: it mirrors the whole CRD (schema, CEL rules and
+//! which errors block the rules) in one place, in the CRD's order.
 //!
 //! Validation is the API server's with network-policy-api v0.2.0's
 //! experimental CRD: its OpenAPI schema (required fields, enums, bounds,
@@ -114,10 +116,7 @@ pub fn cluster_policy(
         }
         Some(p) => {
             if !(0..=1000).contains(&p) {
-                f.invalid(
-                    "spec.priority",
-                    format!("{p} is out of range (0 to 1000)"),
-                );
+                f.invalid("spec.priority", format!("{p} is out of range (0 to 1000)"));
             }
             Some(p.clamp(0, 1000) as u32)
         }
@@ -161,7 +160,11 @@ pub fn cluster_policy(
     }
     for e in errors {
         let d = Diagnostic::error(format!("{}{fails}", e.message));
-        let d = if e.field.is_empty() { d } else { d.field(e.field) };
+        let d = if e.field.is_empty() {
+            d
+        } else {
+            d.field(e.field)
+        };
         emit(diags, d, src, &object);
     }
     for e in f.selectors {
@@ -169,7 +172,12 @@ pub fn cluster_policy(
         emit(diags, Diagnostic::error(msg).field(e.field), src, &object);
     }
     for e in unsupported {
-        emit(diags, Diagnostic::error(e.message).field(e.field), src, &object);
+        emit(
+            diags,
+            Diagnostic::error(e.message).field(e.field),
+            src,
+            &object,
+        );
     }
 
     let everyone = || PodMatch {
@@ -217,7 +225,10 @@ fn subject(s: &cnp::Subject, f: &mut Found) -> Option<PodMatch> {
             None
         }
         (Some(_), Some(_)) => {
-            f.blocking(path, "may set only one of namespaces and pods (maxProperties 1)");
+            f.blocking(
+                path,
+                "may set only one of namespaces and pods (maxProperties 1)",
+            );
             // Both parts are still checked, as the server does.
             let before = f.count();
             let _ = selector(s.namespaces.as_ref(), &format!("{path}.namespaces"), f);
@@ -407,7 +418,10 @@ fn rule<R: RuleView>(
     {
         f.blocking(
             format!("{path}.name"),
-            format!("may not be longer than 100 characters ({})", n.chars().count()),
+            format!(
+                "may not be longer than 100 characters ({})",
+                n.chars().count()
+            ),
         );
     }
     let action = match r.action() {
@@ -444,7 +458,8 @@ fn rule<R: RuleView>(
             }
             for (j, p) in v.iter().enumerate() {
                 let pp = format!("{peers_path}[{j}]");
-                non_pod_peer |= p.networks.is_some() || p.nodes.is_some() || p.domain_names.is_some();
+                non_pod_peer |=
+                    p.networks.is_some() || p.nodes.is_some() || p.domain_names.is_some();
                 match peer(p, &pp, f) {
                     PeerOutcome::Peer(x) => peers.push(x),
                     PeerOutcome::Unsupported(field, what) => refused.push((field, what)),
@@ -460,7 +475,10 @@ fn rule<R: RuleView>(
             if ps.is_empty() {
                 f.invalid(&pp, "must have at least 1 item");
             } else if ps.len() > 25 {
-                f.blocking(&pp, format!("too many protocols: {} (at most 25)", ps.len()));
+                f.blocking(
+                    &pp,
+                    format!("too many protocols: {} (at most 25)", ps.len()),
+                );
             }
             let mut out = Vec::new();
             for (j, p) in ps.iter().enumerate() {
@@ -535,7 +553,9 @@ fn peer(p: &PeerView<'_>, path: &str, f: &mut Found) -> PeerOutcome {
     let nodes = p
         .nodes
         .map(|s| selector(Some(s), &format!("{path}.nodes"), f));
-    let networks = p.networks.map(|n| networks(n, &format!("{path}.networks"), f));
+    let networks = p
+        .networks
+        .map(|n| networks(n, &format!("{path}.networks"), f));
     if let Some(d) = p.domain_names {
         domain_names(d, &format!("{path}.domainNames"), f);
     }
@@ -687,9 +707,15 @@ fn protocol(p: &cnp::ProtocolPort, path: &str, f: &mut Found) -> Vec<Port> {
     .filter(|x| **x)
     .count();
     if set == 0 {
-        f.invalid(path, "must set exactly one of tcp, udp, sctp and destinationNamedPort (minProperties 1)");
+        f.invalid(
+            path,
+            "must set exactly one of tcp, udp, sctp and destinationNamedPort (minProperties 1)",
+        );
     } else if set > 1 {
-        f.blocking(path, "may set only one of tcp, udp, sctp and destinationNamedPort (maxProperties 1)");
+        f.blocking(
+            path,
+            "may set only one of tcp, udp, sctp and destinationNamedPort (maxProperties 1)",
+        );
     }
     let mut out = Vec::new();
     for (proto, name, pp) in [
@@ -734,7 +760,10 @@ fn port(p: &cnp::ProtocolPorts, path: &str, f: &mut Found) -> Option<PortMatch> 
     };
     match (d.number, &d.range) {
         (None, None) => f.invalid(&path, "must set number or range (minProperties 1)"),
-        (Some(_), Some(_)) => f.blocking(&path, "may set only one of number and range (maxProperties 1)"),
+        (Some(_), Some(_)) => f.blocking(
+            &path,
+            "may set only one of number and range (maxProperties 1)",
+        ),
         _ => {}
     }
     if let Some(n) = d.number {
