@@ -230,10 +230,8 @@ fn subject(s: &cnp::Subject, f: &mut Found) -> Option<PodMatch> {
                 "may set only one of namespaces and pods (maxProperties 1)",
             );
             // Both parts are still checked, as the server does.
-            let before = f.count();
             let _ = selector(s.namespaces.as_ref(), &format!("{path}.namespaces"), f);
             let _ = namespaced_pod(s.pods.as_ref(), &format!("{path}.pods"), f);
-            let _ = before;
             None
         }
         (Some(n), None) => Some(PodMatch {
