@@ -64,6 +64,8 @@ fn lost_fields(orig: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         (a, b) if a == b => {}
+        // A CRD schema's bounds are floats in k8s-openapi (`1` comes back `1.0`).
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
         _ => out.push(format!("{path} (value changed: {orig} -> {typed})")),
     }
 }
@@ -104,9 +106,7 @@ fn add_doc(d: &mut Deploy, doc: &Value, what: &str) -> Result<(), String> {
             d.bindings.push(strict(doc, what)?)
         }
         ("apps/v1", "DaemonSet") => d.daemonsets.push(strict(doc, what)?),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            d.crds.push(strict(doc, what)?)
-        }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => d.crds.push(strict(doc, what)?),
         _ => return Err(format!("{what}: unexpected {api} {kind}")),
     }
     Ok(())

@@ -18,6 +18,9 @@
 //! need be; without them the test fails).
 //! `NFTPOL_VALIDITY_SEED` and `NFTPOL_VALIDITY_POLICIES` override the
 //! generator's seed and count (printed either way).
+//!
+//! ClusterNetworkPolicies, against upstream's CRD and nftpol's own, are in
+//! `validity/cnp.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -32,6 +35,9 @@ use nftpol_testkit::conformance::{Base, load_cases};
 use nftpol_testkit::control_plane::{ControlPlane, ensure_binaries};
 use nftpol_testkit::netns::in_new_netns;
 use serde_json::{Map, Value, json};
+
+#[path = "validity/cnp.rs"]
+mod cnp;
 
 const DEFAULT_SEED: u64 = 0x6e66_7470_6f6c_0012;
 const DEFAULT_POLICIES: usize = 2500;

@@ -268,7 +268,11 @@ fn enforcer_deltas_verification_and_drift_repair() {
         // understands every object shape nftpol emits).
         for entry in std::fs::read_dir(&root).unwrap() {
             let dir = entry.unwrap().path();
-            if !dir.is_dir() || nftpol_testkit::cases::NOT_CASES.iter().any(|n| dir.ends_with(n)) {
+            if !dir.is_dir()
+                || nftpol_testkit::cases::NOT_CASES
+                    .iter()
+                    .any(|n| dir.ends_with(n))
+            {
                 continue;
             }
             let (objs, _) = nftpol::core::k8s::load_paths(std::slice::from_ref(&dir));

@@ -238,9 +238,9 @@ impl ClusterCache {
             &self.nodes,
             &self.cluster_policies,
         ]
-            .iter()
-            .flat_map(|s| s.diags.values().flatten().cloned())
-            .collect()
+        .iter()
+        .flat_map(|s| s.diags.values().flatten().cloned())
+        .collect()
     }
 }
 
@@ -337,5 +337,60 @@ mod tests {
         namespaces.remove(1);
         policies.clear();
         check(&namespaces, &pods, &policies, 0, 3);
+    }
+
+    fn cnp(name: &str, rv: &str, priority: i64) -> ClusterNetworkPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name, "resourceVersion": rv},
+            "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"nodes": {}}]}]}
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, rv: &str, ip: &str) -> core::Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+        }))
+        .unwrap()
+    }
+
+    /// ClusterNetworkPolicies and Nodes: the same guarantee as above.
+    #[test]
+    fn cluster_scoped_objects_are_cached_too() {
+        let mut cache = ClusterCache::new();
+        let mut check = |c: &[ClusterNetworkPolicy], n: &[core::Node], converted, removed| {
+            let stats = cache.update_cluster_scoped(c, n);
+            let objs = Objects {
+                cluster_policies: c.iter().map(|o| (api_source(), o.clone())).collect(),
+                nodes: n.iter().map(|o| (api_source(), o.clone())).collect(),
+                ..Objects::default()
+            };
+            let (fresh, fresh_diags) = to_cluster(&objs);
+            assert_eq!(cache.cluster(), &fresh);
+            let a: Vec<String> = cache.diagnostics().iter().map(|d| d.to_string()).collect();
+            let mut b: Vec<String> = fresh_diags.iter().map(|d| d.to_string()).collect();
+            b.sort();
+            let mut a = a;
+            a.sort();
+            assert_eq!(a, b);
+            assert_eq!(
+                (stats.converted, stats.removed),
+                (converted, removed),
+                "{stats:?}"
+            );
+        };
+        let mut c = vec![cnp("a", "1", 10), cnp("bad", "2", 5000)];
+        let mut n = vec![node("n1", "3", "10.0.0.1"), node("n2", "4", "10.0.0.2")];
+        check(&c, &n, 4, 0);
+        check(&c, &n, 0, 0);
+        c[0] = cnp("a", "5", 20);
+        n[1] = node("n2", "6", "10.0.0.3");
+        check(&c, &n, 2, 0);
+        c.remove(1);
+        n.remove(0);
+        check(&c, &n, 0, 2);
     }
 }

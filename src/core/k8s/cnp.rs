@@ -16,6 +16,10 @@
 //! The CRD is the one thing here that needs kube's derive (no client, no
 //! runtime): `tests/tidy.rs` allows `kube` in this file only.
 
+// kube's `printcolumn(type_ = ...)` repeats an attribute name clippy takes
+// for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
@@ -49,7 +53,11 @@ pub const API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
     ),
     printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
     printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("required" = ["priority", "subject", "tier"]))]
@@ -234,13 +242,15 @@ pub struct EgressPeer {
     pub unrecognised: BTreeMap<String, serde_json::Value>,
 }
 
-
 /// The CRD's DomainName pattern, verbatim (`A-z` included).
 pub const DOMAIN_NAME_PATTERN: &str = r"^(\*\.)?([a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?$";
 /// The CIDR rule and its message.
 pub const CIDR_RULE: (&str, &str) = ("isCIDR(self)", "Invalid CIDR format provided");
 /// The port range rule and its message.
-pub const RANGE_RULE: (&str, &str) = ("self.start < self.end", "Start port must be less than End port");
+pub const RANGE_RULE: (&str, &str) = (
+    "self.start < self.end",
+    "Start port must be less than End port",
+);
 
 fn networks_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

@@ -1,11 +1,14 @@
 //! ClusterNetworkPolicy → [`ClusterPolicy`], and Node → [`Node`].
+//! Longer than 600 lines: it mirrors the whole CRD (schema, CEL rules and
+//! which errors block the rules) in one place, in the CRD's order.
 //!
 //! Validation is the API server's with network-policy-api v0.2.0's
 //! experimental CRD: its OpenAPI schema (required fields, enums, bounds,
 //! one-of objects, `x-kubernetes-list-type: set`), its CEL rules (port range,
 //! `isCIDR`, named port vs non-pod peers; the server skips them when the
 //! schema found a "blocking" error: Required, NotSupported, TooLong,
-//! TooMany or TypeInvalid, and says so without a field) and the generic
+//! TooMany or TypeInvalid, and then always adds an error without a field
+//! saying so) and the generic
 //! name rule. Field paths are the server's. Beyond the server, nftpol
 //! refuses label selectors it cannot evaluate (the CRD does not check them;
 //! documented in docs/cluster-network-policy.md), and `domainNames`, which it
@@ -113,10 +116,7 @@ pub fn cluster_policy(
         }
         Some(p) => {
             if !(0..=1000).contains(&p) {
-                f.invalid(
-                    "spec.priority",
-                    format!("{p} is out of range (0 to 1000)"),
-                );
+                f.invalid("spec.priority", format!("{p} is out of range (0 to 1000)"));
             }
             Some(p.clamp(0, 1000) as u32)
         }
@@ -149,18 +149,22 @@ pub fn cluster_policy(
     errors.extend(f.other);
     errors.extend(f.schema.into_iter().map(|(e, _)| e));
     if blocked {
-        if !f.cel.is_empty() {
-            errors.push(ferr(
-                "",
-                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
-            ));
-        }
+        // The server says so whenever a blocking error exists (the CRD has
+        // CEL rules), with no field (`<nil>` in its status causes).
+        errors.push(ferr(
+            "",
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
     } else {
         errors.extend(f.cel);
     }
     for e in errors {
         let d = Diagnostic::error(format!("{}{fails}", e.message));
-        let d = if e.field.is_empty() { d } else { d.field(e.field) };
+        let d = if e.field.is_empty() {
+            d
+        } else {
+            d.field(e.field)
+        };
         emit(diags, d, src, &object);
     }
     for e in f.selectors {
@@ -168,7 +172,12 @@ pub fn cluster_policy(
         emit(diags, Diagnostic::error(msg).field(e.field), src, &object);
     }
     for e in unsupported {
-        emit(diags, Diagnostic::error(e.message).field(e.field), src, &object);
+        emit(
+            diags,
+            Diagnostic::error(e.message).field(e.field),
+            src,
+            &object,
+        );
     }
 
     let everyone = || PodMatch {
@@ -216,12 +225,13 @@ fn subject(s: &cnp::Subject, f: &mut Found) -> Option<PodMatch> {
             None
         }
         (Some(_), Some(_)) => {
-            f.blocking(path, "may set only one of namespaces and pods (maxProperties 1)");
+            f.blocking(
+                path,
+                "may set only one of namespaces and pods (maxProperties 1)",
+            );
             // Both parts are still checked, as the server does.
-            let before = f.count();
             let _ = selector(s.namespaces.as_ref(), &format!("{path}.namespaces"), f);
             let _ = namespaced_pod(s.pods.as_ref(), &format!("{path}.pods"), f);
-            let _ = before;
             None
         }
         (Some(n), None) => Some(PodMatch {
@@ -406,7 +416,10 @@ fn rule<R: RuleView>(
     {
         f.blocking(
             format!("{path}.name"),
-            format!("may not be longer than 100 characters ({})", n.chars().count()),
+            format!(
+                "may not be longer than 100 characters ({})",
+                n.chars().count()
+            ),
         );
     }
     let action = match r.action() {
@@ -443,7 +456,8 @@ fn rule<R: RuleView>(
             }
             for (j, p) in v.iter().enumerate() {
                 let pp = format!("{peers_path}[{j}]");
-                non_pod_peer |= p.networks.is_some() || p.nodes.is_some() || p.domain_names.is_some();
+                non_pod_peer |=
+                    p.networks.is_some() || p.nodes.is_some() || p.domain_names.is_some();
                 match peer(p, &pp, f) {
                     PeerOutcome::Peer(x) => peers.push(x),
                     PeerOutcome::Unsupported(field, what) => refused.push((field, what)),
@@ -459,7 +473,10 @@ fn rule<R: RuleView>(
             if ps.is_empty() {
                 f.invalid(&pp, "must have at least 1 item");
             } else if ps.len() > 25 {
-                f.blocking(&pp, format!("too many protocols: {} (at most 25)", ps.len()));
+                f.blocking(
+                    &pp,
+                    format!("too many protocols: {} (at most 25)", ps.len()),
+                );
             }
             let mut out = Vec::new();
             for (j, p) in ps.iter().enumerate() {
@@ -534,7 +551,9 @@ fn peer(p: &PeerView<'_>, path: &str, f: &mut Found) -> PeerOutcome {
     let nodes = p
         .nodes
         .map(|s| selector(Some(s), &format!("{path}.nodes"), f));
-    let networks = p.networks.map(|n| networks(n, &format!("{path}.networks"), f));
+    let networks = p
+        .networks
+        .map(|n| networks(n, &format!("{path}.networks"), f));
     if let Some(d) = p.domain_names {
         domain_names(d, &format!("{path}.domainNames"), f);
     }
@@ -576,8 +595,10 @@ fn peer(p: &PeerView<'_>, path: &str, f: &mut Found) -> PeerOutcome {
 }
 
 /// Whether Kubernetes' CEL `isCIDR` accepts `s` (Go's `netip.ParsePrefix`,
-/// no zone): a canonical address, a decimal prefix length without leading
-/// zeros; host bits may be set (the network is the masked prefix).
+/// no zone, no IPv4-mapped IPv6): an address without leading zeros, a
+/// decimal prefix length without leading zeros; host bits may be set (the
+/// network is then the masked prefix). tests/validity.rs checks each case
+/// against the real API server.
 pub fn is_cidr(s: &str) -> bool {
     let Some((a, l)) = s.split_once('/') else {
         return false;
@@ -585,6 +606,12 @@ pub fn is_cidr(s: &str) -> bool {
     let Ok(ip) = a.parse::<IpAddr>() else {
         return false;
     };
+    // Kubernetes' CEL IP library refuses IPv4-mapped IPv6 addresses.
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return false;
+    }
     let max = if ip.is_ipv4() { 32 } else { 128 };
     !l.is_empty()
         && l.bytes().all(|b| b.is_ascii_digit())
@@ -678,9 +705,15 @@ fn protocol(p: &cnp::ProtocolPort, path: &str, f: &mut Found) -> Vec<Port> {
     .filter(|x| **x)
     .count();
     if set == 0 {
-        f.invalid(path, "must set exactly one of tcp, udp, sctp and destinationNamedPort (minProperties 1)");
+        f.invalid(
+            path,
+            "must set exactly one of tcp, udp, sctp and destinationNamedPort (minProperties 1)",
+        );
     } else if set > 1 {
-        f.blocking(path, "may set only one of tcp, udp, sctp and destinationNamedPort (maxProperties 1)");
+        f.blocking(
+            path,
+            "may set only one of tcp, udp, sctp and destinationNamedPort (maxProperties 1)",
+        );
     }
     let mut out = Vec::new();
     for (proto, name, pp) in [
@@ -725,7 +758,10 @@ fn port(p: &cnp::ProtocolPorts, path: &str, f: &mut Found) -> Option<PortMatch> 
     };
     match (d.number, &d.range) {
         (None, None) => f.invalid(&path, "must set number or range (minProperties 1)"),
-        (Some(_), Some(_)) => f.blocking(&path, "may set only one of number and range (maxProperties 1)"),
+        (Some(_), Some(_)) => f.blocking(
+            &path,
+            "may set only one of number and range (maxProperties 1)",
+        ),
         _ => {}
     }
     if let Some(n) = d.number {
