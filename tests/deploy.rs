@@ -297,12 +297,14 @@ fn rbac_is_read_only_on_exactly_what_the_agent_watches() {
         ("", "pods"),
         ("", "namespaces"),
         ("networking.k8s.io", "networkpolicies"),
+        ("", "nodes"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
     ] {
         for v in ["list", "watch"] {
             want.insert((g.to_string(), res.to_string(), v.to_string()));
         }
     }
-    assert_eq!(granted, want, "exactly list/watch on the three kinds");
+    assert_eq!(granted, want, "exactly list/watch on the five kinds");
 
     let sa = one(&d.service_accounts, "ServiceAccount");
     let ns = one(&d.namespaces, "Namespace").metadata.name.clone();

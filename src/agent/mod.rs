@@ -12,7 +12,8 @@
 //!                                                                     → drop-log index   droplog.rs
 //! ```
 //!
-//! Nothing is written to the kernel until all three watches have synced. A
+//! Nothing is written to the kernel until every watch has synced (a cluster
+//! without the ClusterNetworkPolicy CRD counts as having none). A
 //! failed apply leaves the previous ruleset in force and is retried with
 //! backoff. Losing the API server keeps the last ruleset (the reflectors
 //! retry with a jittered backoff and resync on return). SIGTERM leaves the
@@ -91,7 +92,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let stores = watch::start(&client, changed.clone(), metrics.clone(), health.clone());
 
     health.alive.store(true, Ordering::Relaxed);
-    tracing::info!(node = %cfg.node, "waiting for pods, namespaces and networkpolicies to sync");
+    tracing::info!(node = %cfg.node, "waiting for pods, namespaces, nodes, networkpolicies and clusternetworkpolicies to sync");
     tokio::select! {
         r = stores.wait_until_ready() => r?,
         _ = stopped(&mut stop) => return Ok(()),

@@ -136,7 +136,7 @@ impl Source for Stores {
     }
 }
 
-/// Starts the three watches; every event wakes `changed`, every error is
+/// Starts the watches; every event that changes what nftpol reads wakes `changed`, every error is
 /// counted and logged (the backoff retries; the stores keep their last
 /// state meanwhile), and a call the API server refuses marks its resource
 /// denied in `health` (see [`on_event`]).
@@ -235,7 +235,8 @@ impl NodeFingerprints {
         let node = match ev {
             watcher::Event::Apply(n) | watcher::Event::InitApply(n) => n,
             watcher::Event::Delete(n) => {
-                self.0.remove(n.metadata.name.as_deref().unwrap_or_default());
+                self.0
+                    .remove(n.metadata.name.as_deref().unwrap_or_default());
                 return true;
             }
             watcher::Event::Init | watcher::Event::InitDone => return true,

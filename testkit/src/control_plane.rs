@@ -317,25 +317,28 @@ impl ControlPlane {
     }
 
     /// Server-side apply of `obj` as the admin, without its status; a pod's
-    /// status with a `podIP` is then written through the status subresource,
-    /// as a kubelet would (pods never run here).
+    /// status with a `podIP`, or a Node's with `addresses`, is then written
+    /// through the status subresource, as a kubelet would (no kubelet runs here).
     pub fn apply_object(&self, obj: &serde_json::Value) {
         let mut obj = obj.clone();
         let status = obj.as_object_mut().and_then(|o| o.remove("status"));
         self.apply(&obj.to_string());
-        if let Some(status) = status.filter(|s| s.get("podIP").is_some()) {
+        let kind = if obj["kind"] == "Node" { "node" } else { "pod" };
+        if let Some(status) =
+            status.filter(|s| s.get("podIP").is_some() || s.get("addresses").is_some())
+        {
             let meta = &obj["metadata"];
-            self.kubectl_ok(&[
+            let mut args = vec![
                 "patch",
-                "pod",
-                meta["name"].as_str().expect("a pod has a name"),
-                "-n",
-                meta["namespace"].as_str().unwrap_or("default"),
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &serde_json::json!({ "status": status }).to_string(),
-            ]);
+                kind,
+                meta["name"].as_str().expect("an object has a name"),
+            ];
+            if kind == "pod" {
+                args.extend(["-n", meta["namespace"].as_str().unwrap_or("default")]);
+            }
+            let patch = serde_json::json!({ "status": status }).to_string();
+            args.extend(["--subresource=status", "--type=merge", "-p", &patch]);
+            self.kubectl_ok(&args);
         }
     }
 

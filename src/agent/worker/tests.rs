@@ -118,7 +118,11 @@ impl Source for TestSource {
                 .iter()
                 .map(|(_, o)| Arc::new(o.clone()))
                 .collect(),
-            nodes: objs.nodes.iter().map(|(_, o)| Arc::new(o.clone())).collect(),
+            nodes: objs
+                .nodes
+                .iter()
+                .map(|(_, o)| Arc::new(o.clone()))
+                .collect(),
         }
     }
 }
