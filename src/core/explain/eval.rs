@@ -104,7 +104,7 @@ pub fn explain(
         } else {
             DecidedBy::Policies
         },
-        warnings: same_priority_warnings(&egress, &ingress),
+        warnings: super::report::same_priority_warnings(&egress, &ingress),
         egress,
         ingress,
     })
@@ -579,32 +579,4 @@ pub fn describe_peer(p: &Peer, policy_ns: &str) -> String {
             format!("networks {}", v.join(", "))
         }
     }
-}
-
-/// A warning for every pair of ClusterNetworkPolicies of one tier and
-/// priority that both apply to one end of the flow: upstream leaves their
-/// relative order undefined (nftpol orders them by name).
-fn same_priority_warnings(egress: &Side, ingress: &Side) -> Vec<String> {
-    let mut out = Vec::new();
-    for side in [egress, ingress] {
-        for (tier, reports) in [(Tier::Admin, &side.admin), (Tier::Baseline, &side.baseline)] {
-            for (i, a) in reports.iter().enumerate() {
-                for b in &reports[i + 1..] {
-                    if a.priority == b.priority {
-                        let pod = side.pod.as_deref().unwrap_or("?");
-                        out.push(format!(
-                            "ClusterNetworkPolicies {} and {} are both {} tier, priority {}, and both apply to the {} of {pod}: upstream leaves their order undefined; nftpol evaluates {} first (by name). Give them distinct priorities.",
-                            a.policy,
-                            b.policy,
-                            tier.api_name(),
-                            a.priority,
-                            side.direction.as_str(),
-                            a.policy
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
 }

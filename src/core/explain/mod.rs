@@ -25,5 +25,6 @@ pub mod report;
 pub use eval::{ExplainError, describe_peer, explain};
 pub use query::{Endpoint, PortArg, PortSpec, Query};
 pub use report::{
-    DecidedBy, Explanation, Flow, Item, PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
+    ClusterPolicyReport, ClusterRuleReport, DecidedBy, Decision, Explanation, Flow, Item,
+    PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
 };

@@ -278,7 +278,7 @@ impl Side {
             "DENIED"
         };
         let by = match (d.tier, &d.policy, d.rule, d.action) {
-            ("default", ..) => "no tier decides (default)".to_string(),
+            ("default", ..) => "nothing (no tier decides; the default allows)".to_string(),
             ("NetworkPolicy", ..) => "NetworkPolicy (the pod is isolated)".to_string(),
             (tier, Some(p), Some(r), Some(a)) => format!(
                 "{tier} tier, ClusterNetworkPolicy {p} {}[{r}] {a}",
@@ -434,4 +434,32 @@ fn items(what: &str, field: &str, items: &[Item]) -> String {
     } else {
         format!("no {what} matches ({})", list(&mut items.iter()))
     }
+}
+
+/// A warning for every pair of ClusterNetworkPolicies of one tier and
+/// priority that both apply to one end of the flow: upstream leaves their
+/// relative order undefined (nftpol orders them by name).
+pub(super) fn same_priority_warnings(egress: &Side, ingress: &Side) -> Vec<String> {
+    let mut out = Vec::new();
+    for side in [egress, ingress] {
+        for (tier, reports) in [("Admin", &side.admin), ("Baseline", &side.baseline)] {
+            for (i, a) in reports.iter().enumerate() {
+                for b in &reports[i + 1..] {
+                    if a.priority == b.priority {
+                        let pod = side.pod.as_deref().unwrap_or("?");
+                        out.push(format!(
+                            "ClusterNetworkPolicies {} and {} are both {} tier, priority {}, and both apply to the {} of {pod}: upstream leaves their order undefined; nftpol evaluates {} first (by name). Give them distinct priorities.",
+                            a.policy,
+                            b.policy,
+                            tier,
+                            a.priority,
+                            side.direction.as_str(),
+                            a.policy
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
