@@ -286,3 +286,40 @@ fn apply_refuses_unknown_fields_before_touching_the_kernel() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(TYPO_FIELD), "{err}");
 }
+
+/// The upstream ClusterNetworkPolicy examples (network-policy-api's user stories
+/// and CRD test fixtures): every valid one compiles to a tiered ruleset nft
+/// accepts; the ones upstream itself marks invalid exit 1 naming file and field.
+#[test]
+fn compile_accepts_the_upstream_cluster_network_policy_examples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/cluster-network-policy/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let (mut valid, mut invalid) = (0, 0);
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let out = run(&["compile", "-f", f.to_str().unwrap()], None);
+        if name.contains("INVALID") {
+            invalid += 1;
+            assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stderr));
+            assert!(
+                text(&out.stderr).contains(&name),
+                "{name}: the error names the file: {}",
+                text(&out.stderr)
+            );
+            continue;
+        }
+        valid += 1;
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains("hook input"), "{name}: tiered layout");
+        let check = in_fresh_netns(&format!("nft -c -f - <<'EOF'\n{script}\nEOF"));
+        assert!(check.status.success(), "{name}: nft -c: {}", text(&check.stderr));
+    }
+    assert_eq!((valid, invalid), (6, 3), "the upstream examples in {}", dir.display());
+}
