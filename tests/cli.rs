@@ -319,7 +319,16 @@ fn compile_accepts_the_upstream_cluster_network_policy_examples() {
         let script = text(&out.stdout);
         assert!(script.contains("hook input"), "{name}: tiered layout");
         let check = in_fresh_netns(&format!("nft -c -f - <<'EOF'\n{script}\nEOF"));
-        assert!(check.status.success(), "{name}: nft -c: {}", text(&check.stderr));
+        assert!(
+            check.status.success(),
+            "{name}: nft -c: {}",
+            text(&check.stderr)
+        );
     }
-    assert_eq!((valid, invalid), (6, 3), "the upstream examples in {}", dir.display());
+    assert_eq!(
+        (valid, invalid),
+        (6, 3),
+        "the upstream examples in {}",
+        dir.display()
+    );
 }
