@@ -5,7 +5,8 @@
 //! ClusterNetworkPolicy is a CRD that a cluster may not have: while listing
 //! it answers 404 the agent counts it as absent (no ClusterNetworkPolicies)
 //! instead of waiting for it, keeps retrying with the same backoff, and
-//! picks the policies up without a restart once the CRD is installed. Any
+//! picks the policies up without a restart once the CRD is installed (it
+//! asks every 30–60 s while the CRD is missing: [`WatchBackoff::ABSENT`]). Any
 //! other error keeps the last known policies (never fewer denials on an
 //! outage). Node updates wake the worker only when a node's labels or
 //! addresses changed, not on every status heartbeat.
@@ -51,7 +52,10 @@ use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod
 /// (0.8 s doubling to 30 s, reset after 120 s) kept an agent up to 30 s
 /// behind after an API server outage (docs/agent-testing.md); 5 s bounds
 /// that catch-up while still spacing a node's retries.
-pub struct WatchBackoff(ResetTimerBackoff<ExponentialBackoff>);
+pub struct WatchBackoff(
+    ResetTimerBackoff<ExponentialBackoff>,
+    Option<Arc<std::sync::atomic::AtomicBool>>,
+);
 
 impl WatchBackoff {
     /// First delay (before jitter).
@@ -71,7 +75,21 @@ impl WatchBackoff {
             .with_factor(2.0)
             .with_jitter()
             .without_max_times();
-        WatchBackoff(ResetTimerBackoff::new(exp.into(), Self::QUIET))
+        WatchBackoff(ResetTimerBackoff::new(exp.into(), Self::QUIET), None)
+    }
+
+    /// Between two lists of a resource the API server does not serve (the
+    /// ClusterNetworkPolicy CRD is not installed): one request per node every
+    /// 30–60 s instead of every few seconds, so a cluster without the CRD is
+    /// not polled hard, and the CRD is noticed within a minute once installed.
+    pub const ABSENT: Duration = Duration::from_secs(30);
+
+    /// A policy that waits [`Self::ABSENT`] (plus up to 100 % jitter) while
+    /// `absent` is set.
+    pub fn with_absent(absent: Arc<std::sync::atomic::AtomicBool>) -> WatchBackoff {
+        let mut b = WatchBackoff::new();
+        b.1 = Some(absent);
+        b
     }
 }
 
@@ -85,7 +103,18 @@ impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        self.0.next()
+        let d = self.0.next()?;
+        match &self.1 {
+            Some(a) if a.load(std::sync::atomic::Ordering::Relaxed) => {
+                // The exponential delay (at most 2 × MAX) scaled onto [ABSENT, 2 × ABSENT]: jittered too.
+                Some(
+                    Self::ABSENT
+                        + Self::ABSENT
+                            .mul_f64((d.as_secs_f64() / Self::LONGEST.as_secs_f64()).min(1.0)),
+                )
+            }
+            _ => Some(d),
+        }
     }
 }
 
@@ -152,6 +181,8 @@ pub(super) fn start(
     let (nodes, node_w) = reflector::store::<Node>();
     let (cluster_policies, cnp_w) = reflector::store::<ClusterNetworkPolicy>();
     let (absent_tx, cnp_absent) = tokio::sync::watch::channel(false);
+    let absent_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let absent_set = absent_flag.clone();
     let mut node_seen = NodeFingerprints::default();
     let wcfg = watcher::Config::default();
     let events = stream::select_all([
@@ -189,15 +220,17 @@ pub(super) fn start(
             })
             .boxed(),
         watcher(Api::<ClusterNetworkPolicy>::all(client.clone()), wcfg)
-            .backoff(WatchBackoff::new())
+            .backoff(WatchBackoff::with_absent(absent_flag))
             .modify(strip::cluster_network_policy)
             .reflect(cnp_w)
             .map(move |e| {
                 match &e {
                     Err(err) if is_not_found(err) => {
+                        absent_set.store(true, std::sync::atomic::Ordering::Relaxed);
                         absent_tx.send_if_modified(|a| !std::mem::replace(a, true));
                     }
                     Ok(ev) if !matches!(ev, watcher::Event::Init) => {
+                        absent_set.store(false, std::sync::atomic::Ordering::Relaxed);
                         absent_tx.send_if_modified(|a| std::mem::replace(a, false));
                     }
                     _ => {}
@@ -420,6 +453,26 @@ mod tests {
             &health,
         );
         assert!(health.is_ready());
+    }
+
+    #[test]
+    fn a_missing_resource_is_asked_for_every_30_to_60_seconds() {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut b = WatchBackoff::with_absent(flag.clone());
+        assert!(
+            b.next().unwrap() <= 2 * WatchBackoff::MIN,
+            "served: the usual delays"
+        );
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..10 {
+            let d = b.next().unwrap();
+            assert!(
+                d >= WatchBackoff::ABSENT && d <= 2 * WatchBackoff::ABSENT,
+                "{d:?}"
+            );
+        }
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(b.next().unwrap() <= WatchBackoff::LONGEST, "served again");
     }
 
     #[test]

@@ -150,9 +150,10 @@ fn agent_enforces_cluster_network_policies_live() {
                 rule("lab", "Deny", "lab")
             ]),
         ));
+        // The agent asks for CNPs every 30-60 s while the CRD is missing.
         wait_for(
             "the CNP enforced after the CRD appeared",
-            Duration::from_secs(30),
+            Duration::from_secs(75),
             || {
                 chain_comments(&table(), "guard")
                     .iter()

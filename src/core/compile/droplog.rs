@@ -87,11 +87,46 @@ pub struct Group {
     pub logged: bool,
 }
 
+/// One logged Deny rule of a ClusterNetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRuleDrop {
+    /// Direction of the rule (its subject is the source for egress, the destination for ingress).
+    pub direction: Direction,
+    /// `Admin` or `Baseline`.
+    pub tier: &'static str,
+    /// The policy.
+    pub policy: String,
+    /// Index of the rule in its direction's list.
+    pub rule: usize,
+    /// The rule's name, if any.
+    pub rule_name: Option<String>,
+}
+
+impl fmt::Display for ClusterRuleDrop {
+    /// `Admin ClusterNetworkPolicy guard ingress[2] (lab)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ClusterNetworkPolicy {} {}[{}]",
+            self.tier,
+            self.policy,
+            self.direction.as_str(),
+            self.rule
+        )?;
+        if let Some(n) = &self.rule_name {
+            write!(f, " ({n})")?;
+        }
+        Ok(())
+    }
+}
+
 /// What the compiler knows that a logged packet does not say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Index {
     /// Group chain name → group.
     pub groups: BTreeMap<String, Group>,
+    /// Drop-log key of a ClusterNetworkPolicy Deny rule → the rule.
+    pub cluster_rules: BTreeMap<String, ClusterRuleDrop>,
     /// Pod address → pod, for every pod of the cluster (empty when no group logs).
     pub pods: BTreeMap<IpAddr, ObjectRef>,
 }
@@ -99,7 +134,7 @@ pub struct Index {
 impl Index {
     /// Whether any group chain logs (the agent starts its reader only then).
     pub fn logs_any(&self) -> bool {
-        self.groups.values().any(|g| g.logged)
+        self.groups.values().any(|g| g.logged) || !self.cluster_rules.is_empty()
     }
 
     /// Records every pod address of the cluster (peers on other nodes too),
@@ -118,9 +153,11 @@ impl Index {
     /// no policies.
     pub fn describe(&self, pkt: &Packet) -> Option<DroppedFlow> {
         let chain = names::log_prefix_chain(&pkt.prefix)?;
-        let (direction, namespace, policies) = match self.groups.get(chain) {
-            Some(g) => (g.direction, Some(g.namespace.clone()), g.policies.clone()),
-            None => (names::group_direction(chain)?, None, vec![]),
+        let cluster_rule = self.cluster_rules.get(chain).cloned();
+        let (direction, namespace, policies) = match (self.groups.get(chain), &cluster_rule) {
+            (Some(g), _) => (g.direction, Some(g.namespace.clone()), g.policies.clone()),
+            (None, Some(r)) => (r.direction, None, vec![]),
+            (None, None) => (names::group_direction(chain)?, None, vec![]),
         };
         let (isolated_ip, src_pod, dst_pod) = (
             pick(pkt, direction),
@@ -155,6 +192,7 @@ impl Index {
                 _ => None,
             },
             policies,
+            cluster_rule,
         })
     }
 }
@@ -198,6 +236,8 @@ pub struct DroppedFlow {
     pub icmp: Option<(u8, u8)>,
     /// The isolating policies, none of which allowed the packet.
     pub policies: Vec<ObjectRef>,
+    /// The ClusterNetworkPolicy Deny rule that dropped it, when one did.
+    pub cluster_rule: Option<ClusterRuleDrop>,
 }
 
 /// A flow's identity for deduplication.
@@ -241,8 +281,11 @@ impl DroppedFlow {
         protocol_name(self.protocol)
     }
 
-    /// The policies, comma-separated.
+    /// The policies, comma-separated; or the ClusterNetworkPolicy rule.
     pub fn policy_list(&self) -> String {
+        if let Some(r) = &self.cluster_rule {
+            return r.to_string();
+        }
         let v: Vec<String> = self.policies.iter().map(ToString::to_string).collect();
         v.join(",")
     }

@@ -163,7 +163,7 @@ impl Compiler<'_> {
             self.tiered_base_chains(dispatch.targets, tiers.targets);
             let used = self.tier_group_chains(&tiers.groups);
             let np_used = self.group_chains(&dispatch.groups, &opts.drop_log);
-            self.cluster_policy_chains(used);
+            self.cluster_policy_chains(used, &opts.drop_log);
             self.policy_chains(np_used);
         } else {
             self.base_chains(&enforced, dispatch.targets);

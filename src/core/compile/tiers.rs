@@ -23,10 +23,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Compiler, rule};
+use super::{Compiler, DropLog, droplog, rule};
 use crate::core::model::{Action, ClusterPolicy, Direction, Family, Pod, Rule as PolicyRule, Tier};
 use crate::core::nft::names;
-use crate::core::nft::ruleset::{Chain, Match, Rule, Verdict, VerdictMap};
+use crate::core::nft::ruleset::{Chain, Log, Match, Rule, Verdict, VerdictMap};
 
 /// (tier, direction, policy names in evaluation order) → group chain.
 pub(super) type TierGroupKey = (Tier, Direction, Vec<String>);
@@ -178,13 +178,17 @@ impl Compiler<'_> {
     }
 
     /// The chains of the ClusterNetworkPolicies the groups use, sorted by name.
-    pub(super) fn cluster_policy_chains(&mut self, used: BTreeSet<(Direction, String)>) {
+    pub(super) fn cluster_policy_chains(
+        &mut self,
+        used: BTreeSet<(Direction, String)>,
+        log: &DropLog,
+    ) {
         let mut chains = Vec::new();
         for (dir, name) in used {
             let pol = &self.cluster.cluster_policies[&name];
             chains.push((
                 names::cluster_policy_chain(pol.tier, dir, &pol.name),
-                self.cluster_policy_chain(pol, dir),
+                self.cluster_policy_chain(pol, dir, log),
             ));
         }
         chains.sort_by(|a, b| a.0.cmp(&b.0));
@@ -213,7 +217,15 @@ impl Compiler<'_> {
 
     /// One ClusterNetworkPolicy in one direction: its rules in order, each
     /// peer × port class × family an nft rule with the rule's verdict.
-    fn cluster_policy_chain(&mut self, pol: &ClusterPolicy, dir: Direction) -> Chain {
+    /// With agent-wide drop logging (`--log-drops`), each Deny rule is
+    /// preceded by a rate-limited log rule with the same matches, whose
+    /// prefix names the policy and rule (docs/drop-logging.md).
+    fn cluster_policy_chain(
+        &mut self,
+        pol: &ClusterPolicy,
+        dir: Direction,
+        log: &DropLog,
+    ) -> Chain {
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: BTreeSet<Vec<Match>> = BTreeSet::new();
         for (i, r) in pol.rules(dir).iter().enumerate() {
@@ -226,10 +238,34 @@ impl Compiler<'_> {
                 Some(n) => format!("{}[{i}] {n}: {}", dir.as_str(), r.action),
                 None => format!("{}[{i}]: {}", dir.as_str(), r.action),
             };
+            let logged = log.all_namespaces && r.action == Action::Deny;
+            let key = names::cluster_rule_log_key(pol.tier, dir, &pol.name, i);
             for matches in self.rule_matches(&as_rule, dir) {
                 // The first rule with these matches decides; a later
                 // duplicate could never match first.
                 if seen.insert(matches.clone()) {
+                    if logged {
+                        rules.push(rule(
+                            matches.clone(),
+                            Verdict::Log(Log {
+                                group: log.group,
+                                rate: log.rate,
+                                burst: log.burst,
+                                prefix: names::log_prefix(&key),
+                            }),
+                            "log drops (rate-limited)",
+                        ));
+                        self.drop_log.cluster_rules.insert(
+                            key.clone(),
+                            droplog::ClusterRuleDrop {
+                                direction: dir,
+                                tier: pol.tier.api_name(),
+                                policy: pol.name.clone(),
+                                rule: i,
+                                rule_name: r.name.clone(),
+                            },
+                        );
+                    }
                     rules.push(rule(matches, verdict.clone(), &names::comment(&label)));
                 }
             }
@@ -567,6 +603,57 @@ mod tests {
         // Deterministic.
         let again = compile_cluster(&cluster(), Vec::new(), &Options::default());
         assert_eq!(text, render(&again.ruleset));
+    }
+
+    #[test]
+    fn logged_deny_rules_name_their_policy_and_rule() {
+        use crate::core::compile::droplog::{Packet, Transport};
+        let opts = Options {
+            drop_log: super::super::DropLog {
+                all_namespaces: true,
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let out = compile_cluster(&cluster(), Vec::new(), &opts);
+        let text = render(&out.ruleset);
+        let key = names::cluster_rule_log_key(Tier::Admin, Direction::Egress, "guard", 1);
+        let log_line = text
+            .lines()
+            .position(|l| l.contains(&format!("log prefix \"nftpol drop {key}\"")))
+            .unwrap_or_else(|| panic!("no log rule for {key}: {text}"));
+        assert!(
+            text.lines()
+                .nth(log_line + 1)
+                .unwrap()
+                .contains("counter drop"),
+            "the log rule sits right before its Deny: {text}"
+        );
+        // Pass rules are not logged.
+        assert!(!text.contains(&names::cluster_rule_log_key(
+            Tier::Admin,
+            Direction::Egress,
+            "guard",
+            0
+        )));
+        let flow = out
+            .drop_log
+            .describe(&Packet {
+                prefix: names::log_prefix(&key),
+                src: "10.244.1.10".parse().unwrap(),
+                dst: "10.1.2.3".parse().unwrap(),
+                protocol: 6,
+                transport: Transport::Ports {
+                    sport: 40000,
+                    dport: 443,
+                },
+            })
+            .expect("an nftpol prefix");
+        assert_eq!(flow.pod.as_deref(), Some("web"));
+        assert_eq!(
+            flow.to_string(),
+            "egress drop app/web (10.244.1.10) -> 10.1.2.3 (10.1.2.3) tcp/443 by Admin ClusterNetworkPolicy guard egress[1]"
+        );
     }
 
     #[test]

@@ -123,6 +123,14 @@ pub fn cluster_policy_chain(tier: Tier, dir: Direction, name: &str) -> String {
     )
 }
 
+/// The drop-log key of one Deny rule of a ClusterNetworkPolicy (it follows
+/// [`LOG_PREFIX`]): `admin-ingress-HASH/RULE`, short enough for nft's log
+/// prefix whatever the policy's name. HASH is the policy chain's.
+pub fn cluster_rule_log_key(tier: Tier, dir: Direction, name: &str, rule: usize) -> String {
+    let key = format!("cnp:{}:{}:{}", tier.as_str(), dir.as_str(), escape(name));
+    format!("{}-{}-{}/{rule}", tier.as_str(), dir.as_str(), hash8(&key))
+}
+
 /// The group chain of pods that the ClusterNetworkPolicies `policies` (in
 /// evaluation order) of one tier select in `dir`: `admin-ingress-group-HASH`.
 /// Key: the names, escaped, in evaluation order, comma-separated.
