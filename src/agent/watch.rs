@@ -290,14 +290,18 @@ impl NodeFingerprints {
 /// Whether a watch error is the API server not serving the resource (404:
 /// the ClusterNetworkPolicy CRD is not installed).
 fn is_not_found(err: &watcher::Error) -> bool {
-    let code = match err {
+    status_code(err) == Some(404)
+}
+
+/// The HTTP status the API server answered a failed list or watch with, if it answered.
+fn status_code(err: &watcher::Error) -> Option<u16> {
+    match err {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
-        watcher::Error::WatchError(s) => s.code,
-        _ => return false,
-    };
-    code == 404
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    }
 }
 
 /// One item of the merged watch streams: the resource it came from, and
@@ -357,14 +361,7 @@ fn on_event(e: Tagged, changed: &Notify, metrics: &Metrics, health: &Health) {
 /// Whether a watch error is the API server refusing the call (401, 403):
 /// wrong RBAC or credentials, which retrying does not fix.
 fn is_denied(err: &watcher::Error) -> bool {
-    let code = match err {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
-        watcher::Error::WatchError(s) => s.code,
-        _ => return false,
-    };
-    matches!(code, 401 | 403)
+    matches!(status_code(err), Some(401 | 403))
 }
 
 #[cfg(test)]
