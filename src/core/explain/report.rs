@@ -311,11 +311,16 @@ impl Side {
                         .as_deref()
                         .map(|n| format!(" {n:?}"))
                         .unwrap_or_default();
-                    let peers = items(
-                        "peer",
-                        if field == "egress" { "to" } else { "from" },
-                        &r.peers,
-                    );
+                    // No peers: an invalid policy's fail-closed rule (it matches everything).
+                    let peers = if r.peers.is_empty() {
+                        "every address (fail-closed rule)".to_string()
+                    } else {
+                        items(
+                            "peer",
+                            if field == "egress" { "to" } else { "from" },
+                            &r.peers,
+                        )
+                    };
                     let ports = if r.all_ports {
                         "every protocol and port".to_string()
                     } else {
