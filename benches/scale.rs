@@ -17,7 +17,14 @@
 //!   of the table, one pod's relabel applied as an element delta, and the
 //!   same change applied as a full replacement, alternated round by round.
 //!
+//! - with ClusterNetworkPolicies (Admin and Baseline tiers,
+//!   [`synth::add_cluster_policies`]) added, 25 / 100 / 500 at the small /
+//!   medium / large scale: compile time of both views, ruleset size and the
+//!   node table's first load, measured round by round alternately with the
+//!   NetworkPolicy-only cluster (`== ClusterNetworkPolicy` rows).
+//!
 //! Under `cargo test` it runs the medium scale once as a smoke test.
+//! `NFTPOL_CNP_ONLY=1` runs only the ClusterNetworkPolicy comparison.
 //! `NFTPOL_SCALES=small,large` picks scales; with `NFTPOL_PLOTS=DIR` it
 //! writes `DIR/perf-scale.png`.
 
@@ -360,7 +367,132 @@ fn main() -> Result<()> {
     result
 }
 
+/// One variant's figures of the ClusterNetworkPolicy comparison.
+struct CnpRow {
+    label: String,
+    view: &'static str,
+    pods: usize,
+    pols: usize,
+    cnps: usize,
+    compile: Duration,
+    compile_cpu: Duration,
+    stats: nftpol::core::nft::ruleset::Stats,
+    bytes: usize,
+    load: Option<Duration>,
+    full: Option<Duration>,
+}
+
+/// NetworkPolicy-only against the same cluster with ClusterNetworkPolicies:
+/// compile (both views) and, for the node view, the first load and a full
+/// replacement through [`kernel`], the two variants alternated round by round.
+fn run_cnp(scales: &[synth::Scale], rounds: usize, ns: &str) -> Result<()> {
+    println!(
+        "\n== ClusterNetworkPolicy (NetworkPolicy-only and +CNP variants alternated; median of {rounds})"
+    );
+    let mut rows: Vec<CnpRow> = Vec::new();
+    for &scale in scales {
+        let objs = synth::generate(scale, 42);
+        let n = synth::cluster_policy_count(&scale);
+        let mut with = objs.clone();
+        synth::add_cluster_policies(&mut with, n, 7);
+        ensure!(with.cluster_policies.len() == n, "expected {n} CNPs");
+        let variants = [
+            (scale.name.to_string(), &objs, 0),
+            (format!("{}+{n} CNP", scale.name), &with, n),
+        ];
+        for (view, node) in [("node", Some(NODE)), ("all", None)] {
+            let mut times: [Vec<(Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                for k in 0..2 {
+                    let v = (k + round) % 2;
+                    times[v].push(timed_cpu(|| compile(variants[v].1, node)));
+                }
+            }
+            let sets: Vec<Ruleset> = variants
+                .iter()
+                .map(|v| compile(v.1, node))
+                .collect::<Result<_>>()?;
+            let mut loads: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+            let mut fulls: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+            if node.is_some() {
+                for round in 0..rounds {
+                    for k in 0..2 {
+                        let v = (k + round) % 2;
+                        let kf = kernel(ns, &sets[v], None, 1).with_context(|| {
+                            format!("kernel figures of {}/{view}", variants[v].0)
+                        })?;
+                        loads[v].push(kf.load);
+                        fulls[v].push(kf.full);
+                    }
+                }
+            }
+            for v in 0..2 {
+                let (wall, cpu): (Vec<Duration>, Vec<Duration>) =
+                    std::mem::take(&mut times[v]).into_iter().unzip();
+                let text = nftpol::core::nft::render::script(&sets[v]);
+                rows.push(CnpRow {
+                    label: variants[v].0.clone(),
+                    view,
+                    pods: scale.pods,
+                    pols: scale.policies,
+                    cnps: variants[v].2,
+                    compile: median(wall),
+                    compile_cpu: median(cpu),
+                    stats: sets[v].stats(),
+                    bytes: text.len(),
+                    load: (!loads[v].is_empty()).then(|| median(std::mem::take(&mut loads[v]))),
+                    full: (!fulls[v].is_empty()).then(|| median(std::mem::take(&mut fulls[v]))),
+                });
+            }
+        }
+    }
+    println!(
+        "{:<22} {:>6} {:>6} {:>5} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "scale/view",
+        "pods",
+        "pols",
+        "cnps",
+        "compile",
+        "cpu",
+        "chains",
+        "rules",
+        "sets+maps",
+        "elements",
+        "bytes",
+        "load",
+        "full"
+    );
+    let opt = |d: Option<Duration>| d.map_or("n/a".into(), |d| format!("{:.1}", ms(d)));
+    for r in &rows {
+        println!(
+            "{:<22} {:>6} {:>6} {:>5} {:>9.1} {:>9.1} {:>7} {:>7} {:>9} {:>9} {:>10} {:>9} {:>9}",
+            format!("{}/{}", r.label, r.view),
+            r.pods,
+            r.pols,
+            r.cnps,
+            ms(r.compile),
+            ms(r.compile_cpu),
+            r.stats.chains,
+            r.stats.rules,
+            r.stats.sets + r.stats.maps,
+            r.stats.elements,
+            r.bytes,
+            opt(r.load),
+            opt(r.full),
+        );
+    }
+    println!(
+        "(times in ms; compile: library from parsed objects, wall and thread CPU time; load: first \
+         load of {NODE}'s table into a namespace without it, full: a whole-table replacement, both \
+         through Enforcer::sync, nft process included; CNPs: ~60% Admin, 40% Baseline, 1-5 rules each)"
+    );
+    Ok(())
+}
+
 fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path) -> Result<()> {
+    if std::env::var_os("NFTPOL_CNP_ONLY").is_some() {
+        return run_cnp(scales, rounds, ns);
+    }
     let mut rows = Vec::new();
     println!("== compile (library, from parsed objects; median of {rounds})");
     for &scale in scales {
@@ -537,6 +669,7 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
         )?;
         println!("wrote {}", path.display());
     }
+    run_cnp(scales, rounds, ns)?;
     if !bench {
         println!("(smoke run: `cargo bench --bench scale` for every scale)");
     }

@@ -6,6 +6,9 @@
 //! - `a2` a table holding only `ct state established,related accept` (the
 //!   conntrack cost every stateful enforcer pays);
 //! - `b`  nftpol's table for `node-01` of the large synthetic cluster;
+//! - `b+cnp` nftpol's table for `node-01` of the same cluster with 500
+//!   ClusterNetworkPolicies (Admin and Baseline) added
+//!   ([`synth::add_cluster_policies`]);
 //! - `c`  a linear baseline for the same policies, shaped like the classic
 //!   iptables-era enforcers (`linear.rs` here).
 //!
@@ -138,8 +141,11 @@ struct Choice {
 /// server's chain of the linear baseline, and moves that server to the end
 /// of the baseline's dispatch order: the worst place for a linear ruleset.
 /// Cross-checks the baseline against nftpol's table on every SYN it looks at.
+/// The flow must also be allowed by `also` (the table with the
+/// ClusterNetworkPolicies): pairs it denies are passed over.
 fn choose(
     rs: &nftpol::core::nft::ruleset::Ruleset,
+    also: &nftpol::core::nft::ruleset::Ruleset,
     lin: &mut Linear,
     pods: &[LocalPod],
 ) -> Result<Choice> {
@@ -166,7 +172,7 @@ fn choose(
                     c.v4,
                     srv.ip
                 );
-                if !ours {
+                if !ours || !nftpol_allows(also, c.v4, srv.ip, port) {
                     continue;
                 }
                 let depth = srv
@@ -290,13 +296,33 @@ fn main() -> Result<()> {
         out.diagnostics.first()
     );
     let rs = out.ruleset;
+    // The same cluster with ClusterNetworkPolicies, as many as at the scale
+    // bench (500 at the large scale).
+    let cnps = synth::cluster_policy_count(&scale);
+    let mut objs_cnp = objs.clone();
+    synth::add_cluster_policies(&mut objs_cnp, cnps, 7);
+    let out_cnp = nftpol::core::compile::compile_objects(
+        &objs_cnp,
+        &Options {
+            node: Some(NODE.into()),
+            ..Default::default()
+        },
+    );
+    ensure!(
+        out_cnp.diagnostics.iter().all(|d| !d.is_error()),
+        "synthetic cluster with CNPs does not compile: {:?}",
+        out_cnp.diagnostics.iter().find(|d| d.is_error())
+    );
+    let rs_cnp = out_cnp.ruleset;
     let mut lin = Linear::from_ruleset(&rs);
     let pods = local_pods(&objs);
-    let choice = choose(&rs, &mut lin, &pods)?;
+    let choice = choose(&rs, &rs_cnp, &mut lin, &pods)?;
     let (server, client) = (&pods[choice.server], &pods[choice.client]);
     let nft_b = nftpol::core::nft::render::script(&rs);
     let nft_c = lin.render();
+    let nft_bc = nftpol::core::nft::render::script(&rs_cnp);
     let stats = rs.stats();
+    let stats_cnp = rs_cnp.stats();
     println!(
         "scale {} ({} pods, {} policies), table for {NODE}: {} local pods",
         scale.name,
@@ -311,6 +337,14 @@ fn main() -> Result<()> {
         stats.sets + stats.maps,
         stats.elements,
         nft_b.len()
+    );
+    println!(
+        "  (b+cnp) nftpol with {cnps} ClusterNetworkPolicies: {} chains, {} rules, {} sets+maps, {} elements, {} bytes",
+        stats_cnp.chains,
+        stats_cnp.rules,
+        stats_cnp.sets + stats_cnp.maps,
+        stats_cnp.elements,
+        nft_bc.len()
     );
     println!(
         "  (c) linear: {} dispatch rules ({} egress, {} ingress), {} rules in all, {} bytes",
@@ -353,10 +387,14 @@ fn main() -> Result<()> {
     let allowed = SocketAddr::new(server.v4.into(), choice.port);
     let denied = SocketAddr::new(server.v4.into(), DENY_PORT);
 
-    let modes: [(&str, &str, &str); 4] = [
+    // Whether the CNPs open the deny port (an Admin Accept may): then b+cnp
+    // must let it through.
+    let cnp_opens_deny = nftpol_allows(&rs_cnp, client.v4, server.v4, DENY_PORT);
+    let modes: [(&str, &str, &str); 5] = [
         ("a", "no table", ""),
         ("a2", "conntrack only", CT_ONLY),
         ("b", "nftpol", &nft_b),
+        ("b+cnp", "nftpol + CNPs", &nft_bc),
         ("c", "linear baseline", &nft_c),
     ];
     // Enforcement check: every mode passes the allowed flow; b and c drop the other.
@@ -364,7 +402,7 @@ fn main() -> Result<()> {
         load(&topo, script)?;
         let ok = connrate::reachable(&cns, allowed, Duration::from_secs(2))?;
         let deny = connrate::reachable(&cns, denied, Duration::from_millis(700))?;
-        let enforcing = m == &"b" || m == &"c";
+        let enforcing = m == &"b" || m == &"c" || (m == &"b+cnp" && !cnp_opens_deny);
         ensure!(ok, "({m}) {what}: the allowed flow {allowed} is blocked");
         ensure!(
             deny != enforcing,
@@ -377,7 +415,12 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "  enforcement check: allowed flow passes in a/a2/b/c; port {DENY_PORT} dropped by b and c only"
+        "  enforcement check: allowed flow passes in a/a2/b/b+cnp/c; port {DENY_PORT} {}",
+        if cnp_opens_deny {
+            "dropped by b and c only (a ClusterNetworkPolicy Accept opens it in b+cnp, as the trace says)"
+        } else {
+            "dropped by b, b+cnp and c only"
+        }
     );
 
     let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
@@ -449,7 +492,12 @@ fn main() -> Result<()> {
         median(&r)
     };
     println!(
-        "\nnew connections, median of per-round ratios: nftpol / conntrack-only = {:.3} (target >= 0.95); \
+        "\nnew connections, median of per-round ratios: nftpol+CNPs / nftpol = {:.3}; nftpol+CNPs / conntrack-only = {:.3}",
+        paired("b+cnp", "b"),
+        paired("b+cnp", "a2"),
+    );
+    println!(
+        "new connections, median of per-round ratios: nftpol / conntrack-only = {:.3} (target >= 0.95); \
          nftpol / linear = {:.2}x (target >= 2x); linear / conntrack-only = {:.3}; conntrack-only / no table = {:.3}",
         paired("b", "a2"),
         paired("b", "c"),

@@ -202,3 +202,160 @@ fn policy_spec(k: usize, rng: &mut Rng, teams: usize) -> Value {
         }
     }
 }
+
+/// ClusterNetworkPolicies the benchmarks add at a scale: 25 / 100 / 500 at
+/// the small / medium / large scale.
+pub fn cluster_policy_count(scale: &Scale) -> usize {
+    match scale.name {
+        "small" => 25,
+        "medium" => 100,
+        _ => 500,
+    }
+}
+
+/// Adds `n` ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) to a
+/// generated cluster, deterministically from `seed`: about 60% Admin and 40%
+/// Baseline, priorities spread over 0..1000 with some collisions, subjects
+/// mostly namespace selectors on the namespaces' `team`/`env` labels and some
+/// pod selectors on the pods' `app`/`tier` labels, 1 to 5 rules each (Accept,
+/// Deny, Pass) with namespaces, pods and networks peers over TCP/UDP port
+/// numbers and ranges. The objects go through the real loader
+/// ([`nftpol::core::k8s::load::parse_into`]) as JSON; panics on an error
+/// diagnostic.
+pub fn add_cluster_policies(objs: &mut Objects, n: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    // The vocabulary of the generated namespaces.
+    let mut teams: Vec<String> = objs
+        .namespaces
+        .iter()
+        .filter_map(|(_, ns)| ns.metadata.labels.as_ref()?.get("team").cloned())
+        .collect();
+    teams.sort();
+    teams.dedup();
+    if teams.is_empty() {
+        teams.push("team-0".into());
+    }
+    let names: Vec<String> = objs
+        .namespaces
+        .iter()
+        .filter_map(|(_, ns)| ns.metadata.name.clone())
+        .collect();
+    let team = |rng: &mut Rng| teams[rng.below(teams.len())].clone();
+    let ns_sel = |rng: &mut Rng| -> Value {
+        match rng.below(6) {
+            0 => json!({}),
+            1 | 2 => json!({"matchLabels": {"team": team(rng)}}),
+            3 => json!({"matchLabels": {"env": ENVS[rng.below(3)]}}),
+            4 if !names.is_empty() => {
+                json!({"matchLabels": {"kubernetes.io/metadata.name": names[rng.below(names.len())]}})
+            }
+            _ => json!({"matchExpressions": [{"key": "team", "operator": "In",
+                "values": [team(rng), team(rng)]}]}),
+        }
+    };
+    let pod_sel = |rng: &mut Rng| -> Value {
+        match rng.below(3) {
+            0 => json!({"matchLabels": {"app": format!("app-{}", rng.below(5))}}),
+            1 => json!({"matchLabels": {"tier": TIERS[rng.below(3)]}}),
+            _ => json!({"matchLabels": {"tier": TIERS[rng.below(3)],
+                "version": format!("v{}", rng.below(3))}}),
+        }
+    };
+    let protocols = |rng: &mut Rng| -> Option<Value> {
+        let k = rng.below(4);
+        if k == 0 {
+            return None;
+        }
+        let ports: Vec<Value> = (0..k)
+            .map(|_| {
+                let proto = if rng.below(4) == 0 { "udp" } else { "tcp" };
+                let port = match rng.below(3) {
+                    0 => {
+                        let start = 1000 + rng.below(50) * 100;
+                        json!({"range": {"start": start, "end": start + 10 + rng.below(90)}})
+                    }
+                    _ => {
+                        const PORTS: [u16; 8] = [53, 80, 443, 5432, 6379, 8080, 9090, 9100];
+                        json!({"number": PORTS[rng.below(PORTS.len())]})
+                    }
+                };
+                json!({proto: {"destinationPort": port}})
+            })
+            .collect();
+        Some(Value::Array(ports))
+    };
+    let mut docs = Vec::with_capacity(n);
+    for i in 0..n {
+        let admin = rng.below(10) < 6;
+        // Collisions: one in five priorities is a multiple of 50.
+        let priority = if rng.below(5) == 0 {
+            rng.below(20) * 50
+        } else {
+            rng.below(1000)
+        };
+        let subject = if rng.below(4) == 0 {
+            json!({"pods": {"namespaceSelector": ns_sel(&mut rng), "podSelector": pod_sel(&mut rng)}})
+        } else {
+            json!({"namespaces": ns_sel(&mut rng)})
+        };
+        let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+        for r in 0..1 + rng.below(5) {
+            let action = match rng.below(10) {
+                0..=3 => "Accept",
+                4..=6 => "Deny",
+                _ => "Pass",
+            };
+            let mut rule = json!({"name": format!("r{r}"), "action": action});
+            if let Some(p) = protocols(&mut rng) {
+                rule["protocols"] = p;
+            }
+            if rng.below(2) == 0 {
+                let peer = match rng.below(2) {
+                    0 => json!({"namespaces": ns_sel(&mut rng)}),
+                    _ => json!({"pods": {"namespaceSelector": ns_sel(&mut rng),
+                        "podSelector": pod_sel(&mut rng)}}),
+                };
+                rule["from"] = json!([peer]);
+                ingress.push(rule);
+            } else {
+                let peer = match rng.below(4) {
+                    0 => json!({"namespaces": ns_sel(&mut rng)}),
+                    1 => json!({"pods": {"namespaceSelector": ns_sel(&mut rng),
+                        "podSelector": pod_sel(&mut rng)}}),
+                    2 => json!({"networks": ["169.254.169.254/32", "fd00:ec2::254/128"]}),
+                    _ => {
+                        const NETS: [&str; 4] = [
+                            "10.0.0.0/8",
+                            "172.16.0.0/12",
+                            "192.168.0.0/16",
+                            "100.64.0.0/10",
+                        ];
+                        json!({"networks": [NETS[rng.below(NETS.len())]]})
+                    }
+                };
+                rule["to"] = json!([peer]);
+                egress.push(rule);
+            }
+        }
+        let mut spec = json!({
+            "tier": if admin { "Admin" } else { "Baseline" },
+            "priority": priority,
+            "subject": subject,
+        });
+        if !ingress.is_empty() {
+            spec["ingress"] = Value::Array(ingress);
+        }
+        if !egress.is_empty() {
+            spec["egress"] = Value::Array(egress);
+        }
+        docs.push(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": format!("cnp-{i:04}")}, "spec": spec}));
+    }
+    let text = Value::Array(docs).to_string();
+    let mut diags = Vec::new();
+    nftpol::core::k8s::load::parse_into(&text, "synthetic-cnp", objs, &mut diags);
+    if let Some(d) = diags.iter().find(|d| d.is_error()) {
+        panic!("synthetic ClusterNetworkPolicy does not load: {d:?}");
+    }
+}
