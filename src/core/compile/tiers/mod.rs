@@ -313,17 +313,17 @@ impl Compiler<'_> {
             verdict: Verdict::Goto(names::EGRESS_CHAIN.to_string()),
             comment: None,
         };
-        let mut fwd = vec![
-            ct.clone(),
-            rule(
-                vec![Match::NeighbourDiscovery],
-                Verdict::Accept,
-                "IPv6 neighbour discovery",
-            ),
-        ];
+        let nd = rule(
+            vec![Match::NeighbourDiscovery],
+            Verdict::Accept,
+            "IPv6 neighbour discovery",
+        );
+        let mut fwd = vec![ct.clone(), nd.clone()];
         fwd.extend(admin_egress.iter().cloned());
         fwd.push(to_egress.clone());
-        let mut input = vec![ct];
+        // A pod's neighbour discovery to its node (its router) is never
+        // policy: a Deny to `::/0` must not cut the pod off the network.
+        let mut input = vec![ct, nd];
         input.extend(admin_egress);
         input.push(to_egress);
 
