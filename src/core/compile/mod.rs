@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::diag::Diagnostic;
 use crate::core::graph::SelectorGraph;
-use crate::core::model::{Cluster, Family, ObjectRef};
+use crate::core::model::{Cluster, Family, ObjectRef, Tier};
 use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
 
 /// What to compile for.
@@ -124,6 +124,16 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Comp
         set_keys: BTreeMap::new(),
         enforced: BTreeSet::new(),
         drop_log: droplog::Index::default(),
+        tiers: (
+            cluster
+                .cluster_policies
+                .values()
+                .any(|p| p.tier == Tier::Admin),
+            cluster
+                .cluster_policies
+                .values()
+                .any(|p| p.tier == Tier::Baseline),
+        ),
     };
     c.run(opts);
     Compiled {
@@ -148,6 +158,8 @@ struct Compiler<'a> {
     enforced: BTreeSet<ObjectRef>,
     /// Group chains and pod addresses, for explaining logged drops.
     drop_log: droplog::Index,
+    /// Whether the cluster has Admin, Baseline ClusterNetworkPolicies.
+    tiers: (bool, bool),
 }
 
 impl Compiler<'_> {

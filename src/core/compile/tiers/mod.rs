@@ -46,12 +46,14 @@ impl Compiler<'_> {
         !self.cluster.cluster_policies.is_empty()
     }
 
-    /// Whether a tier has any policy (its stage and maps exist).
+    /// Whether a tier has any policy (its stage and maps exist). Asked for
+    /// every egress rule's verdict, so answered from [`Compiler::tiers`],
+    /// computed once per compilation.
     pub(super) fn has_tier(&self, tier: Tier) -> bool {
-        self.cluster
-            .cluster_policies
-            .values()
-            .any(|p| p.tier == tier)
+        match tier {
+            Tier::Admin => self.tiers.0,
+            Tier::Baseline => self.tiers.1,
+        }
     }
 
     /// Where checking the destination end starts: the Admin ingress stage if
