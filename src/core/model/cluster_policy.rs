@@ -97,7 +97,7 @@ pub struct ClusterPolicy {
     pub name: String,
     /// Tier.
     pub tier: Tier,
-    /// Priority, 0–1000; lower is evaluated first.
+    /// Priority, 0–1000 (an invalid policy's may be higher); lower is evaluated first.
     pub priority: u32,
     /// The pods it applies to: `subject.namespaces` is a namespace selector
     /// with every pod, `subject.pods` a namespace selector × pod selector.

@@ -14,7 +14,7 @@
 //! documented in docs/cluster-network-policy.md), and `domainNames`, which it
 //! does not support yet.
 //!
-//! An invalid policy keeps its tier, its priority (clamped) and its subject
+//! An invalid policy keeps its tier, its priority (out of range: as it sorts, negative as 0) and its subject
 //! (if valid, else every pod) and denies everything in both directions
 //! there: it fails closed.
 
@@ -118,7 +118,10 @@ pub fn cluster_policy(
             if !(0..=1000).contains(&p) {
                 f.invalid("spec.priority", format!("{p} is out of range (0 to 1000)"));
             }
-            Some(p.clamp(0, 1000) as u32)
+            // Out of range stays where it sorts (1001 after every valid
+            // priority of the tier, as the reference evaluator orders it);
+            // a negative one first (0).
+            Some(p.clamp(0, i64::from(u32::MAX)) as u32)
         }
     };
     let subject = match &spec.subject {

@@ -474,7 +474,8 @@ fn an_invalid_policy_denies_everything_for_its_subject() {
         "  tier: Baseline\n  priority: 5000\n  subject: {namespaces: {matchLabels: {a: b}}}\n  ingress: [{action: Accept, from: [{namespaces: {}}]}]\n",
     ));
     assert!(!p.valid);
-    assert_eq!((p.tier, p.priority), (Tier::Baseline, 1000), "clamped");
+    // Out of range keeps its place: after every valid priority of its tier.
+    assert_eq!((p.tier, p.priority), (Tier::Baseline, 5000));
     assert_eq!(
         p.subject.namespaces,
         NamespaceScope::Selector(Selector::from_labels([("a", "b")]))
