@@ -543,19 +543,28 @@ impl Gen {
         // Now and then a misspelt field (strict decoding rejects it), at one
         // of the places that exist in this policy.
         if self.bad > 0 && self.rng.pct(4) {
-            let places: Vec<&(&str, &str)> = MISSPELT
-                .iter()
-                .filter(|(at, _)| object.pointer(at).is_some_and(Value::is_object))
-                .collect();
-            let (at, field) = *self.rng.pick(&places);
-            object
-                .pointer_mut(at)
-                .and_then(Value::as_object_mut)
-                .unwrap()
-                .insert(field.to_string(), json!({}));
+            misspell(&mut object, MISSPELT, &mut self.rng);
         }
         object
     }
+}
+
+/// Inserts one misspelt field of `misspelt` (a JSON pointer to its parent
+/// object, and its name) whose parent `object` has; nothing if none has.
+fn misspell(object: &mut Value, misspelt: &[(&str, &str)], rng: &mut Rng) {
+    let places: Vec<&(&str, &str)> = misspelt
+        .iter()
+        .filter(|(at, _)| object.pointer(at).is_some_and(Value::is_object))
+        .collect();
+    if places.is_empty() {
+        return;
+    }
+    let (at, field) = *rng.pick(&places);
+    object
+        .pointer_mut(at)
+        .and_then(Value::as_object_mut)
+        .unwrap()
+        .insert(field.to_string(), json!({}));
 }
 
 /// Where a misspelt field goes (a JSON pointer) and its name.

@@ -555,18 +555,7 @@ impl Gen {
         };
         let mut object = cnp(&name, Value::Object(spec));
         if self.bad > 0 && self.rng.pct(4) {
-            let places: Vec<&(&str, &str)> = CNP_MISSPELT
-                .iter()
-                .filter(|(at, _)| object.pointer(at).is_some_and(Value::is_object))
-                .collect();
-            if !places.is_empty() {
-                let (at, field) = *self.rng.pick(&places);
-                object
-                    .pointer_mut(at)
-                    .and_then(Value::as_object_mut)
-                    .unwrap()
-                    .insert(field.to_string(), json!({}));
-            }
+            super::misspell(&mut object, CNP_MISSPELT, &mut self.rng);
         }
         object
     }
