@@ -583,14 +583,19 @@ const MISSPELT: &[(&str, &str)] = &[
 const BAD_NAMES: &[&str] = &["Bad-Name", "a_b", "-x", "x-", "a..b", "web 1"];
 
 fn random_policies(seed: u64, n: usize) -> Vec<Item> {
+    random_items(seed, n, "random", Gen::policy)
+}
+
+/// `n` objects from `make`, seeded, each named `<what> #i (seed …)`.
+fn random_items(seed: u64, n: usize, what: &str, make: fn(&mut Gen, usize) -> Value) -> Vec<Item> {
     let mut g = Gen {
         rng: Rng(seed.max(1)),
         bad: 0,
     };
     (0..n)
         .map(|i| Item {
-            origin: format!("random #{i} (seed {seed:#x})"),
-            object: g.policy(i),
+            origin: format!("{what} #{i} (seed {seed:#x})"),
+            object: make(&mut g, i),
         })
         .collect()
 }

@@ -572,16 +572,7 @@ const CNP_MISSPELT: &[(&str, &str)] = &[
 ];
 
 fn random_cnps(seed: u64, n: usize) -> Vec<Item> {
-    let mut g = Gen {
-        rng: Rng(seed.max(1)),
-        bad: 0,
-    };
-    (0..n)
-        .map(|i| Item {
-            origin: format!("random CNP #{i} (seed {seed:#x})"),
-            object: g.cluster_policy(i),
-        })
-        .collect()
+    random_items(seed, n, "random CNP", Gen::cluster_policy)
 }
 
 // ------------------------------------------------------------- the verdicts
