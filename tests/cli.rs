@@ -80,11 +80,14 @@ fn stdin_and_output_file() {
     );
     let tmp = std::env::temp_dir().join(format!("nftpol-cli-{}.nft", std::process::id()));
     let out = run(
-        &["compile", "-f", "-", "-o", tmp.to_str().unwrap()],
+        &["compile", "-f", "-", "--output-file", tmp.to_str().unwrap()],
         Some(&yaml),
     );
     assert_eq!(out.status.code(), Some(0));
-    assert!(out.stdout.is_empty(), "-o writes nothing to stdout");
+    assert!(
+        out.stdout.is_empty(),
+        "--output-file writes nothing to stdout"
+    );
     assert_eq!(
         std::fs::read_to_string(&tmp).unwrap(),
         text(&from_dir.stdout)
@@ -139,7 +142,7 @@ fn bad_input_exit_codes_and_messages() {
             "kind ConfigMap is not used by nftpol; skipped",
             "unknown kinds are skipped with a warning",
         ),
-        (vec!["compile"], None, 2, true, "--filename", "usage error"),
+        (vec!["compile"], None, 1, true, "--filename", "usage error"),
     ];
     for (args, stdin, code, empty, needle, why) in rows {
         let out = run(&args, stdin);
@@ -330,5 +333,386 @@ fn compile_accepts_the_upstream_cluster_network_policy_examples() {
         (6, 3),
         "the upstream examples in {}",
         dir.display()
+    );
+}
+
+fn tmp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("nftpol-cli-{}-{name}", std::process::id()))
+}
+
+/// kubectl's convention: `-o FORMAT` everywhere, `--output-file FILE` for
+/// files; the old spellings (`compile --format`, `compile -o FILE`, `graph
+/// --format`) still work for one release, with a warning on stderr.
+#[test]
+fn output_flags_follow_kubectl() {
+    let case = "testdata/k8s-docs-test-network-policy";
+    let ok = |args: &[&str]| {
+        let out = run(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (nft, err) = ok(&["compile", "-f", case]);
+    assert!(nft.starts_with("#!/usr/sbin/nft -f") || nft.contains("table inet nftpol {"));
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(ok(&["compile", "-f", case, "-o", "nft"]).0, nft);
+    let (json, err) = ok(&["compile", "-f", case, "--output", "json"]);
+    assert!(
+        json.starts_with("{") && json.contains("\"nftables\""),
+        "{json}"
+    );
+    assert!(err.is_empty(), "{err}");
+    // Deprecated spellings: same output, one warning.
+    let (old, err) = ok(&["compile", "-f", case, "--format", "json"]);
+    assert_eq!(old, json);
+    assert!(
+        err.contains("--format is deprecated") && err.contains("use -o json"),
+        "{err}"
+    );
+    let file = tmp_path("old.nft");
+    let (out, err) = ok(&["compile", "-f", case, "-o", file.to_str().unwrap()]);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("`-o FILE` is deprecated") && err.contains("--output-file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), nft);
+    let file = tmp_path("new.json");
+    let (out, err) = ok(&[
+        "compile",
+        "-f",
+        case,
+        "-o",
+        "json",
+        "--output-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.is_empty() && err.is_empty(), "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), json);
+
+    // explain: -o text|json, --output-file.
+    let q = [
+        "--from",
+        "default/frontend",
+        "--to",
+        "default/db",
+        "--port",
+        "6379",
+    ];
+    let explain = |extra: &[&str]| {
+        let mut a = vec!["explain", "-f", case];
+        a.extend(q);
+        a.extend(extra);
+        ok(&a)
+    };
+    let (long, _) = explain(&["--output", "json"]);
+    assert!(long.contains("\"verdict\""), "{long}");
+    assert_eq!(explain(&["-o", "json"]).0, long);
+    let file = tmp_path("explain.json");
+    let (out, _) = explain(&["-o", "json", "--output-file", file.to_str().unwrap()]);
+    assert!(out.is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), long);
+    assert!(explain(&[]).0.contains("allowed") || explain(&[]).0.contains("denied"));
+
+    // graph: -o dot|json, --format deprecated, --output-file.
+    let (dot, _) = ok(&["graph", "-f", case]);
+    assert!(dot.starts_with("digraph nftpol {"), "{dot}");
+    assert_eq!(ok(&["graph", "-f", case, "-o", "dot"]).0, dot);
+    let (gjson, err) = ok(&["graph", "-f", case, "-o", "json"]);
+    assert!(gjson.contains("\"nodes\"") && err.is_empty(), "{err}");
+    let (old, err) = ok(&["graph", "-f", case, "--format", "json"]);
+    assert_eq!(old, gjson);
+    assert!(err.contains("--format is deprecated"), "{err}");
+    let file = tmp_path("graph.dot");
+    let (out, _) = ok(&["graph", "-f", case, "--output-file", file.to_str().unwrap()]);
+    assert!(out.is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), dot);
+    for f in ["old.nft", "new.json", "explain.json", "graph.dot"] {
+        let _ = std::fs::remove_file(tmp_path(f));
+    }
+}
+
+/// Usage errors are invalid input (exit 1, message and usage on stderr);
+/// `--help` and `--version` print on stdout and exit 0; 2 stays "nftpol
+/// itself failed".
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let case = "testdata/k8s-docs-test-network-policy";
+    let usage: &[(&[&str], &str)] = &[
+        (&[], "Usage: nftpol <COMMAND>"),
+        (
+            &["no-such-command"],
+            "unrecognized subcommand 'no-such-command'",
+        ),
+        (&["compile"], "--filename"),
+        (&["compile", "-f", case, "--no-such-flag"], "--no-such-flag"),
+        (
+            &["compile", "-f", case, "-o", "yaml"],
+            "-o yaml: unknown output format",
+        ),
+        (
+            &["compile", "-f", case, "-o", "json", "--format", "nft"],
+            "--format nft contradicts -o json",
+        ),
+        (
+            &[
+                "compile",
+                "-f",
+                case,
+                "-o",
+                "x.nft",
+                "--output-file",
+                "y.nft",
+            ],
+            "--output-file names the file",
+        ),
+        (
+            &[
+                "explain", "-f", case, "--from", "a/b", "--to", "c/d", "--port", "80", "-o", "yaml",
+            ],
+            "invalid value 'yaml'",
+        ),
+        (&["graph", "-f", case, "-o", "png"], "invalid value 'png'"),
+        (
+            &["graph", "-f", case, "-o", "json", "--format", "dot"],
+            "--format dot contradicts -o json",
+        ),
+        (&["completion", "tcsh"], "invalid value 'tcsh'"),
+        (&["version", "-o", "yaml"], "invalid value 'yaml'"),
+        (&["run"], "--node"),
+        (
+            &["run", "--node", "n", "--min-interval", "soon"],
+            "--min-interval",
+        ),
+    ];
+    for (args, needle) in usage {
+        let out = run(args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {err}"
+        );
+    }
+    for args in [
+        &["--help"][..],
+        &["compile", "--help"],
+        &["help", "run"],
+        &["--version"],
+        &["-V"],
+    ] {
+        let out = run(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{args:?} prints on stdout");
+    }
+    // The help states the real kubeconfig lookup order.
+    let help = text(&run(&["run", "--help"], None).stdout);
+    for needle in [
+        "--kubeconfig",
+        "$KUBECONFIG",
+        "~/.kube/config",
+        "in-cluster",
+        "--context",
+    ] {
+        assert!(help.contains(needle), "run --help lacks {needle}: {help}");
+    }
+}
+
+/// Typed lists as the API (and `kubectl get -o json` of one kind) return
+/// them: `PodList`, `NamespaceList`, `NetworkPolicyList` whose items have
+/// no `kind`/`apiVersion` compile exactly like the objects written out.
+#[test]
+fn typed_lists_compile_like_the_objects() {
+    let objects = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {podIP: 10.244.1.5, podIPs: [{ip: 10.244.1.5}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-in, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {team: a}}}], ports: [{port: 80}]}]
+";
+    let lists = r#"{"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "9"},
+  "items": [{"metadata": {"name": "shop", "labels": {"team": "a"}}}]}
+{"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"},
+  "items": [{"metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+             "status": {"podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]}}]}
+{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList", "metadata": {"resourceVersion": "9"},
+  "items": [{"metadata": {"name": "web-in", "namespace": "shop"},
+             "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                      "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}], "ports": [{"port": 80}]}]}}]}
+"#;
+    let a = run(&["compile", "-f", "-"], Some(objects));
+    let b = run(&["compile", "-f", "-"], Some(lists));
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b.stderr));
+    assert!(text(&b.stderr).is_empty(), "{}", text(&b.stderr));
+    assert!(text(&a.stdout).contains("10.244.1.5"));
+    assert_eq!(text(&a.stdout), text(&b.stdout));
+    // An item with a kind of its own keeps it (skipped with a warning here);
+    // the list's kind fills in only what is missing.
+    let mixed = "apiVersion: v1\nkind: PodList\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n- {metadata: {name: p, namespace: a}, status: {podIP: 10.0.0.9}}\n";
+    let out = run(&["compile", "-f", "-"], Some(mixed));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "(document 1, item 1): ConfigMap c: kind ConfigMap is not used by nftpol; skipped"
+        ),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("10.0.0.9"));
+}
+
+#[test]
+fn completion_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _nftpol"),
+        ("zsh", "#compdef nftpol"),
+        ("fish", "complete -c nftpol"),
+        ("elvish", "edit:completion:arg-completer[nftpol]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = run(&["completion", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: lacks {marker:?}");
+        for word in ["compile", "explain", "output-file", "kubeconfig"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let script = text(&run(&["completion", "bash"], None).stdout);
+    let path = tmp_path("completion.bash");
+    std::fs::write(&path, script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn man_pages_for_every_visible_command() {
+    let out = run(&["man"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH nftpol 1"), "{page}");
+    assert!(
+        page.contains("compile") && page.contains("explain"),
+        "{page}"
+    );
+    let dir = tmp_path("man");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(&["man", "--output-dir", dir.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "nftpol-apply.1",
+            "nftpol-compile.1",
+            "nftpol-completion.1",
+            "nftpol-explain.1",
+            "nftpol-graph.1",
+            "nftpol-man.1",
+            "nftpol-run.1",
+            "nftpol-uninstall.1",
+            "nftpol-version.1",
+            "nftpol.1"
+        ],
+        "one page per visible command (the hidden `crd` has none)"
+    );
+    let compile = std::fs::read_to_string(dir.join("nftpol-compile.1")).unwrap();
+    assert!(compile.contains(".TH nftpol-compile 1"), "{compile}");
+    assert!(
+        compile.contains("output\\-file"),
+        "documents --output-file: {compile}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `nftpol version`: the build facts, and the nft and kernel found, which
+/// the test reads independently.
+#[test]
+fn version_reports_build_and_machine() {
+    let out = run(&["version", "-o", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout).trim().to_string());
+    if let Some(c) = commit {
+        // A commit made after the build would differ; the test binary and
+        // nftpol are built together, so HEAD is the build's commit.
+        assert_eq!(v["commit"], c.as_str());
+    }
+    assert!(
+        v["build_date"]
+            .as_str()
+            .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-'),
+        "{v}"
+    );
+    assert!(
+        v["rustc"].as_str().is_some_and(|r| r.starts_with("rustc ")),
+        "{v}"
+    );
+    let nft = text(
+        &Command::new("nft")
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let nft_version = v["nft"].as_str().expect("nft found");
+    assert!(nft.contains(&format!("v{nft_version}")), "{nft} vs {v}");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(v["kernel"], kernel.trim());
+    assert_eq!(v["problems"], serde_json::json!([]));
+    let out = run(&["version"], None);
+    let t = text(&out.stdout);
+    assert!(
+        t.starts_with(&format!("nftpol {}\n", env!("CARGO_PKG_VERSION"))),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("nft:        {nft_version} (nft)")),
+        "{t}"
+    );
+
+    // A missing nft is reported, not fatal.
+    let out = run(&["version", "--nft", "/no/such/nft"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("nft:        unknown (/no/such/nft)")
+            && t.contains("problem:    cannot run /no/such/nft"),
+        "{t}"
     );
 }

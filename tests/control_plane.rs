@@ -564,3 +564,87 @@ fn agent_fails_visibly_without_any_one_permission() {
         );
     });
 }
+
+/// A kubeconfig whose only context points at a port nothing listens on.
+const DECOY_KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: decoy
+clusters:
+- name: decoy
+  cluster: {server: \"https://127.0.0.1:1\"}
+users:
+- name: decoy
+  user: {token: nothing}
+contexts:
+- name: decoy
+  context: {cluster: decoy, user: decoy}
+";
+
+/// `nftpol run` with no `--kubeconfig`: `$KUBECONFIG` is a list (a missing
+/// file, a decoy whose current-context is unreachable, the real token
+/// kubeconfig), merged like kubectl, and `--context cp` picks the real
+/// context from the third file. An unknown `--context` stops the agent with
+/// an error naming it instead of falling back to anything.
+#[test]
+fn agent_finds_its_kubeconfig_like_kubectl() {
+    ensure_binaries();
+    in_new_netns(|| {
+        let cp = ControlPlane::start();
+        apply_deploy(&cp);
+        let real = cp.token_kubeconfig("nftpol", "nftpol");
+        let decoy = cp.scratch().join("decoy.kubeconfig");
+        std::fs::write(&decoy, DECOY_KUBECONFIG).unwrap();
+        let list =
+            std::env::join_paths([cp.scratch().join("missing.kubeconfig"), decoy, real]).unwrap();
+        let run = |context: &str, listen: &str, log: &Path| {
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.args(["run", "--node", NODE, "--listen", listen])
+                .args(["--min-interval", "50ms", "--resync", "1s"])
+                .args(["--context", context])
+                .env("KUBECONFIG", &list)
+                .env("HOME", cp.scratch())
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap());
+            AgentProcess::spawn(&mut cmd)
+        };
+
+        let log = cp.scratch().join("agent-context.log");
+        let listen = "127.0.0.1:9752";
+        let agent = run("cp", listen, &log);
+        wait_for(
+            "readiness through the merged kubeconfig",
+            Duration::from_secs(60),
+            || readyz(listen) == Some(200),
+        );
+        wait_for("table inet nftpol", Duration::from_secs(10), || {
+            table().is_some()
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("Env([")
+                && text.contains("decoy.kubeconfig")
+                && !text.contains("missing.kubeconfig"),
+            "the log says which files were merged (the missing one skipped):\n{text}"
+        );
+        drop(agent);
+
+        let log = cp.scratch().join("agent-nope.log");
+        let mut agent = run("nope", "127.0.0.1:9753", &log);
+        let start = Instant::now();
+        while agent.running() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "an unknown --context must stop the agent"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = agent.kill9();
+        assert_eq!(status.code(), Some(2));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("--context nope") && text.contains("it has: decoy, cp"),
+            "the error names the context and the ones there are:\n{text}"
+        );
+    });
+}

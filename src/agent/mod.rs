@@ -22,6 +22,7 @@
 
 pub mod droplog;
 pub mod http;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod watch;
 pub mod worker;
@@ -43,8 +44,10 @@ use metrics::Metrics;
 pub struct Config {
     /// This node's name (pods with this spec.nodeName are enforced).
     pub node: String,
-    /// Kubeconfig file; in-cluster config or the default kubeconfig when absent.
+    /// `--kubeconfig` (see [`kubeconfig`] for the lookup order).
     pub kubeconfig: Option<PathBuf>,
+    /// `--context`.
+    pub context: Option<String>,
     /// The nft binary.
     pub nft: String,
     /// Address of the /healthz, /readyz and /metrics server.
@@ -74,14 +77,14 @@ pub fn run_blocking(cfg: Config) -> anyhow::Result<()> {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut stop = shutdown_signal()?;
-    let client = match &cfg.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)?;
-            let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            Client::try_from(conf)?
-        }
-        None => Client::try_default().await?,
-    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let (kc, source) = kubeconfig::load(
+        cfg.kubeconfig.as_deref(),
+        std::env::var_os("KUBECONFIG").as_deref(),
+        home.as_deref(),
+    )?;
+    tracing::info!(source = ?source, context = cfg.context.as_deref().unwrap_or("(current)"), "API server configuration");
+    let client = Client::try_from(kubeconfig::config(kc, cfg.context.as_deref()).await?)?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(http::Health::default());
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -30,10 +30,54 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the selector graph (policies, selectors, namespaces, pods) as Graphviz DOT or JSON.
     Graph(GraphArgs),
+    /// Print nftpol's version, commit, build date and toolchain, and the nft
+    /// and kernel it finds here.
+    Version(VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(CompletionArgs),
+    /// Print the man page (nftpol(1)), or write one page per command to a directory.
+    Man(ManArgs),
     /// Print the ClusterNetworkPolicy CustomResourceDefinition nftpol's types
     /// generate (deploy/crd-clusternetworkpolicies.yaml).
     #[command(hide = true)]
     Crd,
+}
+
+/// `nftpol version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    /// The nft binary to look for.
+    #[arg(long, default_value = "nft")]
+    pub nft: String,
+}
+
+/// `text` or `json`, for the commands that print a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    /// A readable report.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `nftpol completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `nftpol man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write nftpol.1 and one nftpol-COMMAND.1 per command into this
+    /// directory instead of printing nftpol.1.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 }
 
 /// `nftpol run`.
@@ -42,9 +86,15 @@ pub struct RunArgs {
     /// This node's name; pods with this spec.nodeName are enforced.
     #[arg(long, env = "NODE_NAME")]
     pub node: String,
-    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG / ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig file. Lookup order, as kubectl's: this flag (that file
+    /// only); else the files listed in $KUBECONFIG (colon-separated, merged:
+    /// the first file to set a value wins, missing files are skipped); else
+    /// ~/.kube/config if it exists; else the in-cluster service account.
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// The nft binary to run.
     #[arg(long, default_value = "nft")]
     pub nft: String,
@@ -141,12 +191,17 @@ pub struct CompileArgs {
     /// Inputs.
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "nft")]
-    pub format: Format,
-    /// Write the ruleset here instead of stdout.
-    #[arg(short = 'o', long)]
-    pub output: Option<PathBuf>,
+    /// Output format: nft (an `nft -f` script) or json (libnftables JSON).
+    /// The value is checked by the command, so that the old `-o FILE`
+    /// spelling keeps working (with a warning) for one release.
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<String>,
+    /// Write the ruleset to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Deprecated: use -o/--output.
+    #[arg(long, value_enum, hide = true)]
+    pub format: Option<Format>,
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
@@ -232,8 +287,11 @@ pub struct ExplainArgs {
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: ExplainOutput,
+    /// Write the answer to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
     /// Exit 1 unless the verdict is this one (for CI checks).
     #[arg(long, value_enum)]
     pub expect: Option<ExpectVerdict>,
@@ -254,9 +312,15 @@ pub struct GraphArgs {
     /// Inputs.
     #[command(flatten)]
     pub input: ClusterInputArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "dot")]
-    pub format: GraphFormat,
+    /// Output format (for a picture: `| dot -Tpng -o graph.png`).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<GraphFormat>,
+    /// Write the graph to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Deprecated: use -o/--output.
+    #[arg(long, value_enum, hide = true)]
+    pub format: Option<GraphFormat>,
 }
 
 impl InputArgs {

@@ -1,7 +1,7 @@
 //! `nftpol explain`: why one flow is allowed or denied.
 
 use super::args::{ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg};
-use super::input::{load_cluster, print_stdout};
+use super::input::{load_cluster, write_output};
 use super::{Failure, Outcome};
 use crate::core::explain::{Query, Verdict};
 use crate::core::model::Family;
@@ -17,10 +17,13 @@ pub fn explain(a: &ExplainArgs) -> Outcome {
     let graph = crate::core::graph::SelectorGraph::build(&cluster);
     let ex = crate::core::explain::explain(&cluster, &graph, &query)
         .map_err(|e| Failure::invalid(format!("explain: {e}")))?;
-    print_stdout(&match a.output {
-        ExplainOutput::Text => ex.to_text(),
-        ExplainOutput::Json => ex.to_json(),
-    })?;
+    write_output(
+        &match a.output {
+            ExplainOutput::Text => ex.to_text(),
+            ExplainOutput::Json => ex.to_json(),
+        },
+        a.output_file.as_deref(),
+    )?;
     if has_errors {
         return Err(Failure::invalid(
             "input has errors (see above): invalid policies fail closed, and the answer above includes that",

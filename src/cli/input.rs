@@ -75,3 +75,17 @@ pub fn print_stdout(text: &str) -> Result<(), Failure> {
         Err(e) => Err(Failure::internal(format!("cannot write stdout: {e}"))),
     }
 }
+
+/// Writes a command's output to `--output-file` when given, else stdout.
+pub fn write_output(text: &str, file: Option<&std::path::Path>) -> Result<(), Failure> {
+    match file {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|e| Failure::internal(format!("cannot write {}: {e}", path.display()))),
+        None => print_stdout(text),
+    }
+}
+
+/// Prints a deprecation warning on stderr (the command still runs).
+pub fn deprecated(message: &str) {
+    let _ = writeln!(std::io::stderr(), "nftpol: warning: {message}");
+}

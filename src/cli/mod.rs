@@ -9,7 +9,9 @@ pub mod crd;
 pub mod explain;
 pub mod graph;
 pub mod input;
+pub mod manual;
 pub mod run;
+pub mod version;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,9 +19,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::{
-    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, DropLogArgs, ExpectVerdict,
-    ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs, GraphFormat, InputArgs, RunArgs,
-    UninstallArgs,
+    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, DropLogArgs,
+    ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs, GraphFormat,
+    InputArgs, ManArgs, RunArgs, TextOrJson, UninstallArgs, VersionArgs,
 };
 
 /// Exit code: success.
@@ -63,10 +65,17 @@ impl Failure {
 /// What a command body returns.
 pub type Outcome = Result<(), Failure>;
 
-/// Runs the CLI and returns the process exit code. Usage errors (and
-/// `--help`, `--version`) are clap's: it prints them and exits itself.
+/// Runs the CLI and returns the process exit code. clap prints usage
+/// errors, `--help` and `--version`; a usage error exits 1 (invalid input,
+/// not clap's 2, which nftpol keeps for its own failures).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(usage_exit_code(&e));
+        }
+    };
     let outcome = match cli.command {
         Command::Compile(a) => compile::compile(&a),
         Command::Apply(a) => apply::apply(&a),
@@ -74,9 +83,22 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Explain(a) => explain::explain(&a),
         Command::Graph(a) => graph::graph(&a),
+        Command::Version(a) => version::version(&a),
+        Command::Completion(a) => manual::completion(&a),
+        Command::Man(a) => manual::man(&a),
         Command::Crd => crd::crd(),
     };
     ExitCode::from(exit_code(outcome))
+}
+
+/// The exit code of a command line clap did not accept: 0 for `--help` and
+/// `--version` (printed on stdout), 1 for every usage error.
+pub fn usage_exit_code(e: &clap::Error) -> u8 {
+    if e.use_stderr() {
+        EXIT_INVALID
+    } else {
+        EXIT_OK
+    }
 }
 
 /// Reports a failure on stderr and maps an outcome to its exit code.

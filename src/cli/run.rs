@@ -38,6 +38,7 @@ pub fn run(a: RunArgs) -> Outcome {
     let cfg = crate::agent::Config {
         node: a.node,
         kubeconfig: a.kubeconfig,
+        context: a.context,
         nft: a.nft,
         listen: a.listen,
         min_interval: a.min_interval,

@@ -187,9 +187,17 @@ pub fn check_with(name: &str, nft: &dyn Nft) -> Result<Found, VersionError> {
     Ok(found)
 }
 
+/// The version `nft --version` reports, when it runs and prints one.
+pub fn nft_version(nft: &str) -> Option<Version> {
+    NftCli::new(nft)
+        .version()
+        .ok()
+        .and_then(|out| parse_nft_version(&out))
+}
+
 /// The running kernel's release string (`/proc` is always there where
 /// nftables is; without it the version is a warning, not an error).
-fn kernel_release() -> Option<String> {
+pub fn kernel_release() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .map(|s| s.trim().to_string())

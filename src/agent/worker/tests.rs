@@ -150,6 +150,7 @@ impl Run {
         let cfg = Config {
             node: NODE.into(),
             kubeconfig: None,
+            context: None,
             nft: "nft".into(),
             listen: "127.0.0.1:0".parse().expect("address"),
             min_interval: MIN,

@@ -225,7 +225,17 @@ fn add_object(
             for field in list_unknown_fields(map) {
                 diags.push(unknown_field(unknown, &src, kind, field));
             }
-            for (j, item) in items.into_iter().enumerate() {
+            // A typed list (`PodList`, as the API returns it) may leave
+            // `kind` and `apiVersion` out of its items: they are the list's.
+            let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+            for (j, mut item) in items.into_iter().enumerate() {
+                if let (Some(k), Value::Object(m)) = (item_kind, &mut item) {
+                    m.entry("kind").or_insert_with(|| Value::from(k));
+                    if !api_version.is_empty() {
+                        m.entry("apiVersion")
+                            .or_insert_with(|| Value::from(api_version));
+                    }
+                }
                 let isrc = Source {
                     item: Some(j + 1),
                     ..src.clone()
