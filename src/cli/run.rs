@@ -17,6 +17,16 @@ pub fn run(a: RunArgs) -> Outcome {
     } else {
         builder.init();
     }
+    if a.nft_timeout.is_zero() || a.liveness_stall <= a.nft_timeout * 2 {
+        let msg = format!(
+            "--liveness-stall ({}) must exceed twice --nft-timeout ({}), which must not be 0: \
+             an apply may run nft twice, and the kubelet would restart a healthy agent",
+            humantime::format_duration(a.liveness_stall),
+            humantime::format_duration(a.nft_timeout)
+        );
+        tracing::error!("{msg}");
+        return Err(Failure::Invalid(None));
+    }
     // Fail fast, before the API server is contacted: an agent that can never
     // load its ruleset must not look alive.
     match crate::kernel::version::check(&a.nft) {
@@ -39,6 +49,8 @@ pub fn run(a: RunArgs) -> Outcome {
         node: a.node,
         kubeconfig: a.kubeconfig,
         nft: a.nft,
+        nft_timeout: a.nft_timeout,
+        liveness_stall: a.liveness_stall,
         listen: a.listen,
         min_interval: a.min_interval,
         max_delay: a.max_delay,
