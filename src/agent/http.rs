@@ -92,6 +92,7 @@ impl Health {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
     /// A denial counts for this long after the last refusal (longer than the
     /// watch retry's longest delay, so a call that stays forbidden keeps the
     /// agent unready; once allowed again, readiness returns within this time
@@ -216,7 +217,7 @@ mod tests {
 
     #[test]
     fn liveness_fails_only_while_a_step_runs_past_the_bound() {
-        let h = Health::new(Duration::from_millis(50));
+        let h = Health::new(Duration::from_millis(200));
         let m = Metrics::new();
         let status = |h: &Health| respond(HEALTHZ, h, &m).status();
         assert_eq!(status(&h), StatusCode::SERVICE_UNAVAILABLE, "not started");
@@ -224,12 +225,12 @@ mod tests {
         assert_eq!(status(&h), StatusCode::OK);
         h.busy("apply");
         assert_eq!(status(&h), StatusCode::OK, "within the bound");
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(300));
         assert_eq!(status(&h), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(h.stalled().map(|s| s.0), Some("apply"));
         h.idle();
         assert_eq!(status(&h), StatusCode::OK, "the step ended");
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             status(&h),
             StatusCode::OK,
