@@ -13,8 +13,8 @@
 //!
 //! See ARCHITECTURE.md.
 
-// The NFLOG socket (`kernel::nflog::socket`) is the one module that opts out.
-#![deny(unsafe_code)]
+// No module opts out: the NFLOG reader's syscalls are netlink-sys's.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod agent;

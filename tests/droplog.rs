@@ -381,6 +381,31 @@ fn kernel_case(shape: Shape) {
                 && p.prefix.starts_with(nftpol::core::compile::droplog::PREFIX)),
         "{shape}: unexpected packets in the flood"
     );
+    // The kernel's own counter on the group chain's drop rule counted every
+    // packet of the flood, logged or not (what the agent exports as
+    // nftpol_chain_dropped_packets_total, read from this listing).
+    let listing = topo
+        .exec(
+            topo.node_netns("node-1"),
+            &["nft", "-j", "list", "table", "inet", "nftpol"],
+        )
+        .unwrap();
+    let (content, drops) = nftpol::kernel::listing::read(&listing);
+    assert!(content.is_some(), "{shape}: the listing parses");
+    let (db_group, _) = limited
+        .drop_log
+        .groups
+        .iter()
+        .find(|(_, g)| {
+            g.direction == Direction::Ingress && g.policies.iter().any(|p| p.name == "db-allow-web")
+        })
+        .expect("db's ingress group");
+    let counted = drops.get(db_group).copied().unwrap_or(0);
+    eprintln!("{shape}: {db_group} counter drop: {counted} packets");
+    assert!(
+        counted >= sent,
+        "{shape}: the kernel counted {counted} drops in {db_group}, the flood alone was {sent}"
+    );
 
     // 3. Logging off: no log statement, nothing arrives.
     let quiet = strip_annotations(&objs);

@@ -1,13 +1,14 @@
 //! Drop logging in the agent: the NFLOG reader thread ([`DropLogFeed`]
-//! starts it and hands it each applied ruleset's index) and deduplication
-//! (one log line per dropped flow per window).
+//! starts it and hands it each applied ruleset's index), deduplication
+//! (one log line per dropped flow per window), and keeping the dropped-packet
+//! counter bounded (series of pods that are gone are deleted).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::metrics::{DropLabel, Metrics};
-use crate::core::compile::droplog::{DroppedFlow, FlowKey, Index};
+use super::metrics::{DropLabel, Metrics, ReaderState};
+use crate::core::compile::droplog::{DroppedFlow, FlowKey, Index, Packet};
 
 /// How long packets of one flow (same direction, addresses, protocol and
 /// ports) are folded into the flow's first log line: TCP's SYN retransmits
@@ -78,9 +79,11 @@ impl DropLogFeed {
     }
 
     /// Hands the applied ruleset's index to the reader, starting the reader
-    /// the first time a ruleset logs.
+    /// the first time a ruleset logs, and deletes the dropped-packet series
+    /// of pods the index no longer knows ([`forget_gone_pods`]).
     pub fn publish(&mut self, index: Index) {
         let logs = index.logs_any();
+        forget_gone_pods(&self.metrics, &index);
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
         if logs && !self.started {
             self.started = true;
@@ -89,18 +92,63 @@ impl DropLogFeed {
     }
 }
 
+/// Deletes the `nftpol_dropped_packets_total` series of pods that are gone:
+/// a series is kept while its pod is in `index` (which holds every pod of
+/// the cluster while any group logs), and a series without a pod name (an
+/// address no longer known) while some group chain of its namespace exists.
+/// Without this, every rollout would add series forever.
+pub fn forget_gone_pods(metrics: &Metrics, index: &Index) {
+    let pods: BTreeSet<(&str, &str)> = index
+        .pods
+        .values()
+        .map(|p| (p.namespace.as_str(), p.name.as_str()))
+        .collect();
+    let namespaces: BTreeSet<&str> = index
+        .groups
+        .values()
+        .map(|g| g.namespace.as_str())
+        .collect();
+    metrics.dropped_packets.retain(|l| {
+        if l.pod.is_empty() {
+            namespaces.contains(l.namespace.as_str())
+        } else {
+            pods.contains(&(l.namespace.as_str(), l.pod.as_str()))
+        }
+    });
+}
+
+/// Counts one logged packet and logs its flow if the flow is new; false
+/// when its prefix is not nftpol's (the packet is skipped).
+pub fn record(ix: &Index, metrics: &Metrics, dedupe: &mut Dedupe, pkt: &Packet) -> bool {
+    let Some(flow) = ix.describe(pkt) else {
+        return false;
+    };
+    metrics.dropped_packets.inc(DropLabel {
+        namespace: flow.namespace.clone(),
+        pod: flow.pod.clone().unwrap_or_default(),
+        direction: flow.direction.as_str().into(),
+    });
+    if dedupe.first(flow.key(), Instant::now()) {
+        log_dropped_flow(&flow);
+    }
+    true
+}
+
 /// Reads the NFLOG group on a thread of its own (blocking netlink reads, in
 /// the agent's network namespace): counts every logged packet and logs each
 /// dropped flow once per [`DEDUPE_WINDOW`].
 fn spawn_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics>) {
+    let metrics_on_failure = metrics.clone();
     let run = move || {
         let mut reader = match crate::kernel::nflog::Reader::bind(group) {
             Ok(r) => r,
             Err(e) => {
+                metrics.set_reader_state(ReaderState::Failed);
                 tracing::error!(error = %e, "drop logging unavailable: cannot read the NFLOG group");
                 return;
             }
         };
+        metrics.set_reader_state(ReaderState::Running);
         tracing::info!(group, "reading dropped packets from NFLOG group");
         let mut dedupe = Dedupe::new(DEDUPE_WINDOW);
         let mut overruns = 0;
@@ -108,33 +156,30 @@ fn spawn_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics
             let batch = match reader.recv() {
                 Ok(b) => b,
                 Err(e) => {
+                    metrics.set_reader_state(ReaderState::Failed);
                     tracing::error!(error = %e, group, "reading the NFLOG group failed; drop logging stops");
                     return;
                 }
             };
             if reader.overruns > overruns {
+                metrics.drop_log_overruns.inc_by(reader.overruns - overruns);
                 overruns = reader.overruns;
                 tracing::warn!(
                     group,
                     "NFLOG socket buffer overrun: some dropped packets were not logged"
                 );
             }
+            if batch.skipped > 0 {
+                metrics.skipped("unparsable", batch.skipped);
+            }
             let ix = index.read().unwrap_or_else(PoisonError::into_inner).clone();
-            for pkt in &batch.packets {
-                let Some(flow) = ix.describe(pkt) else {
-                    continue;
-                };
-                metrics
-                    .dropped_packets
-                    .get_or_create(&DropLabel {
-                        namespace: flow.namespace.clone(),
-                        pod: flow.pod.clone().unwrap_or_default(),
-                        direction: flow.direction.as_str().into(),
-                    })
-                    .inc();
-                if dedupe.first(flow.key(), Instant::now()) {
-                    log_dropped_flow(&flow);
-                }
+            let foreign = batch
+                .packets
+                .iter()
+                .filter(|pkt| !record(&ix, &metrics, &mut dedupe, pkt))
+                .count();
+            if foreign > 0 {
+                metrics.skipped("foreign_prefix", foreign);
             }
         }
     };
@@ -142,6 +187,7 @@ fn spawn_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics
         .name("nftpol-droplog".into())
         .spawn(run)
     {
+        metrics_on_failure.set_reader_state(ReaderState::Failed);
         tracing::error!(error = %e, "drop logging unavailable: cannot start its thread");
     }
 }
@@ -169,6 +215,100 @@ fn log_dropped_flow(flow: &DroppedFlow) {
 mod tests {
     use super::*;
     use crate::core::compile::droplog::fixtures::{index, pkt};
+    use crate::core::compile::{DropLog, Options, compile_objects};
+    use crate::core::model::Direction;
+
+    /// Rollouts replace shop/db by a pod of a new name (and address) twenty
+    /// times, as a Deployment does. Each generation drops packets; after
+    /// each apply the series of the gone pods are deleted, so the counter
+    /// holds the pods that exist, not every name that ever dropped.
+    #[test]
+    fn dropped_packet_series_of_deleted_pods_are_removed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/drop-logging");
+        let (mut objs, diags) = crate::core::k8s::load_paths(&[root]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let opts = Options {
+            node: Some("node-1".into()),
+            drop_log: DropLog::default(),
+        };
+        let metrics = Metrics::new();
+        let mut dedupe = Dedupe::new(DEDUPE_WINDOW);
+        let db = objs
+            .pods
+            .iter()
+            .position(|(_, p)| p.metadata.name.as_deref() == Some("db"))
+            .expect("pod shop/db");
+        let web = "10.244.1.12".parse().expect("an address");
+        let batch = "10.244.1.11".parse().expect("an address");
+        let mut batch_count = 0;
+        for generation in 0..20u8 {
+            let pod = &mut objs.pods[db].1;
+            let name = format!("db-{generation}");
+            pod.metadata.name = Some(name.clone());
+            let ip = format!("10.244.1.{}", 100 + generation);
+            let status = pod.status.as_mut().expect("status");
+            status.pod_ip = Some(ip.clone());
+            status.pod_ips.as_mut().expect("podIPs").truncate(1);
+            status.pod_ips.as_mut().expect("podIPs")[0].ip = ip.clone();
+
+            // The apply of this generation (what DropLogFeed::publish runs).
+            let ix = compile_objects(&objs, &opts).drop_log;
+            forget_gone_pods(&metrics, &ix);
+            let group = |dir: Direction, policy: &str| {
+                let (chain, _) = ix
+                    .groups
+                    .iter()
+                    .find(|(_, g)| {
+                        g.direction == dir && g.policies.iter().any(|p| p.name == policy)
+                    })
+                    .unwrap_or_else(|| panic!("{policy}'s group"));
+                crate::core::compile::droplog::prefix(chain)
+            };
+            // web → db on a port db does not allow; batch → web (egress).
+            let to_db = Packet {
+                dst: ip.parse().expect("an address"),
+                ..pkt(
+                    &group(Direction::Ingress, "db-allow-web"),
+                    "10.244.1.12",
+                    "10.244.1.1",
+                    4000,
+                )
+            };
+            let from_batch = Packet {
+                src: batch,
+                dst: web,
+                ..pkt(
+                    &group(Direction::Egress, "batch-egress"),
+                    "10.244.1.11",
+                    "10.244.1.12",
+                    4001,
+                )
+            };
+            for p in [&to_db, &to_db, &from_batch] {
+                assert!(record(&ix, &metrics, &mut dedupe, p), "{p:?}");
+            }
+            batch_count += 1;
+            let label = |pod: &str, direction: &str| DropLabel {
+                namespace: "shop".into(),
+                pod: pod.into(),
+                direction: direction.into(),
+            };
+            assert_eq!(metrics.dropped_packets.get(&label(&name, "ingress")), 2);
+            assert_eq!(
+                metrics.dropped_packets.get(&label("batch", "egress")),
+                batch_count,
+                "a pod that stays keeps its count"
+            );
+            assert_eq!(
+                metrics.dropped_packets.series(),
+                2,
+                "generation {generation}: the current db and batch only"
+            );
+        }
+        let text = metrics.encode();
+        assert!(!text.contains("pod=\"db-18\""), "{text}");
+        assert!(text.contains("pod=\"db-19\""), "{text}");
+    }
 
     #[test]
     fn dedupe_folds_a_flow_within_the_window() {

@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 
 use super::metrics::Metrics;
 
-/// Liveness probe: 200 while the worker loop runs.
+/// Liveness probe: 200 while the worker loop runs and no step of it (compile,
+/// apply, verify) has run longer than the liveness bound.
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness probe: 200 once every watch synced and the last apply succeeded,
 /// while the API server forbids none of them.
@@ -24,7 +25,6 @@ pub const METRICS: &str = "/metrics";
 pub const PATHS: [&str; 3] = [HEALTHZ, READYZ, METRICS];
 
 /// What the probes report.
-#[derive(Default)]
 pub struct Health {
     /// The worker loop is running.
     pub alive: AtomicBool,
@@ -33,9 +33,66 @@ pub struct Health {
     /// Resources whose list or watch the API server refused (401/403) and
     /// when it last did; see [`Health::denied`].
     denied: Mutex<BTreeMap<&'static str, Instant>>,
+    /// The worker's heartbeat: the step it runs (none while it waits for
+    /// work or a timer) and when it last advanced.
+    beat: Mutex<(Option<&'static str>, Instant)>,
+    /// Longest a step may run before liveness fails.
+    stall_bound: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new(Self::DEFAULT_STALL_BOUND)
+    }
 }
 
 impl Health {
+    /// Default of `nftpol run --liveness-stall`: more than an apply's two
+    /// `nft` calls at the default `--nft-timeout` (10 s each), plus room for a
+    /// large compile.
+    pub const DEFAULT_STALL_BOUND: Duration = Duration::from_secs(30);
+
+    /// Probes whose liveness fails once a worker step runs longer than `stall_bound`.
+    pub fn new(stall_bound: Duration) -> Health {
+        Health {
+            alive: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            denied: Mutex::default(),
+            beat: Mutex::new((None, Instant::now())),
+            stall_bound,
+        }
+    }
+
+    /// The heartbeat advances: the worker starts `step` (work is pending
+    /// until [`Health::idle`]).
+    pub fn busy(&self, step: &'static str) {
+        *self.lock_beat() = (Some(step), Instant::now());
+    }
+
+    /// The heartbeat advances: the worker finished its step and waits.
+    pub fn idle(&self) {
+        *self.lock_beat() = (None, Instant::now());
+    }
+
+    /// The step that has run for longer than the bound, and for how long.
+    pub fn stalled(&self) -> Option<(&'static str, Duration)> {
+        let (step, since) = *self.lock_beat();
+        let running = since.elapsed();
+        step.filter(|_| running > self.stall_bound)
+            .map(|s| (s, running))
+    }
+
+    /// Alive: the worker loop runs and is not stuck in a step.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed) && self.stalled().is_none()
+    }
+
+    fn lock_beat(&self) -> std::sync::MutexGuard<'_, (Option<&'static str>, Instant)> {
+        self.beat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A denial counts for this long after the last refusal (longer than the
     /// watch retry's longest delay, so a call that stays forbidden keeps the
     /// agent unready; once allowed again, readiness returns within this time
@@ -94,16 +151,21 @@ pub async fn serve(
     }
 }
 
-fn respond(path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// The status, content type and body the server answers `path` with.
+pub fn respond(path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (code, ctype, body) = match path {
-        HEALTHZ if health.alive.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_string())
+        HEALTHZ if health.is_alive() => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        HEALTHZ => {
+            let body = match health.stalled() {
+                Some((step, running)) => format!(
+                    "worker stalled: its {step} has run for {}s (bound {}s)\n",
+                    running.as_secs(),
+                    health.stall_bound.as_secs()
+                ),
+                None => "worker not running\n".to_string(),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
         }
-        HEALTHZ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "worker not running\n".to_string(),
-        ),
         READYZ if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         READYZ => {
             let denied = health.denied();
@@ -151,5 +213,28 @@ mod tests {
         assert!(!h.is_ready(), "an apply does not clear a denial");
         h.allow("namespaces");
         assert!(h.is_ready());
+    }
+
+    #[test]
+    fn liveness_fails_only_while_a_step_runs_past_the_bound() {
+        let h = Health::new(Duration::from_millis(200));
+        let m = Metrics::new();
+        let status = |h: &Health| respond(HEALTHZ, h, &m).status();
+        assert_eq!(status(&h), StatusCode::SERVICE_UNAVAILABLE, "not started");
+        h.alive.store(true, Ordering::Relaxed);
+        assert_eq!(status(&h), StatusCode::OK);
+        h.busy("apply");
+        assert_eq!(status(&h), StatusCode::OK, "within the bound");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(status(&h), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h.stalled().map(|s| s.0), Some("apply"));
+        h.idle();
+        assert_eq!(status(&h), StatusCode::OK, "the step ended");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            status(&h),
+            StatusCode::OK,
+            "waiting for work is not a stall"
+        );
     }
 }

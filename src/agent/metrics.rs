@@ -1,9 +1,16 @@
 //! The agent's Prometheus metrics (OpenMetrics text via prometheus-client).
+//!
+//! Every label's values are bounded: by fixed lists, by the ruleset (chain
+//! names) or by the pods that exist now (the dropped-packet series of a pod
+//! are deleted once the pod is gone: [`DropCounts::retain`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -49,6 +56,83 @@ pub struct DropLabel {
     pub direction: String,
 }
 
+/// `state` label of the drop-log reader gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `off`, `running` or `failed`.
+    pub state: String,
+}
+
+/// `chain` label of the kernel's drop counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChainLabel {
+    chain: String,
+}
+
+/// Labels of `nftpol_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: String,
+    commit: String,
+}
+
+/// The state of the NFLOG reader thread (`nftpol_drop_log_reader_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReaderState {
+    /// No ruleset logged yet: no socket, no thread.
+    Off,
+    /// Bound to the group and reading.
+    Running,
+    /// Binding or reading failed; drop logging stopped (the log says why).
+    Failed,
+}
+
+impl ReaderState {
+    const ALL: [ReaderState; 3] = [ReaderState::Off, ReaderState::Running, ReaderState::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ReaderState::Off => "off",
+            ReaderState::Running => "running",
+            ReaderState::Failed => "failed",
+        }
+    }
+}
+
+/// Dropped-packet counts by [`DropLabel`]: a counter family whose series can
+/// be deleted ([`DropCounts::retain`]) so that pods that are gone do not
+/// keep theirs forever. Clones share the counts.
+#[derive(Clone, Debug, Default)]
+pub struct DropCounts {
+    counts: Arc<Mutex<HashMap<DropLabel, u64>>>,
+}
+
+impl DropCounts {
+    fn lock(&self) -> MutexGuard<'_, HashMap<DropLabel, u64>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one packet.
+    pub fn inc(&self, label: DropLabel) {
+        *self.lock().entry(label).or_default() += 1;
+    }
+
+    /// The count of one series (0 when it does not exist).
+    pub fn get(&self, label: &DropLabel) -> u64 {
+        self.lock().get(label).copied().unwrap_or(0)
+    }
+
+    /// Number of series.
+    pub fn series(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Keeps only the series `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&DropLabel) -> bool) {
+        self.lock().retain(|l, _| keep(l));
+    }
+}
+
 /// Every metric the agent exports. Names are listed in [`Metrics::NAMES`].
 pub struct Metrics {
     /// The registry the server encodes.
@@ -72,28 +156,76 @@ pub struct Metrics {
     /// Invalid policies (failing closed) in the last compile.
     pub invalid_policies: Gauge,
     /// Dropped packets the log rules sent to the agent (rate-limited: a
-    /// sample of all drops), by isolated pod and direction.
-    pub dropped_packets: Family<DropLabel, Counter>,
+    /// sample of all drops), by isolated pod and direction; series of pods
+    /// that are gone are deleted.
+    pub dropped_packets: DropCounts,
     /// Failed list/watch calls by resource.
     pub watch_errors: Family<ResourceLabel, Counter>,
+    /// Times the kernel dropped NFLOG messages because the reader's socket
+    /// buffer was full.
+    pub drop_log_overruns: Counter,
+    /// NFLOG messages the reader could not use, by reason.
+    pub drop_log_skipped: Family<ReasonLabel, Counter>,
+    /// The reader's state: one of its series is 1.
+    drop_log_reader: Family<StateLabel, Gauge>,
+    /// The kernel's `counter drop` counts per chain, as last read at a resync.
+    chain_drops: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
-/// A counter family whose `# TYPE`/`# HELP` lines are exported even before
-/// its first sample (the registry skips empty families).
+/// A counter family encoded from a snapshot of values the kernel keeps
+/// (exported as read: a table replacement resets them, like a restart).
 #[derive(Debug)]
-struct AlwaysListed<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug> {
-    name: &'static str,
-    help: &'static str,
-    family: Family<L, Counter>,
+struct ChainDrops {
+    values: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
-impl<L> Collector for AlwaysListed<L>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
+impl Collector for ChainDrops {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let metric = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
-        self.family.encode(metric)
+        let values = self
+            .values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut metric = encoder.encode_descriptor(
+            "chain_dropped_packets",
+            "Packets dropped by the counter drop rules of each chain of table inet nftpol, as the kernel counts them (every drop, not a sample); read at every resync, reset when the table is replaced",
+            None,
+            MetricType::Counter,
+        )?;
+        for (chain, n) in values {
+            let label = ChainLabel { chain };
+            ConstCounter::new(n).encode(metric.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dropped-packet counts, encoded as a counter family (listed even
+/// before its first sample).
+#[derive(Debug)]
+struct DropCountsCollector(DropCounts);
+
+impl Collector for DropCountsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut values: Vec<(DropLabel, u64)> =
+            self.0.lock().iter().map(|(l, n)| (l.clone(), *n)).collect();
+        values.sort_by(|a, b| {
+            (&a.0.namespace, &a.0.pod, &a.0.direction).cmp(&(
+                &b.0.namespace,
+                &b.0.pod,
+                &b.0.direction,
+            ))
+        });
+        let mut metric = encoder.encode_descriptor(
+            "dropped_packets",
+            "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction; series of deleted pods are removed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (label, n) in values {
+            ConstCounter::new(n).encode(metric.encode_family(&label)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -106,7 +238,7 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 16] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -118,7 +250,23 @@ impl Metrics {
         "nftpol_invalid_policies",
         "nftpol_dropped_packets_total",
         "nftpol_watch_errors_total",
+        "nftpol_drop_log_overruns_total",
+        "nftpol_drop_log_skipped_messages_total",
+        "nftpol_drop_log_reader_state",
+        "nftpol_chain_dropped_packets_total",
+        "nftpol_build_info",
     ];
+
+    /// `reason` values of `nftpol_drop_log_skipped_messages_total`: a
+    /// netlink message that is not a packet the parser could read, and a
+    /// packet whose log prefix is not nftpol's.
+    pub const SKIP_REASONS: [&'static str; 2] = ["unparsable", "foreign_prefix"];
+
+    /// `commit` label of `nftpol_build_info`: `NFTPOL_GIT_COMMIT` at build time.
+    pub const COMMIT: &'static str = match option_env!("NFTPOL_GIT_COMMIT") {
+        Some(c) => c,
+        None => "unknown",
+    };
 
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
@@ -134,8 +282,13 @@ impl Metrics {
         let enforced_pods = Gauge::default();
         let resyncs = Family::<KindLabel, Counter>::default();
         let invalid_policies = Gauge::default();
-        let dropped_packets = Family::<DropLabel, Counter>::default();
+        let dropped_packets = DropCounts::default();
         let watch_errors = Family::<ResourceLabel, Counter>::default();
+        let drop_log_overruns = Counter::default();
+        let drop_log_skipped = Family::<ReasonLabel, Counter>::default();
+        let drop_log_reader = Family::<StateLabel, Gauge>::default();
+        let chain_drops = Arc::new(Mutex::new(BTreeMap::new()));
+        let build_info = Family::<BuildLabel, Gauge>::default();
         registry.register(
             "compile_duration_seconds",
             "Time to compile the cluster state into a ruleset",
@@ -186,20 +339,50 @@ impl Metrics {
             "Failed list/watch calls to the API server by resource; the agent keeps its last state and retries",
             watch_errors.clone(),
         );
-        // Its label values (pods) are not known up front, and the registry
-        // leaves out families without samples: a collector keeps it listed.
-        registry.register_collector(Box::new(AlwaysListed {
-            name: "dropped_packets",
-            help: "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction",
-            family: dropped_packets.clone(),
+        registry.register(
+            "drop_log_overruns",
+            "Times the kernel dropped NFLOG messages because the drop-log reader's socket buffer was full (drops went unlogged)",
+            drop_log_overruns.clone(),
+        );
+        registry.register(
+            "drop_log_skipped_messages",
+            "NFLOG messages the drop-log reader skipped, by reason (unparsable, foreign_prefix)",
+            drop_log_skipped.clone(),
+        );
+        registry.register(
+            "drop_log_reader_state",
+            "State of the drop-log reader: the series of the current state (off, running, failed) is 1",
+            drop_log_reader.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which nftpol runs",
+            build_info.clone(),
+        );
+        // Their label values are not known up front, and the registry leaves
+        // out families without samples: collectors keep them listed.
+        registry.register_collector(Box::new(DropCountsCollector(dropped_packets.clone())));
+        registry.register_collector(Box::new(ChainDrops {
+            values: chain_drops.clone(),
         }));
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: Self::COMMIT.into(),
+            })
+            .set(1);
+        for reason in Self::SKIP_REASONS {
+            drop(drop_log_skipped.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            }));
+        }
         // Every label value exists from the start, so a counter reads 0 rather
         // than being absent until its first increment.
         for kind in ["full", "delta", "unchanged"] {
             drop(applies.get_or_create(&Metrics::kind(kind)));
             drop(apply_seconds.get_or_create(&Metrics::kind(kind)));
         }
-        for reason in ["spawn", "rejected"] {
+        for reason in ["spawn", "rejected", "timeout"] {
             drop(failures.get_or_create(&ReasonLabel {
                 reason: reason.into(),
             }));
@@ -212,7 +395,7 @@ impl Metrics {
                 resource: resource.into(),
             }));
         }
-        Metrics {
+        let m = Metrics {
             registry,
             compile_seconds,
             apply_seconds,
@@ -225,7 +408,41 @@ impl Metrics {
             invalid_policies,
             dropped_packets,
             watch_errors,
+            drop_log_overruns,
+            drop_log_skipped,
+            drop_log_reader,
+            chain_drops,
+        };
+        m.set_reader_state(ReaderState::Off);
+        m
+    }
+
+    /// Sets `nftpol_drop_log_reader_state`.
+    pub fn set_reader_state(&self, now: ReaderState) {
+        for s in ReaderState::ALL {
+            self.drop_log_reader
+                .get_or_create(&StateLabel {
+                    state: s.as_str().into(),
+                })
+                .set(i64::from(s == now));
         }
+    }
+
+    /// Counts NFLOG messages skipped for `reason` (one of [`Metrics::SKIP_REASONS`]).
+    pub fn skipped(&self, reason: &'static str, n: usize) {
+        self.drop_log_skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// Replaces the kernel's drop counts per chain (`nftpol_chain_dropped_packets_total`).
+    pub fn set_chain_drops(&self, counts: BTreeMap<String, u64>) {
+        *self
+            .chain_drops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = counts;
     }
 
     /// OpenMetrics text of every metric.
@@ -257,13 +474,11 @@ mod tests {
     fn dropped_packets_is_listed_before_and_after_its_first_sample() {
         let m = Metrics::new();
         assert!(m.encode().contains("# TYPE nftpol_dropped_packets counter"));
-        m.dropped_packets
-            .get_or_create(&DropLabel {
-                namespace: "shop".into(),
-                pod: "db".into(),
-                direction: "ingress".into(),
-            })
-            .inc();
+        m.dropped_packets.inc(DropLabel {
+            namespace: "shop".into(),
+            pod: "db".into(),
+            direction: "ingress".into(),
+        });
         let text = m.encode();
         assert!(
             text.contains(
@@ -272,5 +487,38 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("# TYPE nftpol_dropped_packets ").count(), 1);
+        m.dropped_packets.retain(|l| l.pod != "db");
+        assert!(
+            !m.encode().contains("pod=\"db\""),
+            "a deleted series is gone"
+        );
+    }
+
+    #[test]
+    fn chain_drops_build_info_and_reader_state() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(text.contains("# TYPE nftpol_chain_dropped_packets counter"));
+        assert!(text.contains(&format!(
+            "nftpol_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            Metrics::COMMIT
+        )));
+        assert!(text.contains("nftpol_drop_log_reader_state{state=\"off\"} 1"));
+        assert!(text.contains("nftpol_drop_log_reader_state{state=\"running\"} 0"));
+        m.set_chain_drops(BTreeMap::from([("ingress-group-AAAA".to_string(), 7)]));
+        m.set_reader_state(ReaderState::Failed);
+        let text = m.encode();
+        assert!(
+            text.contains("nftpol_chain_dropped_packets_total{chain=\"ingress-group-AAAA\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("nftpol_drop_log_reader_state{state=\"off\"} 0"));
+        assert!(text.contains("nftpol_drop_log_reader_state{state=\"failed\"} 1"));
+        m.set_chain_drops(BTreeMap::new());
+        assert!(
+            !m.encode().contains("ingress-group-AAAA"),
+            "a chain that is gone"
+        );
     }
 }

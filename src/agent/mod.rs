@@ -37,6 +37,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::kernel::enforcer::Enforcer;
+use crate::kernel::nft::NftCli;
 use metrics::Metrics;
 
 /// Agent settings.
@@ -50,6 +51,10 @@ pub struct Config {
     pub context: Option<String>,
     /// The nft binary.
     pub nft: String,
+    /// Longest one `nft` call may run before it is killed (a failed apply).
+    pub nft_timeout: Duration,
+    /// Longest a worker step may run before /healthz fails.
+    pub liveness_stall: Duration,
     /// Address of the /healthz, /readyz and /metrics server.
     pub listen: SocketAddr,
     /// Quiet time that ends a burst of events, and the minimum time between applies.
@@ -86,7 +91,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(source = ?source, context = cfg.context.as_deref().unwrap_or("(current)"), "API server configuration");
     let client = Client::try_from(kubeconfig::config(kc, cfg.context.as_deref()).await?)?;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(http::Health::default());
+    let health = Arc::new(http::Health::new(cfg.liveness_stall));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
     tokio::spawn(http::serve(listener, health.clone(), metrics.clone()));
@@ -102,7 +107,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("synced; taking over table inet nftpol");
 
-    let enforcer = Enforcer::new(cfg.nft.clone());
+    let enforcer = Enforcer::with(NftCli::with_timeout(cfg.nft.clone(), cfg.nft_timeout));
     let mut worker = worker::Worker::new(cfg, enforcer, metrics, health);
     worker.run(&stores, changed, stop).await;
     tracing::info!("shutting down; table inet nftpol stays in force");

@@ -110,6 +110,13 @@ pub struct RunArgs {
     /// How often to verify the kernel table and repair drift (0s = never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// Longest one nft call may run; a hung nft is killed (a failed apply, retried).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub nft_timeout: std::time::Duration,
+    /// /healthz fails once a compile, apply or verify has run this long
+    /// (must exceed twice --nft-timeout: an apply may run nft twice).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub liveness_stall: std::time::Duration,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

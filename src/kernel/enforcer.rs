@@ -128,13 +128,23 @@ impl Enforcer {
     /// same number of rules, the same sets and maps with the same elements
     /// (by value). `Ok(false)` (and the mirror forgotten) when they differ.
     pub fn verify(&mut self) -> Result<bool, ApplyError> {
+        self.verify_counting().map(|(same, _)| same)
+    }
+
+    /// [`Enforcer::verify`], also returning the kernel's drop counters from
+    /// the same listing (empty when there is no table, or no mirror to
+    /// verify against: the table is replaced next anyway).
+    pub fn verify_counting(&mut self) -> Result<(bool, listing::DropCounters), ApplyError> {
         let Some(mirror) = &self.mirror else {
-            return Ok(false);
+            return Ok((false, listing::DropCounters::new()));
         };
-        let same = match self.nft.list_table() {
-            Ok(json) => listing::parse(&json) == Some(listing::expected(mirror)),
+        let (same, drops) = match self.nft.list_table() {
+            Ok(json) => {
+                let (content, drops) = listing::read(&json);
+                (content == Some(listing::expected(mirror)), drops)
+            }
             // No table (someone deleted it) is drift.
-            Err(ApplyError::Rejected { .. }) => false,
+            Err(ApplyError::Rejected { .. }) => (false, listing::DropCounters::new()),
             // Not knowing is not trusting: the next sync replaces the table.
             Err(e) => {
                 self.mirror = None;
@@ -144,7 +154,7 @@ impl Enforcer {
         if !same {
             self.mirror = None;
         }
-        Ok(same)
+        Ok((same, drops))
     }
 
     /// Deletes the table (deliberate uninstall). Missing table is not an error.

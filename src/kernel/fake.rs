@@ -1,8 +1,10 @@
 //! An in-memory [`Nft`] for unit tests of the enforcer and the agent's
-//! worker: records every script, fails the next N applies on request, and
-//! lists whatever table the test says the kernel holds (to simulate drift).
+//! worker: records every script, fails the next N applies on request, lists
+//! whatever table the test says the kernel holds (to simulate drift), and
+//! hangs on request (an `nft` stuck in a way its timeout does not catch).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use super::listing;
 use super::nft::{ApplyError, Nft};
@@ -29,6 +31,10 @@ struct State {
     calls: Vec<Call>,
     fail_next: usize,
     listing: Option<String>,
+    /// Calls block while this is set (see [`FakeNft::hang`]).
+    hang: bool,
+    /// Calls blocked right now.
+    hung: usize,
 }
 
 /// A fake `nft`. Clones share one state, so a test keeps a clone to inspect
@@ -36,6 +42,7 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct FakeNft {
     state: Arc<Mutex<State>>,
+    released: Arc<Condvar>,
 }
 
 impl FakeNft {
@@ -81,11 +88,61 @@ impl FakeNft {
     pub fn holds(&self, rs: &Ruleset) {
         self.set_listing(Some(listing::render(rs)));
     }
+
+    /// From now on every `apply` and `list_table` blocks until
+    /// [`FakeNft::release`], then fails as [`ApplyError::TimedOut`] (as if the
+    /// hung `nft` had been killed) without changing the fake kernel.
+    pub fn hang(&self) {
+        self.state().hang = true;
+    }
+
+    /// Ends [`FakeNft::hang`]: blocked calls return, later ones run normally.
+    pub fn release(&self) {
+        self.state().hang = false;
+        self.released.notify_all();
+    }
+
+    /// How many calls are blocked in [`FakeNft::hang`] right now.
+    pub fn hung(&self) -> usize {
+        self.state().hung
+    }
+
+    /// Blocks while hanging; `Err` once released (the call was "killed").
+    fn wait_if_hung<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, (MutexGuard<'a, State>, ApplyError)> {
+        if !s.hang {
+            return Ok(s);
+        }
+        s.hung += 1;
+        while s.hang {
+            s = self
+                .released
+                .wait(s)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        s.hung -= 1;
+        let e = ApplyError::TimedOut {
+            nft: "fake nft".into(),
+            after: Duration::ZERO,
+        };
+        Err((s, e))
+    }
 }
 
 impl Nft for FakeNft {
     fn apply(&self, script: &str) -> Result<(), ApplyError> {
-        let mut s = self.state();
+        let mut s = match self.wait_if_hung(self.state()) {
+            Ok(s) => s,
+            Err((mut s, e)) => {
+                s.calls.push(Call {
+                    script: script.to_string(),
+                    ok: false,
+                });
+                return Err(e);
+            }
+        };
         let ok = s.fail_next == 0;
         s.fail_next = s.fail_next.saturating_sub(1);
         s.calls.push(Call {
@@ -106,7 +163,8 @@ impl Nft for FakeNft {
     }
 
     fn list_table(&self) -> Result<String, ApplyError> {
-        self.state()
+        self.wait_if_hung(self.state())
+            .map_err(|(_, e)| e)?
             .listing
             .clone()
             .ok_or_else(|| ApplyError::Rejected {

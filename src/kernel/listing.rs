@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::core::model::ipblock::{ip_to_u128, u128_to_ip};
 use crate::core::model::{Cidr, Family, Protocol, Range};
-use crate::core::nft::ruleset::{Element, Ruleset, SetKind, TABLE};
+use crate::core::nft::ruleset::{Element, Ruleset, SetKind, TABLE, Verdict};
 
 /// What verify compares, per object: `chain NAME` → its rule count,
 /// `set NAME` → its elements, `map NAME` → its address → chain entries.
@@ -55,10 +55,47 @@ pub fn expected(rs: &Ruleset) -> Content {
     s
 }
 
+/// Packets counted so far by the `counter` of the drop rules (`counter
+/// drop`) of each chain, by chain name: the kernel's own count of every
+/// packet the table dropped (group chains, ClusterNetworkPolicy Deny rules).
+pub type DropCounters = BTreeMap<String, u64>;
+
 /// The content of `nft -j list table` output; `None` if any part of it is
 /// not a shape nftpol emits (which counts as drift).
 pub fn parse(json: &str) -> Option<Content> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    read(json).0
+}
+
+/// [`parse`] and the [`DropCounters`] of the same listing, reading the JSON once.
+pub fn read(json: &str) -> (Option<Content>, DropCounters) {
+    match serde_json::from_str::<Value>(json) {
+        Ok(v) => (parse_value(&v), drop_counters(&v)),
+        Err(_) => (None, DropCounters::new()),
+    }
+}
+
+fn drop_counters(v: &Value) -> DropCounters {
+    let mut out = DropCounters::new();
+    let objects = v.get("nftables").and_then(Value::as_array);
+    for r in objects.into_iter().flatten().filter_map(|o| o.get("rule")) {
+        let (Some(chain), Some(expr)) = (
+            r.get("chain").and_then(Value::as_str),
+            r.get("expr").and_then(Value::as_array),
+        ) else {
+            continue;
+        };
+        let drops = expr.iter().any(|e| e.get("drop").is_some());
+        let packets = expr
+            .iter()
+            .find_map(|e| e.get("counter")?.get("packets")?.as_u64());
+        if let (true, Some(n)) = (drops, packets) {
+            *out.entry(chain.to_string()).or_default() += n;
+        }
+    }
+    out
+}
+
+fn parse_value(v: &Value) -> Option<Content> {
     let mut s = Content::new();
     for obj in v.get("nftables")?.as_array()? {
         if let Some(c) = obj.get("chain") {
@@ -206,8 +243,13 @@ pub fn render(rs: &Ruleset) -> String {
     }
     for (name, c) in &rs.chains {
         out.push(json!({"chain": {"family": "inet", "table": TABLE, "name": name}}));
-        for _ in &c.rules {
-            out.push(json!({"rule": {"family": "inet", "table": TABLE, "chain": name}}));
+        for r in &c.rules {
+            let mut rule = json!({"family": "inet", "table": TABLE, "chain": name});
+            // Only the expressions nftpol reads back: a drop rule's counter.
+            if r.verdict == Verdict::CountedDrop {
+                rule["expr"] = json!([{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]);
+            }
+            out.push(json!({ "rule": rule }));
         }
     }
     json!({ "nftables": out }).to_string()
@@ -378,5 +420,53 @@ mod tests {
             ),
         );
         assert_eq!(parse(&render(&rs)), Some(expected(&rs)));
+    }
+
+    #[test]
+    fn drop_counters_sum_each_chains_counted_drops() {
+        // The shapes `nft -j list table inet nftpol` prints (nft 1.0).
+        let listing = json!({"nftables": [
+            {"metainfo": {"json_schema_version": 1}},
+            {"chain": {"family": "inet", "table": TABLE, "name": "ingress-group-AAAA"}},
+            {"rule": {"family": "inet", "table": TABLE, "chain": "ingress-group-AAAA", "handle": 4,
+                "expr": [{"jump": {"target": "ingress-BBBB-shop/db"}}]}},
+            {"rule": {"family": "inet", "table": TABLE, "chain": "ingress-group-AAAA", "handle": 5,
+                "comment": "no policy allows this ingress",
+                "expr": [{"counter": {"packets": 12, "bytes": 720}}, {"drop": null}]}},
+            {"rule": {"family": "inet", "table": TABLE, "chain": "admin-egress-CCCC", "handle": 9,
+                "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                    "right": "10.1.2.3"}}, {"counter": {"packets": 3, "bytes": 180}}, {"drop": null}]}},
+            {"rule": {"family": "inet", "table": TABLE, "chain": "admin-egress-CCCC", "handle": 10,
+                "expr": [{"counter": {"packets": 4, "bytes": 240}}, {"drop": null}]}},
+            {"rule": {"family": "inet", "table": TABLE, "chain": "filter-forward", "handle": 2,
+                "expr": [{"counter": {"packets": 99, "bytes": 1}}, {"accept": null}]}},
+        ]})
+        .to_string();
+        let (content, drops) = read(&listing);
+        assert!(content.is_some());
+        assert_eq!(
+            drops,
+            DropCounters::from([
+                ("admin-egress-CCCC".to_string(), 7),
+                ("ingress-group-AAAA".to_string(), 12),
+            ]),
+            "summed per chain; a counted accept is no drop"
+        );
+        assert_eq!(read("not json"), (None, DropCounters::new()));
+        // What the fake lists: every counted drop of the ruleset, at zero.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/upstream-xyz");
+        let (objs, _) = crate::core::k8s::load_paths(&[root]);
+        let rs = crate::core::compile::compile_objects(&objs, &Default::default()).ruleset;
+        let (content, drops) = read(&render(&rs));
+        assert_eq!(content, Some(expected(&rs)));
+        let counted: Vec<&String> = rs
+            .chains
+            .iter()
+            .filter(|(_, c)| c.rules.iter().any(|r| r.verdict == Verdict::CountedDrop))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(!counted.is_empty());
+        assert_eq!(drops.keys().collect::<Vec<_>>(), counted);
+        assert!(drops.values().all(|n| *n == 0));
     }
 }

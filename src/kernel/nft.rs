@@ -76,15 +76,20 @@ pub struct NftCli {
 }
 
 impl NftCli {
-    /// Default deadline of one call: far above what a 10k-pod table takes
-    /// (about a second), far below "hung".
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default deadline of one call (`nftpol run --nft-timeout`): ten times
+    /// what a whole 10k-pod table takes (about a second), far below "hung".
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// The binary at `path`, with [`NftCli::DEFAULT_TIMEOUT`].
     pub fn new(path: impl Into<String>) -> NftCli {
+        NftCli::with_timeout(path, Self::DEFAULT_TIMEOUT)
+    }
+
+    /// The binary at `path`; a call running longer than `timeout` is killed.
+    pub fn with_timeout(path: impl Into<String>, timeout: Duration) -> NftCli {
         NftCli {
             path: path.into(),
-            timeout: Self::DEFAULT_TIMEOUT,
+            timeout,
         }
     }
 

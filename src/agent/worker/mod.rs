@@ -12,7 +12,14 @@
 //!   backoff (0.5 s doubling to 30 s; back to zero after a success). The
 //!   enforcer itself falls back from a failed delta to a full replacement.
 //! - every `resync`, the kernel table is verified; drift makes the state
-//!   dirty, and the enforcer (its mirror forgotten) repairs in full.
+//!   dirty, and the enforcer (its mirror forgotten) repairs in full. The
+//!   same listing gives the kernel's drop counters to the metrics.
+//!
+//! Heartbeat: each step (compile, apply, verify) marks itself busy in
+//! [`http::Health`] when it starts and idle when it ends; `/healthz` fails
+//! while one runs longer than `--liveness-stall` (an `nft` call is killed
+//! after `--nft-timeout`, an apply makes at most two). Waiting for changes,
+//! the quiet time or a backoff is idle, however long.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -153,6 +160,7 @@ impl Worker {
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
         let mut model = self.model.take().expect("model present between applies");
+        self.health.busy("compile");
         let t = std::time::Instant::now();
         let (model, compiled) = tokio::task::spawn_blocking(move || {
             let mut stats = model.update(
@@ -202,6 +210,7 @@ impl Worker {
             .enforcer
             .take()
             .expect("enforcer present between applies");
+        self.health.busy("apply");
         let t = std::time::Instant::now();
         let (enforcer, result) = tokio::task::spawn_blocking(move || {
             let r = enforcer.sync_owned(ruleset);
@@ -209,6 +218,7 @@ impl Worker {
         })
         .await
         .expect("the enforcer does not panic");
+        self.health.idle();
         self.enforcer = Some(enforcer);
         match result {
             Ok(applied) => {
@@ -267,13 +277,25 @@ impl Worker {
             .enforcer
             .take()
             .expect("enforcer present between applies");
-        let (enforcer, ok) = tokio::task::spawn_blocking(move || {
-            let ok = enforcer.verify().unwrap_or(false);
-            (enforcer, ok)
+        self.health.busy("verify");
+        let (enforcer, verified) = tokio::task::spawn_blocking(move || {
+            let r = enforcer.verify_counting();
+            (enforcer, r)
         })
         .await
         .expect("verify does not panic");
+        self.health.idle();
         self.enforcer = Some(enforcer);
+        let ok = match verified {
+            Ok((same, drops)) => {
+                self.metrics.set_chain_drops(drops);
+                same
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the kernel table; replacing it");
+                false
+            }
+        };
         let label = if ok { "ok" } else { "drift" };
         self.metrics
             .resyncs

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{RETRY_MAX, RETRY_MIN, Source, StoreState, Worker};
 use crate::agent::Config;
-use crate::agent::http::Health;
+use crate::agent::http::{HEALTHZ, Health, respond};
 use crate::agent::metrics::{Metrics, ReasonLabel};
 use crate::core::compile::{DropLog, Options, compile_objects};
 use crate::core::k8s::{Objects, Pod, load_paths};
@@ -143,15 +143,36 @@ impl Run {
     /// Starts a worker at virtual time zero; `prepare` sets up the fake
     /// before the worker first touches it.
     fn start(resync: Duration, prepare: impl FnOnce(&TestSource, &FakeNft)) -> Run {
-        let t0 = Instant::now();
-        let source = Arc::new(TestSource::new());
         let nft = FakeNft::new();
+        let source = TestSource::new();
         prepare(&source, &nft);
+        Run::over(
+            Enforcer::with(nft.clone()),
+            nft,
+            source,
+            resync,
+            Health::DEFAULT_STALL_BOUND,
+        )
+    }
+
+    /// A worker over `enforcer` (whose `nft` may be another than `nft`),
+    /// failing liveness after `stall`.
+    fn over(
+        enforcer: Enforcer,
+        nft: FakeNft,
+        source: TestSource,
+        resync: Duration,
+        stall: Duration,
+    ) -> Run {
+        let t0 = Instant::now();
+        let source = Arc::new(source);
         let cfg = Config {
             node: NODE.into(),
             kubeconfig: None,
             context: None,
             nft: "nft".into(),
+            nft_timeout: Duration::from_secs(10),
+            liveness_stall: stall,
             listen: "127.0.0.1:0".parse().expect("address"),
             min_interval: MIN,
             max_delay: MAX_DELAY,
@@ -159,15 +180,14 @@ impl Run {
             drop_log: DropLog::default(),
         };
         let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(stall));
+        // What agent::run sets before the worker starts.
+        health
+            .alive
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let changed = Arc::new(Notify::new());
         let (stop, stop_rx) = watch::channel(false);
-        let mut worker = Worker::new(
-            cfg,
-            Enforcer::with(nft.clone()),
-            metrics.clone(),
-            health.clone(),
-        );
+        let mut worker = Worker::new(cfg, enforcer, metrics.clone(), health.clone());
         let task = {
             let (source, changed) = (source.clone(), changed.clone());
             tokio::spawn(async move { worker.run(&*source, changed, stop_rx).await })
@@ -204,6 +224,13 @@ impl Run {
 
     fn ready(&self) -> bool {
         self.health.is_ready()
+    }
+
+    /// The status `/healthz` answers now.
+    fn healthz(&self) -> u16 {
+        respond(HEALTHZ, &self.health, &self.metrics)
+            .status()
+            .as_u16()
     }
 
     fn count(&self, family: &str, label: &str) -> u64 {
@@ -423,4 +450,140 @@ async fn drift_is_found_on_resync_and_repaired_in_full() {
     assert_eq!(run.count("resyncs", "ok"), 2);
     assert_eq!(run.attempts().len(), 2);
     run.stop().await;
+}
+
+/// Waits (in real time) until `f` holds; false if it did not within `limit`.
+async fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    true
+}
+
+/// An `nft` stuck where its timeout does not reach (the fake hangs until
+/// released): the worker's apply step stops advancing, `/healthz` turns 503
+/// once the step has run longer than the liveness bound (the kubelet would
+/// restart the agent), and the kernel keeps the table it had. Real time:
+/// the bound is measured on the wall clock, as in production.
+#[tokio::test]
+async fn a_hung_nft_fails_liveness_and_the_table_stays() {
+    let stall = ms(1000);
+    let nft = FakeNft::new();
+    let run = Run::over(
+        Enforcer::with(nft.clone()),
+        nft,
+        TestSource::new(),
+        Duration::ZERO,
+        stall,
+    );
+    assert!(eventually(Duration::from_secs(10), || run.ready()).await);
+    assert_eq!(run.healthz(), 200);
+    let before = run.nft.in_force();
+    assert_eq!(before.len(), 1);
+
+    run.nft.hang();
+    run.source.add_peer(0);
+    run.changed.notify_one();
+    assert!(eventually(Duration::from_secs(10), || run.nft.hung() == 1).await);
+    assert_eq!(run.healthz(), 200, "stuck for less than the bound");
+    tokio::time::sleep(stall + ms(200)).await;
+    assert_eq!(
+        run.healthz(),
+        503,
+        "stuck in the apply for longer than the bound"
+    );
+    let (step, _) = run.health.stalled().expect("stalled");
+    assert_eq!(step, "apply");
+    assert_eq!(run.nft.in_force(), before, "the kernel keeps its table");
+    assert!(
+        run.ready(),
+        "readiness is the last apply's, which succeeded"
+    );
+
+    // Released (as if killed): the delta fails, the same attempt replaces
+    // the table in full, and liveness is back.
+    run.nft.release();
+    assert!(eventually(Duration::from_secs(10), || run.calls().len() == 3).await);
+    assert_eq!(run.calls(), [FULL, DELTA_REJECTED, FULL]);
+    assert!(eventually(Duration::from_secs(10), || run.healthz() == 200).await);
+    let in_force = run.nft.in_force();
+    assert_eq!(in_force.len(), 1);
+    assert!(in_force[0].contains(&peer_ip(0)));
+    run.stop().await;
+}
+
+/// A real `NftCli` whose binary hangs (a script that sleeps while a marker
+/// file exists, and otherwise records its script as "the kernel"): every
+/// call is killed after the timeout and counted as a failed apply with
+/// reason `timeout`; readiness fails, liveness does not (each step ends
+/// within the bound), the kernel keeps its table, and the retry after the
+/// backoff succeeds once `nft` answers again.
+#[tokio::test]
+async fn a_timed_out_nft_is_a_failed_apply_retried_and_the_agent_stays_alive() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "nftpol-hang-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let script = dir.join("nft");
+    let (hang, kernel) = (dir.join("hang"), dir.join("kernel"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$*\" in *list*) exit 1;; esac\n\
+             if [ -e '{hang}' ]; then exec sleep 30; fi\n\
+             if [ \"$*\" = '-f -' ]; then cat >> '{kernel}'; echo >> '{kernel}'; fi\n",
+            hang = hang.display(),
+            kernel = kernel.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Far above what sh and cat take even on a loaded machine.
+    let timeout = ms(500);
+    let nft = crate::kernel::nft::NftCli::with_timeout(script.display().to_string(), timeout);
+    let run = Run::over(
+        Enforcer::with(nft),
+        FakeNft::new(),
+        TestSource::new(),
+        Duration::ZERO,
+        Duration::from_secs(3),
+    );
+    let held = || std::fs::read_to_string(&kernel).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(10), || run.ready()).await);
+    let before = held();
+    assert!(
+        before.contains("delete table inet"),
+        "a full table: {before}"
+    );
+
+    std::fs::write(&hang, "").expect("marker");
+    run.source.add_peer(0);
+    run.changed.notify_one();
+    // The delta is killed, then its full fallback: one failed apply.
+    assert!(
+        eventually(Duration::from_secs(10), || run.count("failures", "timeout")
+            == 1)
+        .await
+    );
+    assert!(!run.ready(), "a failed apply makes the agent unready");
+    assert_eq!(run.healthz(), 200, "each nft call ended within the bound");
+    assert_eq!(held(), before, "the kernel keeps its table");
+
+    std::fs::remove_file(&hang).expect("marker");
+    assert!(eventually(Duration::from_secs(10), || run.ready()).await);
+    assert!(held().contains(&peer_ip(0)), "the retry applied the change");
+    assert_eq!(run.healthz(), 200);
+    run.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,8 @@
-//! A reader for one NFLOG group over raw netlink (`NETLINK_NETFILTER`,
+//! A reader for one NFLOG group over netlink (`NETLINK_NETFILTER`,
 //! subsystem `NFNL_SUBSYS_ULOG`), with no C library: the packets that
-//! `log group N` statements send to user space.
+//! `log group N` statements send to user space. The socket is
+//! `netlink-sys`'s, the messages `netlink-packet-netfilter`'s; nftpol itself
+//! has no `unsafe` code.
 //!
 //! Protocol (the kernel's `include/uapi/linux/netfilter/nfnetlink_log.h`):
 //! every message is a `nlmsghdr`, an `nfgenmsg` (family, version 0, and the
@@ -18,22 +20,20 @@
 //! socket releases it.
 //!
 //! Parsing is defensive: a short, truncated or unexpected message is skipped
-//! (and counted), never a panic ([`parse`]). The syscalls are in `socket`,
-//! the one module of nftpol allowed `unsafe` code.
+//! (and counted), never a panic ([`parse`]).
 
 mod parse;
-mod socket;
 
 use std::io;
 use std::time::Duration;
 
+use netlink_packet_netfilter::nflog::{ConfigCmd, ConfigMode, ConfigNla};
+use netlink_sys::{Socket, SocketAddr, constants::NETLINK_NETFILTER};
+use socket2::SockRef;
+
 pub use crate::core::compile::droplog::{Packet, Transport, protocol_name};
 pub use parse::{Batch, parse, parse_ip};
-use parse::{
-    NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_QTHRESH, NFULNL_CFG_CMD_BIND, NFULNL_COPY_PACKET, ack,
-    config_message,
-};
-use socket::Socket;
+use parse::{ack, config_message};
 
 /// Bytes of each packet copied to user space: enough for an IPv6 header, a
 /// few extension headers and the transport ports.
@@ -79,10 +79,10 @@ impl Reader {
                 source,
             }
         };
-        let socket = Socket::open().map_err(io("creating netlink socket"))?;
-        socket.bind().map_err(io("binding netlink socket"))?;
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io("creating netlink socket"))?;
+        socket.bind_auto().map_err(io("binding netlink socket"))?;
         // A larger buffer rides out bursts; failure only makes overruns likelier.
-        let _ = socket.set_receive_buffer(1 << 20);
+        let _ = SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         let mut r = Reader {
             socket,
             group,
@@ -90,13 +90,11 @@ impl Reader {
             buf: vec![0; 1 << 16],
             overruns: 0,
         };
-        r.config(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND])
+        r.config(ConfigCmd::Bind.into())
             .map_err(io("binding the group"))?;
-        let mut mode = COPY_RANGE.to_be_bytes().to_vec();
-        mode.extend([NFULNL_COPY_PACKET, 0]);
-        r.config(NFULA_CFG_MODE, &mode)
+        r.config(ConfigMode::new_packet(COPY_RANGE).into())
             .map_err(io("setting copy mode"))?;
-        r.config(NFULA_CFG_QTHRESH, &1u32.to_be_bytes())
+        r.config(ConfigNla::QThresh(1))
             .map_err(io("setting queue threshold"))?;
         Ok(r)
     }
@@ -107,11 +105,12 @@ impl Reader {
     }
 
     /// Sends one config attribute and waits for the kernel's acknowledgement.
-    fn config(&mut self, attr: u16, data: &[u8]) -> io::Result<()> {
+    fn config(&mut self, nla: ConfigNla) -> io::Result<()> {
         self.seq += 1;
         let seq = self.seq;
+        let kernel = SocketAddr::new(0, 0);
         self.socket
-            .send_to_kernel(&config_message(seq, self.group, attr, data))?;
+            .send_to(&config_message(seq, self.group, nla), &kernel, 0)?;
         loop {
             let n = self.recv_raw()?;
             if let Some(answer) = ack(&self.buf[..n], seq) {
@@ -122,8 +121,8 @@ impl Reader {
 
     fn recv_raw(&mut self) -> io::Result<usize> {
         loop {
-            match self.socket.recv(&mut self.buf) {
-                Ok(n) => return Ok(n),
+            match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => return Ok(n.min(self.buf.len())),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     // The kernel dropped messages for us: count, carry on.
@@ -137,7 +136,9 @@ impl Reader {
     /// Waits at most `timeout` (`None`: forever) in [`Reader::recv`]; a
     /// timeout then returns an empty batch.
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_timeout(timeout)
+        // At least 1 µs: zero would mean "forever" to the kernel.
+        let timeout = timeout.map(|d| d.max(Duration::from_micros(1)));
+        SockRef::from(&self.socket).set_read_timeout(timeout)
     }
 
     /// Waits for the next datagram and parses it. An empty batch after a

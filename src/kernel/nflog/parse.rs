@@ -1,30 +1,18 @@
-//! The defensive half of the NFLOG reader: netlink messages in and out as
-//! plain bytes. Parsing never panics: a short, truncated or unexpected
-//! message is skipped (and counted).
+//! The defensive half of the NFLOG reader: netlink messages in and out
+//! through `netlink-packet-netfilter`, packet headers by hand. Parsing never
+//! panics: a short, truncated or unexpected message is skipped (and
+//! counted).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nflog::{ConfigNla, PacketNla, ULogMessage, config_request};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+
 use super::{Packet, Transport};
 
-pub(super) const NFNL_SUBSYS_ULOG: u16 = 4;
-pub(super) const NFULNL_MSG_PACKET: u16 = 0;
-pub(super) const NFULNL_MSG_CONFIG: u16 = 1;
-pub(super) const NFULA_PAYLOAD: u16 = 9;
-pub(super) const NFULA_PREFIX: u16 = 10;
-pub(super) const NFULA_CFG_CMD: u16 = 1;
-pub(super) const NFULA_CFG_MODE: u16 = 2;
-pub(super) const NFULA_CFG_QTHRESH: u16 = 5;
-pub(super) const NFULNL_CFG_CMD_BIND: u8 = 1;
-pub(super) const NFULNL_COPY_PACKET: u8 = 2;
-pub(super) const NLMSG_HDRLEN: usize = 16;
-pub(super) const NFGENMSG_LEN: usize = 4;
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLMSG_DONE: u16 = 3;
-pub(super) const NLMSG_OVERRUN: u16 = 4;
-pub(super) const NLM_F_REQUEST: u16 = 1;
-pub(super) const NLM_F_ACK: u16 = 4;
-/// The type bits nested/byte-order flags may set on an attribute.
-pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
+/// Length of a netlink message header.
+const NLMSG_HDRLEN: usize = 16;
 
 /// What one datagram from the kernel held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,63 +23,62 @@ pub struct Batch {
     pub skipped: usize,
 }
 
-/// Parses a datagram of netlink messages from the NFLOG subsystem.
-pub fn parse(mut buf: &[u8]) -> Batch {
-    let mut out = Batch::default();
-    while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            out.skipped += 1;
-            break;
+/// The netlink messages of a datagram, each parsed on its own: a message
+/// that does not parse is `Err` and the walk goes on with the next one; a
+/// header whose length does not fit ends it.
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<NetlinkMessage<NetfilterMessage>, ()>> {
+    std::iter::from_fn(move || {
+        if buf.len() < NLMSG_HDRLEN {
+            return None;
         }
-        let body = &buf[NLMSG_HDRLEN..len];
-        if ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
-            match parse_packet_msg(body) {
+        let Ok(header) = NetlinkBuffer::new_checked(buf) else {
+            buf = &[];
+            return Some(Err(()));
+        };
+        // new_checked ensured NLMSG_HDRLEN <= len <= buf.len().
+        let len = header.length() as usize;
+        let one = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len]).map_err(|_| ());
+        buf = &buf[align4(len).min(buf.len())..];
+        Some(one)
+    })
+}
+
+/// Parses a datagram of netlink messages from the NFLOG subsystem.
+pub fn parse(buf: &[u8]) -> Batch {
+    let mut out = Batch::default();
+    for m in messages(buf) {
+        match m.map(|m| m.payload) {
+            Ok(NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                ..
+            })) => match packet(&nlas) {
                 Some(p) => out.packets.push(p),
                 None => out.skipped += 1,
-            }
-        } else if !matches!(ty, NLMSG_ERROR | NLMSG_DONE | NLMSG_OVERRUN) {
-            out.skipped += 1;
+            },
+            Ok(
+                NetlinkPayload::Error(_)
+                | NetlinkPayload::Done(_)
+                | NetlinkPayload::Noop
+                | NetlinkPayload::Overrun(_),
+            ) => {}
+            _ => out.skipped += 1,
         }
-        buf = &buf[align4(len).min(buf.len())..];
     }
     out
 }
 
-pub(super) fn align4(n: usize) -> usize {
+fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Netlink attributes `(type, payload)` of a message body after its fixed header.
-fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let payload = &buf[4..len];
-        buf = &buf[align4(len).min(buf.len())..];
-        Some((ty, payload))
-    })
-}
-
-/// One `NFULNL_MSG_PACKET` body (after the netlink header).
-fn parse_packet_msg(body: &[u8]) -> Option<Packet> {
-    let attrs = body.get(NFGENMSG_LEN..)?;
+/// One `NFULNL_MSG_PACKET`'s attributes: its prefix and the packet.
+fn packet(nlas: &[PacketNla]) -> Option<Packet> {
     let mut prefix = None;
     let mut payload = None;
-    for (ty, data) in attributes(attrs) {
-        match ty {
-            NFULA_PREFIX => {
-                let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
-                prefix = Some(String::from_utf8_lossy(&data[..end]).into_owned());
-            }
-            NFULA_PAYLOAD => payload = Some(data),
+    for nla in nlas {
+        match nla {
+            PacketNla::Prefix(p) => prefix = Some(p.to_string_lossy().into_owned()),
+            PacketNla::Payload(p) => payload = Some(p.as_slice()),
             _ => {}
         }
     }
@@ -176,55 +163,52 @@ fn transport(proto: u8, h: &[u8]) -> Transport {
 
 /// One `NFULNL_MSG_CONFIG` request for `group` carrying one attribute,
 /// asking for an acknowledgement.
-pub(super) fn config_message(seq: u32, group: u16, attr: u16, data: &[u8]) -> Vec<u8> {
-    let attr_len = 4 + data.len();
-    let len = NLMSG_HDRLEN + NFGENMSG_LEN + align4(attr_len);
-    let mut m = Vec::with_capacity(len);
-    m.extend((len as u32).to_ne_bytes());
-    m.extend(((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    m.extend((NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend(seq.to_ne_bytes());
-    m.extend(0u32.to_ne_bytes());
-    m.extend([libc::AF_UNSPEC as u8, 0]);
-    m.extend(group.to_be_bytes());
-    m.extend((attr_len as u16).to_ne_bytes());
-    m.extend(attr.to_ne_bytes());
-    m.extend(data);
-    m.resize(len, 0);
-    m
+pub(super) fn config_message(seq: u32, group: u16, nla: ConfigNla) -> Vec<u8> {
+    let mut m = config_request(NetfilterProtoFamily::Unspec, group, vec![nla]);
+    m.header.sequence_number = seq;
+    let mut buf = vec![0; m.buffer_len()];
+    m.serialize(&mut buf);
+    buf
 }
 
 /// The kernel's answer to request `seq` in a datagram, if it holds one:
 /// `Ok(())` for an acknowledgement, `Err(errno)` for an error.
-pub(super) fn ack(mut buf: &[u8], seq: u32) -> Option<Result<(), i32>> {
-    while buf.len() >= NLMSG_HDRLEN {
-        let mlen = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        let mseq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        if mlen < NLMSG_HDRLEN || mlen > buf.len() {
-            return None;
-        }
-        if ty == NLMSG_ERROR && mseq == seq {
-            let code = buf
-                .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .unwrap_or(-libc::EPROTO);
-            return Some(if code == 0 { Ok(()) } else { Err(-code) });
-        }
-        buf = &buf[align4(mlen).min(buf.len())..];
-    }
-    None
+pub(super) fn ack(buf: &[u8], seq: u32) -> Option<Result<(), i32>> {
+    messages(buf).flatten().find_map(|m| match m.payload {
+        NetlinkPayload::Error(e) if m.header.sequence_number == seq => Some(match e.code {
+            None => Ok(()),
+            Some(code) => Err(-code.get()),
+        }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NFNL_SUBSYS_ULOG: u16 = 4;
+    const NFULA_PAYLOAD: u16 = 9;
+    const NFULA_PREFIX: u16 = 10;
+    const NLMSG_ERROR: u16 = 2;
+
     #[test]
     fn a_config_request_and_its_acknowledgement() {
-        let m = config_message(7, 9750, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
-        assert_eq!(m.len(), NLMSG_HDRLEN + NFGENMSG_LEN + 8);
+        use netlink_packet_netfilter::nflog::ConfigCmd;
+        let m = config_message(7, 9750, ConfigCmd::Bind.into());
+        // nlmsghdr, nfgenmsg, one 5-byte attribute padded to 8.
+        assert_eq!(m.len(), NLMSG_HDRLEN + 4 + 8);
+        assert_eq!(m[..4], (m.len() as u32).to_ne_bytes(), "length");
+        assert_eq!(
+            m[4..6],
+            ((NFNL_SUBSYS_ULOG << 8) | 1).to_ne_bytes(),
+            "NFULNL_MSG_CONFIG"
+        );
+        assert_eq!(m[6..8], 5u16.to_ne_bytes(), "NLM_F_REQUEST | NLM_F_ACK");
+        assert_eq!(m[8..12], 7u32.to_ne_bytes(), "sequence number");
+        assert_eq!(m[16], 0, "AF_UNSPEC");
         assert_eq!(&m[18..20], &9750u16.to_be_bytes(), "group, big-endian");
+        assert_eq!(m[20..25], [5, 0, 1, 0, 1], "NFULA_CFG_CMD BIND");
         let reply = |seq: u32, code: i32| {
             let mut r = Vec::new();
             r.extend(36u32.to_ne_bytes());
@@ -240,6 +224,9 @@ mod tests {
         assert_eq!(ack(&reply(7, -libc::EPERM), 7), Some(Err(libc::EPERM)));
         assert_eq!(ack(&reply(6, 0), 7), None, "another request's answer");
         assert_eq!(ack(&reply(7, 0)[..10], 7), None, "truncated");
+        let mut two = reply(6, 0);
+        two.extend(reply(7, -libc::EBUSY));
+        assert_eq!(ack(&two, 7), Some(Err(libc::EBUSY)), "the second of two");
     }
 
     /// A packet message as the kernel sends it: nlmsghdr, nfgenmsg, then
@@ -260,7 +247,7 @@ mod tests {
         p.push(0);
         attr(NFULA_PREFIX, &p);
         attr(NFULA_PAYLOAD, payload);
-        let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
+        let len = NLMSG_HDRLEN + 4 + attrs.len();
         let mut m = Vec::new();
         m.extend((len as u32).to_ne_bytes());
         m.extend((NFNL_SUBSYS_ULOG << 8).to_ne_bytes());
@@ -372,10 +359,48 @@ mod tests {
         let len = no_payload.len() as u32;
         no_payload[0..4].copy_from_slice(&len.to_ne_bytes());
         assert_eq!(parse(&no_payload).packets.len(), 0);
+        // A prefix without its terminating NUL: the message is skipped.
+        let mut no_nul = message("p", &v4_tcp());
+        let at = no_nul
+            .windows(2)
+            .position(|w| w == [b'p', 0])
+            .expect("the prefix");
+        no_nul[at + 1] = b'q';
+        let b = parse(&no_nul);
+        assert_eq!((b.packets.len(), b.skipped), (0, 1));
+        // A bad message between two good ones costs only itself.
+        let mut three = message("a", &v4_tcp());
+        three.extend(no_nul);
+        three.extend(message("c", &v4_tcp()));
+        let b = parse(&three);
+        assert_eq!(b.skipped, 1);
+        let prefixes: Vec<&str> = b.packets.iter().map(|p| p.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["a", "c"]);
         // An IPv6 packet whose extension headers loop or run off the end.
         let mut loopy = v6_udp_with_hop_by_hop();
         loopy[6] = 60;
         loopy[40] = 60;
         assert!(parse_ip(&loopy).is_some());
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all, and any corruption of a valid batch, parse
+        /// without a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse(&bytes);
+            let _ = ack(&bytes, 1);
+        }
+
+        #[test]
+        fn corrupted_messages_never_panic(at in 0usize..200, value in proptest::num::u8::ANY) {
+            let mut buf = message("nftpol drop ingress-group-ABC", &v4_tcp());
+            buf.extend(message("x", &v6_udp_with_hop_by_hop()));
+            let i = at % buf.len();
+            buf[i] = value;
+            let b = parse(&buf);
+            // Every packet or skip consumed at least one message header.
+            proptest::prop_assert!(b.packets.len() + b.skipped <= buf.len() / NLMSG_HDRLEN);
+        }
     }
 }
