@@ -576,17 +576,36 @@ fn helm_install_upgrade_rollback_uninstall_on_the_api_server() {
             "clusternetworkpolicies.policy.networking.k8s.io",
         ]);
 
-        // Moving from deploy/install.yaml (applied as the docs do, with
-        // client-side `kubectl apply`) to the chart: helm adopts the objects
-        // with --take-ownership, and --force-conflicts takes over the fields
-        // kubectl manages (helm 4 applies server-side: fields the server
-        // normalised, such as the quota's `10000` stored as `10k` or the
-        // defaulted `fieldRef.apiVersion`, count as conflicts).
-        cp.kubectl_ok(&[
-            "apply",
-            "-f",
-            repo().join("deploy/install.yaml").to_str().unwrap(),
-        ]);
+        // Moving from deploy/install.yaml to the chart, as docs/operations.md
+        // shows it. install.yaml with a registry's image (the documented
+        // `sed`, run by sh) and client-side `kubectl apply`; then helm adopts
+        // the objects with --take-ownership, and --force-conflicts takes over
+        // the fields kubectl manages (helm 4 applies server-side: fields the
+        // server normalised, such as the quota's `10000` stored as `10k` or
+        // the defaulted `fieldRef.apiVersion`, count as conflicts).
+        let registry = "ghcr.io/example/nftpol";
+        let sed = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"sed "s|image: nftpol:{version}|image: $IMAGE|" deploy/install.yaml"#
+            ))
+            .env("IMAGE", format!("{registry}:{version}"))
+            .current_dir(repo())
+            .output()
+            .expect("sh runs");
+        assert!(sed.status.success());
+        let manifest = String::from_utf8(sed.stdout).unwrap();
+        let applied = cp.kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(&manifest),
+        );
+        assert!(
+            applied.status.success(),
+            "kubectl apply -f - of the sed output: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        assert_eq!(image(), format!("{registry}:{version}"));
         let refused = helm_output(
             &[
                 "install",
@@ -603,6 +622,7 @@ fn helm_install_upgrade_rollback_uninstall_on_the_api_server() {
             !refused.status.success(),
             "helm does not take over objects it did not create unless told"
         );
+        let set = format!("image.repository={registry}");
         let out = h(&[
             "upgrade",
             "--install",
@@ -610,6 +630,8 @@ fn helm_install_upgrade_rollback_uninstall_on_the_api_server() {
             CHART,
             "--take-ownership",
             "--force-conflicts",
+            "--set",
+            &set,
         ]);
         assert!(out.contains("STATUS: deployed"), "{out}");
         let ds: Value = serde_json::from_str(&cp.kubectl_ok(&[
@@ -627,6 +649,6 @@ fn helm_install_upgrade_rollback_uninstall_on_the_api_server() {
             json!(RELEASE),
             "the DaemonSet now belongs to the release"
         );
-        assert_eq!(image(), format!("nftpol:{version}"));
+        assert_eq!(image(), format!("{registry}:{version}"));
     });
 }
