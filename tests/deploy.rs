@@ -1080,6 +1080,42 @@ fn the_chart_has_a_value_for_every_run_flag() {
     );
 }
 
+/// charts/nftpol/values.schema.json declares exactly the values of
+/// values.yaml (top level and `agent.*`), and refuses any other, so that
+/// helm rejects a misspelt value instead of ignoring it.
+#[test]
+fn the_values_schema_declares_exactly_the_values() {
+    let values = parse_yaml(&read("charts/nftpol/values.yaml")).remove(0);
+    let schema: Value =
+        serde_json::from_str(&read("charts/nftpol/values.schema.json")).expect("JSON");
+    let keys = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for (what, vals, sch) in [
+        ("top level", &values, &schema),
+        ("agent", &values["agent"], &schema["properties"]["agent"]),
+        ("image", &values["image"], &schema["properties"]["image"]),
+        (
+            "metrics",
+            &values["metrics"],
+            &schema["properties"]["metrics"],
+        ),
+    ] {
+        assert_eq!(
+            keys(&sch["properties"]),
+            keys(vals),
+            "values.schema.json vs values.yaml: {what}"
+        );
+        assert_eq!(
+            sch["additionalProperties"],
+            Value::Bool(false),
+            "values.schema.json refuses unknown values at {what}"
+        );
+    }
+}
+
 #[test]
 fn the_chart_follows_the_crate_and_deploy() {
     let chart = parse_yaml(&read("charts/nftpol/Chart.yaml")).remove(0);

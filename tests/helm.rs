@@ -335,7 +335,8 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
         );
         assert!(
             out.status.success(),
-            "`nftpol run {flag}` has no chart value agent.{key} (charts/nftpol/values.yaml): {}",
+            "`nftpol run {flag}` has no chart value agent.{key} (charts/nftpol/values.yaml \
+             and values.schema.json): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let got = argv(&daemonset(&String::from_utf8_lossy(&out.stdout)));
@@ -384,13 +385,35 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
         .find(|d| d["kind"] == "Service")
         .unwrap();
     assert_eq!(svc["spec"]["ports"][0]["port"], json!(9999));
-    // A listen address without a port is refused at render time.
-    let out = helm_output(
-        &["template", RELEASE, CHART, "--set", "agent.listen=0.0.0.0"],
-        None,
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("agent.listen must be ADDRESS:PORT"));
+    // values.schema.json: a misspelt or out-of-range value is refused, not
+    // ignored.
+    for (set, says) in [
+        (
+            "agent.minIntervall=1s",
+            "additional properties 'minIntervall' not allowed",
+        ),
+        ("agent.logGroup=70000", "/agent/logGroup"),
+    ] {
+        let out = helm_output(&["template", RELEASE, CHART, "--set", set], None);
+        assert!(!out.status.success(), "--set {set} is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "--set {set}: {err}");
+    }
+    // A listen address without a port is refused: by the schema, and by
+    // the template itself when the schema is skipped.
+    for (skip, says) in [
+        (false, "/agent/listen"),
+        (true, "agent.listen must be ADDRESS:PORT"),
+    ] {
+        let mut args = vec!["template", RELEASE, CHART, "--set", "agent.listen=0.0.0.0"];
+        if skip {
+            args.push("--skip-schema-validation");
+        }
+        let out = helm_output(&args, None);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 /// Values that change every optional part of the chart (for the server's
