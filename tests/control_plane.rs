@@ -1,16 +1,17 @@
 //! nftpol against the real Kubernetes control plane (etcd + kube-apiserver
 //! with TLS and RBAC, the test kit's `control_plane`), as it runs in a
 //! cluster: `deploy/` accepted by strict server-side apply; the agent's
-//! ServiceAccount allowed exactly what `deploy/01-rbac.yaml` grants (the real
+//! ServiceAccount allowed exactly what `deploy/manifests/01-rbac.yaml` grants (the real
 //! authorizer's `auth can-i --list`); the agent syncing with a token-only
 //! kubeconfig; and every single permission of the ClusterRole needed (the
 //! agent fails visibly without it).
 //!
 //! Each test starts its own control plane inside a fresh network namespace
 //! (the agent's nft table lives there too, and it reaches the API server on
-//! that namespace's loopback). Needs root. Skipped (passing, with a message)
-//! only when `NFTPOL_K8S_BIN` is unset and the binaries are not in the
-//! default cache of `hack/k8s-binaries.sh`.
+//! that namespace's loopback). Needs root. The binaries come from
+//! `NFTPOL_K8S_BIN`, else `hack/k8s-binaries.sh` builds them into its cache
+//! on first use; a test that cannot have them fails, none is skipped (the
+//! test kit's `control_plane::bin_dir`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -48,12 +49,12 @@ fn yaml_docs(rel: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The ClusterRole `nftpol` of deploy/01-rbac.yaml.
+/// The ClusterRole `nftpol` of deploy/manifests/01-rbac.yaml.
 fn cluster_role() -> ClusterRole {
-    let doc = yaml_docs("deploy/01-rbac.yaml")
+    let doc = yaml_docs("deploy/manifests/01-rbac.yaml")
         .into_iter()
         .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "nftpol")
-        .expect("deploy/01-rbac.yaml has ClusterRole nftpol");
+        .expect("deploy/manifests/01-rbac.yaml has ClusterRole nftpol");
     serde_json::from_value(doc).unwrap()
 }
 
@@ -291,7 +292,7 @@ fn service_account_may_do_exactly_what_the_cluster_role_grants() {
         let extra: BTreeSet<Grant> = nftpol.difference(&baseline).cloned().collect();
         assert_eq!(
             extra, want,
-            "auth can-i --list as nftpol, minus the defaults, is exactly deploy/01-rbac.yaml"
+            "auth can-i --list as nftpol, minus the defaults, is exactly deploy/manifests/01-rbac.yaml"
         );
         assert!(baseline.is_subset(&nftpol));
     });
@@ -381,7 +382,7 @@ fn without(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> Vec
         assert_eq!(
             groups.len(),
             1,
-            "one API group per rule in deploy/01-rbac.yaml"
+            "one API group per rule in deploy/manifests/01-rbac.yaml"
         );
         let others: Vec<String> = resources
             .iter()
@@ -560,7 +561,7 @@ fn agent_fails_visibly_without_any_one_permission() {
         // The ClusterRole is minimal: the agent needs every verb it grants.
         assert!(
             unused.is_empty(),
-            "permissions of deploy/01-rbac.yaml the agent works without: {unused:?}"
+            "permissions of deploy/manifests/01-rbac.yaml the agent works without: {unused:?}"
         );
     });
 }

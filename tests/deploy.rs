@@ -1,9 +1,12 @@
-//! `deploy/`, the Containerfile and the operator docs, checked against the
-//! code: every manifest is a valid k8s-openapi object with no unknown field,
-//! RBAC is exactly read-only on what the agent watches, the DaemonSet's
-//! command parses with the real CLI parser, its probes hit paths the agent
-//! serves on the port it listens on, and docs/operations.md lists exactly the
-//! flags and metrics the binary has.
+//! `deploy/`, the Helm chart's static parts, the Containerfile and the
+//! operator docs, checked against the code: every manifest is a valid
+//! k8s-openapi object with no unknown field, deploy/install.yaml is exactly
+//! the files of deploy/manifests/ concatenated, RBAC is exactly read-only on
+//! what the agent watches, the DaemonSet's command parses with the real CLI
+//! parser, its probes hit paths the agent serves on the port it listens on,
+//! the chart has a value for every flag of `nftpol run`, and
+//! docs/operations.md lists exactly the flags and metrics the binary has.
+//! (Rendering the chart needs the real helm: tests/helm.rs.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,13 +115,48 @@ fn add_doc(d: &mut Deploy, doc: &Value, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn manifest_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("deploy"))
-        .expect("deploy/ exists")
+/// The entries of a directory of the repository, sorted.
+fn entries(rel: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
         .map(|e| e.expect("readable entry").path())
         .collect();
     files.sort();
     files
+}
+
+/// What `kubectl apply -f deploy/` reads: the files directly in deploy/
+/// (install.yaml and the CRD; kubectl skips subdirectories without -R).
+fn manifest_files() -> Vec<PathBuf> {
+    entries("deploy")
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect()
+}
+
+/// The sources of deploy/install.yaml, in name order.
+const SOURCES: &str = "deploy/manifests";
+
+/// deploy/install.yaml as generated from deploy/manifests/.
+fn install_yaml_from_sources() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut out = format!(
+        "# nftpol {version} in one file: `kubectl apply -f install.yaml` installs the
+# Namespace, a ResourceQuota, the RBAC, the DaemonSet and the metrics Service.
+# The ClusterNetworkPolicy CRD, for clusters without the upstream one, is
+# apart: deploy/crd-clusternetworkpolicies.yaml. The agent's image is the one
+# `image:` line below (docs/operations.md). Generated from the files of
+# deploy/manifests/ in name order; do not edit by hand: edit those, then run
+# `UPDATE_INSTALL_YAML=1 cargo test --test deploy install_yaml`.
+"
+    );
+    for f in entries(SOURCES) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.ends_with('\n'), "{SOURCES}/{name} ends with a newline");
+        out.push_str(&format!("---\n# Source: {SOURCES}/{name}\n{text}"));
+    }
+    out
 }
 
 fn load() -> Deploy {
@@ -231,11 +269,11 @@ fn the_crd_is_the_one_the_types_generate() {
 
 #[test]
 fn the_strict_reader_catches_a_typo() {
-    let mut doc = parse_yaml(&read("deploy/02-daemonset.yaml")).remove(0);
+    let mut doc = parse_yaml(&read("deploy/manifests/02-daemonset.yaml")).remove(0);
     doc["spec"]["template"]["spec"]["hostNetwrok"] = Value::Bool(true);
     let e = strict::<DaemonSet>(&doc, "typo").unwrap_err();
     assert!(e.contains(".spec.template.spec.hostNetwrok"), "{e}");
-    let mut doc = parse_yaml(&read("deploy/02-daemonset.yaml")).remove(0);
+    let mut doc = parse_yaml(&read("deploy/manifests/02-daemonset.yaml")).remove(0);
     doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] =
         Value::String("NET_ADMIN".into());
     assert!(strict::<DaemonSet>(&doc, "wrong type").is_err());
@@ -244,9 +282,24 @@ fn the_strict_reader_catches_a_typo() {
 #[test]
 fn kubectl_apply_f_deploy_reads_only_manifests() {
     // `kubectl apply -f deploy/` reads every .yaml/.yml/.json file of the
-    // directory (not subdirectories); a kustomization.yaml there makes it
+    // directory (not subdirectories: deploy/manifests/ is skipped, its
+    // objects are in install.yaml); a kustomization.yaml there makes it
     // fail ("no matches for kind Kustomization"), so there is none.
-    for f in manifest_files() {
+    let dirs: Vec<PathBuf> = entries("deploy")
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        dirs,
+        vec![root().join(SOURCES)],
+        "one subdirectory: the sources"
+    );
+    let names: Vec<String> = manifest_files()
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["crd-clusternetworkpolicies.yaml", "install.yaml"]);
+    for f in manifest_files().into_iter().chain(entries(SOURCES)) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             f.is_file(),
@@ -271,8 +324,57 @@ fn kubectl_apply_f_deploy_reads_only_manifests() {
             );
         }
     }
-    // The Namespace is created before the objects in it (files apply in name order).
-    assert!(manifest_files()[0].ends_with("00-namespace.yaml"));
+    // The Namespace is created before the objects in it (documents apply
+    // in order; the sources are concatenated in name order).
+    assert!(entries(SOURCES)[0].ends_with("00-namespace.yaml"));
+    let first = parse_yaml(&read("deploy/install.yaml")).remove(0);
+    assert_eq!(first["kind"], "Namespace");
+}
+
+/// deploy/install.yaml is the release's one-file install: exactly the files
+/// of deploy/manifests/ in name order, each after `---` and a `# Source:`
+/// line, under a header; regenerate with
+/// `UPDATE_INSTALL_YAML=1 cargo test --test deploy install_yaml`.
+#[test]
+fn install_yaml_is_the_manifests_concatenated() {
+    let want = install_yaml_from_sources();
+    let path = root().join("deploy/install.yaml");
+    let got = std::fs::read_to_string(&path).unwrap_or_default();
+    if got != want && std::env::var_os("UPDATE_INSTALL_YAML").is_some() {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    assert!(
+        got == want,
+        "deploy/install.yaml has drifted from deploy/manifests/; regenerate it with \
+         `UPDATE_INSTALL_YAML=1 cargo test --test deploy install_yaml`"
+    );
+    // The same objects, by a second route: the sources' documents, in order.
+    let mut from_sources = Vec::new();
+    for f in entries(SOURCES) {
+        from_sources.extend(parse_yaml(&std::fs::read_to_string(&f).unwrap()));
+    }
+    assert_eq!(parse_yaml(&got), from_sources);
+}
+
+/// The image is named in one place: one `image:` line, the crate's version,
+/// which the documented `sed` replaces for a registry (docs/operations.md).
+#[test]
+fn install_yaml_names_the_image_once() {
+    let text = read("deploy/install.yaml");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("image:"))
+        .collect();
+    let want = format!("image: nftpol:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].trim(), want);
+    let ops = read("docs/operations.md");
+    let sed = format!("s|{want}|image: $IMAGE|");
+    assert!(
+        ops.contains(&sed),
+        "docs/operations.md shows `sed '{sed}'` for a registry's image"
+    );
 }
 
 #[test]
@@ -338,6 +440,16 @@ fn the_daemonset_runs_on_every_node_with_only_net_admin() {
         spec.priority_class_name.as_deref(),
         Some("system-node-critical")
     );
+    // Every Linux node: nft does not exist elsewhere.
+    assert_eq!(
+        spec.node_selector,
+        Some(BTreeMap::from([(
+            "kubernetes.io/os".to_string(),
+            "linux".to_string()
+        )])),
+        "nodeSelector kubernetes.io/os: linux, nothing else"
+    );
+    assert!(spec.affinity.is_none(), "no affinity narrows the nodes");
     // Clusters that limit critical priority classes by quota admit the
     // agent only with a quota in its namespace scoped to that class.
     let q = one(&d.quotas, "ResourceQuota");
@@ -660,6 +772,20 @@ fn operations_md_lists_exactly_the_flags_of_nftpol_run() {
         "--field-selector",
         "--tail",
         "--bench",
+        "--test",
+        // kubectl and helm, in the install and upgrade sections
+        "--dry-run",
+        "--validate",
+        "--namespace",
+        "--create-namespace",
+        "--set",
+        "--strict",
+        "--skip-crds",
+        "--take-ownership",
+        "--force-conflicts",
+        "--install",
+        "--reuse-values",
+        "--reset-then-reuse-values",
     ];
     for f in flags_in(&doc) {
         assert!(
@@ -772,7 +898,8 @@ fn operations_md_names_the_endpoints_and_compatibility_md_the_minimums() {
     let k = format!("Linux {}.{}", MIN_KERNEL.major, MIN_KERNEL.minor);
     assert!(compat.contains(&k), "docs/compatibility.md states {k}");
     let readme = read("README.md");
-    assert!(readme.contains("kubectl apply -f deploy/"));
+    assert!(readme.contains("kubectl apply -f deploy/install.yaml"));
+    assert!(readme.contains("helm install nftpol charts/nftpol"));
     assert!(readme.contains("docs/operations.md"));
 }
 
@@ -871,4 +998,139 @@ fn the_granted_capabilities_are_enough_for_nft_and_needed() {
         "without capabilities: {stdout} {stderr}"
     );
     assert!(stderr.contains("Operation not permitted"), "{stderr}");
+}
+
+/// `--min-interval` -> `minInterval`: the chart's value for a flag.
+fn value_key(long: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in long.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// charts/nftpol/values.yaml has a value `agent.<flag in camelCase>` for
+/// every flag of `nftpol run` but `--node` (each pod's NODE_NAME), and no
+/// other besides `logLevel` (RUST_LOG); the comment above each names its
+/// flag, and gives the binary's default where the value is empty (the flag
+/// left out). The args helper passes each one (tests/helm.rs renders them
+/// with the real helm).
+#[test]
+fn the_chart_has_a_value_for_every_run_flag() {
+    let text = read("charts/nftpol/values.yaml");
+    let values = parse_yaml(&text).remove(0);
+    let agent = values["agent"].as_object().expect("values.yaml: agent");
+    let helpers = read("charts/nftpol/templates/_helpers.tpl");
+    let lines: Vec<&str> = text.lines().collect();
+    let cli = Cli::command();
+    let run = cli.find_subcommand("run").expect("run subcommand");
+    let mut want = BTreeSet::from(["logLevel".to_string()]);
+    for a in run.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        if matches!(long, "help" | "version" | "node") {
+            continue;
+        }
+        let key = value_key(long);
+        want.insert(key.clone());
+        let value = agent
+            .get(&key)
+            .unwrap_or_else(|| panic!("charts/nftpol/values.yaml: no agent.{key} for --{long}"));
+        // The comment lines right above `  key:`.
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("  {key}:")))
+            .unwrap();
+        let comment: String = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            comment.contains(&format!("--{long}")),
+            "values.yaml: the comment of agent.{key} names --{long}: {comment}"
+        );
+        if value == &Value::String(String::new()) {
+            for d in a.get_default_values() {
+                let d = d.to_string_lossy();
+                assert!(
+                    comment.contains(&format!("({d})")),
+                    "values.yaml: agent.{key} is empty, so its comment gives the default ({d}): {comment}"
+                );
+            }
+        }
+        assert!(
+            helpers.contains(&format!("(list \"--{long}\" $a.{key})")),
+            "charts/nftpol/templates/_helpers.tpl: nftpol.args passes --{long} from agent.{key}"
+        );
+    }
+    let have: BTreeSet<String> = agent.keys().cloned().collect();
+    assert_eq!(
+        have, want,
+        "values.yaml agent.* vs the flags of `nftpol run`"
+    );
+}
+
+/// charts/nftpol/values.schema.json declares exactly the values of
+/// values.yaml (top level and `agent.*`), and refuses any other, so that
+/// helm rejects a misspelt value instead of ignoring it.
+#[test]
+fn the_values_schema_declares_exactly_the_values() {
+    let values = parse_yaml(&read("charts/nftpol/values.yaml")).remove(0);
+    let schema: Value =
+        serde_json::from_str(&read("charts/nftpol/values.schema.json")).expect("JSON");
+    let keys = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for (what, vals, sch) in [
+        ("top level", &values, &schema),
+        ("agent", &values["agent"], &schema["properties"]["agent"]),
+        ("image", &values["image"], &schema["properties"]["image"]),
+        (
+            "metrics",
+            &values["metrics"],
+            &schema["properties"]["metrics"],
+        ),
+    ] {
+        assert_eq!(
+            keys(&sch["properties"]),
+            keys(vals),
+            "values.schema.json vs values.yaml: {what}"
+        );
+        assert_eq!(
+            sch["additionalProperties"],
+            Value::Bool(false),
+            "values.schema.json refuses unknown values at {what}"
+        );
+    }
+}
+
+#[test]
+fn the_chart_follows_the_crate_and_deploy() {
+    let chart = parse_yaml(&read("charts/nftpol/Chart.yaml")).remove(0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart["version"], version, "Chart.yaml version");
+    assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion");
+    assert_eq!(chart["name"], "nftpol");
+    // crds/ (installed by `helm install` when absent, never upgraded or
+    // deleted) holds deploy/'s CRD, byte for byte.
+    assert!(
+        read("charts/nftpol/crds/clusternetworkpolicies.yaml")
+            == read("deploy/crd-clusternetworkpolicies.yaml"),
+        "charts/nftpol/crds/clusternetworkpolicies.yaml differs from \
+         deploy/crd-clusternetworkpolicies.yaml; copy it"
+    );
+    let crds: Vec<PathBuf> = entries("charts/nftpol/crds");
+    assert_eq!(crds.len(), 1, "{crds:?}");
 }

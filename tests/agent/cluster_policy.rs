@@ -90,8 +90,8 @@ fn agent_enforces_cluster_network_policies_live() {
     in_new_netns(|| {
         let cp = ControlPlane::start();
         let deploy = control_plane::repo().join("deploy");
-        // Namespace and RBAC only: no CRD yet.
-        for f in ["00-namespace.yaml", "01-rbac.yaml"] {
+        // Namespace and RBAC only (two of install.yaml's sources): no CRD yet.
+        for f in ["manifests/00-namespace.yaml", "manifests/01-rbac.yaml"] {
             cp.kubectl_ok(&[
                 "apply",
                 "--server-side",
