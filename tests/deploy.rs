@@ -766,6 +766,7 @@ fn operations_md_lists_exactly_the_flags_of_nftpol_run() {
         }
     }
     known.insert("--version".into());
+    known.insert("--help".into());
     let other_tools = [
         "--image",
         "--profile",

@@ -829,7 +829,7 @@ fn cli_flags() {
             && l.contains("\" group 7 ")),
         "{lines:?}"
     );
-    let json = run(&["--log-drops", "--format", "json"]);
+    let json = run(&["--log-drops", "-o", "json"]);
     assert!(String::from_utf8_lossy(&json.stdout).contains("\"log\""));
     for bad in [
         &["--log-rate", "0"][..],
