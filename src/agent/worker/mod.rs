@@ -3,11 +3,14 @@
 //! with backoff and verifies the kernel table on every resync.
 //!
 //! Timing, per burst of change signals:
-//! - trailing edge: an apply runs once the signals have been quiet for
-//!   `min_interval` (the first signal of an idle agent waits too), and never
-//!   sooner than `min_interval` after the previous apply;
-//! - but never later than `max_delay` after the burst's first signal, however
-//!   busy the API server is;
+//! - leading edge: the first change to an idle agent (no apply in the last
+//!   `min_interval`, no backoff pending) is applied at once, so a lone event
+//!   never waits for a quiet time; so is the first sync;
+//! - trailing batch: changes that arrive while an apply is recent are
+//!   coalesced: their apply runs once the signals have been quiet for
+//!   `min_interval`, never sooner than `min_interval` after the previous
+//!   apply, and never later than `max_delay` after the batch's first signal,
+//!   however busy the API server is;
 //! - after a failed apply the state stays dirty and the next attempt waits a
 //!   backoff (0.5 s doubling to 30 s; back to zero after a success). The
 //!   enforcer itself falls back from a failed delta to a full replacement.
@@ -93,8 +96,8 @@ impl Worker {
         }
     }
 
-    /// Runs until `stop` becomes true. The first apply runs without a
-    /// change signal (after the usual quiet time).
+    /// Runs until `stop` becomes true. The first apply runs at once,
+    /// without a change signal.
     pub async fn run(
         &mut self,
         source: &dyn Source,
@@ -121,11 +124,14 @@ impl Worker {
                     continue;
                 }
             }
-            // Coalesce a burst: wait for quiet, but never past max_delay.
+            // Leading edge: a change to an idle agent (the last apply at
+            // least min_interval ago, no backoff pending) is applied at once.
+            // Trailing batch: changes that come while an apply is recent
+            // are coalesced: wait for quiet, but never past max_delay.
             let first = Instant::now();
             let deadline = first + self.cfg.max_delay;
             let earliest = (last_apply + self.cfg.min_interval).max(first + backoff);
-            loop {
+            while first < earliest {
                 let quiet_until = Instant::now() + self.cfg.min_interval;
                 let wake = quiet_until.max(earliest).min(deadline.max(earliest));
                 tokio::select! {

@@ -264,10 +264,10 @@ const FULL_REJECTED: (&str, bool) = ("full", false);
 const DELTA_REJECTED: (&str, bool) = ("delta", false);
 
 #[tokio::test(start_paused = true)]
-async fn a_burst_of_changes_gives_one_apply_after_the_quiet_time() {
+async fn a_lone_change_applies_at_once_and_a_burst_coalesces_behind_it() {
     let run = Run::start(Duration::ZERO, |_, _| {});
     run.at(ms(1000)).await;
-    assert_eq!(run.attempts(), [MIN], "the first sync waits the quiet time");
+    assert_eq!(run.attempts(), [ms(0)], "the first sync runs at once");
     assert_eq!(run.calls(), [FULL]);
     assert!(run.ready());
 
@@ -280,15 +280,25 @@ async fn a_burst_of_changes_gives_one_apply_after_the_quiet_time() {
     run.at(ms(5000)).await;
     assert_eq!(
         run.attempts(),
-        [MIN, ms(2450) + MIN],
-        "one apply, the quiet time after the last change"
+        [ms(0), ms(2000), ms(2450) + MIN],
+        "the first change at once (leading edge), the nine behind it in one \
+         apply the quiet time after the last (trailing batch)"
     );
-    assert_eq!(run.calls(), [FULL, DELTA]);
-    let delta = &run.nft.calls()[1].script;
-    for k in 0..10 {
+    assert_eq!(run.calls(), [FULL, DELTA, DELTA]);
+    let calls = run.nft.calls();
+    assert!(calls[1].script.contains(&peer_ip(0)));
+    for k in 1..10 {
+        let delta = &calls[2].script;
         assert!(delta.contains(&peer_ip(k)), "{k} missing from {delta}");
     }
-    assert_eq!(run.count("applies", "delta"), 1);
+    assert_eq!(run.count("applies", "delta"), 2);
+
+    // A lone change long after the burst: applied at once again.
+    run.at(ms(7000)).await;
+    run.source.add_peer(10);
+    run.changed.notify_one();
+    run.at(ms(8000)).await;
+    assert_eq!(run.attempts()[3..], [ms(7000)]);
     run.stop().await;
 }
 
@@ -304,14 +314,22 @@ async fn max_delay_bounds_a_burst_that_never_goes_quiet() {
         run.changed.notify_one();
     }
     run.at(ms(6000)).await;
-    // Each apply comes max_delay after the first change it waited for
-    // (1.0 s, then the first changes after each apply: 2.02 s and 3.04 s);
-    // the last one the quiet time after the burst's end.
+    // The first change is applied at once (1.0 s); each later apply comes
+    // max_delay after the first change it waited for (1.03 s, then the
+    // first changes after each apply: 2.05 s and 3.07 s); the last one the
+    // quiet time after the burst's end.
     assert_eq!(
         run.attempts(),
-        [MIN, ms(2000), ms(3020), ms(4040), ms(4270) + MIN]
+        [
+            ms(0),
+            ms(1000),
+            ms(2030),
+            ms(3050),
+            ms(4070),
+            ms(4270) + MIN
+        ]
     );
-    assert_eq!(run.calls(), [FULL, DELTA, DELTA, DELTA, DELTA]);
+    assert_eq!(run.calls(), [FULL, DELTA, DELTA, DELTA, DELTA, DELTA]);
     // No change waited longer than max_delay for the apply that took it in.
     let attempts = run.attempts();
     for t in &signals {
@@ -345,11 +363,7 @@ async fn a_failed_apply_retries_with_doubling_backoff_and_keeps_the_old_table() 
     run.at(ms(200_000)).await;
     let attempts = run.attempts();
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert_eq!(
-        attempts[1],
-        ms(1000) + MIN,
-        "the first attempt after the quiet time"
-    );
+    assert_eq!(attempts[1], ms(1000), "the first attempt at once");
     let s = Duration::from_secs;
     assert_eq!(
         gaps[1..],
@@ -378,12 +392,12 @@ async fn a_failed_apply_retries_with_doubling_backoff_and_keeps_the_old_table() 
     assert!(in_force[0].contains(&peer_ip(0)), "the new table, whole");
     assert_eq!(run.count("failures", "rejected"), 9);
 
-    // The backoff is back to zero: the next change waits the quiet time only.
+    // The backoff is back to zero: the next change is applied at once.
     let n = run.attempts().len();
     run.source.add_peer(1);
     run.changed.notify_one();
     run.at(ms(201_000)).await;
-    assert_eq!(run.attempts()[n..], [ms(200_000) + MIN]);
+    assert_eq!(run.attempts()[n..], [ms(200_000)]);
     assert_eq!(run.calls().last(), Some(&DELTA));
     run.stop().await;
 }
@@ -396,11 +410,7 @@ async fn a_failed_delta_falls_back_to_a_full_replacement_in_the_same_attempt() {
     run.source.add_peer(0);
     run.changed.notify_one();
     run.at(ms(5000)).await;
-    assert_eq!(
-        run.attempts(),
-        [MIN, ms(1000) + MIN],
-        "one attempt, no retry"
-    );
+    assert_eq!(run.attempts(), [ms(0), ms(1000)], "one attempt, no retry");
     assert_eq!(run.calls(), [FULL, DELTA_REJECTED, FULL]);
     assert!(run.ready(), "the attempt succeeded");
     assert_eq!(run.count("applies", "full"), 2);
@@ -421,7 +431,7 @@ async fn drift_is_found_on_resync_and_repaired_in_full() {
         1,
         "the kernel held what was applied"
     );
-    assert_eq!(run.attempts(), [MIN], "a clean resync applies nothing");
+    assert_eq!(run.attempts(), [ms(0)], "a clean resync applies nothing");
     assert_eq!(run.calls(), [FULL]);
 
     // Someone deletes an element of a dispatch map behind nftpol's back.
@@ -437,8 +447,8 @@ async fn drift_is_found_on_resync_and_repaired_in_full() {
     assert_eq!(run.count("resyncs", "drift"), 1);
     assert_eq!(
         run.attempts(),
-        [MIN, resync * 2 + MIN],
-        "repaired after the quiet time, without a change signal"
+        [ms(0), resync * 2],
+        "repaired at once, without a change signal"
     );
     assert_eq!(run.calls(), [FULL, FULL], "repaired in full");
     let calls = run.nft.calls();
