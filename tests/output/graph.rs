@@ -144,11 +144,12 @@ fn outputs_match_their_snapshots() {
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {
-        for (case, format) in [
-            ("k8s-docs-test-network-policy", "dot"),
-            ("k8s-docs-test-network-policy", "json"),
-            ("empty-and-absent", "dot"),
-            ("invalid-operator", "dot"),
+        for (case, format, filter) in [
+            ("k8s-docs-test-network-policy", "dot", None),
+            ("k8s-docs-test-network-policy", "json", None),
+            ("empty-and-absent", "dot", None),
+            ("invalid-operator", "dot", None),
+            ("graph-at-scale", "dot", Some(["--namespace", "payments"])),
         ] {
             let out = Command::new(BIN)
                 .args([
@@ -158,6 +159,7 @@ fn outputs_match_their_snapshots() {
                     "--format",
                     format,
                 ])
+                .args(filter.into_iter().flatten())
                 .current_dir(cases::root())
                 .output()
                 .expect("nftpol runs");
@@ -169,8 +171,10 @@ fn outputs_match_their_snapshots() {
                 "{case}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            // A filtered output is named after the filter's value.
+            let suffix = filter.map(|f| format!("@{}", f[1])).unwrap_or_default();
             insta::assert_snapshot!(
-                format!("graph-{case}.{format}"),
+                format!("graph-{case}{suffix}.{format}"),
                 String::from_utf8_lossy(&out.stdout)
             );
         }
@@ -457,4 +461,43 @@ fn at_scale_renders_with_graphviz_without_complaint() {
         );
         assert!(png.stdout.starts_with(b"\x89PNG"), "{args:?}");
     }
+}
+
+#[test]
+fn cluster_policy_rule_edges_carry_their_ports() {
+    let e = export(&cases::root().join("testdata/cluster-guardrails"), false);
+    let ports = |from: &str, kind: &str, to_label: &str| -> Vec<String> {
+        let to: Vec<&str> = e
+            .nodes
+            .iter()
+            .filter(|n| n.label.contains(to_label))
+            .map(|n| n.id.as_str())
+            .collect();
+        e.edges
+            .iter()
+            .find(|x| x.from == from && x.kind == kind && to.contains(&x.to.as_str()))
+            .unwrap_or_else(|| panic!("{from} {kind} {to_label}"))
+            .ports
+            .clone()
+    };
+    assert_eq!(
+        ports("cnp:allow-dns", "accept-to", "k8s-app=kube-dns"),
+        ["tcp/53", "udp/53"]
+    );
+    assert_eq!(
+        ports(
+            "cnp:no-metadata-no-node-ssh",
+            "deny-to",
+            "node-role.kubernetes.io/worker"
+        ),
+        ["tcp/22"]
+    );
+    assert_eq!(
+        ports(
+            "cnp:no-metadata-no-node-ssh",
+            "deny-to",
+            "169.254.169.254/32"
+        ),
+        ["all ports"]
+    );
 }
