@@ -330,6 +330,25 @@ pub struct GraphArgs {
     /// Deprecated: use -o/--output.
     #[arg(long, value_enum, hide = true)]
     pub format: Option<GraphFormat>,
+    // Filter values are parsed by the command, not by clap, so a bad value
+    // exits 1 (invalid input) like every other input error.
+    /// Keep this namespace's pods and policies and what explains them: the
+    /// policies selecting its pods and their peers, the selectors matching
+    /// its pods and the policies naming those (repeatable; filters add up).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Keep this NetworkPolicy (NS/NAME) or ClusterNetworkPolicy (NAME), the
+    /// pods it selects, its peers and the pods they match (repeatable).
+    #[arg(long = "policy", value_name = "NS/NAME|NAME")]
+    pub policies: Vec<String>,
+    /// Keep this pod, the policies selecting it and their peers, the
+    /// selectors matching it and the policies naming those (repeatable).
+    #[arg(long = "pod", value_name = "NS/NAME")]
+    pub pods: Vec<String>,
+    /// Draw every pod; by default pods of a namespace that every policy and
+    /// selector treats alike are drawn as one group.
+    #[arg(long)]
+    pub expand_pods: bool,
 }
 
 impl InputArgs {

@@ -1,7 +1,8 @@
 //! The testdata cases: every directory under `testdata/` except `upstream/`
 //! (the conformance cases, in their own format), `cluster-network-policy/`
 //! (ClusterNetworkPolicy inputs, valid and invalid, read by tests/validity.rs
-//! and the conversion tests) and `crd/` (CRD fixtures), sorted; and the
+//! and the conversion tests), `crd/` (CRD fixtures) and `graph-at-scale/`
+//! (100 pods for `nftpol graph`, too many for a kernel case), sorted; and the
 //! repository paths the tests read.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,12 @@ pub fn case(name: &str) -> PathBuf {
 }
 
 /// Directories of `testdata/` that are not cases.
-pub const NOT_CASES: [&str; 3] = ["upstream", "cluster-network-policy", "crd"];
+pub const NOT_CASES: [&str; 4] = [
+    "upstream",
+    "cluster-network-policy",
+    "crd",
+    "graph-at-scale",
+];
 
 /// Every case directory under `testdata/` except [`NOT_CASES`], sorted; panics
 /// (naming the directory) if there are none or `testdata/` is unreadable.

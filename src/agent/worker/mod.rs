@@ -131,13 +131,15 @@ impl Worker {
             let first = Instant::now();
             let deadline = first + self.cfg.max_delay;
             let earliest = (last_apply + self.cfg.min_interval).max(first + backoff);
-            while first < earliest {
-                let quiet_until = Instant::now() + self.cfg.min_interval;
-                let wake = quiet_until.max(earliest).min(deadline.max(earliest));
-                tokio::select! {
-                    _ = changed.notified() => if Instant::now() >= deadline { break },
-                    _ = tokio::time::sleep_until(wake) => break,
-                    _ = stopped(&mut stop) => return,
+            if first < earliest {
+                loop {
+                    let quiet_until = Instant::now() + self.cfg.min_interval;
+                    let wake = quiet_until.max(earliest).min(deadline.max(earliest));
+                    tokio::select! {
+                        _ = changed.notified() => if Instant::now() >= deadline { break },
+                        _ = tokio::time::sleep_until(wake) => break,
+                        _ = stopped(&mut stop) => return,
+                    }
                 }
             }
             let ok = self.apply_once(source).await;

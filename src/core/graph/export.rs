@@ -8,32 +8,44 @@
 //! - `selects`: policy → pod it isolates (with the directions), and
 //!   selector → pod it matches;
 //! - `allows-from`: policy → peer of one of its ingress rules;
-//! - `allows-to`: policy → peer of one of its egress rules.
+//! - `allows-to`: policy → peer of one of its egress rules;
+//! - `accept-from`, `deny-to`, ...: ClusterNetworkPolicy → peer of a rule
+//!   with that action.
+//!
+//! Rule edges carry the ports of every rule of the policy that names the
+//! peer in that direction (`all ports` when one of them has none). Filters
+//! and pod groups are applied afterwards, by [`super::view`].
 //!
 //! Pure and deterministic: nodes and edges are sorted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
 use crate::core::graph::{Relation, SelectorGraph, Vertex};
-use crate::core::model::{Cluster, Direction, Labels, NAMESPACE_NAME_LABEL, NamespaceScope};
+
+mod dot;
+use crate::core::model::{
+    Cluster, Direction, Labels, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Port,
+};
+pub use dot::dot;
 
 /// A vertex of the exported graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Node {
     /// Stable identifier (`pod:ns/name`, `policy:ns/name`, `selector:N`, `ipblock:CIDR…`, `ns:name`, `any`).
     pub id: String,
-    /// `namespace`, `pod`, `policy`, `selector`, `ipblock` or `any`.
+    /// `namespace`, `pod`, `pods` (a group, see [`super::view`]), `policy`,
+    /// `clusternetworkpolicy`, `selector`, `ipblock`, `nodes`, `networks` or `any`.
     pub kind: &'static str,
     /// What it is, readable (pod/policy name, selector or block text).
     pub label: String,
     /// The namespace it lives in (pods, policies, single-namespace selectors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Labels of pods and namespaces (`kubernetes.io/metadata.name` left out).
+    /// Labels of pods and namespaces (`kubernetes.io/metadata.name` left
+    /// out); of a pod group, the labels every member has.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
     /// Pod IPs.
@@ -51,6 +63,22 @@ pub struct Node {
     /// ClusterNetworkPolicies: the priority (lower first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Pod groups: the pods in the group, sorted by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
+
+/// A pod of a pod group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Member {
+    /// The pod's name (the group's namespace is its namespace).
+    pub name: String,
+    /// The pod's labels beyond those the whole group shares.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    /// Pod IPs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
 
 /// An edge of the exported graph.
@@ -60,11 +88,17 @@ pub struct Edge {
     pub from: String,
     /// Target vertex id.
     pub to: String,
-    /// `contains`, `selects`, `allows-from` or `allows-to`.
+    /// `contains`, `selects`, `allows-from`, `allows-to`, or a
+    /// ClusterNetworkPolicy action and direction (`accept-from`, `deny-to`, ...).
     pub kind: &'static str,
     /// For policy → pod `selects`: the directions it isolates the pod in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub directions: Vec<&'static str>,
+    /// For rule edges: the ports of the rules naming the peer (`tcp/80`,
+    /// `tcp/8000-8080`, `tcp/http` for a named port, `udp` for every UDP
+    /// port), or `all ports` when one of those rules has no ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// The whole exported graph (the `--format json` schema).
@@ -81,12 +115,57 @@ const ANY: &str = "any";
 fn kind_rank(kind: &str) -> u8 {
     match kind {
         "namespace" => 0,
-        "pod" => 1,
+        "pod" | "pods" => 1,
         "policy" => 2,
         "selector" => 3,
         "ipblock" => 4,
         _ => 5,
     }
+}
+
+/// The ports of the rules that name a peer, by (policy id, peer id, edge
+/// kind); `None` when one of those rules allows every port.
+#[derive(Default)]
+struct RulePorts(BTreeMap<(String, String, &'static str), Option<BTreeSet<Port>>>);
+
+/// What a rule edge says when some rule allows every port.
+pub const ALL_PORTS: &str = "all ports";
+
+impl RulePorts {
+    fn add(&mut self, from: String, to: String, kind: &'static str, ports: Option<&[Port]>) {
+        let e = self
+            .0
+            .entry((from, to, kind))
+            .or_insert_with(|| Some(BTreeSet::new()));
+        match ports {
+            // `ports` absent or empty: every port and protocol.
+            None | Some([]) => *e = None,
+            Some(p) => {
+                if let Some(set) = e {
+                    set.extend(p.iter().cloned());
+                }
+            }
+        }
+    }
+
+    fn edges(self) -> impl Iterator<Item = Edge> {
+        self.0.into_iter().map(|((from, to, kind), ports)| Edge {
+            from,
+            to,
+            kind,
+            directions: Vec::new(),
+            ports: match ports {
+                None => vec![ALL_PORTS.to_string()],
+                Some(set) => set.iter().map(Port::to_string).collect(),
+            },
+        })
+    }
+}
+
+/// Sorts vertices by kind (namespaces, pods, policies, selectors, ipBlocks,
+/// the rest), then id.
+pub(super) fn sort_nodes(nodes: &mut [Node]) {
+    nodes.sort_by(|a, b| (kind_rank(a.kind), &a.id).cmp(&(kind_rank(b.kind), &b.id)));
 }
 
 fn dirs(set: &BTreeSet<Direction>) -> Vec<&'static str> {
@@ -143,6 +222,7 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             valid: None,
             tier: None,
             priority: None,
+            members: Vec::new(),
         };
         nodes.push(match v {
             Vertex::Namespace(n) => Node {
@@ -244,6 +324,8 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
     }
 
     // Policy → pod isolation edges merge both directions into one edge.
+    // Rule edges come from the cluster, not the graph: they carry the ports
+    // of the rules.
     let mut isolates: BTreeMap<(String, String), BTreeSet<Direction>> = BTreeMap::new();
     let mut edges: BTreeSet<Edge> = BTreeSet::new();
     for e in g.edge_references() {
@@ -251,23 +333,18 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
         let kind = match e.weight() {
             Relation::Contains => "contains",
             Relation::Selects => "selects",
-            Relation::Isolates(d) => {
+            Relation::Isolates(d) | Relation::Applies(d) => {
                 isolates.entry((from, to)).or_default().insert(*d);
                 continue;
             }
-            Relation::Allows(Direction::Ingress) => "allows-from",
-            Relation::Allows(Direction::Egress) => "allows-to",
-            Relation::Applies(d) => {
-                isolates.entry((from, to)).or_default().insert(*d);
-                continue;
-            }
-            Relation::Rule(d, a) => rule_edge_kind(*d, *a),
+            Relation::Allows(_) | Relation::Rule(..) => continue,
         };
         edges.insert(Edge {
             from,
             to,
             kind,
             directions: Vec::new(),
+            ports: Vec::new(),
         });
     }
     for ((from, to), d) in isolates {
@@ -276,29 +353,53 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             to,
             kind: "selects",
             directions: dirs(&d),
+            ports: Vec::new(),
         });
     }
-    // Rules without from/to allow every peer: an edge to `any`.
+    let peer_id = |p: &Peer| -> String {
+        id_of(&match p {
+            Peer::Pods(m) => Vertex::PodMatch(m.clone()),
+            Peer::IpBlock(b) => Vertex::IpBlock(b.clone()),
+            Peer::Nodes(sel) => Vertex::Nodes(sel.clone()),
+            Peer::Networks(c) => Vertex::Networks(c.clone()),
+        })
+    };
+    let mut rules = RulePorts::default();
     for pol in cluster.policies.values() {
         for dir in Direction::ALL {
-            if pol
-                .rules(dir)
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r.peers.is_none())
-            {
-                edges.insert(Edge {
-                    from: format!("policy:{}", pol.id),
-                    to: ANY.to_string(),
-                    kind: match dir {
-                        Direction::Ingress => "allows-from",
-                        Direction::Egress => "allows-to",
-                    },
-                    directions: Vec::new(),
-                });
+            let kind = match dir {
+                Direction::Ingress => "allows-from",
+                Direction::Egress => "allows-to",
+            };
+            for r in pol.rules(dir).unwrap_or_default() {
+                // Rules without from/to allow every peer: an edge to `any`.
+                let to: Vec<String> = match &r.peers {
+                    None => vec![ANY.to_string()],
+                    Some(peers) => peers.iter().map(peer_id).collect(),
+                };
+                for to in to {
+                    rules.add(format!("policy:{}", pol.id), to, kind, r.ports.as_deref());
+                }
             }
         }
     }
+    for cnp in cluster.cluster_policies.values() {
+        for dir in Direction::ALL {
+            // Only an invalid policy's fail-closed rule has no peers; its
+            // vertex says it is invalid.
+            for r in cnp.rules(dir) {
+                for p in r.peers.iter().flatten() {
+                    rules.add(
+                        format!("cnp:{}", cnp.name),
+                        peer_id(p),
+                        rule_edge_kind(dir, r.action),
+                        r.ports.as_deref(),
+                    );
+                }
+            }
+        }
+    }
+    edges.extend(rules.edges());
     if edges.iter().any(|e| e.to == ANY) {
         nodes.push(Node {
             id: ANY.to_string(),
@@ -311,9 +412,10 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
             valid: None,
             tier: None,
             priority: None,
+            members: Vec::new(),
         });
     }
-    nodes.sort_by(|a, b| (kind_rank(a.kind), &a.id).cmp(&(kind_rank(b.kind), &b.id)));
+    sort_nodes(&mut nodes);
     Export {
         nodes,
         edges: edges.into_iter().collect(),
@@ -324,168 +426,6 @@ pub fn export(cluster: &Cluster, graph: &SelectorGraph) -> Export {
 pub fn json(e: &Export) -> String {
     let mut s = serde_json::to_string_pretty(e).expect("plain data serialises");
     s.push('\n');
-    s
-}
-
-/// A DOT string literal.
-fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn labels_line(l: &Labels) -> String {
-    l.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn node_stmt(n: &Node) -> String {
-    let (label, attrs) = match n.kind {
-        "pod" => {
-            let mut l = n.label.clone();
-            if !n.labels.is_empty() {
-                l = format!("{l}\n{}", labels_line(&n.labels));
-            }
-            (
-                l,
-                "shape=box, style=\"rounded,filled\", fillcolor=\"#dbe9f6\"",
-            )
-        }
-        "policy" => {
-            let mut l = format!("{}\n[{}]", n.label, n.directions.join(", "));
-            if n.valid == Some(false) {
-                l.push_str("\nINVALID: fails closed");
-                (l, "shape=note, style=filled, fillcolor=\"#f4c7c3\"")
-            } else {
-                (l, "shape=note, style=filled, fillcolor=\"#fff2cc\"")
-            }
-        }
-        "selector" => (
-            n.label.clone(),
-            "shape=hexagon, style=filled, fillcolor=\"#e6e6e6\"",
-        ),
-        "ipblock" => (
-            format!("ipBlock\n{}", n.label),
-            "shape=parallelogram, style=filled, fillcolor=\"#d9ead3\"",
-        ),
-        "clusternetworkpolicy" => {
-            let mut l = format!(
-                "ClusterNetworkPolicy {}\n[{}]",
-                n.label,
-                n.directions.join(", ")
-            );
-            if n.valid == Some(false) {
-                l.push_str("\nINVALID: fails closed");
-                (l, "shape=tab, style=filled, fillcolor=\"#f4c7c3\"")
-            } else if n.tier == Some("Admin") {
-                (l, "shape=tab, style=filled, fillcolor=\"#f9cb9c\"")
-            } else {
-                (l, "shape=tab, style=filled, fillcolor=\"#cfe2f3\"")
-            }
-        }
-        "nodes" | "networks" => (
-            n.label.clone(),
-            "shape=parallelogram, style=filled, fillcolor=\"#d0e0e3\"",
-        ),
-        _ => (
-            n.label.clone(),
-            "shape=doubleoctagon, style=filled, fillcolor=\"#d9ead3\"",
-        ),
-    };
-    format!("{} [{attrs}, label={}];", q(&n.id), q(&label))
-}
-
-fn edge_stmt(e: &Edge) -> String {
-    let attrs = match e.kind {
-        "selects" if e.from.starts_with("policy:") => format!(
-            "label={}, color=\"#b45f06\", fontcolor=\"#b45f06\"",
-            q(&format!("selects ({})", e.directions.join(", ")))
-        ),
-        "selects" if e.from.starts_with("cnp:") => format!(
-            "label={}, color=\"#741b47\", fontcolor=\"#741b47\"",
-            q(&format!("subject ({})", e.directions.join(", ")))
-        ),
-        "selects" => "style=dashed, color=\"#666666\", arrowhead=empty".to_string(),
-        "accept-from" | "accept-to" | "pass-from" | "pass-to" | "deny-from" | "deny-to" => {
-            let color = match &e.kind[..4] {
-                "acce" => "#38761d",
-                "pass" => "#7f6000",
-                _ => "#cc0000",
-            };
-            format!(
-                "label={}, color=\"{color}\", fontcolor=\"{color}\"",
-                q(&e.kind.replace('-', " "))
-            )
-        }
-        "allows-from" => {
-            "label=\"allows from\", color=\"#38761d\", fontcolor=\"#38761d\"".to_string()
-        }
-        "allows-to" => "label=\"allows to\", color=\"#1155cc\", fontcolor=\"#1155cc\"".to_string(),
-        _ => "style=invis".to_string(),
-    };
-    format!("{} -> {} [{attrs}];", q(&e.from), q(&e.to))
-}
-
-/// The graph as Graphviz DOT: one cluster box per namespace (its pods,
-/// policies and single-namespace selectors), cluster-wide selectors,
-/// ipBlocks and `any` outside. Render with `dot -Tpng`.
-pub fn dot(e: &Export) -> String {
-    let mut s = String::new();
-    s.push_str("digraph nftpol {\n");
-    s.push_str(
-        "  graph [rankdir=LR, fontname=\"Helvetica\", fontsize=11, nodesep=0.3, ranksep=0.9];\n",
-    );
-    s.push_str("  node [fontname=\"Helvetica\", fontsize=10];\n");
-    s.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
-    let mut by_ns: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
-    for n in e.nodes.iter().filter(|n| n.kind != "namespace") {
-        if let Some(ns) = &n.namespace {
-            by_ns.entry(ns).or_default().push(n);
-        }
-    }
-    for ns in e.nodes.iter().filter(|n| n.kind == "namespace") {
-        let mut label = format!("namespace {}", ns.label);
-        if !ns.labels.is_empty() {
-            label = format!("{label}\n{}", labels_line(&ns.labels));
-        }
-        let _ = writeln!(s, "  subgraph {} {{", q(&format!("cluster_{}", ns.label)));
-        let _ = writeln!(
-            s,
-            "    label={}; style=rounded; color=\"#999999\";",
-            q(&label)
-        );
-        for n in by_ns.remove(ns.label.as_str()).unwrap_or_default() {
-            let _ = writeln!(s, "    {}", node_stmt(n));
-        }
-        s.push_str("  }\n");
-    }
-    // Namespaced vertices whose namespace has no vertex (cannot happen for
-    // pods; a selector may name a namespace with no pods and no object).
-    for n in by_ns.into_values().flatten() {
-        let _ = writeln!(s, "  {}", node_stmt(n));
-    }
-    for n in e
-        .nodes
-        .iter()
-        .filter(|n| n.kind != "namespace" && n.namespace.is_none())
-    {
-        let _ = writeln!(s, "  {}", node_stmt(n));
-    }
-    for edge in e.edges.iter().filter(|e| e.kind != "contains") {
-        let _ = writeln!(s, "  {}", edge_stmt(edge));
-    }
-    s.push_str("}\n");
     s
 }
 

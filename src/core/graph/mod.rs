@@ -12,6 +12,7 @@
 //! `explain`/`graph` commands can show it. Pure: no IO.
 
 pub mod export;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -127,7 +128,7 @@ impl SelectorGraph {
                 }
                 for peer in rules.iter().flat_map(|r| r.peers.iter().flatten()) {
                     let pv = g.peer_vertex(peer, &mut matches, &mut blocks);
-                    g.graph.update_edge(polv, pv, Relation::Allows(dir));
+                    g.edge_once(polv, pv, Relation::Allows(dir));
                 }
             }
         }
@@ -149,7 +150,7 @@ impl SelectorGraph {
                 for r in cnp.rules(*dir) {
                     for peer in r.peers.iter().flatten() {
                         let pv = g.peer_vertex(peer, &mut matches, &mut blocks);
-                        g.graph.update_edge(cv, pv, Relation::Rule(*dir, r.action));
+                        g.edge_once(cv, pv, Relation::Rule(*dir, r.action));
                     }
                 }
             }
@@ -224,6 +225,15 @@ impl SelectorGraph {
             },
             Peer::Nodes(sel) => self.vertex(Vertex::Nodes(sel.clone())),
             Peer::Networks(cidrs) => self.vertex(Vertex::Networks(cidrs.clone())),
+        }
+    }
+
+    /// Adds an edge unless the same one is there. (Not `update_edge`, which
+    /// would replace an `allows` ingress edge by the egress one to the same
+    /// peer, or one action's rule edge by another's.)
+    fn edge_once(&mut self, a: NodeIndex, b: NodeIndex, r: Relation) {
+        if !self.graph.edges_connecting(a, b).any(|e| *e.weight() == r) {
+            self.graph.add_edge(a, b, r);
         }
     }
 
