@@ -11,7 +11,13 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // An image build has no .git: the commit comes in as a build argument.
+    println!("cargo:rerun-if-env-changed=NFTPOL_GIT_COMMIT");
+    let commit = std::env::var("NFTPOL_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=NFTPOL_GIT_COMMIT={commit}");
 
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

@@ -11,7 +11,8 @@
 //! few samples as a smoke test. Runs in its own network namespace, where the
 //! control plane starts too; the agent authenticates with deploy/'s
 //! ServiceAccount token (TokenRequest) and uses its default coalescing
-//! settings (100 ms quiet time, 1 s maximum delay). The cluster is written
+//! settings (a change to an idle agent at once; changes within 100 ms of an
+//! apply coalesced, at most 1 s). `NFTPOL_SCALES=small` picks scales. The cluster is written
 //! with the admin's client certificate through `kube` (a few dozen requests
 //! in flight), not kubectl.
 
@@ -312,8 +313,14 @@ fn main() {
     control_plane::ensure_binaries();
     nftpol_testkit::netns::in_new_netns(move || {
         if bench {
-            for scale in [synth::SCALES[0], synth::SCALES[2]] {
-                measure(scale, 30);
+            // `NFTPOL_SCALES=small,large` (the default) picks scales.
+            let names = std::env::var("NFTPOL_SCALES").unwrap_or_else(|_| "small,large".into());
+            for name in names.split(',') {
+                let Some(scale) = synth::SCALES.iter().find(|s| s.name == name) else {
+                    eprintln!("NFTPOL_SCALES: unknown scale {name:?}");
+                    std::process::exit(1);
+                };
+                measure(*scale, 30);
             }
         } else {
             measure(synth::SCALES[0], 3);

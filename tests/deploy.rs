@@ -787,6 +787,9 @@ fn operations_md_lists_exactly_the_flags_of_nftpol_run() {
         "--install",
         "--reuse-values",
         "--reset-then-reuse-values",
+        // podman/docker build, in the image section
+        "--build-arg",
+        "--short", // git rev-parse --short=12
     ];
     for f in flags_in(&doc) {
         assert!(
