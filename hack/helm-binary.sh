@@ -41,42 +41,17 @@ complete() {
   [ "$out" = "$HELM_VERSION" ] || { log "$dir/helm version: $out"; return 1; }
 }
 
-if complete "$dest/bin"; then
-  log "cached: $dest/bin (helm $HELM_VERSION)"
-  echo "$dest/bin"
-  exit 0
-fi
+cache_var=NFTPOL_HELM_CACHE
+gomod="$here/helmbin/go.mod"
+# shellcheck source-path=SCRIPTDIR
+source "$here/cached-build.sh"
+cached_begin "helm $HELM_VERSION"
 
-command -v go >/dev/null || die "no 'go' on PATH; Go >= $(sed -n 's/^go //p' "$here/helmbin/go.mod") is needed to build helm"
-{ mkdir -p "$cache" 2>/dev/null && [ -w "$cache" ]; } ||
-  die "cannot write the cache directory $cache; set NFTPOL_HELM_CACHE to a writable directory"
-
-# One build at a time per cache: a second caller waits, then finds it done.
-exec 9>"$cache/$key.lock"
-if ! flock -n 9; then
-  log "another build of $key is running; waiting for it (lock $cache/$key.lock)"
-  flock 9
-fi
-if complete "$dest/bin"; then
-  log "cached (built meanwhile): $dest/bin"
-  echo "$dest/bin"
-  exit 0
-fi
-
-# Pinned toolchain and no cgo: a static binary from exactly go.mod + go.sum
-# (-mod=readonly: a missing go.sum line is an error, never a silent update).
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 grep -q "^	helm.sh/helm/v4 $HELM_VERSION\( \|$\)" "$here/helmbin/go.mod" ||
   grep -q "^require helm.sh/helm/v4 $HELM_VERSION$" "$here/helmbin/go.mod" ||
   die "hack/helmbin/go.mod does not require helm.sh/helm/v4 $HELM_VERSION; run hack/k8s-gomod.sh helm"
 
-# Leftovers of interrupted builds (we hold the lock, so none is in progress).
-rm -rf "$cache/.$key."*
-tmp=$(mktemp -d "$cache/.$key.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-bpid=
-trap '[ -z "$bpid" ] || kill -TERM "$bpid" 2>/dev/null; exit 130' INT TERM HUP
-mkdir "$tmp/bin"
+cached_tmp
 
 # Version stamps as helm's Makefile sets them for a tagged release (version,
 # empty metadata). The module zip carries no git commit, so gitCommit stays
@@ -86,22 +61,8 @@ ldflags="-s -w -X $v.version=$HELM_VERSION -X $v.metadata= -X $v.gitTreeState=ar
 
 log "building into $dest (a cold build took about 3 min on 2 shared cores; see docs/testing.md)"
 t0=$SECONDS
-# shellcheck disable=SC2086 # NFTPOL_K8S_TIMER is a command line
-(cd "$here/helmbin" && exec ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/helm" helm.sh/helm/v4/cmd/helm) 9>&- &
-bpid=$!
-wait "$bpid" || die "go build of helm.sh/helm/v4/cmd/helm failed (see above)"
-bpid=
-log "built helm in $((SECONDS - t0)) s ($(du -h "$tmp/bin/helm" | cut -f1))"
+go_build helmbin helm helm.sh/helm/v4/cmd/helm "$ldflags"
 complete "$tmp/bin" || die "the helm just built does not report $HELM_VERSION"
 
-# Publish with one rename: an interrupted build never looks complete.
-if [ -e "$dest" ]; then
-  old="$cache/.$key.old.$$"
-  mv -T "$dest" "$old"
-  rm -rf "$old"
-fi
-chmod 755 "$tmp"
-mv -T "$tmp" "$dest"
-trap - EXIT
 log "done in $((SECONDS - t0)) s: $dest/bin"
-echo "$dest/bin"
+cached_publish

@@ -46,44 +46,18 @@ complete() {
   case "$out" in "etcd Version: ${ETCD_VERSION#v}"*) ;; *) log "$dir/etcd --version: $out"; return 1 ;; esac
 }
 
-if complete "$dest/bin"; then
-  log "cached: $dest/bin (kube-apiserver and kubectl $K8S_VERSION, etcd $ETCD_VERSION)"
-  echo "$dest/bin"
-  exit 0
-fi
+cache_var=NFTPOL_K8S_CACHE
+gomod="$here/k8sbin/go.mod"
+# shellcheck source-path=SCRIPTDIR
+source "$here/cached-build.sh"
+cached_begin "kube-apiserver and kubectl $K8S_VERSION, etcd $ETCD_VERSION"
 
-command -v go >/dev/null || die "no 'go' on PATH; Go >= $(sed -n 's/^go //p' "$here/k8sbin/go.mod") is needed to build the Kubernetes binaries"
-{ mkdir -p "$cache" 2>/dev/null && [ -w "$cache" ]; } ||
-  die "cannot write the cache directory $cache; set NFTPOL_K8S_CACHE to a writable directory"
-
-# One build at a time per cache: a second caller waits, then finds it done.
-exec 9>"$cache/$key.lock"
-if ! flock -n 9; then
-  log "another build of $key is running; waiting for it (lock $cache/$key.lock)"
-  flock 9
-fi
-if complete "$dest/bin"; then
-  log "cached (built meanwhile): $dest/bin"
-  echo "$dest/bin"
-  exit 0
-fi
-
-# Pinned toolchain and no cgo: static binaries from exactly go.mod + go.sum
-# (-mod=readonly: a missing go.sum line is an error, never a silent update).
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 grep -q "^	k8s.io/kubernetes $K8S_VERSION\( \|$\)" "$here/k8sbin/go.mod" ||
   die "hack/k8sbin/go.mod does not require k8s.io/kubernetes $K8S_VERSION; run hack/k8s-gomod.sh"
 grep -q "^	go.etcd.io/etcd/server/v3 $ETCD_VERSION\( \|$\)" "$here/etcdbin/go.mod" ||
   die "hack/etcdbin/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION; run hack/k8s-gomod.sh"
 
-# Leftovers of interrupted builds (we hold the lock, so none is in progress).
-rm -rf "$cache/.$key."*
-tmp=$(mktemp -d "$cache/.$key.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-# On a signal: stop the running `go build` too, and remove the temp dir (EXIT).
-bpid=
-trap '[ -z "$bpid" ] || kill -TERM "$bpid" 2>/dev/null; exit 130' INT TERM HUP
-mkdir "$tmp/bin"
+cached_tmp
 
 # Version stamps, as upstream's hack/lib/version.sh sets them. buildDate is the
 # module's publication time, so two builds of the same version are identical.
@@ -96,33 +70,12 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=$build_date"
 done
 
-# shellcheck disable=SC2086 # NFTPOL_K8S_TIMER is a command line
-build() { # module-dir output package [ldflags]
-  local t0=$SECONDS
-  log "building $2 ($3) ..."
-  # In the background, so that a signal is handled at once (wait returns).
-  (cd "$here/$1" && exec ${NFTPOL_K8S_TIMER:-} go build -trimpath -ldflags "${4:-}" -o "$tmp/bin/$2" "$3") 9>&- &
-  bpid=$!
-  wait "$bpid" || die "go build of $3 failed (see above)"
-  bpid=
-  log "built $2 in $((SECONDS - t0)) s ($(du -h "$tmp/bin/$2" | cut -f1))"
-}
-
 log "building into $dest (a cold build took 11 min on 2 shared cores, peak RSS 2.4 GB; see docs/testing.md)"
 t0=$SECONDS
-build k8sbin kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
-build k8sbin kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
-build etcdbin etcd go.etcd.io/etcd/server/v3 "-s -w"
+go_build k8sbin kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
+go_build k8sbin kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
+go_build etcdbin etcd go.etcd.io/etcd/server/v3 "-s -w"
 complete "$tmp/bin" || die "the binaries just built do not report the expected versions"
 
-# Publish with one rename: an interrupted build never looks complete.
-if [ -e "$dest" ]; then
-  old="$cache/.$key.old.$$"
-  mv -T "$dest" "$old"
-  rm -rf "$old"
-fi
-chmod 755 "$tmp"
-mv -T "$tmp" "$dest"
-trap - EXIT
 log "done in $((SECONDS - t0)) s: $dest/bin"
-echo "$dest/bin"
+cached_publish
