@@ -1,23 +1,15 @@
 //! The `nftpol` binary end to end: exit codes, error messages, inputs from
 //! stdin and directories, and `apply` in fresh network namespaces.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("nftpol runs");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // An empty stdin rather than none: `-f -` reads it.
+    nftpol_testkit::output_with_stdin(&mut c, Some(stdin.unwrap_or("")), "nftpol")
 }
 
 /// Runs a shell script in a new, empty network namespace (never the host's).

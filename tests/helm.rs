@@ -17,7 +17,6 @@
 //! tests/control_plane.rs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -84,24 +83,8 @@ fn helm_output(args: &[&str], stdin: Option<&str>) -> Output {
         .env_remove("KUBECONFIG")
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("helm starts");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().expect("helm runs")
+        .env("HELM_DATA_HOME", home.join("data"));
+    nftpol_testkit::output_with_stdin(&mut cmd, stdin, "helm")
 }
 
 /// helm's stdout; panics with its output unless it succeeds.

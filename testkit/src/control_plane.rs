@@ -16,7 +16,6 @@
 //! (also while a test panics) runs `hack/control-plane.sh down`, which stops
 //! both servers, and removes the temporary directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -265,25 +264,8 @@ impl ControlPlane {
             .arg(kubeconfig)
             .arg("--request-timeout=30s")
             .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl starts");
-        if let Some(input) = stdin {
-            // Dropped at the end of the statement: kubectl sees EOF.
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .expect("writing kubectl's stdin");
-        }
-        child.wait_with_output().expect("kubectl runs")
+            .env_remove("KUBECONFIG");
+        crate::output_with_stdin(&mut cmd, stdin, "kubectl")
     }
 
     /// Runs kubectl as the admin; panics (with its stderr) unless it succeeds.

@@ -60,3 +60,37 @@ impl From<Proto> for oracle::Proto {
         }
     }
 }
+
+/// Runs `cmd` with stdout and stderr captured and `stdin` fed to it (closed
+/// at once, so the child sees EOF; `None`: no stdin at all). `what` names
+/// the program in panics.
+pub fn output_with_stdin(
+    cmd: &mut std::process::Command,
+    stdin: Option<&str>,
+    what: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    if let Some(input) = stdin {
+        // Dropped at the end of the statement: the child sees EOF.
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("writing {what}'s stdin: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"))
+}
