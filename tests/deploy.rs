@@ -1004,23 +1004,6 @@ fn the_granted_capabilities_are_enough_for_nft_and_needed() {
     assert!(stderr.contains("Operation not permitted"), "{stderr}");
 }
 
-/// `--min-interval` -> `minInterval`: the chart's value for a flag.
-fn value_key(long: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in long.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// charts/nftpol/values.yaml has a value `agent.<flag in camelCase>` for
 /// every flag of `nftpol run` but `--node` (each pod's NODE_NAME), and no
 /// other besides `logLevel` (RUST_LOG); the comment above each names its
@@ -1042,7 +1025,7 @@ fn the_chart_has_a_value_for_every_run_flag() {
         if matches!(long, "help" | "version" | "node") {
             continue;
         }
-        let key = value_key(long);
+        let key = nftpol_testkit::chart_value_key(long);
         want.insert(key.clone());
         let value = agent
             .get(&key)

@@ -183,23 +183,6 @@ fn parses(argv: &[String]) -> Result<(), String> {
     }
 }
 
-/// `--min-interval` -> `minInterval`.
-fn value_key(long: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in long.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[test]
 fn helm_lint_strict_passes() {
     for set in [
@@ -277,7 +260,7 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
         if matches!(long, "help" | "version" | "node") {
             continue;
         }
-        let key = value_key(long);
+        let key = nftpol_testkit::chart_value_key(long);
         let flag = format!("--{long}");
         let (set, expect): (String, String) = if matches!(a.get_action(), ArgAction::SetTrue) {
             let on = default_argv.contains(&flag);

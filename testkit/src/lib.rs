@@ -94,3 +94,21 @@ pub fn output_with_stdin(
         .wait_with_output()
         .unwrap_or_else(|e| panic!("{what} does not run: {e}"))
 }
+
+/// The Helm chart's value name of an `nftpol run` flag: `min-interval` ->
+/// `minInterval` (charts/nftpol, `agent.<camelCase>`).
+pub fn chart_value_key(long: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in long.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
