@@ -182,17 +182,7 @@ fn with_ports(what: &str, ports: &[String]) -> String {
 
 /// An edge from a policy or selector to every pod of a box, drawn to the box.
 fn box_edge_stmt(e: &Edge, pods_box: &str) -> String {
-    let attrs = match e.kind {
-        "selects" if e.from.starts_with("policy:") => format!(
-            "label={}, color=\"#b45f06\", fontcolor=\"#b45f06\"",
-            q(&format!("selects all pods ({})", e.directions.join(", ")))
-        ),
-        "selects" if e.from.starts_with("cnp:") => format!(
-            "label={}, color=\"#741b47\", fontcolor=\"#741b47\"",
-            q(&format!("subject: all pods ({})", e.directions.join(", ")))
-        ),
-        _ => "style=dashed, color=\"#666666\", arrowhead=empty".to_string(),
-    };
+    let attrs = selects_attrs(e, true);
     format!(
         "{} -> {} [{attrs}, lhead={}];",
         q(&e.from),
@@ -201,17 +191,31 @@ fn box_edge_stmt(e: &Edge, pods_box: &str) -> String {
     )
 }
 
+/// The attributes of a `selects` edge: a policy's or a ClusterNetworkPolicy's
+/// (labelled with the directions), or a selector's (dashed); `whole_box`
+/// when it is drawn once to a box of every pod of a namespace.
+fn selects_attrs(e: &Edge, whole_box: bool) -> String {
+    let all = if whole_box { " all pods" } else { "" };
+    let dirs = e.directions.join(", ");
+    if e.from.starts_with("policy:") {
+        format!(
+            "label={}, color=\"#b45f06\", fontcolor=\"#b45f06\"",
+            q(&format!("selects{all} ({dirs})"))
+        )
+    } else if e.from.starts_with("cnp:") {
+        let all = if whole_box { ": all pods" } else { "" };
+        format!(
+            "label={}, color=\"#741b47\", fontcolor=\"#741b47\"",
+            q(&format!("subject{all} ({dirs})"))
+        )
+    } else {
+        "style=dashed, color=\"#666666\", arrowhead=empty".to_string()
+    }
+}
+
 fn edge_stmt(e: &Edge) -> String {
     let attrs = match e.kind {
-        "selects" if e.from.starts_with("policy:") => format!(
-            "label={}, color=\"#b45f06\", fontcolor=\"#b45f06\"",
-            q(&format!("selects ({})", e.directions.join(", ")))
-        ),
-        "selects" if e.from.starts_with("cnp:") => format!(
-            "label={}, color=\"#741b47\", fontcolor=\"#741b47\"",
-            q(&format!("subject ({})", e.directions.join(", ")))
-        ),
-        "selects" => "style=dashed, color=\"#666666\", arrowhead=empty".to_string(),
+        "selects" => selects_attrs(e, false),
         "accept-from" | "accept-to" | "pass-from" | "pass-to" | "deny-from" | "deny-to" => {
             let color = match &e.kind[..4] {
                 "acce" => "#38761d",
