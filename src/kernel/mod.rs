@@ -5,11 +5,13 @@
 //! (keeps the kernel table equal to the latest compiled ruleset: deltas, full
 //! replacement, drift verification), `listing` (reads `nft -j list table`),
 //! `version` (minimum nft and kernel), `nflog` (the NFLOG group reader used
-//! by drop logging), `fake` (an in-memory [`nft::Nft`] for tests).
+//! by drop logging), `fake` (an in-memory [`nft::Nft`] for tests), `fuzz`
+//! (the fuzz targets' bodies, shared by `fuzz/` and the CI smoke test).
 
 pub mod apply;
 pub mod enforcer;
 pub mod fake;
+pub mod fuzz;
 pub mod listing;
 pub mod nflog;
 pub mod nft;

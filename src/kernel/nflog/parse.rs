@@ -13,6 +13,10 @@ use super::{Packet, Transport};
 
 /// Length of a netlink message header.
 const NLMSG_HDRLEN: usize = 16;
+/// Message types below this are netlink's own (noop, error, done, overrun).
+const NLMSG_MIN_TYPE: u16 = 0x10;
+/// The nfnetlink subsystem of NFLOG (the high byte of a message type).
+const NFNL_SUBSYS_ULOG: u16 = 4;
 
 /// What one datagram from the kernel held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +30,13 @@ pub struct Batch {
 /// The netlink messages of a datagram, each parsed on its own: a message
 /// that does not parse is `Err` and the walk goes on with the next one; a
 /// header whose length does not fit ends it.
+///
+/// Only netlink's own messages and NFLOG's are handed to the decoder; any
+/// other nfnetlink subsystem is `Err` unread. The group socket receives
+/// nothing else, and netlink-packet-netfilter 0.4's nf_tables and conntrack
+/// decoders panic on some malformed attributes (a nested attribute whose
+/// length runs past its parent: found by the `nflog` fuzz target,
+/// `other_nfnetlink_subsystems_are_skipped_unread` replays it).
 fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<NetlinkMessage<NetfilterMessage>, ()>> {
     std::iter::from_fn(move || {
         if buf.len() < NLMSG_HDRLEN {
@@ -37,7 +48,12 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<NetlinkMessage<Netfil
         };
         // new_checked ensured NLMSG_HDRLEN <= len <= buf.len().
         let len = header.length() as usize;
-        let one = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len]).map_err(|_| ());
+        let ty = header.message_type();
+        let one = if ty < NLMSG_MIN_TYPE || ty >> 8 == NFNL_SUBSYS_ULOG {
+            NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len]).map_err(|_| ())
+        } else {
+            Err(())
+        };
         buf = &buf[align4(len).min(buf.len())..];
         Some(one)
     })
@@ -187,7 +203,6 @@ pub(super) fn ack(buf: &[u8], seq: u32) -> Option<Result<(), i32>> {
 mod tests {
     use super::*;
 
-    const NFNL_SUBSYS_ULOG: u16 = 4;
     const NFULA_PAYLOAD: u16 = 9;
     const NFULA_PREFIX: u16 = 10;
     const NLMSG_ERROR: u16 = 2;
@@ -381,6 +396,34 @@ mod tests {
         loopy[6] = 60;
         loopy[40] = 60;
         assert!(parse_ip(&loopy).is_some());
+    }
+
+    #[test]
+    fn other_nfnetlink_subsystems_are_skipped_unread() {
+        // The `nflog` fuzz target's first crash, minimised: an nf_tables
+        // NEWSET message (subsystem 10) whose nested attribute claims more
+        // bytes than it has made netlink-packet-netfilter 0.4 index out of
+        // bounds. It is now skipped without being decoded.
+        let crash: &[u8] = &[
+            0x74, 0, 0, 0, 0x09, 0x0a, 0, 0x03, 0, 0x08, 0, 0x04, 0, 0, 0, 0, //
+            0x2c, 0, 0x09, 0, 0x45, 0, 0x11, 0, 0x12, 0x34, 0x40, 0, 0x3f, 0x06, 0, 0, //
+            0x43, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x02, 0x0b, 0x9c, 0x40, 0, 0, 0, //
+            0x43, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x02, 0x0b, 0x9c, 0x40, 0, 0x6e, 0x66, //
+            0x74, 0x70, 0x6f, 0x6c, 0, 0x64, 0x72, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0, //
+            0, 0, 0, 0, 0, 0, 0x02, 0, 0x26, 0x16, 0x08, 0, 0x01, 0, 0x20, 0x65, //
+            0x10, 0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
+            0, 0x9c, 0x40, 0,
+        ];
+        assert_eq!(crash.len(), 116);
+        let b = parse(crash);
+        assert_eq!((b.packets.len(), b.skipped), (0, 1), "{b:?}");
+        // Behind it, an NFLOG packet is still read.
+        let mut two = crash.to_vec();
+        two.extend(message("after", &v4_tcp()));
+        let b = parse(&two);
+        assert_eq!((b.packets.len(), b.skipped), (1, 1), "{b:?}");
+        assert_eq!(b.packets[0].prefix, "after");
     }
 
     proptest::proptest! {
