@@ -230,7 +230,7 @@ fn nflog_seeds() -> Vec<Vec<u8>> {
 
 /// One `NFULNL_MSG_PACKET`: nlmsghdr, nfgenmsg (AF_INET, group 9750), then
 /// attributes (packet header, input interface, prefix, payload).
-fn nflog_message(prefix: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn nflog_message(prefix: &str, payload: &[u8]) -> Vec<u8> {
     const NFNL_SUBSYS_ULOG: u16 = 4;
     let mut attrs = Vec::new();
     let mut attr = |ty: u16, data: &[u8]| {

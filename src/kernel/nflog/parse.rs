@@ -203,8 +203,6 @@ pub(super) fn ack(buf: &[u8], seq: u32) -> Option<Result<(), i32>> {
 mod tests {
     use super::*;
 
-    const NFULA_PAYLOAD: u16 = 9;
-    const NFULA_PREFIX: u16 = 10;
     const NLMSG_ERROR: u16 = 2;
 
     #[test]
@@ -245,34 +243,10 @@ mod tests {
     }
 
     /// A packet message as the kernel sends it: nlmsghdr, nfgenmsg, then
-    /// attributes (packet header, a few others, prefix, payload).
+    /// attributes (packet header, a few others, prefix, payload); the same
+    /// builder makes the fuzzer's seeds.
     fn message(prefix: &str, payload: &[u8]) -> Vec<u8> {
-        let mut attrs = Vec::new();
-        let mut attr = |ty: u16, data: &[u8]| {
-            attrs.extend(((4 + data.len()) as u16).to_ne_bytes());
-            attrs.extend(ty.to_ne_bytes());
-            attrs.extend(data);
-            while attrs.len() % 4 != 0 {
-                attrs.push(0);
-            }
-        };
-        attr(1, &[0x08, 0x00, 3, 0]); // NFULA_PACKET_HDR: ETH_P_IP, hook forward
-        attr(4, &7u32.to_be_bytes()); // NFULA_IFINDEX_INDEV
-        let mut p = prefix.as_bytes().to_vec();
-        p.push(0);
-        attr(NFULA_PREFIX, &p);
-        attr(NFULA_PAYLOAD, payload);
-        let len = NLMSG_HDRLEN + 4 + attrs.len();
-        let mut m = Vec::new();
-        m.extend((len as u32).to_ne_bytes());
-        m.extend((NFNL_SUBSYS_ULOG << 8).to_ne_bytes());
-        m.extend(0u16.to_ne_bytes());
-        m.extend(0u32.to_ne_bytes());
-        m.extend(0u32.to_ne_bytes());
-        m.extend([2, 0]);
-        m.extend(9750u16.to_be_bytes());
-        m.extend(attrs);
-        m
+        crate::kernel::fuzz::nflog_message(prefix, payload)
     }
 
     /// An IPv4 TCP SYN 10.244.1.10:40000 → 10.244.2.11:80 (captured layout).
