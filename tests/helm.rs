@@ -17,8 +17,8 @@
 //! tests/control_plane.rs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use clap::{ArgAction, CommandFactory, Parser};
@@ -41,23 +41,9 @@ fn helm_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("NFTPOL_HELM_BIN").filter(|b| !b.is_empty()) {
             return Ok(PathBuf::from(bin));
         }
-        let script = repo().join("hack/helm-binary.sh");
-        let out = Command::new(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().last() {
-            Some(dir) if out.status.success() => Ok(Path::new(dir.trim()).join("helm")),
-            _ => Err(format!(
-                "{} failed ({}); it needs Go >= 1.26 and the Go module proxy, \
-                 or set NFTPOL_HELM_BIN to a helm {} binary",
-                script.display(),
-                out.status,
-                helm_version()
-            )),
-        }
+        let instead = format!("set NFTPOL_HELM_BIN to a helm {} binary", helm_version());
+        nftpol_testkit::control_plane::built_by_script("hack/helm-binary.sh", &instead)
+            .map(|dir| dir.join("helm"))
     })
     .clone()
     .unwrap_or_else(|why| panic!("no helm: {why}"))

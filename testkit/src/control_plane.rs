@@ -41,28 +41,38 @@ pub fn ensure_binaries() -> PathBuf {
 /// test process. `Err` says why there is no control plane: the calling test
 /// fails, it is never skipped. Build it outside any fresh network namespace
 /// ([`ensure_binaries`]).
+/// Runs one of the repository's build scripts (`hack/k8s-binaries.sh`,
+/// `hack/helm-binary.sh`: they build into their cache on first use and print
+/// the cached bin directory after that) and returns the last line it printed.
+/// `Err` names the script's failure and `instead`, what to set to do without.
+pub fn built_by_script(script: &str, instead: &str) -> Result<PathBuf, String> {
+    let script = repo().join(script);
+    let out = Command::new(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last() {
+        Some(dir) if out.status.success() => Ok(PathBuf::from(dir.trim())),
+        _ => Err(format!(
+            "{} failed ({}); it needs Go >= 1.26 and the Go module proxy, or {instead}",
+            script.display(),
+            out.status
+        )),
+    }
+}
+
 pub fn bin_dir() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
         if let Some(bin) = std::env::var_os("NFTPOL_K8S_BIN").filter(|b| !b.is_empty()) {
             return Ok(PathBuf::from(bin));
         }
-        let script = repo().join("hack/k8s-binaries.sh");
-        let out = Command::new(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().last() {
-            Some(dir) if out.status.success() => Ok(PathBuf::from(dir.trim())),
-            _ => Err(format!(
-                "{} failed ({}); it needs Go >= 1.26 and the Go module proxy, \
-                 or set NFTPOL_K8S_BIN to a directory with etcd, kube-apiserver and kubectl",
-                script.display(),
-                out.status
-            )),
-        }
+        built_by_script(
+            "hack/k8s-binaries.sh",
+            "set NFTPOL_K8S_BIN to a directory with etcd, kube-apiserver and kubectl",
+        )
     })
     .clone()
 }
