@@ -2,9 +2,10 @@
 //! nightly): each body in `nftpol::kernel::fuzz` (exactly what the `cargo
 //! fuzz` targets in `fuzz/` run) over its seeds from `testdata/` and
 //! `rulesets/`, then over a few thousand deterministic mutations of them
-//! (xorshift from a fixed seed, so a failure reproduces). The bodies panic on
+//! (the test kit's seeded generator, so a failure reproduces). The bodies panic on
 //! a bug; the real fuzzing is hack/fuzz.sh (docs/testing.md, "Fuzzing").
 
+use nftpol_testkit::synth::Rng;
 use std::path::Path;
 use std::time::Instant;
 
@@ -53,22 +54,6 @@ const TOKENS: &[&[u8]] = &[
     b"\xff\xff\xff\xff",
 ];
 
-/// xorshift64*: tiny, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four libFuzzer-style mutations of `input`: byte flips, random
 /// bytes, deletions, duplications, token insertions, truncation, splicing
 /// with `other`.
@@ -81,7 +66,7 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let i = at.min(v.len() - 1);
                 v[i] ^= 1 << rng.below(8);
             }
-            1 => v.insert(at, rng.next() as u8),
+            1 => v.insert(at, rng.below(256) as u8),
             2 => {
                 let end = (at + 1 + rng.below(16)).min(v.len());
                 v.drain(at.min(end)..end);
@@ -129,7 +114,7 @@ fn smoke(
         !small.is_empty(),
         "{name}: no seed of at most {max_seed} bytes"
     );
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
     for i in 0..mutations {
         let a = small[rng.below(small.len())];
         let b = small[rng.below(small.len())];
