@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::metrics::{DropLabel, Metrics, ReaderState};
+use super::metrics::{DropLabel, Metrics, ReaderState, WouldDropLabel};
 use crate::core::compile::droplog::{DroppedFlow, FlowKey, Index, Packet};
 
 /// How long packets of one flow (same direction, addresses, protocol and
@@ -115,6 +115,11 @@ pub fn forget_gone_pods(metrics: &Metrics, index: &Index) {
             pods.contains(&(l.namespace.as_str(), l.pod.as_str()))
         }
     });
+    // Audit mode: a would-drop series lives while its policy is audited.
+    let audited = index.audited_policies();
+    metrics
+        .would_drop_packets
+        .retain(|l| audited.contains(&(l.namespace.clone(), l.policy.clone())));
 }
 
 /// Counts one logged packet and logs its flow if the flow is new; false
@@ -123,6 +128,18 @@ pub fn record(ix: &Index, metrics: &Metrics, dedupe: &mut Dedupe, pkt: &Packet) 
     let Some(flow) = ix.describe(pkt) else {
         return false;
     };
+    if flow.audit {
+        // Each audited policy named would have dropped it alone.
+        for (namespace, policy) in would_drop_policies(&flow) {
+            metrics
+                .would_drop_packets
+                .inc(WouldDropLabel { namespace, policy });
+        }
+        if dedupe.first(flow.key(), Instant::now()) {
+            log_would_drop(&flow);
+        }
+        return true;
+    }
     metrics.dropped_packets.inc(DropLabel {
         namespace: flow.namespace.clone(),
         pod: flow.pod.clone().unwrap_or_default(),
@@ -190,6 +207,39 @@ fn spawn_reader(group: u16, index: Arc<RwLock<Arc<Index>>>, metrics: Arc<Metrics
         metrics_on_failure.set_reader_state(ReaderState::Failed);
         tracing::error!(error = %e, "drop logging unavailable: cannot start its thread");
     }
+}
+
+/// The audited policies a would-drop names, as `(namespace, name)`
+/// (namespace empty for a ClusterNetworkPolicy).
+fn would_drop_policies(flow: &DroppedFlow) -> Vec<(String, String)> {
+    match &flow.cluster_rule {
+        Some(r) => vec![(String::new(), r.policy.clone())],
+        None => flow
+            .policies
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect(),
+    }
+}
+
+/// The log line of one flow an audited policy would drop (docs/review.md,
+/// "Audit mode"): the drop line's fields, target `nftpol::audit`.
+fn log_would_drop(flow: &DroppedFlow) {
+    tracing::info!(
+        target: "nftpol::audit",
+        direction = flow.direction.as_str(),
+        namespace = %flow.namespace,
+        pod = flow.pod.as_deref().unwrap_or(""),
+        src = %flow.src_name(),
+        src_ip = %flow.src,
+        dst = %flow.dst_name(),
+        dst_ip = %flow.dst,
+        proto = %flow.protocol_name(),
+        sport = flow.sport,
+        dport = flow.dport,
+        policies = %flow.policy_list(),
+        "{flow}"
+    );
 }
 
 /// The log line of one dropped flow (docs/drop-logging.md lists the fields).

@@ -46,7 +46,7 @@ pub struct ObjectLabel {
 
 /// Labels of dropped-packet counts: the isolated pod whose policies dropped
 /// the packet (the destination for ingress, the source for egress).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct DropLabel {
     /// Namespace of the isolated pod.
     pub namespace: String,
@@ -54,6 +54,16 @@ pub struct DropLabel {
     pub pod: String,
     /// `ingress` or `egress`.
     pub direction: String,
+}
+
+/// Labels of would-drop counts (audit mode): the audited policy that would
+/// have dropped the packet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct WouldDropLabel {
+    /// Namespace of the NetworkPolicy; empty for a ClusterNetworkPolicy.
+    pub namespace: String,
+    /// Name of the policy.
+    pub policy: String,
 }
 
 /// `state` label of the drop-log reader gauge.
@@ -99,26 +109,40 @@ impl ReaderState {
     }
 }
 
-/// Dropped-packet counts by [`DropLabel`]: a counter family whose series can
-/// be deleted ([`DropCounts::retain`]) so that pods that are gone do not
-/// keep theirs forever. Clones share the counts.
-#[derive(Clone, Debug, Default)]
-pub struct DropCounts {
-    counts: Arc<Mutex<HashMap<DropLabel, u64>>>,
+/// Packet counts by a label set `L`: a counter family whose series can be
+/// deleted ([`Counts::retain`]) so that pods or policies that are gone do
+/// not keep theirs forever. Clones share the counts.
+#[derive(Clone, Debug)]
+pub struct Counts<L> {
+    counts: Arc<Mutex<HashMap<L, u64>>>,
 }
 
-impl DropCounts {
-    fn lock(&self) -> MutexGuard<'_, HashMap<DropLabel, u64>> {
+/// Dropped-packet counts by [`DropLabel`].
+pub type DropCounts = Counts<DropLabel>;
+
+/// Would-drop counts (audit mode) by [`WouldDropLabel`].
+pub type WouldDropCounts = Counts<WouldDropLabel>;
+
+impl<L> Default for Counts<L> {
+    fn default() -> Self {
+        Counts {
+            counts: Arc::default(),
+        }
+    }
+}
+
+impl<L: std::hash::Hash + Eq> Counts<L> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<L, u64>> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts one packet.
-    pub fn inc(&self, label: DropLabel) {
+    pub fn inc(&self, label: L) {
         *self.lock().entry(label).or_default() += 1;
     }
 
     /// The count of one series (0 when it does not exist).
-    pub fn get(&self, label: &DropLabel) -> u64 {
+    pub fn get(&self, label: &L) -> u64 {
         self.lock().get(label).copied().unwrap_or(0)
     }
 
@@ -128,7 +152,7 @@ impl DropCounts {
     }
 
     /// Keeps only the series `keep` says yes to.
-    pub fn retain(&self, mut keep: impl FnMut(&DropLabel) -> bool) {
+    pub fn retain(&self, mut keep: impl FnMut(&L) -> bool) {
         self.lock().retain(|l, _| keep(l));
     }
 }
@@ -159,6 +183,10 @@ pub struct Metrics {
     /// sample of all drops), by isolated pod and direction; series of pods
     /// that are gone are deleted.
     pub dropped_packets: DropCounts,
+    /// Packets audited policies would have dropped (audit mode; a
+    /// rate-limited sample), by policy; series of policies no longer
+    /// audited are deleted.
+    pub would_drop_packets: WouldDropCounts,
     /// Failed list/watch calls by resource.
     pub watch_errors: Family<ResourceLabel, Counter>,
     /// Times the kernel dropped NFLOG messages because the reader's socket
@@ -200,28 +228,29 @@ impl Collector for ChainDrops {
     }
 }
 
-/// The dropped-packet counts, encoded as a counter family (listed even
-/// before its first sample).
+/// Packet counts encoded as a counter family (listed even before its first
+/// sample), series sorted by label.
 #[derive(Debug)]
-struct DropCountsCollector(DropCounts);
+struct CountsCollector<L> {
+    counts: Counts<L>,
+    name: &'static str,
+    help: &'static str,
+}
 
-impl Collector for DropCountsCollector {
+impl<L> Collector for CountsCollector<L>
+where
+    L: Clone + Ord + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static + EncodeLabelSet,
+{
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut values: Vec<(DropLabel, u64)> =
-            self.0.lock().iter().map(|(l, n)| (l.clone(), *n)).collect();
-        values.sort_by(|a, b| {
-            (&a.0.namespace, &a.0.pod, &a.0.direction).cmp(&(
-                &b.0.namespace,
-                &b.0.pod,
-                &b.0.direction,
-            ))
-        });
-        let mut metric = encoder.encode_descriptor(
-            "dropped_packets",
-            "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction; series of deleted pods are removed",
-            None,
-            MetricType::Counter,
-        )?;
+        let mut values: Vec<(L, u64)> = self
+            .counts
+            .lock()
+            .iter()
+            .map(|(l, n)| (l.clone(), *n))
+            .collect();
+        values.sort();
+        let mut metric =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
         for (label, n) in values {
             ConstCounter::new(n).encode(metric.encode_family(&label)?)?;
         }
@@ -238,7 +267,7 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -249,6 +278,7 @@ impl Metrics {
         "nftpol_resyncs_total",
         "nftpol_invalid_policies",
         "nftpol_dropped_packets_total",
+        "nftpol_would_drop_packets_total",
         "nftpol_watch_errors_total",
         "nftpol_drop_log_overruns_total",
         "nftpol_drop_log_skipped_messages_total",
@@ -283,6 +313,7 @@ impl Metrics {
         let resyncs = Family::<KindLabel, Counter>::default();
         let invalid_policies = Gauge::default();
         let dropped_packets = DropCounts::default();
+        let would_drop_packets = WouldDropCounts::default();
         let watch_errors = Family::<ResourceLabel, Counter>::default();
         let drop_log_overruns = Counter::default();
         let drop_log_skipped = Family::<ReasonLabel, Counter>::default();
@@ -361,7 +392,16 @@ impl Metrics {
         );
         // Their label values are not known up front, and the registry leaves
         // out families without samples: collectors keep them listed.
-        registry.register_collector(Box::new(DropCountsCollector(dropped_packets.clone())));
+        registry.register_collector(Box::new(CountsCollector {
+            counts: dropped_packets.clone(),
+            name: "dropped_packets",
+            help: "Dropped packets logged by drop logging (rate-limited sample), by isolated pod and direction; series of deleted pods are removed",
+        }));
+        registry.register_collector(Box::new(CountsCollector {
+            counts: would_drop_packets.clone(),
+            name: "would_drop_packets",
+            help: "Packets an audited policy (nftpol.io/mode: audit) would have dropped and let through (rate-limited sample), by policy (namespace empty for a ClusterNetworkPolicy); series of policies no longer audited are removed",
+        }));
         registry.register_collector(Box::new(ChainDrops {
             values: chain_drops.clone(),
         }));
@@ -407,6 +447,7 @@ impl Metrics {
             resyncs,
             invalid_policies,
             dropped_packets,
+            would_drop_packets,
             watch_errors,
             drop_log_overruns,
             drop_log_skipped,

@@ -51,6 +51,21 @@ pub struct Trace {
     pub path: Vec<(String, usize)>,
 }
 
+impl Trace {
+    /// The prefixes of the log rules the packet passed, in order (a log
+    /// rule on the path always matched; whether the kernel's `limit` let
+    /// the packet through to the group is not modelled).
+    pub fn logs(&self, rs: &Ruleset) -> Vec<String> {
+        self.path
+            .iter()
+            .filter_map(|(c, i)| match &rs.chain(c)?.rules.get(*i)?.verdict {
+                Verdict::Log(l) => Some(l.prefix.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Why a trace could not be completed (the ruleset is malformed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceError {
@@ -145,6 +160,18 @@ fn trace_hook(rs: &Ruleset, pkt: &Packet, hook: &str) -> Result<Trace, TraceErro
             Verdict::Log(_) => {
                 path.push((chain_name.clone(), idx));
                 stack.push((chain_name, idx + 1));
+                continue;
+            }
+            // Back to the rule after the caller's jump; from the base
+            // chain, its policy (accept).
+            Verdict::Return => {
+                path.push((chain_name, idx));
+                if stack.is_empty() {
+                    return Ok(Trace {
+                        outcome: Outcome::Accept,
+                        path,
+                    });
+                }
                 continue;
             }
             Verdict::Jump(c) => Some((c.clone(), true)),

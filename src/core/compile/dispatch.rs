@@ -17,8 +17,11 @@ pub(super) type GroupKey = (Direction, Vec<ObjectRef>);
 
 /// The group chains, and which pod address dispatches to which.
 pub(super) struct Dispatch {
-    /// (direction, isolating policies, sorted) → group chain name.
+    /// (direction, isolating enforced policies, sorted) → group chain name.
     pub(super) groups: BTreeMap<GroupKey, String>,
+    /// (direction, audited policies, sorted) → audit group chain name, for
+    /// pods that no enforced policy isolates in that direction.
+    pub(super) audit_groups: BTreeMap<GroupKey, String>,
     /// (direction, family) → enforced pod address → its group chain.
     pub(super) targets: BTreeMap<(Direction, Family), BTreeMap<IpAddr, String>>,
 }
@@ -37,20 +40,33 @@ impl<'a> Compiler<'a> {
         enforced
     }
 
-    /// Each enforced pod's isolating policies, per direction, define its group.
+    /// Each enforced pod's isolating policies, per direction, define its
+    /// group: the enforced ones if any (audited policies then change
+    /// nothing), else the audited ones (an audit group, which only logs).
     pub(super) fn dispatch(&self, enforced: &[&Pod]) -> Dispatch {
         let mut groups: BTreeMap<GroupKey, String> = BTreeMap::new();
+        let mut audit_groups: BTreeMap<GroupKey, String> = BTreeMap::new();
         let mut targets: BTreeMap<_, BTreeMap<IpAddr, String>> = BTreeMap::new();
         for pod in enforced {
             for dir in Direction::ALL {
-                let pols = self.graph.isolating_policies(&pod.id, dir);
-                if pols.is_empty() {
+                let (audited, pols): (Vec<ObjectRef>, Vec<ObjectRef>) = self
+                    .graph
+                    .isolating_policies(&pod.id, dir)
+                    .into_iter()
+                    .partition(|id| self.cluster.policies.get(id).is_some_and(|p| p.audit));
+                let chain = if !pols.is_empty() {
+                    groups
+                        .entry((dir, pols))
+                        .or_insert_with_key(|(dir, pols)| names::group_chain(*dir, pols))
+                        .clone()
+                } else if !audited.is_empty() {
+                    audit_groups
+                        .entry((dir, audited))
+                        .or_insert_with_key(|(dir, pols)| names::audit_group_chain(*dir, pols))
+                        .clone()
+                } else {
                     continue;
-                }
-                let chain = groups
-                    .entry((dir, pols))
-                    .or_insert_with_key(|(dir, pols)| names::group_chain(*dir, pols))
-                    .clone();
+                };
                 for ip in &pod.ips {
                     targets
                         .entry((dir, Family::of(ip)))
@@ -59,7 +75,11 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        Dispatch { groups, targets }
+        Dispatch {
+            groups,
+            audit_groups,
+            targets,
+        }
     }
 
     /// `filter-forward` (conntrack, neighbour discovery, pod → itself, the
@@ -249,6 +269,7 @@ impl<'a> Compiler<'a> {
                 namespace,
                 policies: pols.to_vec(),
                 logged,
+                audit: false,
             },
         );
         rules.push(rule(
@@ -265,6 +286,107 @@ impl<'a> Compiler<'a> {
                 list.join(", ")
             )),
             rules,
+        }
+    }
+}
+
+impl Compiler<'_> {
+    /// Every audit group chain, sorted by name; returns the (direction,
+    /// policy) pairs whose chains they jump to.
+    pub(super) fn audit_group_chains(
+        &mut self,
+        groups: &BTreeMap<GroupKey, String>,
+        log: &DropLog,
+    ) -> BTreeSet<(Direction, ObjectRef)> {
+        let mut used = BTreeSet::new();
+        let mut chains = Vec::new();
+        for ((dir, pols), name) in groups {
+            chains.push((name.clone(), self.audit_group_chain(*dir, pols, name, log)));
+            used.extend(pols.iter().map(|p| (*dir, p.clone())));
+        }
+        chains.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rs.chains.extend(chains);
+        used
+    }
+
+    /// One audit group chain (pods that only audited policies select in
+    /// `dir`): what NetworkPolicy always allows returns (tiered layout
+    /// only; otherwise the base chain took it); a jump to each audited
+    /// policy's chain, whose matching rules leave the NetworkPolicy stage
+    /// as an unisolated pod would ([`Compiler::after_np_stage`]); what no
+    /// audited policy allows is logged as "would drop" (rate-limited,
+    /// whatever the drop-logging settings) and returns, so evaluation goes
+    /// on exactly as for a pod no policy isolates. Never drops.
+    fn audit_group_chain(
+        &mut self,
+        dir: Direction,
+        pols: &[ObjectRef],
+        name: &str,
+        log: &DropLog,
+    ) -> Chain {
+        let mut rules: Vec<Rule> = if self.tiered() {
+            self.np_always_allowed(dir)
+                .into_iter()
+                .map(|r| Rule {
+                    verdict: Verdict::Return,
+                    ..r
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        rules.extend(pols.iter().map(|p| Rule {
+            matches: vec![],
+            verdict: Verdict::Jump(names::policy_chain(dir, p)),
+            comment: None,
+        }));
+        rules.push(rule(
+            vec![],
+            Verdict::Log(Log {
+                group: log.group,
+                rate: log.rate,
+                burst: log.burst,
+                prefix: names::audit_log_prefix(name),
+            }),
+            "audit: would drop (rate-limited log, no drop)",
+        ));
+        let namespace = pols
+            .first()
+            .map(|p| p.namespace.clone())
+            .unwrap_or_default();
+        self.drop_log.groups.insert(
+            name.to_string(),
+            droplog::Group {
+                direction: dir,
+                namespace,
+                policies: pols.to_vec(),
+                logged: true,
+                audit: true,
+            },
+        );
+        let list: Vec<String> = pols.iter().map(|p| p.to_string()).collect();
+        Chain {
+            hook: None,
+            comment: names::comment(&format!(
+                "AUDIT {} of pods only audited policies select: {}",
+                dir.as_str(),
+                list.join(", ")
+            )),
+            rules,
+        }
+    }
+
+    /// Where an unisolated pod's evaluation continues after the
+    /// NetworkPolicy stage, as a verdict: the Baseline stage chain if the
+    /// tier exists, else (ingress) accept or (egress) the ingress start.
+    pub(super) fn after_np_stage(&self, dir: Direction) -> Verdict {
+        use crate::core::model::Tier;
+        if self.has_tier(Tier::Baseline) {
+            return Verdict::Goto(names::tier_stage_chain(Tier::Baseline, dir));
+        }
+        match dir {
+            Direction::Ingress => Verdict::Accept,
+            Direction::Egress => Verdict::Goto(self.ingress_start()),
         }
     }
 }

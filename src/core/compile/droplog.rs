@@ -85,6 +85,9 @@ pub struct Group {
     pub policies: Vec<ObjectRef>,
     /// Whether the chain has a log rule.
     pub logged: bool,
+    /// An audit group chain: pods only audited policies select; its log
+    /// rule reports what they would drop, and nothing is dropped.
+    pub audit: bool,
 }
 
 /// One logged Deny rule of a ClusterNetworkPolicy.
@@ -100,6 +103,8 @@ pub struct ClusterRuleDrop {
     pub rule: usize,
     /// The rule's name, if any.
     pub rule_name: Option<String>,
+    /// The policy is audited: the rule logs what it would drop, and drops nothing.
+    pub audit: bool,
 }
 
 impl fmt::Display for ClusterRuleDrop {
@@ -152,12 +157,20 @@ impl Index {
     /// table swap) still yields a flow, with the direction from its name and
     /// no policies.
     pub fn describe(&self, pkt: &Packet) -> Option<DroppedFlow> {
-        let chain = names::log_prefix_chain(&pkt.prefix)?;
+        let (chain, audit) = match names::log_prefix_chain(&pkt.prefix) {
+            Some(c) => (c, false),
+            None => (names::audit_log_prefix_key(&pkt.prefix)?, true),
+        };
         let cluster_rule = self.cluster_rules.get(chain).cloned();
         let (direction, namespace, policies) = match (self.groups.get(chain), &cluster_rule) {
             (Some(g), _) => (g.direction, Some(g.namespace.clone()), g.policies.clone()),
             (None, Some(r)) => (r.direction, None, vec![]),
-            (None, None) => (names::group_direction(chain)?, None, vec![]),
+            (None, None) => (
+                names::group_direction(chain)
+                    .or_else(|| names::cluster_rule_log_key_direction(chain))?,
+                None,
+                vec![],
+            ),
         };
         let (isolated_ip, src_pod, dst_pod) = (
             pick(pkt, direction),
@@ -193,7 +206,26 @@ impl Index {
             },
             policies,
             cluster_rule,
+            audit,
         })
+    }
+
+    /// The audited policies of the current ruleset, as `(namespace, name)`
+    /// (namespace empty for a ClusterNetworkPolicy): the series of
+    /// `nftpol_would_drop_packets_total` the agent keeps.
+    pub fn audited_policies(&self) -> std::collections::BTreeSet<(String, String)> {
+        let np = self
+            .groups
+            .values()
+            .filter(|g| g.audit)
+            .flat_map(|g| g.policies.iter())
+            .map(|p| (p.namespace.clone(), p.name.clone()));
+        let cnp = self
+            .cluster_rules
+            .values()
+            .filter(|r| r.audit)
+            .map(|r| (String::new(), r.policy.clone()));
+        np.chain(cnp).collect()
     }
 }
 
@@ -238,6 +270,9 @@ pub struct DroppedFlow {
     pub policies: Vec<ObjectRef>,
     /// The ClusterNetworkPolicy Deny rule that dropped it, when one did.
     pub cluster_rule: Option<ClusterRuleDrop>,
+    /// Audit mode: logged by an audited policy, which would have dropped it;
+    /// the packet was not dropped (it went on as if the policy were absent).
+    pub audit: bool,
 }
 
 /// A flow's identity for deduplication.
@@ -299,12 +334,14 @@ fn endpoint(ip: IpAddr, pod: Option<&ObjectRef>) -> String {
 }
 
 impl fmt::Display for DroppedFlow {
-    /// One line: `ingress drop default/client (10.0.0.1) -> default/db (10.0.0.2) tcp/5432 by default/db-policy`.
+    /// One line: `ingress drop default/client (10.0.0.1) -> default/db (10.0.0.2) tcp/5432 by default/db-policy`;
+    /// audit mode says `would drop` and ends `(audit)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} drop {} ({}) -> {} ({}) {}",
+            "{} {} {} ({}) -> {} ({}) {}",
             self.direction.as_str(),
+            if self.audit { "would drop" } else { "drop" },
             self.src_name(),
             self.src,
             self.dst_name(),
@@ -317,7 +354,11 @@ impl fmt::Display for DroppedFlow {
         if let Some((t, c)) = self.icmp {
             write!(f, " type {t} code {c}")?;
         }
-        write!(f, " by {}", self.policy_list())
+        write!(f, " by {}", self.policy_list())?;
+        if self.audit {
+            f.write_str(" (audit)")?;
+        }
+        Ok(())
     }
 }
 
@@ -338,6 +379,7 @@ pub(crate) mod fixtures {
                     ObjectRef::new("db", "deny"),
                 ],
                 logged: true,
+                audit: false,
             },
         );
         ix.pods

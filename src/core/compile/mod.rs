@@ -134,6 +134,7 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Comp
                 .values()
                 .any(|p| p.tier == Tier::Baseline),
         ),
+        np_audit: false,
     };
     c.run(opts);
     Compiled {
@@ -160,6 +161,9 @@ struct Compiler<'a> {
     drop_log: droplog::Index,
     /// Whether the cluster has Admin, Baseline ClusterNetworkPolicies.
     tiers: (bool, bool),
+    /// Whether some pod here is selected only by audited NetworkPolicies
+    /// (its audit group chain continues after the NetworkPolicy stage).
+    np_audit: bool,
 }
 
 impl Compiler<'_> {
@@ -168,18 +172,21 @@ impl Compiler<'_> {
     fn run(&mut self, opts: &Options) {
         let enforced = self.enforced_pods(opts.node.as_deref());
         let dispatch = self.dispatch(&enforced);
+        self.np_audit = !dispatch.audit_groups.is_empty();
         if self.tiered() {
             let tiers = self.tier_dispatch(&enforced);
             self.self_set(&enforced, Family::V4);
             self.self_set(&enforced, Family::V6);
             self.tiered_base_chains(dispatch.targets, tiers.targets);
             let used = self.tier_group_chains(&tiers.groups);
-            let np_used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            let mut np_used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            np_used.extend(self.audit_group_chains(&dispatch.audit_groups, &opts.drop_log));
             self.cluster_policy_chains(used, &opts.drop_log);
             self.policy_chains(np_used);
         } else {
             self.base_chains(&enforced, dispatch.targets);
-            let used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            let mut used = self.group_chains(&dispatch.groups, &opts.drop_log);
+            used.extend(self.audit_group_chains(&dispatch.audit_groups, &opts.drop_log));
             self.policy_chains(used);
         }
         if self.drop_log.logs_any() {

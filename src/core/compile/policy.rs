@@ -24,8 +24,11 @@ impl Compiler<'_> {
 
     /// The chain of one policy in one direction. An ingress match accepts; an
     /// egress match continues with `goto pod-ingress`, so both ends are checked.
+    /// An audited policy's match continues as for an unisolated pod (the
+    /// same, unless a Baseline tier follows).
     fn policy_chain(&mut self, pol: &Policy, dir: Direction) -> Chain {
         let verdict = match dir {
+            _ if pol.audit => self.after_np_stage(dir),
             Direction::Ingress => Verdict::Accept,
             Direction::Egress => Verdict::Goto(self.ingress_start()),
         };
@@ -43,7 +46,9 @@ impl Compiler<'_> {
                 }
             }
         }
-        let what = if pol.valid {
+        let what = if pol.audit {
+            format!("{} {} AUDIT: never isolates", pol.id, dir.as_str())
+        } else if pol.valid {
             format!("{} {}", pol.id, dir.as_str())
         } else {
             format!(

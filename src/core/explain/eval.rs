@@ -85,6 +85,16 @@ pub fn explain(
     } else {
         Verdict::Denied
     };
+    // Audit notes in the order the ruleset logs them: the egress end, then
+    // the ingress end if the packet gets there. A pod reaching itself is
+    // never evaluated.
+    let would_drop = if is_self {
+        Vec::new()
+    } else if egress.allowed {
+        [egress.would_drop.clone(), ingress.would_drop.clone()].concat()
+    } else {
+        egress.would_drop.clone()
+    };
     let end = |r: &Resolved| ResolvedEndpoint {
         pod: r.pod.map(|p| p.id.to_string()),
         ip: r.ip,
@@ -105,6 +115,7 @@ pub fn explain(
             DecidedBy::Policies
         },
         warnings: super::report::same_priority_warnings(&egress, &ingress),
+        would_drop,
         egress,
         ingress,
     })
@@ -300,6 +311,7 @@ impl Ctx<'_> {
                 policies: Vec::new(),
                 admin: Vec::new(),
                 baseline: Vec::new(),
+                would_drop: Vec::new(),
                 decision: (!cluster.cluster_policies.is_empty()).then(|| Decision {
                     tier: "default",
                     policy: None,
@@ -330,13 +342,23 @@ impl Ctx<'_> {
                 PolicyReport {
                     policy: pol.id.to_string(),
                     valid: pol.valid,
+                    audit: pol.audit,
                     allows: rules.iter().any(|r| r.allows),
                     rules,
                 }
             })
             .collect();
-        let isolated = !policies.is_empty();
-        let np_allows = policies.iter().any(|p| p.allows);
+        // Audit mode: only enforced policies isolate and allow; a pod that
+        // only audited policies select is not isolated, and what none of
+        // them allows is logged as theirs to drop.
+        let isolated = policies.iter().any(|p| !p.audit);
+        let np_allows = policies.iter().any(|p| !p.audit && p.allows);
+        let np_would_drop: Vec<String> =
+            if !isolated && !policies.iter().any(|p| p.audit && p.allows) {
+                policies.iter().map(|p| p.policy.clone()).collect()
+            } else {
+                Vec::new()
+            };
         if cluster.cluster_policies.is_empty() {
             return Side {
                 direction: dir,
@@ -346,16 +368,31 @@ impl Ctx<'_> {
                 policies,
                 admin: Vec::new(),
                 baseline: Vec::new(),
+                would_drop: np_would_drop,
                 decision: None,
             };
         }
         // Admin → NetworkPolicy (if isolated) → Baseline → default.
         let mut passed = Vec::new();
-        let (admin, admin_says) = self.tier(cluster, Tier::Admin, dir, pod, other, dst, true);
+        let mut would_drop = Vec::new();
+        let (admin, admin_says) =
+            self.tier(cluster, Tier::Admin, dir, pod, other, dst, true, &mut would_drop);
+        if !matches!(admin_says, TierOutcome::Decided(..)) {
+            would_drop.extend(np_would_drop);
+        }
         let baseline;
         let decision = match admin_says {
             TierOutcome::Decided(name, rule, action) => {
-                (baseline, _) = self.tier(cluster, Tier::Baseline, dir, pod, other, dst, false);
+                (baseline, _) = self.tier(
+                    cluster,
+                    Tier::Baseline,
+                    dir,
+                    pod,
+                    other,
+                    dst,
+                    false,
+                    &mut would_drop,
+                );
                 Decision {
                     tier: "Admin",
                     policy: Some(name),
@@ -369,8 +406,16 @@ impl Ctx<'_> {
                     passed.push(format!("Admin {name}[{rule}]"));
                 }
                 let baseline_says;
-                (baseline, baseline_says) =
-                    self.tier(cluster, Tier::Baseline, dir, pod, other, dst, !isolated);
+                (baseline, baseline_says) = self.tier(
+                    cluster,
+                    Tier::Baseline,
+                    dir,
+                    pod,
+                    other,
+                    dst,
+                    !isolated,
+                    &mut would_drop,
+                );
                 if isolated {
                     Decision {
                         tier: "NetworkPolicy",
@@ -422,13 +467,16 @@ impl Ctx<'_> {
             policies,
             admin,
             baseline,
+            would_drop,
             decision: Some(decision),
         }
     }
 
     /// One tier's ClusterNetworkPolicies for `pod` in `dir`, in evaluation
     /// order, each rule matched against the flow; and what the tier says
-    /// (when `reached`: the first matching rule decides or passes).
+    /// (when `reached`: the first matching rule decides or passes). An
+    /// audited policy never decides: when it is reached and its first
+    /// matching rule is a Deny, that rule goes into `would_drop`.
     #[allow(clippy::too_many_arguments)]
     fn tier(
         &self,
@@ -439,6 +487,7 @@ impl Ctx<'_> {
         other: &Resolved,
         dst: Option<&Pod>,
         reached: bool,
+        would_drop: &mut Vec<String>,
     ) -> (Vec<ClusterPolicyReport>, TierOutcome) {
         let mut outcome = TierOutcome::Nothing;
         let mut open = reached;
@@ -449,13 +498,31 @@ impl Ctx<'_> {
             };
             let evaluated = open;
             let mut rules = Vec::new();
+            // An audited policy's own first match (it decides nothing).
+            let mut audit_open = open && pol.audit;
             for (i, r) in pol.rules(dir).iter().enumerate() {
                 let as_rule = Rule {
                     peers: r.peers.clone(),
                     ports: r.ports.clone(),
                 };
                 let rep = self.rule(i, &as_rule, "", other, dst);
-                if open && rep.allows {
+                if audit_open && rep.allows {
+                    audit_open = false;
+                    if r.action == Action::Deny {
+                        would_drop.push(
+                            crate::core::compile::droplog::ClusterRuleDrop {
+                                direction: dir,
+                                tier: tier.api_name(),
+                                policy: pol.name.clone(),
+                                rule: i,
+                                rule_name: r.name.clone(),
+                                audit: true,
+                            }
+                            .to_string(),
+                        );
+                    }
+                }
+                if open && !pol.audit && rep.allows {
                     open = false;
                     outcome = match r.action {
                         Action::Pass => TierOutcome::Passed(pol.name.clone(), i),
@@ -476,6 +543,7 @@ impl Ctx<'_> {
                 policy: pol.name.clone(),
                 priority: pol.priority,
                 valid: pol.valid,
+                audit: pol.audit,
                 evaluated,
                 rules,
             });

@@ -89,6 +89,9 @@ pub struct PolicyReport {
     pub policy: String,
     /// False when the API server would reject it: it fails closed (isolates, allows nothing).
     pub valid: bool,
+    /// Audit mode: it neither isolates nor allows (JSON: present only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub audit: bool,
     /// Whether any of its rules allows the flow.
     pub allows: bool,
     /// Every rule of the direction, in order.
@@ -103,11 +106,12 @@ pub struct Side {
     pub direction: Direction,
     /// The pod whose policies decide; `None` when that end is not a pod.
     pub pod: Option<String>,
-    /// Whether at least one policy isolates the pod in this direction.
+    /// Whether at least one enforced policy isolates the pod in this direction.
     pub isolated: bool,
     /// Whether this direction lets the flow through.
     pub allowed: bool,
-    /// The isolating policies, sorted.
+    /// The policies that select the pod in this direction (enforced and
+    /// audited), sorted.
     pub policies: Vec<PolicyReport>,
     /// The Admin-tier ClusterNetworkPolicies that apply to the pod in this
     /// direction, in evaluation order (absent from JSON when none).
@@ -116,6 +120,11 @@ pub struct Side {
     /// The Baseline-tier ones, likewise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub baseline: Vec<ClusterPolicyReport>,
+    /// Audit mode: the audited policies (`ns/name`) and ClusterNetworkPolicy
+    /// rules that would drop the flow at this end and log it, in the order
+    /// the ruleset reaches them (absent from JSON when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_drop: Vec<String>,
     /// Which tier decided this end, when the cluster has
     /// ClusterNetworkPolicies (absent from JSON otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,6 +159,9 @@ pub struct ClusterPolicyReport {
     pub priority: u32,
     /// False when the API server would reject it: it fails closed (denies everything).
     pub valid: bool,
+    /// Audit mode: its rules never decide (JSON: present only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub audit: bool,
     /// Whether it was reached (an earlier rule of the tier may have decided or passed).
     pub evaluated: bool,
     /// Every rule of the direction, in order.
@@ -194,6 +206,11 @@ pub struct Explanation {
     /// nftpol orders them by name).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Audit mode: every audited policy or ClusterNetworkPolicy rule that
+    /// would drop the flow, which the ruleset logs as it lets the flow on
+    /// (egress end, then ingress end; absent from JSON when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_drop: Vec<String>,
 }
 
 /// What decides the verdict.
@@ -205,6 +222,15 @@ pub enum DecidedBy {
     /// Egress of the source and ingress of the destination decide (JSON `policies`).
     #[serde(rename = "policies")]
     Policies,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `(audit: would be dropped by a, b)`.
+fn audit_note(would_drop: &[String]) -> String {
+    format!("(audit: would be dropped by {})", would_drop.join(", "))
 }
 
 /// The JSON spelling of a direction (`egress`, `ingress`).
@@ -226,9 +252,14 @@ impl Explanation {
             Some(n) => format!("{}/{} (port {n:?})", f.protocol, f.port),
             None => format!("{}/{}", f.protocol, f.port),
         };
+        let note = if self.would_drop.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", audit_note(&self.would_drop))
+        };
         let _ = writeln!(
             s,
-            "{}: {} -> {} {port}",
+            "{}{note}: {} -> {} {port}",
             self.verdict,
             end(&f.from),
             end(&f.to)
@@ -302,8 +333,14 @@ impl Side {
                 };
                 let _ = writeln!(
                     s,
-                    "  {tier} {} (priority {}): {state}",
-                    p.policy, p.priority
+                    "  {tier} {} (priority {}){}: {state}",
+                    p.policy,
+                    p.priority,
+                    if p.audit {
+                        " AUDIT (its rules never decide)"
+                    } else {
+                        ""
+                    }
                 );
                 for r in &p.rules {
                     let name = r
@@ -338,20 +375,52 @@ impl Side {
         };
         tier_lines(s, "Admin", &self.admin);
         if self.pod.is_some() {
+            let audited = self.audited_names();
             if self.isolated {
-                let names: Vec<&str> = self.policies.iter().map(|p| p.policy.as_str()).collect();
-                let _ = writeln!(s, "  NetworkPolicy: isolated by {}", names.join(", "));
+                let _ = writeln!(
+                    s,
+                    "  NetworkPolicy: isolated by {}",
+                    self.enforced_names().join(", ")
+                );
+            } else if !audited.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  NetworkPolicy: not isolated (only audited policies select it: {})",
+                    audited.join(", ")
+                );
             } else {
                 let _ = writeln!(s, "  NetworkPolicy: not isolated in this direction");
             }
         }
         tier_lines(s, "Baseline", &self.baseline);
+        if !self.would_drop.is_empty() {
+            let _ = writeln!(s, "  audit: would be dropped by {}", self.would_drop.join(", "));
+        }
+    }
+
+    /// The enforced policies' names.
+    fn enforced_names(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .filter(|p| !p.audit)
+            .map(|p| p.policy.as_str())
+            .collect()
+    }
+
+    /// The audited policies' names.
+    fn audited_names(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .filter(|p| p.audit)
+            .map(|p| p.policy.as_str())
+            .collect()
     }
 
     fn write_text(&self, s: &mut String, informational: bool) {
+        let audited = self.audited_names();
         if let Some(d) = &self.decision {
             self.write_tiers(s, d, informational);
-            if !self.isolated || self.pod.is_none() {
+            if (!self.isolated && audited.is_empty()) || self.pod.is_none() {
                 return;
             }
         }
@@ -367,26 +436,52 @@ impl Side {
             );
             return;
         };
-        if !self.isolated {
+        if !self.isolated && audited.is_empty() {
             let _ = writeln!(
                 s,
                 "{title} {pod}: not isolated (no NetworkPolicy with {policy_type} selects it): allowed"
             );
             return;
         }
-        let names: Vec<&str> = self.policies.iter().map(|p| p.policy.as_str()).collect();
-        let result = if self.allowed {
-            "allowed"
-        } else if informational {
-            "no rule allows it (not consulted)"
+        if !self.isolated {
+            let np_would_drop: Vec<String> = self
+                .would_drop
+                .iter()
+                .filter(|w| audited.contains(&w.as_str()))
+                .cloned()
+                .collect();
+            let note = if np_would_drop.is_empty() {
+                String::new()
+            } else {
+                format!("; denied {}", audit_note(&np_would_drop))
+            };
+            if self.decision.is_none() {
+                let _ = writeln!(
+                    s,
+                    "{title} {pod}: not isolated (only audited policies select it: {}): allowed{note}",
+                    audited.join(", ")
+                );
+            }
         } else {
-            "DENIED, no rule allows it"
-        };
-        let _ = writeln!(
-            s,
-            "{title} {pod}: isolated by {}: {result}",
-            names.join(", ")
-        );
+            let result = if self.allowed {
+                "allowed"
+            } else if informational {
+                "no rule allows it (not consulted)"
+            } else {
+                "DENIED, no rule allows it"
+            };
+            let mut line = format!(
+                "{title} {pod}: isolated by {}: {result}",
+                self.enforced_names().join(", ")
+            );
+            if !audited.is_empty() {
+                line.push_str(&format!(
+                    " (audited, not enforced: {})",
+                    audited.join(", ")
+                ));
+            }
+            let _ = writeln!(s, "{line}");
+        }
         for p in &self.policies {
             if !p.valid {
                 let _ = writeln!(
@@ -417,8 +512,9 @@ impl Side {
                 };
                 let _ = writeln!(
                     s,
-                    "  {} {field}[{}]: {}: {peers}; {ports}",
+                    "  {}{} {field}[{}]: {}: {peers}; {ports}",
                     p.policy,
+                    if p.audit { " (audit)" } else { "" },
                     r.index,
                     if r.allows { "ALLOWS" } else { "no match" }
                 );

@@ -111,6 +111,11 @@ pub struct ClusterPolicy {
     /// has one rule per direction, `Deny` everything, in its place (fail
     /// closed), and this flag makes the output say so.
     pub valid: bool,
+    /// Audit mode (`nftpol.io/mode: audit`): no rule decides; a packet whose
+    /// first matching rule of this policy is a Deny is logged as "would
+    /// drop" and evaluation goes on as if the policy were absent. Never true
+    /// for an invalid policy (it fails closed).
+    pub audit: bool,
 }
 
 impl ClusterPolicy {

@@ -118,6 +118,11 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// (`"false"`) for the namespace's policies, overriding the agent-wide setting.
 pub const LOG_DROPS_ANNOTATION: &str = "nftpol.io/log-drops";
 
+/// The annotation on a NetworkPolicy or ClusterNetworkPolicy that puts it in
+/// audit mode (`audit`): compiled, but it only logs and counts what it would
+/// drop (docs/review.md, "Audit mode"). `enforce` or absent: enforced.
+pub const MODE_ANNOTATION: &str = "nftpol.io/mode";
+
 /// A pod that takes part in policy: has an IP, is not host-network, is not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
@@ -270,6 +275,11 @@ pub struct Policy {
     /// False when the API server would have rejected the policy; it then
     /// isolates (fail closed) and its rules are empty.
     pub valid: bool,
+    /// Audit mode (`nftpol.io/mode: audit`): the policy neither isolates nor
+    /// allows; the packets of pods only it (and other audited policies)
+    /// selects that it would not allow are logged as "would drop". Never
+    /// true for an invalid policy (it fails closed).
+    pub audit: bool,
 }
 
 impl Policy {

@@ -401,6 +401,7 @@ fn verdict_stmts<'a>(v: &'a Verdict, out: &mut Vec<Statement<'a>>) {
         Verdict::Goto(c) => out.push(Statement::Goto(JumpTarget {
             target: Cow::Borrowed(c),
         })),
+        Verdict::Return => out.push(Statement::Return(None)),
         Verdict::AddrVmap(f, a, map) => out.push(Statement::VerdictMap(stmt::VerdictMap {
             key: ip_payload(*f, *a),
             data: set_ref(map),

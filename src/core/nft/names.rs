@@ -47,6 +47,10 @@ pub const INGRESS_CHAIN: &str = "pod-ingress";
 /// Every nftpol drop-log prefix starts with this; the group chain's name follows.
 pub const LOG_PREFIX: &str = "nftpol drop ";
 
+/// Every audit-mode ("would drop") log prefix starts with this; the audit
+/// group chain's name, or a ClusterNetworkPolicy rule's log key, follows.
+pub const AUDIT_LOG_PREFIX: &str = "nftpol audit ";
+
 /// `self-v4` / `self-v6`: `ip . ip` of every enforced pod.
 pub fn self_set(f: Family) -> String {
     format!("self-{}", f.suffix())
@@ -66,9 +70,25 @@ pub fn group_chain(dir: Direction, policies: &[ObjectRef]) -> String {
     bounded(&group_prefix(dir), &key.join(","), "", "")
 }
 
+/// The group chain of pods that only audited policies (`policies`, sorted)
+/// select in `dir`: `audit-ingress-group-HASH`. Key: as [`group_chain`]'s,
+/// prefixed `audit:` (a set of audited policies is never an enforced group).
+pub fn audit_group_chain(dir: Direction, policies: &[ObjectRef]) -> String {
+    let mut key: Vec<String> = policies.iter().map(object_key).collect();
+    key.sort();
+    key.dedup();
+    bounded(
+        &format!("audit-{}", group_prefix(dir)),
+        &format!("audit:{}", key.join(",")),
+        "",
+        "",
+    )
+}
+
 /// The direction of a group chain, from its name alone (a logged packet may
 /// name a chain of a newer table than the agent's index).
 pub fn group_direction(chain: &str) -> Option<Direction> {
+    let chain = chain.strip_prefix("audit-").unwrap_or(chain);
     Direction::ALL
         .into_iter()
         .find(|d| chain.starts_with(&format!("{}-", group_prefix(*d))))
@@ -94,6 +114,17 @@ pub fn log_prefix(group_chain: &str) -> String {
 /// The group chain a log prefix names; `None` for someone else's prefix.
 pub fn log_prefix_chain(prefix: &str) -> Option<&str> {
     prefix.strip_prefix(LOG_PREFIX)
+}
+
+/// The log prefix of an audit-mode log rule: [`AUDIT_LOG_PREFIX`] and the
+/// audit group chain or ClusterNetworkPolicy rule log key.
+pub fn audit_log_prefix(key: &str) -> String {
+    format!("{AUDIT_LOG_PREFIX}{key}")
+}
+
+/// The audit group chain or rule key an audit log prefix names.
+pub fn audit_log_prefix_key(prefix: &str) -> Option<&str> {
+    prefix.strip_prefix(AUDIT_LOG_PREFIX)
 }
 
 /// `named-port-<port>-<proto>-v4`: a named port of the enforced pods (ingress
@@ -129,6 +160,18 @@ pub fn cluster_policy_chain(tier: Tier, dir: Direction, name: &str) -> String {
 pub fn cluster_rule_log_key(tier: Tier, dir: Direction, name: &str, rule: usize) -> String {
     let key = format!("cnp:{}:{}:{}", tier.as_str(), dir.as_str(), escape(name));
     format!("{}-{}-{}/{rule}", tier.as_str(), dir.as_str(), hash8(&key))
+}
+
+/// The direction of a ClusterNetworkPolicy rule's log key, from the key
+/// alone (`admin-ingress-HASH/3` → ingress).
+pub fn cluster_rule_log_key_direction(key: &str) -> Option<Direction> {
+    let (stage, _) = key.split_once('/')?;
+    Tier::ALL.into_iter().find_map(|t| {
+        let rest = stage.strip_prefix(t.as_str())?.strip_prefix('-')?;
+        Direction::ALL
+            .into_iter()
+            .find(|d| rest.starts_with(&format!("{}-", d.as_str())))
+    })
 }
 
 /// The group chain of pods that the ClusterNetworkPolicies `policies` (in

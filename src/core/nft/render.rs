@@ -84,6 +84,7 @@ pub fn verdict(v: &Verdict) -> String {
         Verdict::CountedDrop => "counter drop".to_string(),
         Verdict::Jump(c) => format!("jump {c}"),
         Verdict::Goto(c) => format!("goto {c}"),
+        Verdict::Return => "return".to_string(),
         Verdict::AddrVmap(f, a, map) => format!("{} {} vmap @{map}", ip_kw(*f), a.nft()),
         // The order `nft list` prints, so the listing reads like the script.
         Verdict::Log(l) => format!(

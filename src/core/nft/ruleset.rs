@@ -128,12 +128,16 @@ pub enum Verdict {
     Jump(String),
     /// Go to a chain (never returning here).
     Goto(String),
+    /// Return to the chain that jumped here (from a base chain: its policy).
+    /// Audit mode: an audited policy's rule that does not decide.
+    Return,
     /// `ip saddr vmap @map` / `ip daddr vmap @map`: jump chosen by address, or
     /// fall through when the address is not in the map.
     AddrVmap(Family, Addr, String),
     /// Not a verdict: log the packet (rate-limited) and continue with the
-    /// next rule. Only ever placed right before a group chain's drop, so an
-    /// accepted packet is never logged.
+    /// next rule. Placed right before a group chain's drop (so an accepted
+    /// packet is never logged), before a ClusterNetworkPolicy Deny rule with
+    /// the same matches, and in audit mode where a drop would be.
     Log(Log),
 }
 

@@ -231,6 +231,10 @@ impl Compiler<'_> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: BTreeSet<Vec<Match>> = BTreeSet::new();
         for (i, r) in pol.rules(dir).iter().enumerate() {
+            if pol.audit {
+                self.audit_cluster_rule(pol, dir, i, log, &mut seen, &mut rules);
+                continue;
+            }
             let verdict = self.action_verdict(pol.tier, dir, r.action);
             let as_rule = PolicyRule {
                 peers: r.peers.clone(),
@@ -265,6 +269,7 @@ impl Compiler<'_> {
                                 policy: pol.name.clone(),
                                 rule: i,
                                 rule_name: r.name.clone(),
+                                audit: false,
                             },
                         );
                     }
@@ -278,7 +283,9 @@ impl Compiler<'_> {
             pol.name,
             pol.priority,
             dir.as_str(),
-            if pol.valid {
+            if pol.audit {
+                " AUDIT: never decides"
+            } else if pol.valid {
                 ""
             } else {
                 " INVALID: fails closed, denies everything"
@@ -288,6 +295,61 @@ impl Compiler<'_> {
             hook: None,
             comment: names::comment(&what),
             rules,
+        }
+    }
+
+    /// One rule of an audited ClusterNetworkPolicy: no verdict of its own.
+    /// A packet whose first matching rule of the policy is a Deny is logged
+    /// as "would drop" (rate-limited, whatever the drop-logging settings);
+    /// any first match returns to the tier group chain, which goes on with
+    /// the next policy, as if this one were absent.
+    fn audit_cluster_rule(
+        &mut self,
+        pol: &ClusterPolicy,
+        dir: Direction,
+        i: usize,
+        log: &DropLog,
+        seen: &mut BTreeSet<Vec<Match>>,
+        rules: &mut Vec<Rule>,
+    ) {
+        let r = &pol.rules(dir)[i];
+        let as_rule = PolicyRule {
+            peers: r.peers.clone(),
+            ports: r.ports.clone(),
+        };
+        let label = match &r.name {
+            Some(n) => format!("{}[{i}] {n}: {} (audit)", dir.as_str(), r.action),
+            None => format!("{}[{i}]: {} (audit)", dir.as_str(), r.action),
+        };
+        let key = names::cluster_rule_log_key(pol.tier, dir, &pol.name, i);
+        for matches in self.rule_matches(&as_rule, dir) {
+            if !seen.insert(matches.clone()) {
+                continue;
+            }
+            if r.action == Action::Deny {
+                rules.push(rule(
+                    matches.clone(),
+                    Verdict::Log(Log {
+                        group: log.group,
+                        rate: log.rate,
+                        burst: log.burst,
+                        prefix: names::audit_log_prefix(&key),
+                    }),
+                    "audit: would drop (rate-limited log, no drop)",
+                ));
+                self.drop_log.cluster_rules.insert(
+                    key.clone(),
+                    droplog::ClusterRuleDrop {
+                        direction: dir,
+                        tier: pol.tier.api_name(),
+                        policy: pol.name.clone(),
+                        rule: i,
+                        rule_name: r.name.clone(),
+                        audit: true,
+                    },
+                );
+            }
+            rules.push(rule(matches, Verdict::Return, &names::comment(&label)));
         }
     }
 
@@ -365,6 +427,32 @@ impl Compiler<'_> {
             &mut tier_targets,
         ));
         ingress.push(rule(vec![], Verdict::Accept, "no tier denies this ingress"));
+        // Audit mode: an audited NetworkPolicy's match continues after the
+        // NetworkPolicy stage, so the Baseline stage gets chains of its own
+        // (`baseline-egress`, `baseline-ingress`) for it to `goto`.
+        let mut baseline_stages = Vec::new();
+        if self.np_audit && self.has_tier(Tier::Baseline) {
+            for (dir, rules) in [
+                (Direction::Egress, &mut egress),
+                (Direction::Ingress, &mut ingress),
+            ] {
+                let stage = names::tier_stage_chain(Tier::Baseline, dir);
+                let tail = rules.split_off(Family::ALL.len());
+                rules.push(Rule {
+                    matches: vec![],
+                    verdict: Verdict::Goto(stage.clone()),
+                    comment: None,
+                });
+                baseline_stages.push((
+                    stage,
+                    Chain {
+                        hook: None,
+                        comment: format!("{}: the Baseline tier", dir.as_str()),
+                        rules: tail,
+                    },
+                ));
+            }
+        }
 
         let base = |hook: &'static str, comment: &str, rules: Vec<Rule>| Chain {
             hook: Some(Hook { hook, priority: 0 }),
@@ -395,6 +483,8 @@ impl Compiler<'_> {
                 rules: egress,
             },
         ));
+        let mut baseline_stages = baseline_stages.into_iter();
+        self.rs.chains.extend(baseline_stages.next());
         if self.has_tier(Tier::Admin) {
             let rules = {
                 let mut r =
@@ -423,6 +513,7 @@ impl Compiler<'_> {
                 rules: ingress,
             },
         ));
+        self.rs.chains.extend(baseline_stages.next());
     }
 
     /// The rules a NetworkPolicy group chain starts with in the tiered layout:

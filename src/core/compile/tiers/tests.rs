@@ -67,6 +67,7 @@ pub(crate) fn cluster() -> Cluster {
             },
         ],
         valid: true,
+        audit: false,
     };
     let baseline = ClusterPolicy {
         name: "default-deny-other".to_string(),
@@ -89,6 +90,7 @@ pub(crate) fn cluster() -> Cluster {
             ports: None,
         }],
         valid: true,
+        audit: false,
     };
     let np = crate::core::model::Policy {
         id: ObjectRef::new("db", "egress-nothing"),
@@ -96,6 +98,7 @@ pub(crate) fn cluster() -> Cluster {
         ingress: None,
         egress: Some(vec![]),
         valid: true,
+        audit: false,
     };
     c.policies.insert(np.id.clone(), np);
     c.cluster_policies.insert(admin.name.clone(), admin);

@@ -197,6 +197,13 @@ pub fn cluster_policy(
     };
     let tier = tier.unwrap_or(Tier::Admin);
     let priority = priority.unwrap_or(0);
+    let audit = super::audit_mode(
+        cnp.metadata.annotations.as_ref(),
+        valid,
+        src,
+        &object,
+        diags,
+    );
     if !valid {
         return Some(ClusterPolicy {
             name,
@@ -206,6 +213,7 @@ pub fn cluster_policy(
             ingress: deny_all(),
             egress: deny_all(),
             valid: false,
+            audit,
         });
     }
     Some(ClusterPolicy {
@@ -216,6 +224,7 @@ pub fn cluster_policy(
         ingress,
         egress,
         valid: true,
+        audit,
     })
 }
 

@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1 as core;
 
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{
-    LOG_DROPS_ANNOTATION, Labels, NAMESPACE_NAME_LABEL, Namespace, ObjectRef, Pod, Protocol,
+    LOG_DROPS_ANNOTATION, Labels, MODE_ANNOTATION, NAMESPACE_NAME_LABEL, Namespace, ObjectRef,
+    Pod, Protocol,
 };
 
 /// A field-level problem found while converting one object.
@@ -51,6 +52,51 @@ fn emit(
         Some(s) => d.at(s),
         None => d,
     });
+}
+
+/// The `nftpol.io/mode` annotation of a policy: true for `audit`. `enforce`
+/// or no annotation enforce; any other value is a warning naming the field
+/// and enforces (never wider access). An invalid policy is never audited: it
+/// fails closed, and a warning says the annotation is ignored.
+fn audit_mode(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    valid: bool,
+    src: Option<&Source>,
+    object: &dyn std::fmt::Display,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let field = format!("metadata.annotations[{MODE_ANNOTATION}]");
+    match annotations
+        .and_then(|a| a.get(MODE_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("enforce") => false,
+        Some("audit") if valid => true,
+        Some("audit") => {
+            emit(
+                diags,
+                Diagnostic::warning(
+                    "audit mode ignored: the policy is invalid, so it is enforced and fails closed",
+                )
+                .field(field),
+                src,
+                object,
+            );
+            false
+        }
+        Some(other) => {
+            emit(
+                diags,
+                Diagnostic::warning(format!(
+                    "{other:?} is neither \"audit\" nor \"enforce\"; the policy is enforced"
+                ))
+                .field(field),
+                src,
+                object,
+            );
+            false
+        }
+    }
 }
 
 /// Converts a Namespace; adds the `kubernetes.io/metadata.name` label the API

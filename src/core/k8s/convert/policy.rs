@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{FieldError, Labelled, emit, ferr, validate};
+use super::{FieldError, Labelled, audit_mode, emit, ferr, validate};
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{
     Cidr, IpBlock, NamespaceScope, ObjectRef, Peer, PodMatch, Policy, Port, PortMatch, Protocol,
@@ -137,6 +137,13 @@ pub fn policy(
     } else {
         (Vec::new(), Vec::new())
     };
+    let audit = audit_mode(
+        np.metadata.annotations.as_ref(),
+        valid,
+        src,
+        &object,
+        diags,
+    );
     Some(Policy {
         id,
         pod_selector: pod_selector
@@ -145,6 +152,7 @@ pub fn policy(
         ingress: isolate_in.then_some(ingress),
         egress: isolate_eg.then_some(egress),
         valid,
+        audit,
     })
 }
 
