@@ -433,6 +433,12 @@ fn strip_annotations(objs: &nftpol::core::k8s::Objects) -> nftpol::core::k8s::Ob
     for (_, ns) in &mut quiet.namespaces {
         ns.metadata.annotations = None;
     }
+    for (_, p) in &mut quiet.policies {
+        p.metadata.annotations = None;
+    }
+    for (_, p) in &mut quiet.cluster_policies {
+        p.metadata.annotations = None;
+    }
     quiet
 }
 
@@ -446,8 +452,9 @@ fn drops_are_logged_bridge() {
     kernel_case(Shape::Bridge);
 }
 
-/// With default options, no testdata case but drop-logging (which asks for
-/// it) gets a log statement; with its annotation removed neither does it.
+/// With default options, no testdata case but drop-logging and the audit-mode
+/// cases (which ask for it) gets a log statement; with their annotations
+/// removed neither do they.
 #[test]
 fn no_log_statement_unless_asked() {
     let mut cases = 0;
@@ -457,7 +464,10 @@ fn no_log_statement_unless_asked() {
         let out = nftpol::core::compile::compile_objects(&objs, &Options::default());
         let script = nftpol::core::nft::render::script(&out.ruleset);
         let json = nftpol::core::nft::json::script(&out.ruleset);
-        if dir.ends_with("drop-logging") {
+        let audit = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("audit-mode"));
+        if dir.ends_with("drop-logging") || audit {
             assert!(!log_lines(&script).is_empty());
             let quiet = strip_annotations(&objs);
             let out = nftpol::core::compile::compile_objects(&quiet, &Options::default());
@@ -844,4 +854,373 @@ fn cli_flags() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit mode (docs/review.md, "Audit mode") with real packets
+// ---------------------------------------------------------------------------------------------
+
+/// `testdata/audit-mode` as a two-node topology.
+fn audit_topology(shape: Shape) -> Topology {
+    let spec = TopoSpec::two_nodes("node-1", "node-2")
+        .pod_at("shop.db", "node-1", 10)
+        .pod_at("shop.batch", "node-1", 11)
+        .pod_at("shop.web", "node-2", 10)
+        .pod_at("lab.db", "node-1", 12)
+        .pod_at("lab.web", "node-2", 11)
+        .ports(&[80, 81]);
+    let mut topo = Topology::build(shape, &spec).expect("topology");
+    topo.set_timeout(Duration::from_millis(800));
+    topo
+}
+
+/// An audit probe: reached or not, and the would-drop log lines it must
+/// give as `(direction, audited policies)`, in order (egress end first).
+struct AuditExpect {
+    from: &'static str,
+    to: &'static str,
+    proto: Proto,
+    port: u16,
+    reached: bool,
+    would_drop: &'static [(Direction, &'static str)],
+}
+
+const fn a(
+    from: &'static str,
+    to: &'static str,
+    proto: Proto,
+    port: u16,
+    reached: bool,
+    would_drop: &'static [(Direction, &'static str)],
+) -> AuditExpect {
+    AuditExpect {
+        from,
+        to,
+        proto,
+        port,
+        reached,
+        would_drop,
+    }
+}
+
+const DB_AUDIT: (Direction, &str) = (Direction::Ingress, "shop/db-allow-web");
+const BATCH_AUDIT: (Direction, &str) = (Direction::Egress, "shop/batch-egress");
+
+const AUDIT_PROBES: [AuditExpect; 8] = [
+    // The audited policies allow it: delivered, nothing logged.
+    a("shop.web", "shop.db", Proto::Tcp, 80, true, &[]),
+    // They would drop it: delivered AND logged (cross-node, same-node; ingress, egress, both).
+    a("lab.web", "shop.db", Proto::Tcp, 80, true, &[DB_AUDIT]),
+    a("lab.web", "shop.db", Proto::Udp, 81, true, &[DB_AUDIT]),
+    a("shop.batch", "shop.db", Proto::Tcp, 80, true, &[DB_AUDIT]),
+    a(
+        "shop.batch",
+        "shop.db",
+        Proto::Udp,
+        81,
+        true,
+        &[BATCH_AUDIT, DB_AUDIT],
+    ),
+    // The enforced policy beside them still drops, and logs nothing (lab does not log drops).
+    a("lab.web", "lab.db", Proto::Tcp, 81, false, &[]),
+    a(
+        "shop.batch",
+        "lab.db",
+        Proto::Tcp,
+        80,
+        false,
+        &[BATCH_AUDIT],
+    ),
+    a("lab.web", "lab.db", Proto::Tcp, 80, true, &[]),
+];
+
+/// Audit mode with real packets: the would-drop flows of the audited
+/// policies are delivered and logged (NFLOG, prefix `nftpol audit`, without
+/// any drop-logging option), with the direction and policies; the enforced
+/// policy beside them still drops. Then the same objects with the
+/// annotations removed (every policy enforced): the would-drop flows are
+/// dropped.
+fn audit_kernel_case(shape: Shape) {
+    let objs = load(&kit::cases::case("audit-mode"));
+    let topo = audit_topology(shape);
+    // Drop logging off (no --log-drops, no namespace annotation): audit logs anyway.
+    let quiet = DropLog {
+        group: GROUP,
+        rate: 1000,
+        burst: 1000,
+        all_namespaces: false,
+    };
+    let node1 = compile(&objs, "node-1", quiet.clone());
+    let node2 = compile(&objs, "node-2", quiet.clone());
+    topo.load_ruleset("node-1", &nftpol::core::nft::render::script(&node1.ruleset))
+        .unwrap();
+    topo.load_ruleset("node-2", &nftpol::core::nft::render::script(&node2.ruleset))
+        .unwrap();
+
+    let c1 = Collector::start(topo.node_netns("node-1"));
+    let c2 = Collector::start(topo.node_netns("node-2"));
+    let mut specs = Vec::new();
+    let mut wanted = Vec::new();
+    for fam in [Family::V4, Family::V6] {
+        for x in &AUDIT_PROBES {
+            specs.push(ProbeSpec::pod(
+                x.from,
+                topo.pod_ip(x.to, fam),
+                x.proto,
+                x.port,
+            ));
+            wanted.push(x);
+        }
+    }
+    let reached = topo.probe_many(&specs);
+    let logged1 = c1.finish();
+    let logged2 = c2.finish();
+    for ((spec, x), got) in specs.iter().zip(&wanted).zip(&reached) {
+        assert_eq!(*got, x.reached, "{shape}: {spec}: reachability");
+    }
+    assert!(
+        logged2.is_empty(),
+        "{shape}: node-2 has no audited pod, yet logged {logged2:?}"
+    );
+    let flows: Vec<DroppedFlow> = logged1
+        .iter()
+        .map(|(_, p)| {
+            node1
+                .drop_log
+                .describe(p)
+                .unwrap_or_else(|| panic!("{shape}: a packet not from nftpol: {p:?}"))
+        })
+        .collect();
+    assert!(
+        flows.iter().all(|f| f.audit),
+        "{shape}: only would-drop logs expected: {flows:?}"
+    );
+    for (spec, x) in specs.iter().zip(&wanted) {
+        let src = topo.pod_ip(x.from, Family::of(spec.to));
+        let matching: Vec<&DroppedFlow> = flows
+            .iter()
+            .filter(|f| {
+                f.src == src
+                    && f.dst == spec.to
+                    && f.protocol == proto_number(x.proto)
+                    && f.dport == Some(x.port)
+            })
+            .collect();
+        // Retransmits repeat a flow's lines; the distinct (direction, policies) in order of
+        // first appearance are what the packet's path logged.
+        let mut seen: Vec<(Direction, String)> = Vec::new();
+        for f in &matching {
+            let k = (f.direction, f.policy_list());
+            if !seen.contains(&k) {
+                seen.push(k);
+            }
+        }
+        let want: Vec<(Direction, String)> = x
+            .would_drop
+            .iter()
+            .map(|(d, p)| (*d, p.to_string()))
+            .collect();
+        assert_eq!(seen, want, "{shape}: {spec}: would-drop logs");
+        for f in matching {
+            assert!(f.to_string().contains(" would drop "), "{f}");
+            assert!(f.to_string().ends_with(" (audit)"), "{f}");
+        }
+    }
+
+    // Switched to enforce (annotations removed): the would-drop flows are dropped.
+    let enforced = strip_annotations(&objs);
+    for node in ["node-1", "node-2"] {
+        let out = compile(&enforced, node, quiet.clone());
+        let script = nftpol::core::nft::render::script(&out.ruleset);
+        assert!(
+            log_lines(&script).is_empty(),
+            "{shape}: {node}: no audit left"
+        );
+        topo.load_ruleset(node, &script).unwrap();
+    }
+    let would: Vec<ProbeSpec> = AUDIT_PROBES
+        .iter()
+        .filter(|x| !x.would_drop.is_empty())
+        .flat_map(|x| {
+            [Family::V4, Family::V6]
+                .map(|fam| ProbeSpec::pod(x.from, topo.pod_ip(x.to, fam), x.proto, x.port))
+        })
+        .collect();
+    let got = topo.probe_many(&would);
+    for (spec, r) in would.iter().zip(got) {
+        assert!(!r, "{shape}: {spec}: enforced, yet delivered");
+    }
+}
+
+#[test]
+fn audit_mode_logs_and_delivers_routed() {
+    audit_kernel_case(Shape::Routed);
+}
+
+#[test]
+fn audit_mode_logs_and_delivers_bridge() {
+    audit_kernel_case(Shape::Bridge);
+}
+
+#[test]
+fn audit_mode_logs_and_delivers_vxlan() {
+    audit_kernel_case(Shape::Vxlan);
+}
+
+/// `nftpol run` on node-1 against the real control plane with
+/// `testdata/audit-mode`: a flow that the audited shop/db-allow-web would
+/// drop is delivered, counted in `nftpol_would_drop_packets_total` and logged
+/// (target `nftpol::audit`); switching the policy's annotation to `enforce`
+/// through the API server starts dropping it, and the policy's would-drop
+/// series is removed.
+#[test]
+fn agent_audit_mode_then_enforce() {
+    const METRICS: &str = "127.0.0.1:9751";
+    control_plane::ensure_binaries();
+    let objs = load(&kit::cases::case("audit-mode"));
+    let topo = audit_topology(Shape::Routed);
+    let node1 = topo.node_netns("node-1").to_string();
+    let cp = in_netns(&node1, ControlPlane::start)
+        .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+    let kubeconfig = in_netns(&node1, || {
+        let deploy = control_plane::repo().join("deploy");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
+        cp.token_kubeconfig("nftpol", "nftpol")
+    })
+    .unwrap_or_else(|e| panic!("{e:#} (its panic message is above)"));
+    for (_, o) in &objs.namespaces {
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
+    }
+    for (_, o) in &objs.pods {
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
+    }
+    for (_, o) in &objs.policies {
+        apply_in(&node1, &cp, serde_json::to_value(o).unwrap());
+    }
+    let dir = std::env::temp_dir().join(format!("nftpol-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let group = GROUP.to_string();
+    // No --log-drops: audit mode logs by itself.
+    let mut agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &node1, env!("CARGO_BIN_EXE_nftpol"), "run"])
+        .args(["--node", "node-1", "--listen", METRICS, "--log-json"])
+        .args(["--min-interval", "50ms", "--max-delay", "300ms"])
+        .args([
+            "--log-group",
+            &group,
+            "--log-rate",
+            "1000",
+            "--log-burst",
+            "1000",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("nftpol run starts");
+    let table = || {
+        topo.exec(&node1, &["nft", "list", "table", "inet", "nftpol"])
+            .unwrap_or_default()
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let series = ["namespace=\"shop\"", "policy=\"db-allow-web\""];
+    let metric = "nftpol_would_drop_packets_total";
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("a table with audit log rules", &|| {
+            table().contains("log prefix \"nftpol audit audit-ingress-group-")
+        });
+        // The reader starts right after the apply that first logs.
+        std::thread::sleep(Duration::from_millis(500));
+        let db4 = topo.pod_ip("shop.db", Family::V4);
+        let db6 = topo.pod_ip("shop.db", Family::V6);
+        let lab_db = topo.pod_ip("lab.db", Family::V4);
+        let reached = topo.probe_many(&[
+            ProbeSpec::pod("lab.web", db4, Proto::Tcp, 80), // would drop: delivered
+            ProbeSpec::pod("lab.web", db6, Proto::Udp, 81), // would drop: delivered
+            ProbeSpec::pod("shop.web", db4, Proto::Tcp, 80), // allowed by it: not counted
+            ProbeSpec::pod("lab.web", lab_db, Proto::Tcp, 81), // enforced beside it: dropped
+        ]);
+        assert_eq!(reached, [true, true, true, false]);
+        wait_for("would-drop counts", &|| {
+            metric_matching(&metrics_in(&node1, METRICS), metric, &series) >= 2.0
+        });
+        let body = metrics_in(&node1, METRICS);
+        assert_eq!(
+            metric_matching(&body, "nftpol_dropped_packets_total", &[]),
+            0.0,
+            "drop logging is off: {body}"
+        );
+
+        // Switch the policy to enforce through the API server.
+        let mut pol = objs
+            .policies
+            .iter()
+            .map(|(_, p)| p.clone())
+            .find(|p| {
+                p.metadata.name.as_deref() == Some("db-allow-web")
+                    && p.metadata.namespace.as_deref() == Some("shop")
+            })
+            .unwrap();
+        pol.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("nftpol.io/mode".into(), "enforce".into());
+        apply_in(&node1, &cp, serde_json::to_value(&pol).unwrap());
+        wait_for("shop/db enforced", &|| {
+            let t = table();
+            t.contains("ingress of pods isolated by shop/db-allow-web")
+                && !t.contains("audit-ingress-group-")
+        });
+        let reached = topo.probe_many(&[
+            ProbeSpec::pod("lab.web", db4, Proto::Tcp, 80),
+            ProbeSpec::pod("lab.web", db6, Proto::Udp, 81),
+            ProbeSpec::pod("shop.web", db4, Proto::Tcp, 80),
+        ]);
+        assert_eq!(reached, [false, false, true], "enforced: dropping starts");
+        let body = metrics_in(&node1, METRICS);
+        assert_eq!(
+            metric_matching(&body, metric, &series),
+            0.0,
+            "the series of a policy no longer audited is removed: {body}"
+        );
+    }));
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Err(e) = result {
+        eprintln!("agent log:\n{text}");
+        std::panic::resume_unwind(e);
+    }
+    let audits: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "nftpol::audit")
+        .collect();
+    eprintln!("audit lines: {audits:?}");
+    assert!(
+        audits.iter().any(|v| {
+            let f = &v["fields"];
+            f["direction"] == "ingress"
+                && f["src"] == "lab/web"
+                && f["dst"] == "shop/db"
+                && f["proto"] == "tcp"
+                && f["dport"] == 80
+                && f["policies"] == "shop/db-allow-web"
+        }),
+        "{text}"
+    );
+    assert!(
+        audits.iter().all(|v| v["fields"]["src"] != "shop/web"),
+        "a flow the audited policy allows was logged: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -116,9 +116,10 @@ fn endpoints(c: &Cluster) -> Vec<Endpoint> {
 /// returns the number of flows and the disagreements.
 fn cross_check(c: &Cluster, ports: &BTreeSet<u16>) -> (usize, Vec<String>) {
     let graph = SelectorGraph::build(c);
-    let rs: Ruleset =
-        nftpol::core::compile::compile(c, &graph, &nftpol::core::compile::Options::default())
-            .ruleset;
+    let compiled =
+        nftpol::core::compile::compile(c, &graph, &nftpol::core::compile::Options::default());
+    let rs: Ruleset = compiled.ruleset;
+    let index = compiled.drop_log;
     let eps = endpoints(c);
     let mut flows = 0;
     let mut bad = Vec::new();
@@ -161,6 +162,37 @@ fn cross_check(c: &Cluster, ports: &BTreeSet<u16>) -> (usize, Vec<String>) {
                             Outcome::Accept => Verdict::Allowed,
                             Outcome::Drop => Verdict::Denied,
                         };
+                        // Audit mode: the would-drop log rules on the packet's path
+                        // name exactly what explain says would drop it.
+                        let logged: Vec<String> = t
+                            .logs(&rs)
+                            .into_iter()
+                            .filter_map(|prefix| {
+                                let flow =
+                                    index.describe(&nftpol::core::compile::droplog::Packet {
+                                        prefix,
+                                        src: pkt.src,
+                                        dst: pkt.dst,
+                                        protocol: 6,
+                                        transport:
+                                            nftpol::core::compile::droplog::Transport::Unknown,
+                                    })?;
+                                flow.audit.then_some(flow)
+                            })
+                            .flat_map(|f| match &f.cluster_rule {
+                                Some(r) => vec![r.to_string()],
+                                None => f.policies.iter().map(ToString::to_string).collect(),
+                            })
+                            .collect();
+                        if logged != ex.would_drop {
+                            bad.push(format!(
+                                "{from:?} -> {to:?} {}/{port} {family:?}: explain says would drop {:?}, the ruleset logs {logged:?} (path {:?})\n{}",
+                                proto.nft(),
+                                ex.would_drop,
+                                t.path,
+                                ex.to_text()
+                            ));
+                        }
                         if traced != ex.verdict {
                             bad.push(format!(
                                 "{from:?} -> {to:?} {}/{port} {family:?}: explain says {}, the ruleset {traced} (path {:?})\n{}",
@@ -364,6 +396,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
         rules(),
         prop::bool::weighted(0.1),
         prop::sample::select(NS.to_vec()),
+        prop::bool::weighted(0.3),
     );
     (
         prop::collection::vec(labels, 2),
@@ -406,7 +439,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     },
                 );
             }
-            for (i, (pod_selector, ingress, egress, invalid, ns)) in
+            for (i, (pod_selector, ingress, egress, invalid, ns, audit)) in
                 policies.into_iter().enumerate()
             {
                 // A policy isolates in at least one direction.
@@ -429,6 +462,8 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                         ingress,
                         egress,
                         valid: !invalid,
+                        // Audit mode (an invalid policy is never audited).
+                        audit: audit && !invalid,
                     },
                 );
             }

@@ -360,6 +360,83 @@ mod tests {
         assert!(text.contains("pod=\"db-19\""), "{text}");
     }
 
+    /// Audit mode: a would-drop packet counts once for each audited policy
+    /// it names, never as a drop; the series of a policy switched to
+    /// enforce is deleted at the next apply.
+    #[test]
+    fn would_drop_series_follow_the_audited_policies() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/audit-mode");
+        let (mut objs, diags) = crate::core::k8s::load_paths(&[root]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let opts = Options {
+            node: Some("node-1".into()),
+            drop_log: DropLog::default(),
+        };
+        let metrics = Metrics::new();
+        let mut dedupe = Dedupe::new(DEDUPE_WINDOW);
+        let ix = compile_objects(&objs, &opts).drop_log;
+        forget_gone_pods(&metrics, &ix);
+        let audit_prefix = |dir: Direction| {
+            let (chain, _) = ix
+                .groups
+                .iter()
+                .find(|(_, g)| g.audit && g.direction == dir)
+                .expect("an audit group");
+            crate::core::nft::names::audit_log_prefix(chain)
+        };
+        // lab/web -> shop/db (ingress), shop/batch -> lab/db (egress).
+        let to_db = pkt(
+            &audit_prefix(Direction::Ingress),
+            "10.244.2.11",
+            "10.244.1.10",
+            4000,
+        );
+        let from_batch = pkt(
+            &audit_prefix(Direction::Egress),
+            "10.244.1.11",
+            "10.244.1.12",
+            4001,
+        );
+        for p in [&to_db, &to_db, &from_batch] {
+            assert!(record(&ix, &metrics, &mut dedupe, p), "{p:?}");
+        }
+        let label = |policy: &str| WouldDropLabel {
+            namespace: "shop".into(),
+            policy: policy.into(),
+        };
+        assert_eq!(metrics.would_drop_packets.get(&label("db-allow-web")), 2);
+        assert_eq!(metrics.would_drop_packets.get(&label("batch-egress")), 1);
+        assert_eq!(metrics.dropped_packets.series(), 0, "nothing was dropped");
+        let flow = ix.describe(&to_db).expect("ours");
+        assert_eq!(
+            flow.to_string(),
+            "ingress would drop lab/web (10.244.2.11) -> shop/db (10.244.1.10) tcp/5432 by shop/db-allow-web (audit)"
+        );
+        let text = metrics.encode();
+        println!("{text}");
+        assert!(
+            text.contains(
+                "nftpol_would_drop_packets_total{namespace=\"shop\",policy=\"db-allow-web\"} 2"
+            ),
+            "{text}"
+        );
+
+        // shop/db-allow-web switched to enforce: its series goes, batch-egress's stays.
+        for (_, p) in &mut objs.policies {
+            if p.metadata.name.as_deref() == Some("db-allow-web") {
+                p.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert("nftpol.io/mode".into(), "enforce".into());
+            }
+        }
+        let ix = compile_objects(&objs, &opts).drop_log;
+        forget_gone_pods(&metrics, &ix);
+        assert_eq!(metrics.would_drop_packets.get(&label("db-allow-web")), 0);
+        assert_eq!(metrics.would_drop_packets.get(&label("batch-egress")), 1);
+        assert_eq!(metrics.would_drop_packets.series(), 1);
+    }
+
     #[test]
     fn dedupe_folds_a_flow_within_the_window() {
         let ix = index();

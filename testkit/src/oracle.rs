@@ -200,6 +200,10 @@ fn network_policy_decides(
         if !policy_has_direction(policy, direction) {
             continue;
         }
+        // Audit mode: a valid audited policy neither isolates nor allows.
+        if policy_is_valid(policy) && is_audited(policy.metadata.annotations.as_ref()) {
+            continue;
+        }
         isolated = true;
         if !policy_is_valid(policy) {
             // Fail closed: isolates, allows nothing.
@@ -337,6 +341,14 @@ fn spec_of(policy: &NetworkPolicy) -> NetworkPolicySpec {
         Some(spec) => spec.clone(),
         None => NetworkPolicySpec::default(),
     }
+}
+
+/// Does the annotation `nftpol.io/mode` say `audit` (exactly; any other
+/// value enforces)?
+fn is_audited(annotations: Option<&BTreeMap<String, String>>) -> bool {
+    annotations
+        .and_then(|a| a.get("nftpol.io/mode"))
+        .is_some_and(|v| v == "audit")
 }
 
 /// Does the policy select the pod (same namespace, podSelector matches)?
@@ -949,6 +961,18 @@ fn tier_decides(
         }
         if !cnp_is_valid(policy) {
             return Some(Action::Deny);
+        }
+        // Audit mode: a valid audited policy never decides.
+        let annotations = field(policy, "metadata")
+            .and_then(|m| field(m, "annotations"))
+            .and_then(Value::as_object)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect::<BTreeMap<String, String>>()
+            });
+        if is_audited(annotations.as_ref()) {
+            continue;
         }
         let Some(spec) = field(policy, "spec") else {
             continue;

@@ -375,8 +375,16 @@ impl Ctx<'_> {
         // Admin → NetworkPolicy (if isolated) → Baseline → default.
         let mut passed = Vec::new();
         let mut would_drop = Vec::new();
-        let (admin, admin_says) =
-            self.tier(cluster, Tier::Admin, dir, pod, other, dst, true, &mut would_drop);
+        let (admin, admin_says) = self.tier(
+            cluster,
+            Tier::Admin,
+            dir,
+            pod,
+            other,
+            dst,
+            true,
+            &mut would_drop,
+        );
         if !matches!(admin_says, TierOutcome::Decided(..)) {
             would_drop.extend(np_would_drop);
         }

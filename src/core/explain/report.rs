@@ -394,7 +394,11 @@ impl Side {
         }
         tier_lines(s, "Baseline", &self.baseline);
         if !self.would_drop.is_empty() {
-            let _ = writeln!(s, "  audit: would be dropped by {}", self.would_drop.join(", "));
+            let _ = writeln!(
+                s,
+                "  audit: would be dropped by {}",
+                self.would_drop.join(", ")
+            );
         }
     }
 
@@ -475,10 +479,7 @@ impl Side {
                 self.enforced_names().join(", ")
             );
             if !audited.is_empty() {
-                line.push_str(&format!(
-                    " (audited, not enforced: {})",
-                    audited.join(", ")
-                ));
+                line.push_str(&format!(" (audited, not enforced: {})", audited.join(", ")));
             }
             let _ = writeln!(s, "{line}");
         }
@@ -492,11 +493,12 @@ impl Side {
                 continue;
             }
             if p.rules.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "  {}: no {field} rules (isolates, allows nothing)",
-                    p.policy
-                );
+                let what = if p.audit {
+                    " (audit): no {field} rules (would allow nothing)"
+                } else {
+                    ": no {field} rules (isolates, allows nothing)"
+                };
+                let _ = writeln!(s, "  {}{}", p.policy, what.replace("{field}", field));
                 continue;
             }
             for r in &p.rules {

@@ -617,3 +617,36 @@ fn every_upstream_example_converts_as_expected() {
         assert_eq!(p.valid, !invalid, "{src}: {d:?}");
     }
 }
+
+#[test]
+fn mode_annotation_on_a_cluster_network_policy() {
+    let with = |ann: &str, spec: &str| {
+        cnp(&format!(
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: p, annotations: {ann}}}\nspec:\n{spec}"
+        ))
+    };
+    let (p, d) = with("{nftpol.io/mode: audit}", BASE);
+    assert!(p.audit && p.valid && d.is_empty(), "{d:?}");
+    let (p, d) = with("{nftpol.io/mode: enforce}", BASE);
+    assert!(!p.audit && d.is_empty(), "{d:?}");
+    let (p, d) = with("{nftpol.io/mode: dry-run}", BASE);
+    assert!(!p.audit, "not a mode: enforced");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].to_string()
+            .contains("ClusterNetworkPolicy p: metadata.annotations[nftpol.io/mode]"),
+        "{}",
+        d[0]
+    );
+    // Invalid (priority out of range): fails closed, never audited.
+    let (p, d) = with(
+        "{nftpol.io/mode: audit}",
+        "  tier: Admin\n  priority: 5000\n  subject: {namespaces: {}}\n",
+    );
+    assert!(!p.audit && !p.valid);
+    assert!(
+        d.iter()
+            .any(|d| !d.is_error() && d.to_string().contains("audit mode ignored")),
+        "{d:?}"
+    );
+}

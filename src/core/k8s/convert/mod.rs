@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1 as core;
 
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{
-    LOG_DROPS_ANNOTATION, Labels, MODE_ANNOTATION, NAMESPACE_NAME_LABEL, Namespace, ObjectRef,
-    Pod, Protocol,
+    LOG_DROPS_ANNOTATION, Labels, MODE_ANNOTATION, NAMESPACE_NAME_LABEL, Namespace, ObjectRef, Pod,
+    Protocol,
 };
 
 /// A field-level problem found while converting one object.

@@ -137,13 +137,7 @@ pub fn policy(
     } else {
         (Vec::new(), Vec::new())
     };
-    let audit = audit_mode(
-        np.metadata.annotations.as_ref(),
-        valid,
-        src,
-        &object,
-        diags,
-    );
+    let audit = audit_mode(np.metadata.annotations.as_ref(), valid, src, &object, diags);
     Some(Policy {
         id,
         pod_selector: pod_selector

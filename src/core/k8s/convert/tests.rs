@@ -352,3 +352,60 @@ fn log_drops_annotation() {
         }
     }
 }
+
+#[test]
+fn mode_annotation() {
+    // (annotations, spec, audited, warnings, why)
+    let ok = "{podSelector: {}}";
+    let bad = "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}";
+    let rows = [
+        ("{}", ok, false, 0, "absent: enforced"),
+        ("{nftpol.io/mode: audit}", ok, true, 0, "audit"),
+        ("{nftpol.io/mode: enforce}", ok, false, 0, "enforce"),
+        (
+            "{nftpol.io/mode: Audit}",
+            ok,
+            false,
+            1,
+            "not a mode (case matters): warned, enforced",
+        ),
+        (
+            "{nftpol.io/mode: \"\"}",
+            ok,
+            false,
+            1,
+            "empty: warned, enforced",
+        ),
+        (
+            "{other.io/mode: audit}",
+            ok,
+            false,
+            0,
+            "someone else's annotation",
+        ),
+        (
+            "{nftpol.io/mode: audit}",
+            bad,
+            false,
+            1,
+            "an invalid policy fails closed, never audited (plus its error)",
+        ),
+    ];
+    for (ann, spec, want, warnings, why) in rows {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: ns, annotations: {ann}}}\nspec: {spec}\n"
+        );
+        let (p, d) = np(&yaml);
+        assert_eq!(p.expect(why).audit, want, "{why}");
+        let warned: Vec<&Diagnostic> = d.iter().filter(|d| !d.is_error()).collect();
+        assert_eq!(warned.len(), warnings, "{why}: {d:?}");
+        for w in warned {
+            let text = w.to_string();
+            assert!(
+                text.contains("NetworkPolicy ns/p")
+                    && text.contains("metadata.annotations[nftpol.io/mode]"),
+                "{why}: {text}"
+            );
+        }
+    }
+}
