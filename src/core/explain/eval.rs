@@ -1,6 +1,10 @@
 //! Evaluation: resolves the query's ends and port against the cluster, then
 //! walks the policies isolating each end (from the selector graph) and
 //! reports, rule by rule, which peers and ports match.
+//!
+//! Longer than 600 lines: query resolution, the NetworkPolicy and tier walks
+//! (with audit mode) and the rule matcher they share, read together against
+//! the compiler; splitting would scatter one evaluation over files.
 
 use std::net::IpAddr;
 
