@@ -37,7 +37,9 @@ app.kubernetes.io/name: {{ include "nftpol.name" . }}
 The arguments of `nftpol run` from .Values.agent, as a JSON list: a bool
 gives the switch when true; "" or null gives nothing (the binary's default);
 anything else gives --flag=value (whole numbers without an exponent: Helm
-reads YAML numbers as floats). Then .Values.extraArgs.
+reads YAML numbers as floats). failClosedNewPods gives
+--fail-closed-new-pods=true|false; podCidr (one or a list) one --pod-cidr
+each. Then .Values.extraArgs.
 */}}
 {{- define "nftpol.args" -}}
 {{- $a := .Values.agent }}
@@ -54,6 +56,20 @@ reads YAML numbers as floats). Then .Values.extraArgs.
 {{- $v = int64 $v }}
 {{- end }}
 {{- $args = append $args (printf "%s=%v" $flag $v) }}
+{{- end }}
+{{- end }}
+{{- /* A switch with a value: false must reach the binary too. */}}
+{{- if not (or (kindIs "invalid" $a.failClosedNewPods) (eq (toString $a.failClosedNewPods) "")) }}
+{{- $args = append $args (printf "--fail-closed-new-pods=%v" $a.failClosedNewPods) }}
+{{- end }}
+{{- /* Repeatable: one flag per CIDR. */}}
+{{- $cidrs := $a.podCidr }}
+{{- if not (kindIs "slice" $cidrs) }}
+{{- $cidrs = list $cidrs }}
+{{- end }}
+{{- range $c := $cidrs }}
+{{- if not (or (kindIs "invalid" $c) (eq (toString $c) "")) }}
+{{- $args = append $args (printf "--pod-cidr=%s" $c) }}
 {{- end }}
 {{- end }}
 {{- concat $args .Values.extraArgs | toJson }}
