@@ -3,7 +3,8 @@
 //! Per shape (routed, bridge, VXLAN): a two-node topology, the real control plane inside node
 //! 1's namespace, one `nftpol run` on node 1 (authenticated as deploy/'s ServiceAccount), the
 //! Nodes with their `spec.podCIDRs`, and namespace `new` under default-deny (ingress and
-//! egress) except egress to `web/web` on TCP 80. [`SLOTS`] pod namespaces on node 1 take
+//! egress) except egress to `web/web` on TCP 80, with one resident pod on node 1 (so every
+//! new pod is an element update, as pod churn is in a real namespace). [`SLOTS`] pod namespaces on node 1 take
 //! turns being new pods, concurrently; one trial:
 //!
 //! 1. the slot's address is no known pod's: a TCP connect to `web:80` must not get through
@@ -129,6 +130,8 @@ fn tcp_reaches(ns: &str, to: SocketAddr, timeout: Duration) -> bool {
 }
 
 struct ShapeResult {
+    /// `nftpol_applies_total` (full, delta, unchanged) at the end.
+    applies: (f64, f64, f64),
     latencies: Vec<Duration>,
     slot_sent: usize,
     leaked_from_slots: usize,
@@ -142,7 +145,8 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
         .pod_at("web", "n2", 10)
         .pod_at("secret-a", "n1", 20)
         .pod_at("secret-b", "n2", 20)
-        .pod_at("talker", "n1", 30);
+        .pod_at("talker", "n1", 30)
+        .pod_at("resident", "n1", 40);
     let slots: Vec<String> = (0..SLOTS).map(|i| format!("slot{i}")).collect();
     for (i, s) in slots.iter().enumerate() {
         spec = spec.pod_at(s, "n1", 100 + i as u8);
@@ -174,6 +178,10 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
                 "metadata": {"name": ns}}));
         }
         cp.apply_object(&pod("web", "web", "n2", Some(ips("web")), json!({"app": "web"})));
+        // A pod of `new` that stays: its group chain always exists, so a new pod is an
+        // element update (the first pod of a group would be a structural change).
+        let resident = pod("new", "resident", "n1", Some(ips("resident")), json!({"app": "new"}));
+        cp.apply_object(&resident);
         for p in ["secret-a", "secret-b", "talker"] {
             let node = topo.pod_node(p).to_string();
             cp.apply_object(&pod("other", p, &node, Some(ips(p)), json!({})));
@@ -310,6 +318,9 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
     });
     // Late datagrams still in flight arrive (or not) now.
     std::thread::sleep(Duration::from_millis(200));
+    let applies = netns::in_netns(&n1, || kit::agent::applies(METRICS))
+        .unwrap()
+        .unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
     talker.join().unwrap();
     let slot_ips: Vec<IpAddr> = slots.iter().flat_map(|s| ips(s)).collect();
@@ -330,6 +341,7 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
         talker_ips.iter().map(|ip| c.get(ip).copied().unwrap_or(0)).sum()
     };
     ShapeResult {
+        applies,
         latencies: latencies.into_inner().unwrap(),
         slot_sent: slot_sent.into_inner(),
         leaked_from_slots,
@@ -352,7 +364,8 @@ fn a_new_pod_sends_nothing_before_its_address_is_programmed() {
         println!(
             "{shape:6} trials {:3}  datagrams sent by new pods {:6}, through to forbidden \
              destinations {}, through to new pods {} (control {})  \
-             IP written -> allowed traffic: min {:?} median {:?} p90 {:?} max {:?}  ({:?})",
+             IP written -> allowed traffic: min {:?} median {:?} p90 {:?} max {:?}  \
+             applies full/delta/unchanged {:?}  ({:?})",
             l.len(),
             r.slot_sent,
             r.leaked_from_slots,
@@ -362,6 +375,7 @@ fn a_new_pod_sends_nothing_before_its_address_is_programmed() {
             at(0.5),
             at(0.9),
             at(1.0),
+            r.applies,
             t.elapsed()
         );
         assert_eq!(l.len(), trials, "{shape}: every trial ran");
