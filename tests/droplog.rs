@@ -61,6 +61,7 @@ fn compile(
         &Options {
             node: Some(node.to_string()),
             drop_log,
+            ..Default::default()
         },
     )
 }
@@ -494,6 +495,7 @@ fn agent_wide_option_and_opt_out() {
                 all_namespaces: true,
                 ..DropLog::default()
             },
+            ..Default::default()
         },
     );
     let logged: BTreeSet<(String, Direction)> = out

@@ -41,10 +41,15 @@ fn interesting_ips(c: &Cluster) -> BTreeSet<IpAddr> {
     // address and the ones just outside it.
     for cidr in c.nodes.values().flat_map(|n| &n.pod_cidrs) {
         let r = cidr.range();
-        for n in [r.start.checked_sub(1), Some(r.start), Some(r.start + 1), Some(r.end)]
-            .into_iter()
-            .flatten()
-            .chain((r.end < cidr.family_max()).then_some(r.end + 1))
+        for n in [
+            r.start.checked_sub(1),
+            Some(r.start),
+            Some(r.start + 1),
+            Some(r.end),
+        ]
+        .into_iter()
+        .flatten()
+        .chain((r.end < cidr.family_max()).then_some(r.end + 1))
         {
             out.insert(nftpol::core::model::ipblock::u128_to_ip(cidr.family, n));
         }
@@ -855,8 +860,9 @@ fn unknown_addresses_in_a_nodes_pod_range_are_denied_by_explain_and_the_ruleset(
         assert_eq!(ex.decided_by, DecidedBy::NewPodWindow, "{from} -> {to}");
         let text = ex.to_text();
         assert!(
-            text.contains("denied: unknown pod address in this node's pod range (new-pod window closed)")
-                && text.contains(range),
+            text.contains(
+                "denied: unknown pod address in this node's pod range (new-pod window closed)"
+            ) && text.contains(range),
             "{text}"
         );
         assert!(

@@ -266,15 +266,15 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
                 "false",
                 "10.99.0.0/16",
             ]
-                .into_iter()
-                .find(|c| {
-                    let arg = format!("{flag}={c}");
-                    let mut argv = default_argv.clone();
-                    argv.retain(|x| !x.starts_with(&format!("{flag}=")));
-                    argv.push(arg.clone());
-                    !default_argv.contains(&arg) && parses(&argv).is_ok()
-                })
-                .unwrap_or_else(|| panic!("no test value for {flag}"));
+            .into_iter()
+            .find(|c| {
+                let arg = format!("{flag}={c}");
+                let mut argv = default_argv.clone();
+                argv.retain(|x| !x.starts_with(&format!("{flag}=")));
+                argv.push(arg.clone());
+                !default_argv.contains(&arg) && parses(&argv).is_ok()
+            })
+            .unwrap_or_else(|| panic!("no test value for {flag}"));
             (
                 format!("agent.{key}={candidate}"),
                 format!("{flag}={candidate}"),

@@ -103,7 +103,10 @@ fn sink(ns: &str, stop: Arc<AtomicBool>) -> Arc<Mutex<HashMap<IpAddr, usize>>> {
         let mut buf = [0u8; 64];
         while !stop.load(Ordering::Relaxed) {
             if let Ok((_, from)) = s.recv_from(&mut buf) {
-                *c.lock().unwrap().entry(from.ip().to_canonical()).or_default() += 1;
+                *c.lock()
+                    .unwrap()
+                    .entry(from.ip().to_canonical())
+                    .or_default() += 1;
             }
         }
     });
@@ -199,22 +202,36 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
             cp.apply_object(&json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns}}));
         }
-        cp.apply_object(&pod("web", "web", "n2", Some(ips("web")), json!({"app": "web"})));
+        cp.apply_object(&pod(
+            "web",
+            "web",
+            "n2",
+            Some(ips("web")),
+            json!({"app": "web"}),
+        ));
         // A pod of `new` that stays: its group chain always exists, so a new pod is an
         // element update (the first pod of a group would be a structural change).
-        let resident = pod("new", "resident", "n1", Some(ips("resident")), json!({"app": "new"}));
+        let resident = pod(
+            "new",
+            "resident",
+            "n1",
+            Some(ips("resident")),
+            json!({"app": "new"}),
+        );
         cp.apply_object(&resident);
         for p in ["secret-a", "secret-b", "talker"] {
             let node = topo.pod_node(p).to_string();
             cp.apply_object(&pod("other", p, &node, Some(ips(p)), json!({})));
         }
-        cp.apply_object(&json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        cp.apply_object(
+            &json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "default-deny-but-web", "namespace": "new"},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
                 "egress": [{"to": [{"namespaceSelector": {"matchLabels":
                         {"kubernetes.io/metadata.name": "web"}},
                     "podSelector": {"matchLabels": {"app": "web"}}}],
-                    "ports": [{"protocol": "TCP", "port": PORT}]}]}}));
+                    "ports": [{"protocol": "TCP", "port": PORT}]}]}}),
+        );
     });
 
     let dir = std::env::temp_dir().join(format!("nftpol-newpod-{}-{shape}", std::process::id()));
@@ -269,7 +286,8 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
     std::thread::scope(|sc| {
         for slot in &slots {
             let (topo, cp, n1) = (&topo, &cp, &n1);
-            let (next, latencies, slot_sent, forbidden) = (&next, &latencies, &slot_sent, &forbidden);
+            let (next, latencies, slot_sent, forbidden) =
+                (&next, &latencies, &slot_sent, &forbidden);
             sc.spawn(move || {
                 let ns = topo.pod_netns(slot).to_string();
                 let addr = ips(slot);
@@ -307,8 +325,15 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
                     .to_string();
                     netns::in_netns(n1, || {
                         cp.kubectl_ok(&[
-                            "patch", "pod", &name, "-n", "new", "--subresource=status",
-                            "--type=merge", "-p", &patch,
+                            "patch",
+                            "pod",
+                            &name,
+                            "-n",
+                            "new",
+                            "--subresource=status",
+                            "--type=merge",
+                            "-p",
+                            &patch,
                         ])
                     })
                     .unwrap();
@@ -326,7 +351,13 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
                     // 4. Gone: the address is unknown again.
                     netns::in_netns(n1, || {
                         cp.kubectl_ok(&[
-                            "delete", "pod", &name, "-n", "new", "--grace-period=0", "--force",
+                            "delete",
+                            "pod",
+                            &name,
+                            "-n",
+                            "new",
+                            "--grace-period=0",
+                            "--force",
                         ])
                     })
                     .unwrap();
@@ -356,7 +387,10 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
         .iter()
         .map(|c| {
             let c = c.lock().unwrap();
-            slot_ips.iter().map(|ip| c.get(ip).copied().unwrap_or(0)).sum::<usize>()
+            slot_ips
+                .iter()
+                .map(|ip| c.get(ip).copied().unwrap_or(0))
+                .sum::<usize>()
         })
         .sum();
     let talker_ips = ips("talker");
@@ -366,7 +400,10 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
         .sum();
     let control_received = {
         let c = secret_counts[0].lock().unwrap();
-        talker_ips.iter().map(|ip| c.get(ip).copied().unwrap_or(0)).sum()
+        talker_ips
+            .iter()
+            .map(|ip| c.get(ip).copied().unwrap_or(0))
+            .sum()
     };
     ShapeResult {
         applies,

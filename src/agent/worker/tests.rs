@@ -1,4 +1,5 @@
 //! Unit tests of the worker over a fake nft, on tokio's paused clock: every
+//! Longer than 600 lines: one scenario per test over one shared harness.
 //! time below is virtual and exact (a blocking compile or apply takes no
 //! virtual time, since tokio does not auto-advance the clock while a
 //! `spawn_blocking` task runs).

@@ -28,6 +28,7 @@
 //! has the trade-offs and the opt-out (`--fail-closed-new-pods=false`).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::{Compiler, rule};
 use crate::core::model::{Cidr, Cluster, Family, Pod, ipblock};
@@ -68,6 +69,19 @@ pub fn guarded_ranges(cluster: &Cluster, node: Option<&str>, opts: &NewPods) -> 
         }
     }
     out.into_iter().collect()
+}
+
+/// For explain: the pod range that makes `ip` an unknown pod address (not
+/// `is_pod`, inside some Node's `spec.podCIDRs`), if any. Explain takes the
+/// all-nodes view with the guard on (`compile` without `--node` and
+/// `--pod-cidr`), so its verdict is that ruleset's.
+pub fn unknown_pod_range(cluster: &Cluster, is_pod: bool, ip: IpAddr) -> Option<Cidr> {
+    if is_pod {
+        return None;
+    }
+    guarded_ranges(cluster, None, &NewPods::default())
+        .into_iter()
+        .find(|c| c.contains(&ip))
 }
 
 impl Compiler<'_> {
@@ -258,14 +272,16 @@ mod tests {
             "only never-policy accepts come first:\n{text}"
         );
         assert!(
-            shapes[first_guard].starts_with(
-                "ip saddr @node-pod-cidrs-v4 ip saddr != @local-pods-v4 counter drop"
-            ),
+            shapes[first_guard]
+                .starts_with("ip saddr @node-pod-cidrs-v4 ip saddr != @local-pods-v4 counter drop"),
             "{}",
             shapes[first_guard]
         );
         assert_eq!(
-            shapes.iter().filter(|r| r.contains("!= @local-pods-")).count(),
+            shapes
+                .iter()
+                .filter(|r| r.contains("!= @local-pods-"))
+                .count(),
             4,
             "source and destination, both families:\n{text}"
         );

@@ -9,7 +9,7 @@ use super::report::{
     ClusterPolicyReport, ClusterRuleReport, DecidedBy, Decision, Explanation, Flow, Item,
     PolicyReport, ResolvedEndpoint, RuleReport, Side, UnknownPodAddress, Verdict,
 };
-use crate::core::compile::new_pods::{NewPods, guarded_ranges};
+use crate::core::compile::new_pods::unknown_pod_range;
 use crate::core::graph::SelectorGraph;
 use crate::core::model::{
     Action, Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, Port, PortMatch,
@@ -115,21 +115,14 @@ pub fn explain(
     })
 }
 
-/// The new-pod guard (`compile::new_pods`): an end that is no known pod's
-/// address but lies in a node's pod range is denied before any policy.
-/// Explain takes the all-nodes view with the guard on (`compile` without
-/// `--node` and `--pod-cidr`), so its verdict is that ruleset's.
+/// The new-pod guard: an end that is no known pod's address but lies in a
+/// node's pod range is denied before any policy.
 fn new_pod_window(cluster: &Cluster, end: &Resolved) -> Option<UnknownPodAddress> {
-    if end.pod.is_some() {
-        return None;
-    }
-    guarded_ranges(cluster, None, &NewPods::default())
-        .into_iter()
-        .find(|c| c.contains(&end.ip))
-        .map(|c| UnknownPodAddress {
-            ip: end.ip,
-            pod_range: c.to_string(),
-        })
+    let range = unknown_pod_range(cluster, end.pod.is_some(), end.ip)?;
+    Some(UnknownPodAddress {
+        ip: end.ip,
+        pod_range: range.to_string(),
+    })
 }
 
 fn family_name(f: Family) -> &'static str {

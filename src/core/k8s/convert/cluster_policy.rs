@@ -874,10 +874,8 @@ fn node_pod_cidrs(
                 };
                 emit(
                     diags,
-                    Diagnostic::warning(format!(
-                        "{e}; left out of the new-pod guard's scope"
-                    ))
-                    .field(path),
+                    Diagnostic::warning(format!("{e}; left out of the new-pod guard's scope"))
+                        .field(path),
                     src,
                     &format!("Node {name}"),
                 )
