@@ -58,18 +58,17 @@ each. Then .Values.extraArgs.
 {{- $args = append $args (printf "%s=%v" $flag $v) }}
 {{- end }}
 {{- end }}
-{{- /* A switch with a value: false must reach the binary too. */}}
-{{- if not (or (kindIs "invalid" $a.failClosedNewPods) (eq (toString $a.failClosedNewPods) "")) }}
-{{- $args = append $args (printf "--fail-closed-new-pods=%v" $a.failClosedNewPods) }}
+{{- /* A switch with a value (false must reach the binary too), and a
+repeatable flag (one CIDR or a list: one flag each). */}}
+{{- range $f := list (list "--fail-closed-new-pods" $a.failClosedNewPods) (list "--pod-cidr" $a.podCidr) }}
+{{- $vs := index $f 1 }}
+{{- if not (kindIs "slice" $vs) }}
+{{- $vs = list $vs }}
 {{- end }}
-{{- /* Repeatable: one flag per CIDR. */}}
-{{- $cidrs := $a.podCidr }}
-{{- if not (kindIs "slice" $cidrs) }}
-{{- $cidrs = list $cidrs }}
+{{- range $v := $vs }}
+{{- if not (or (kindIs "invalid" $v) (eq (toString $v) "")) }}
+{{- $args = append $args (printf "%s=%v" (index $f 0) $v) }}
 {{- end }}
-{{- range $c := $cidrs }}
-{{- if not (or (kindIs "invalid" $c) (eq (toString $c) "")) }}
-{{- $args = append $args (printf "--pod-cidr=%s" $c) }}
 {{- end }}
 {{- end }}
 {{- concat $args .Values.extraArgs | toJson }}
