@@ -61,6 +61,7 @@ fn compile(
         &Options {
             node: Some(node.to_string()),
             drop_log,
+            ..Default::default()
         },
     )
 }
@@ -504,6 +505,7 @@ fn agent_wide_option_and_opt_out() {
                 all_namespaces: true,
                 ..DropLog::default()
             },
+            ..Default::default()
         },
     );
     let logged: BTreeSet<(String, Direction)> = out

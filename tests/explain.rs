@@ -37,6 +37,23 @@ fn interesting_ips(c: &Cluster) -> BTreeSet<IpAddr> {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
+    // The new-pod guard's edges: each Node pod range's first, second and last
+    // address and the ones just outside it.
+    for cidr in c.nodes.values().flat_map(|n| &n.pod_cidrs) {
+        let r = cidr.range();
+        for n in [
+            r.start.checked_sub(1),
+            Some(r.start),
+            Some(r.start + 1),
+            Some(r.end),
+        ]
+        .into_iter()
+        .flatten()
+        .chain((r.end < cidr.family_max()).then_some(r.end + 1))
+        {
+            out.insert(nftpol::core::model::ipblock::u128_to_ip(cidr.family, n));
+        }
+    }
     for pol in c.policies.values() {
         for r in pol
             .ingress
@@ -829,4 +846,74 @@ fn same_input_same_output() {
     let a = run(&args);
     let b = run(&args);
     assert_eq!(a.stdout, b.stdout);
+}
+
+/// The new-pod guard: with Nodes that carry `spec.podCIDRs`, an address in
+/// a pod range that is no known pod's is denied before any policy, by
+/// explain and by the compiled ruleset alike (the cross-check above covers
+/// the range edges); outside the ranges nothing changes.
+#[test]
+fn unknown_addresses_in_a_nodes_pod_range_are_denied_by_explain_and_the_ruleset() {
+    let with_ranges = |case: &str| {
+        let mut c = load_lenient(&cases::case(case));
+        for (name, cidrs) in [
+            ("node-1", &["10.244.1.0/24", "fd00:10:244:1::/64"][..]),
+            ("node-2", &["10.244.2.0/24"][..]),
+        ] {
+            let node = c
+                .nodes
+                .entry(name.into())
+                .or_insert_with(|| nftpol::core::model::Node {
+                    name: name.into(),
+                    labels: Default::default(),
+                    addresses: vec![],
+                    pod_cidrs: vec![],
+                });
+            node.pod_cidrs = cidrs.iter().map(|s| Cidr::parse(s).unwrap()).collect();
+        }
+        c
+    };
+    // The tiered layout (ClusterNetworkPolicies) too: its `filter-forward` differs.
+    for case in ["cluster-guardrails", "k8s-docs-default-deny-ingress"] {
+        let (n, bad) = cross_check(&with_ranges(case), &[80].into());
+        assert!(n > 0);
+        assert!(bad.is_empty(), "{case}: {}", bad.join("\n"));
+    }
+    let c = with_ranges("k8s-docs-default-deny-ingress");
+    let graph = SelectorGraph::build(&c);
+    let ask = |from: &str, to: &str| {
+        let q = Query {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            port: PortArg {
+                port: PortSpec::Number(80),
+                protocol: Some(Protocol::Tcp),
+            },
+            family: None,
+        };
+        explain(&c, &graph, &q).unwrap()
+    };
+    let pod = c.pods.values().next().unwrap().id.to_string();
+    for (from, to, range) in [
+        ("10.244.1.77", pod.as_str(), "10.244.1.0/24"),
+        (pod.as_str(), "10.244.2.77", "10.244.2.0/24"),
+    ] {
+        let ex = ask(from, to);
+        assert_eq!(ex.verdict, Verdict::Denied, "{from} -> {to}");
+        assert_eq!(ex.decided_by, DecidedBy::NewPodWindow, "{from} -> {to}");
+        let text = ex.to_text();
+        assert!(
+            text.contains(
+                "denied: unknown pod address in this node's pod range (new-pod window closed)"
+            ) && text.contains(range),
+            "{text}"
+        );
+        assert!(
+            ex.to_json().contains("\"decided_by\": \"new-pod-window\""),
+            "{}",
+            ex.to_json()
+        );
+    }
+    // Outside every pod range: a remote host, as before.
+    assert_eq!(ask("192.0.2.1", &pod).decided_by, DecidedBy::Policies);
 }

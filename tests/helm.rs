@@ -258,16 +258,23 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
         } else {
             // A value the real parser accepts for this flag and the default
             // rendering does not already pass.
-            let candidate = ["7s", "7", "0.0.0.0:9999", "/etc/nftpol/kubeconfig"]
-                .into_iter()
-                .find(|c| {
-                    let arg = format!("{flag}={c}");
-                    let mut argv = default_argv.clone();
-                    argv.retain(|x| !x.starts_with(&format!("{flag}=")));
-                    argv.push(arg.clone());
-                    !default_argv.contains(&arg) && parses(&argv).is_ok()
-                })
-                .unwrap_or_else(|| panic!("no test value for {flag}"));
+            let candidate = [
+                "7s",
+                "7",
+                "0.0.0.0:9999",
+                "/etc/nftpol/kubeconfig",
+                "false",
+                "10.99.0.0/16",
+            ]
+            .into_iter()
+            .find(|c| {
+                let arg = format!("{flag}={c}");
+                let mut argv = default_argv.clone();
+                argv.retain(|x| !x.starts_with(&format!("{flag}=")));
+                argv.push(arg.clone());
+                !default_argv.contains(&arg) && parses(&argv).is_ok()
+            })
+            .unwrap_or_else(|| panic!("no test value for {flag}"));
             (
                 format!("agent.{key}={candidate}"),
                 format!("{flag}={candidate}"),
@@ -382,6 +389,8 @@ agent:
   logGroup: 0
   logRate: 1000000
   logBurst: 5
+  failClosedNewPods: false
+  podCidr: [10.99.0.0/16, "fd00:99::/64"]
   logLevel: nftpol=debug
 extraArgs: []
 extraEnv: [{name: KUBERNETES_SERVICE_HOST, value: 10.0.0.1}]

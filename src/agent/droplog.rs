@@ -280,6 +280,7 @@ mod tests {
         let opts = Options {
             node: Some("node-1".into()),
             drop_log: DropLog::default(),
+            ..Default::default()
         };
         let metrics = Metrics::new();
         let mut dedupe = Dedupe::new(DEDUPE_WINDOW);
@@ -370,7 +371,7 @@ mod tests {
         assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
         let opts = Options {
             node: Some("node-1".into()),
-            drop_log: DropLog::default(),
+            ..Options::default()
         };
         let metrics = Metrics::new();
         let mut dedupe = Dedupe::new(DEDUPE_WINDOW);

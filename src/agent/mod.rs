@@ -65,6 +65,8 @@ pub struct Config {
     pub resync: Duration,
     /// Drop logging: which namespaces log, NFLOG group, rate and burst.
     pub drop_log: crate::core::compile::DropLog,
+    /// The new-pod guard: on or off, and pod ranges besides the Node's podCIDRs.
+    pub new_pods: crate::core::compile::NewPods,
 }
 
 /// Runs the agent on a runtime of its own (two worker threads) until

@@ -8,7 +8,7 @@
 //! picks the policies up without a restart once the CRD is installed (it
 //! asks every 30–60 s while the CRD is missing: [`WatchBackoff::ABSENT`]). Any
 //! other error keeps the last known policies (never fewer denials on an
-//! outage). Node updates wake the worker only when a node's labels or
+//! outage). Node updates wake the worker only when a node's labels, pod CIDRs or
 //! addresses changed, not on every status heartbeat.
 //!
 //! Retry figures of one watch (each watch has its own policy and its own
@@ -255,14 +255,14 @@ pub(super) fn start(
     }
 }
 
-/// What nftpol reads of each Node (labels and addresses), hashed, so that a
+/// What nftpol reads of each Node (labels, pod CIDRs and addresses), hashed, so that a
 /// status heartbeat that changes neither does not wake the worker.
 #[derive(Default)]
 struct NodeFingerprints(std::collections::HashMap<String, u64>);
 
 impl NodeFingerprints {
     /// Whether the event changes what nftpol reads (a deletion, a new node,
-    /// changed labels or addresses; list boundaries count as changes).
+    /// changed labels, pod CIDRs or addresses; list boundaries count as changes).
     fn changed(&mut self, ev: &watcher::Event<Node>) -> bool {
         use std::hash::{Hash, Hasher};
         let node = match ev {
@@ -276,6 +276,9 @@ impl NodeFingerprints {
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         node.metadata.labels.hash(&mut h);
+        if let Some(spec) = &node.spec {
+            (&spec.pod_cidr, &spec.pod_cidrs).hash(&mut h);
+        }
         if let Some(st) = &node.status {
             for a in st.addresses.iter().flatten() {
                 (&a.type_, &a.address).hash(&mut h);

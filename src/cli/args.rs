@@ -125,6 +125,9 @@ pub struct RunArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// The new-pod guard.
+    #[command(flatten)]
+    pub new_pods: NewPodArgs,
 }
 
 /// Drop logging flags (docs/drop-logging.md), shared by `compile`, `apply` and `run`.
@@ -158,6 +161,35 @@ impl DropLogArgs {
             burst: self.log_burst,
         }
     }
+}
+
+/// The new-pod guard's flags (docs/nftables.md, "The new-pod window"),
+/// shared by `compile`, `apply` and `run`.
+#[derive(Debug, Args)]
+pub struct NewPodArgs {
+    /// Drop traffic from or to an address of the node's pod ranges that is
+    /// no known pod's (a pod the agent has not programmed yet); `false`
+    /// leaves a new pod unfiltered until its address is programmed.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fail_closed_new_pods: bool,
+    /// A pod address range of this node, in addition to the Node's
+    /// spec.podCIDRs (for CNIs that do not use podCIDRs); repeatable.
+    #[arg(long = "pod-cidr", value_name = "CIDR", value_parser = parse_cidr)]
+    pub pod_cidrs: Vec<crate::core::model::Cidr>,
+}
+
+impl NewPodArgs {
+    /// The compiler's setting.
+    pub fn options(&self) -> crate::core::compile::NewPods {
+        crate::core::compile::NewPods {
+            fail_closed: self.fail_closed_new_pods,
+            pod_cidrs: self.pod_cidrs.clone(),
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<crate::core::model::Cidr, String> {
+    crate::core::model::Cidr::parse(s).map_err(|e| e.to_string())
 }
 
 /// `nftpol uninstall`.
@@ -214,6 +246,9 @@ pub struct CompileArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// The new-pod guard.
+    #[command(flatten)]
+    pub new_pods: NewPodArgs,
 }
 
 /// `nftpol apply`.
@@ -231,6 +266,9 @@ pub struct ApplyArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// The new-pod guard.
+    #[command(flatten)]
+    pub new_pods: NewPodArgs,
 }
 
 /// Manifests read by `explain` and `graph` (no `--node`: they answer the

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::Failure;
 use super::args::{ClusterInputArgs, InputArgs};
-use crate::core::compile::{Compiled, DropLog, Options};
+use crate::core::compile::{Compiled, DropLog, NewPods, Options};
 use crate::core::diag::Diagnostic;
 use crate::core::model::Cluster;
 
@@ -26,7 +26,11 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 /// something could not be read: compiling the rest could silently drop a
 /// policy and widen access, so nothing is produced. Otherwise the output
 /// carries its diagnostics (already reported).
-pub fn load_and_compile(input: &InputArgs, drop_log: DropLog) -> Result<Compiled, Failure> {
+pub fn load_and_compile(
+    input: &InputArgs,
+    drop_log: DropLog,
+    new_pods: NewPods,
+) -> Result<Compiled, Failure> {
     let (objs, load_diags) =
         crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
     report(&load_diags);
@@ -38,6 +42,7 @@ pub fn load_and_compile(input: &InputArgs, drop_log: DropLog) -> Result<Compiled
         &Options {
             node: input.node.clone(),
             drop_log,
+            new_pods,
         },
     );
     report(&out.diagnostics);

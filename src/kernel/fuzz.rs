@@ -59,6 +59,8 @@ pub fn loader(data: &[u8]) {
             all_namespaces: true,
             ..DropLog::default()
         },
+        // With the Nodes' podCIDRs (if a seed has some) the guard is compiled too.
+        new_pods: compile::NewPods::default(),
     };
     let out = compile::compile_objects(&objs, &opts);
     for d in &out.diagnostics {

@@ -238,6 +238,10 @@ fn eval_match(rs: &Ruleset, m: &Match, pkt: &Packet, local: bool) -> Result<bool
             let els = set_of(rs, set, SetKind::AddrPair(*f))?;
             fam == *f && els.contains(&Element::AddrPair(pkt.src, pkt.dst))
         }
+        Match::AddrNotIn(f, a, set) => {
+            // `ip saddr != @set` only matches packets of that family.
+            fam == *f && !eval_match(rs, &Match::AddrIn(*f, *a, set.clone()), pkt, local)?
+        }
         Match::AddrIn(f, a, set) => {
             let ip = pick(pkt, *a);
             match rs.sets.get(set).map(|s| s.kind) {

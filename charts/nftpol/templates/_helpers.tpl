@@ -37,7 +37,9 @@ app.kubernetes.io/name: {{ include "nftpol.name" . }}
 The arguments of `nftpol run` from .Values.agent, as a JSON list: a bool
 gives the switch when true; "" or null gives nothing (the binary's default);
 anything else gives --flag=value (whole numbers without an exponent: Helm
-reads YAML numbers as floats). Then .Values.extraArgs.
+reads YAML numbers as floats). failClosedNewPods gives
+--fail-closed-new-pods=true|false; podCidr (one or a list) one --pod-cidr
+each. Then .Values.extraArgs.
 */}}
 {{- define "nftpol.args" -}}
 {{- $a := .Values.agent }}
@@ -54,6 +56,19 @@ reads YAML numbers as floats). Then .Values.extraArgs.
 {{- $v = int64 $v }}
 {{- end }}
 {{- $args = append $args (printf "%s=%v" $flag $v) }}
+{{- end }}
+{{- end }}
+{{- /* A switch with a value (false must reach the binary too), and a
+repeatable flag (one CIDR or a list: one flag each). */}}
+{{- range $f := list (list "--fail-closed-new-pods" $a.failClosedNewPods) (list "--pod-cidr" $a.podCidr) }}
+{{- $vs := index $f 1 }}
+{{- if not (kindIs "slice" $vs) }}
+{{- $vs = list $vs }}
+{{- end }}
+{{- range $v := $vs }}
+{{- if not (or (kindIs "invalid" $v) (eq (toString $v) "")) }}
+{{- $args = append $args (printf "%s=%v" (index $f 0) $v) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- concat $args .Values.extraArgs | toJson }}

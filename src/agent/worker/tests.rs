@@ -1,4 +1,5 @@
 //! Unit tests of the worker over a fake nft, on tokio's paused clock: every
+//! Longer than 600 lines: one scenario per test over one shared harness.
 //! time below is virtual and exact (a blocking compile or apply takes no
 //! virtual time, since tokio does not auto-advance the clock while a
 //! `spawn_blocking` task runs).
@@ -88,6 +89,7 @@ impl TestSource {
         let opts = Options {
             node: Some(NODE.into()),
             drop_log: DropLog::default(),
+            ..Default::default()
         };
         compile_objects(&lock(&self.objs), &opts).ruleset
     }
@@ -178,6 +180,7 @@ impl Run {
             max_delay: MAX_DELAY,
             resync,
             drop_log: DropLog::default(),
+            new_pods: Default::default(),
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(stall));

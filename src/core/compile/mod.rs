@@ -14,11 +14,16 @@
 //!   peer × port class, each naming shared sets. An ingress match accepts; an
 //!   egress match continues with `goto pod-ingress`, so both ends are checked.
 //!
+//! - The new-pod guard (`new_pods`): in `filter-forward`, after the rules
+//!   that are never policy, an address of the node's pod ranges that is no
+//!   enforced pod's is dropped.
+//!
 //! Only pods enforced on this node (all pods without `--node`) appear in the
 //! dispatch maps; peer sets hold every matching pod of the cluster.
 
 mod dispatch;
 pub mod droplog;
+pub mod new_pods;
 mod policy;
 mod sets;
 mod tiers;
@@ -30,6 +35,8 @@ use crate::core::graph::SelectorGraph;
 use crate::core::model::{Cluster, Family, ObjectRef, Tier};
 use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
 
+pub use new_pods::NewPods;
+
 /// What to compile for.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -37,6 +44,8 @@ pub struct Options {
     pub node: Option<String>,
     /// Drop logging (docs/drop-logging.md).
     pub drop_log: DropLog,
+    /// The new-pod guard (docs/nftables.md, "The new-pod window").
+    pub new_pods: NewPods,
 }
 
 /// Drop logging settings: which group chains get a rate-limited NFLOG rule
@@ -189,6 +198,7 @@ impl Compiler<'_> {
             used.extend(self.audit_group_chains(&dispatch.audit_groups, &opts.drop_log));
             self.policy_chains(used);
         }
+        self.new_pod_guard(&enforced, opts.node.as_deref(), &opts.new_pods);
         if self.drop_log.logs_any() {
             self.drop_log.index_pods(self.cluster);
         }

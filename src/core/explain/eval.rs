@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use super::query::{Endpoint, PortArg, PortSpec, Query};
 use super::report::{
     ClusterPolicyReport, ClusterRuleReport, DecidedBy, Decision, Explanation, Flow, Item,
-    PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
+    PolicyReport, ResolvedEndpoint, RuleReport, Side, UnknownPodAddress, Verdict,
 };
+use crate::core::compile::new_pods::unknown_pod_range;
 use crate::core::graph::SelectorGraph;
 use crate::core::model::{
     Action, Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, Port, PortMatch,
@@ -84,7 +85,8 @@ pub fn explain(
         (Some(a), Some(b)) => a.id == b.id,
         _ => false,
     };
-    let verdict = if is_self || (egress.allowed && ingress.allowed) {
+    let unknown = new_pod_window(cluster, &src).or_else(|| new_pod_window(cluster, &dst));
+    let verdict = if unknown.is_none() && (is_self || (egress.allowed && ingress.allowed)) {
         Verdict::Allowed
     } else {
         Verdict::Denied
@@ -113,15 +115,28 @@ pub fn explain(
             port_name,
             family: family_name(family),
         },
-        decided_by: if is_self {
+        decided_by: if unknown.is_some() {
+            DecidedBy::NewPodWindow
+        } else if is_self {
             DecidedBy::SelfFlow
         } else {
             DecidedBy::Policies
         },
+        unknown_pod_address: unknown,
         warnings: super::report::same_priority_warnings(&egress, &ingress),
         would_drop,
         egress,
         ingress,
+    })
+}
+
+/// The new-pod guard: an end that is no known pod's address but lies in a
+/// node's pod range is denied before any policy.
+fn new_pod_window(cluster: &Cluster, end: &Resolved) -> Option<UnknownPodAddress> {
+    let range = unknown_pod_range(cluster, end.pod.is_some(), end.ip)?;
+    Some(UnknownPodAddress {
+        ip: end.ip,
+        pod_range: range.to_string(),
     })
 }
 

@@ -10,6 +10,8 @@
 //! - egress of the source, if it is a pod isolated for egress: some egress
 //!   rule of a policy selecting it must match the destination and the port;
 //! - ingress of the destination, likewise;
+//! - an endpoint that is not a pod but lies in a Node's `spec.podCIDRs` is
+//!   denied before any policy: the new-pod guard (`compile::new_pods`);
 //! - an endpoint that is not a pod (an IP address of no known pod) has no
 //!   policies of its own; only ipBlock peers can match it, and a named port
 //!   never matches it.
@@ -26,5 +28,5 @@ pub use eval::{ExplainError, describe_peer, explain};
 pub use query::{Endpoint, PortArg, PortSpec, Query};
 pub use report::{
     ClusterPolicyReport, ClusterRuleReport, DecidedBy, Decision, Explanation, Flow, Item,
-    PolicyReport, ResolvedEndpoint, RuleReport, Side, Verdict,
+    PolicyReport, ResolvedEndpoint, RuleReport, Side, UnknownPodAddress, Verdict,
 };

@@ -197,6 +197,9 @@ pub struct Explanation {
     pub flow: Flow,
     /// What decides the verdict.
     pub decided_by: DecidedBy,
+    /// With `new-pod-window`: the unknown address and its pod range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_pod_address: Option<UnknownPodAddress>,
     /// Egress of the source.
     pub egress: Side,
     /// Ingress of the destination.
@@ -222,6 +225,19 @@ pub enum DecidedBy {
     /// Egress of the source and ingress of the destination decide (JSON `policies`).
     #[serde(rename = "policies")]
     Policies,
+    /// An end is an address of the node's pod ranges that is no known pod's:
+    /// denied before any policy (the new-pod guard; JSON `new-pod-window`).
+    #[serde(rename = "new-pod-window")]
+    NewPodWindow,
+}
+
+/// The address the new-pod guard denies, and the pod range it lies in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownPodAddress {
+    /// The address (the source's or the destination's).
+    pub ip: std::net::IpAddr,
+    /// The node pod range (a Node's `spec.podCIDRs` entry) holding it.
+    pub pod_range: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -270,9 +286,17 @@ impl Explanation {
                 "  a pod may always reach itself: policies are not consulted for this flow"
             );
         }
+        if let Some(u) = &self.unknown_pod_address {
+            let _ = writeln!(
+                s,
+                "  denied: unknown pod address in this node's pod range (new-pod window closed): \
+                 {} lies in {} but belongs to no known pod; policies are not consulted",
+                u.ip, u.pod_range
+            );
+        }
         for side in [&self.egress, &self.ingress] {
             s.push('\n');
-            side.write_text(&mut s, self.decided_by == DecidedBy::SelfFlow);
+            side.write_text(&mut s, self.decided_by != DecidedBy::Policies);
         }
         for w in &self.warnings {
             let _ = writeln!(s, "\nwarning: {w}");

@@ -3,7 +3,7 @@
 //! other than nftpol's own, and the parts of a pod spec and status (volumes,
 //! env, probes, container statuses ...) that never reach the model.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec, NodeStatus, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -54,11 +54,18 @@ pub fn cluster_network_policy(p: &mut super::ClusterNetworkPolicy) {
     p.status = None;
 }
 
-/// Strips a Node to its name, labels, resourceVersion and
-/// `status.addresses`: a node's status (images, conditions, capacity) is
+/// Strips a Node to its name, labels, resourceVersion, `spec.podCIDR(s)`
+/// and `status.addresses`: a node's status (images, conditions, capacity) is
 /// large and changes every heartbeat, none of it read.
 pub fn node(n: &mut Node) {
     let addresses = n.status.take().and_then(|s| s.addresses);
+    let spec = n.spec.take().and_then(|s| {
+        (s.pod_cidr.is_some() || s.pod_cidrs.is_some()).then(|| NodeSpec {
+            pod_cidr: s.pod_cidr,
+            pod_cidrs: s.pod_cidrs,
+            ..NodeSpec::default()
+        })
+    });
     *n = Node {
         metadata: ObjectMeta {
             name: n.metadata.name.take(),
@@ -66,7 +73,7 @@ pub fn node(n: &mut Node) {
             resource_version: n.metadata.resource_version.take(),
             ..ObjectMeta::default()
         },
-        spec: None,
+        spec,
         status: Some(NodeStatus {
             addresses,
             ..NodeStatus::default()
@@ -127,11 +134,12 @@ mod tests {
     }
 
     #[test]
-    fn stripping_a_node_keeps_name_labels_version_and_addresses() {
+    fn stripping_a_node_keeps_name_labels_version_pod_cidrs_and_addresses() {
         let mut n: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"},
                          "resourceVersion": "7", "annotations": {"a": "b"}, "uid": "u"},
-            "spec": {"podCIDR": "10.244.1.0/24"},
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+                     "providerID": "x", "taints": [{"key": "k", "effect": "NoSchedule"}]},
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"},
                                      {"type": "Hostname", "address": "n1"}],
                        "conditions": [{"type": "Ready", "status": "True"}],
@@ -151,6 +159,7 @@ mod tests {
             serde_json::json!({
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"}, "resourceVersion": "7"},
+                "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]},
                 "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"},
                                          {"type": "Hostname", "address": "n1"}]}
             })

@@ -144,4 +144,8 @@ pub struct Node {
     pub labels: Labels,
     /// Its addresses (`status.addresses` of type InternalIP and ExternalIP), sorted.
     pub addresses: Vec<IpAddr>,
+    /// The pod address ranges assigned to it (`spec.podCIDRs`, else
+    /// `spec.podCIDR`), sorted: the scope of the new-pod guard
+    /// (docs/nftables.md, "The new-pod window").
+    pub pod_cidrs: Vec<super::Cidr>,
 }

@@ -117,6 +117,11 @@ impl Cidr {
             && other.addr & mask(self.family, self.len) == self.addr
     }
 
+    /// The family's highest address as an integer.
+    pub fn family_max(&self) -> u128 {
+        max_addr(self.family)
+    }
+
     /// Whether an address lies inside this CIDR.
     pub fn contains(&self, ip: &IpAddr) -> bool {
         Family::of(ip) == self.family && ip_to_u128(ip) & mask(self.family, self.len) == self.addr

@@ -329,7 +329,7 @@ fn set_ref(name: &str) -> Expression<'static> {
 
 /// One match (as [`super::render::match_expr`]). Operators are the ones
 /// `nft -j list` prints for the text form: `in` (nft's implicit operator, a
-/// flag test for `ct state`) and `==` for set lookups.
+/// flag test for `ct state`), `==` for set lookups and `!=` for negated ones.
 fn match_stmt(m: &Match) -> Statement<'static> {
     let (left, op, right) = match m {
         Match::CtEstablishedRelated => (
@@ -360,6 +360,7 @@ fn match_stmt(m: &Match) -> Statement<'static> {
             set_ref(set),
         ),
         Match::AddrIn(f, a, set) => (ip_payload(*f, *a), Operator::EQ, set_ref(set)),
+        Match::AddrNotIn(f, a, set) => (ip_payload(*f, *a), Operator::NEQ, set_ref(set)),
         Match::ProtoPortIn(set) => (
             concat(vec![l4proto(), payload("th", "dport")]),
             Operator::EQ,

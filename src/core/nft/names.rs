@@ -11,7 +11,8 @@
 //! names, and the readable part may be cut without losing uniqueness.
 //!
 //! Worst-case lengths, for inputs that passed validation:
-//! - fixed names: 14 bytes (`filter-forward`, `ingress-pods-v4`... 15);
+//! - fixed names: at most 17 bytes (`filter-forward` 14, `ingress-pods-v4`
+//!   15, `node-pod-cidrs-v6` 17);
 //! - group chains: `ingress-group-` (14) + HASH (8) = 22;
 //! - policy chains: `ingress-` (8) + HASH (8) + `-` (1) + namespace (63) +
 //!   `/` (1) + policy name (253) = 334, so the readable part is cut to keep
@@ -50,6 +51,18 @@ pub const LOG_PREFIX: &str = "nftpol drop ";
 /// Every audit-mode ("would drop") log prefix starts with this; the audit
 /// group chain's name, or a ClusterNetworkPolicy rule's log key, follows.
 pub const AUDIT_LOG_PREFIX: &str = "nftpol audit ";
+
+/// `node-pod-cidrs-v4` / `-v6`: the pod address ranges of this node (the
+/// new-pod guard's scope; `compile::new_pods`).
+pub fn node_pod_cidrs_set(f: Family) -> String {
+    format!("node-pod-cidrs-{}", f.suffix())
+}
+
+/// `local-pods-v4` / `-v6`: every address of a pod enforced here (the
+/// addresses the new-pod guard lets through).
+pub fn local_pods_set(f: Family) -> String {
+    format!("local-pods-{}", f.suffix())
+}
 
 /// `self-v4` / `self-v6`: `ip . ip` of every enforced pod.
 pub fn self_set(f: Family) -> String {

@@ -69,6 +69,7 @@ pub fn match_expr(m: &Match) -> String {
             format!("{k} saddr . {k} daddr @{set}")
         }
         Match::AddrIn(f, a, set) => format!("{} {} @{set}", ip_kw(*f), a.nft()),
+        Match::AddrNotIn(f, a, set) => format!("{} {} != @{set}", ip_kw(*f), a.nft()),
         Match::ProtoPortIn(set) => format!("meta l4proto . th dport @{set}"),
         Match::DstProtoPortIn(f, set) => {
             format!("{} daddr . meta l4proto . th dport @{set}", ip_kw(*f))

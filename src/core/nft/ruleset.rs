@@ -93,6 +93,9 @@ pub enum Match {
     SelfPair(Family, String),
     /// `ip saddr @set` / `ip daddr @set`.
     AddrIn(Family, Addr, String),
+    /// `ip saddr != @set` / `ip daddr != @set` (the new-pod guard: an address
+    /// that is not a known local pod's).
+    AddrNotIn(Family, Addr, String),
     /// `meta l4proto . th dport @set`.
     ProtoPortIn(String),
     /// `ip daddr . meta l4proto . th dport @set` (named ports of the destination).

@@ -109,6 +109,7 @@ pub(crate) fn cluster() -> Cluster {
             name: "node-1".to_string(),
             labels: BTreeMap::new(),
             addresses: vec!["192.168.0.1".parse().unwrap()],
+            pod_cidrs: vec![],
         },
     );
     c

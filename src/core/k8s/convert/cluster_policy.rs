@@ -844,9 +844,54 @@ pub fn node(n: &core::Node, src: Option<&Source>, diags: &mut Vec<Diagnostic>) -
     }
     addresses.sort();
     addresses.dedup();
+    let pod_cidrs = node_pod_cidrs(n, &name, src, diags);
     Some(Node {
         name,
         labels: n.metadata.labels.clone().unwrap_or_default(),
         addresses,
+        pod_cidrs,
     })
+}
+
+/// `spec.podCIDRs` (or the older single `spec.podCIDR` when the list is
+/// absent), parsed, sorted and deduplicated. The API server validates these,
+/// so an unparsable one only comes from a hand-written file: a warning, and
+/// the CIDR is left out of the new-pod guard's scope.
+fn node_pod_cidrs(
+    n: &core::Node,
+    name: &str,
+    src: Option<&Source>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Cidr> {
+    let spec = n.spec.as_ref();
+    let (field, list): (&str, Vec<&String>) = match spec.and_then(|s| s.pod_cidrs.as_ref()) {
+        Some(l) if !l.is_empty() => ("spec.podCIDRs", l.iter().collect()),
+        _ => (
+            "spec.podCIDR",
+            spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
+        ),
+    };
+    let mut out = Vec::new();
+    for (i, s) in list.into_iter().enumerate() {
+        match Cidr::parse(s) {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                let path = if field == "spec.podCIDRs" {
+                    format!("{field}[{i}]")
+                } else {
+                    field.to_string()
+                };
+                emit(
+                    diags,
+                    Diagnostic::warning(format!("{e}; left out of the new-pod guard's scope"))
+                        .field(path),
+                    src,
+                    &format!("Node {name}"),
+                )
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
