@@ -230,6 +230,7 @@ mod tests {
         let opts = Options {
             node: Some("node-1".into()),
             drop_log: DropLog::default(),
+            ..Options::default()
         };
         let metrics = Metrics::new();
         let mut dedupe = Dedupe::new(DEDUPE_WINDOW);

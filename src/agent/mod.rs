@@ -65,6 +65,8 @@ pub struct Config {
     pub resync: Duration,
     /// Drop logging: which namespaces log, NFLOG group, rate and burst.
     pub drop_log: crate::core::compile::DropLog,
+    /// Revocation of established flows (`--revoke-established`).
+    pub revoke_established: bool,
 }
 
 /// Runs the agent on a runtime of its own (two worker threads) until

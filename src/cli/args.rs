@@ -125,6 +125,19 @@ pub struct RunArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
+}
+
+/// Revocation of established flows (docs/nftables.md, "Revoking established
+/// flows"), shared by `compile`, `apply` and `run`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Evaluate established flows again after every ruleset change, so that a
+    /// change denying a flow cuts it within one packet (true|false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub revoke_established: bool,
 }
 
 /// Drop logging flags (docs/drop-logging.md), shared by `compile`, `apply` and `run`.
@@ -214,6 +227,9 @@ pub struct CompileArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
 }
 
 /// `nftpol apply`.
@@ -231,6 +247,9 @@ pub struct ApplyArgs {
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
 }
 
 /// Manifests read by `explain` and `graph` (no `--node`: they answer the

@@ -26,7 +26,11 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 /// something could not be read: compiling the rest could silently drop a
 /// policy and widen access, so nothing is produced. Otherwise the output
 /// carries its diagnostics (already reported).
-pub fn load_and_compile(input: &InputArgs, drop_log: DropLog) -> Result<Compiled, Failure> {
+pub fn load_and_compile(
+    input: &InputArgs,
+    drop_log: DropLog,
+    revoke_established: bool,
+) -> Result<Compiled, Failure> {
     let (objs, load_diags) =
         crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
     report(&load_diags);
@@ -38,6 +42,7 @@ pub fn load_and_compile(input: &InputArgs, drop_log: DropLog) -> Result<Compiled
         &Options {
             node: input.node.clone(),
             drop_log,
+            revoke_established,
         },
     );
     report(&out.diagnostics);

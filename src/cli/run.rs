@@ -51,6 +51,7 @@ pub fn run(a: RunArgs) -> Outcome {
         max_delay: a.max_delay,
         resync: a.resync,
         drop_log: a.drop_log.options(),
+        revoke_established: a.revoke.revoke_established,
     };
     crate::agent::run_blocking(cfg).map_err(|e| {
         tracing::error!(error = %e, "nftpol run failed");

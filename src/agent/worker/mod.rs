@@ -167,6 +167,7 @@ impl Worker {
         let state = source.state();
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
+        let revoke_established = self.cfg.revoke_established;
         let mut model = self.model.take().expect("model present between applies");
         self.health.busy("compile");
         let t = std::time::Instant::now();
@@ -195,6 +196,7 @@ impl Worker {
                 &Options {
                     node: Some(node),
                     drop_log,
+                    revoke_established,
                 },
             );
             (model, compiled)

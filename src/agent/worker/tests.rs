@@ -88,6 +88,7 @@ impl TestSource {
         let opts = Options {
             node: Some(NODE.into()),
             drop_log: DropLog::default(),
+            ..Options::default()
         };
         compile_objects(&lock(&self.objs), &opts).ruleset
     }
@@ -178,6 +179,7 @@ impl Run {
             max_delay: MAX_DELAY,
             resync,
             drop_log: DropLog::default(),
+            revoke_established: true,
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(stall));

@@ -20,6 +20,7 @@
 mod dispatch;
 pub mod droplog;
 mod policy;
+mod revoke;
 mod sets;
 mod tiers;
 
@@ -31,12 +32,26 @@ use crate::core::model::{Cluster, Family, ObjectRef, Tier};
 use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
 
 /// What to compile for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Enforce only pods with this `spec.nodeName`; `None` enforces every pod.
     pub node: Option<String>,
     /// Drop logging (docs/drop-logging.md).
     pub drop_log: DropLog,
+    /// Evaluate established flows again when the ruleset changes, so a
+    /// change that denies a flow cuts it (docs/nftables.md, "Revoking
+    /// established flows"). On by default.
+    pub revoke_established: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            node: None,
+            drop_log: DropLog::default(),
+            revoke_established: true,
+        }
+    }
 }
 
 /// Drop logging settings: which group chains get a rate-limited NFLOG rule
@@ -184,6 +199,9 @@ impl Compiler<'_> {
         }
         if self.drop_log.logs_any() {
             self.drop_log.index_pods(self.cluster);
+        }
+        if opts.revoke_established {
+            self.revoke_established();
         }
     }
 }

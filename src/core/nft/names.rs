@@ -158,6 +158,19 @@ pub fn tier_stage_chain(tier: Tier, dir: Direction) -> String {
 /// present only when ClusterNetworkPolicies exist.
 pub const INPUT_CHAIN: &str = "filter-input";
 
+/// The set holding the current generation's `ct mark` stamp (revocation of
+/// established flows, docs/nftables.md).
+pub const GENERATION_SET: &str = "ct-generation";
+
+/// The map from a connection's other `ct mark` bits to its new mark with
+/// the current stamp.
+pub const STAMP_MAP: &str = "ct-stamp";
+
+/// The base chain (after `filter-HOOK`) that stamps what `filter-HOOK` accepted.
+pub fn stamp_chain(hook: &str) -> String {
+    format!("ct-stamp-{hook}")
+}
+
 /// The NetworkPolicy egress stage as a chain of its own (only with
 /// ClusterNetworkPolicies, where an Admin `Pass` continues there).
 pub const EGRESS_CHAIN: &str = "pod-egress";
