@@ -136,7 +136,8 @@ pub struct RunArgs {
 pub struct RevokeArgs {
     /// Evaluate established flows again after every ruleset change, so that a
     /// change denying a flow cuts it within one packet (true|false).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub revoke_established: bool,
 }
 

@@ -7,9 +7,7 @@
 use std::net::IpAddr;
 
 use nftpol::core::model::{Family, Protocol};
-use nftpol::core::nft::ruleset::{
-    Addr, Element, Generation, Match, Ruleset, SetKind, Verdict,
-};
+use nftpol::core::nft::ruleset::{Addr, Element, Generation, Match, Ruleset, SetKind, Verdict};
 
 /// Transport protocol of a traced packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +133,11 @@ pub fn trace_conn(rs: &Ruleset, pkt: &Packet, conn: &mut Conn) -> Result<Trace, 
     let mut bases: Vec<(&String, i32)> = rs
         .chains
         .iter()
-        .filter_map(|(n, c)| c.hook.filter(|h| h.hook == "forward").map(|h| (n, h.priority)))
+        .filter_map(|(n, c)| {
+            c.hook
+                .filter(|h| h.hook == "forward")
+                .map(|h| (n, h.priority))
+        })
         .collect();
     if bases.is_empty() {
         return Err(TraceError::NoBaseChain);
@@ -506,7 +508,10 @@ mod tests {
             t.path
         );
         let mut rep = conn.established(true);
-        assert_eq!(trace_conn(&allowed, &reply, &mut rep).unwrap().outcome, Outcome::Accept);
+        assert_eq!(
+            trace_conn(&allowed, &reply, &mut rep).unwrap().outcome,
+            Outcome::Accept
+        );
 
         // An unrelated change (a new generation, same policy): evaluated once, restamped.
         let still = table(true, g2);
@@ -518,21 +523,33 @@ mod tests {
         );
         assert_eq!(rep.mark, g1.stamp(), "a reply does not restamp");
         let mut est = conn.established(false);
-        assert_eq!(trace_conn(&still, &pkt, &mut est).unwrap().outcome, Outcome::Accept);
+        assert_eq!(
+            trace_conn(&still, &pkt, &mut est).unwrap().outcome,
+            Outcome::Accept
+        );
         assert_eq!(est.mark, g2.stamp(), "evaluated again and restamped");
 
         // The allowing policy removed: the next original packet is dropped
         // and marks the flow revoked, so its replies are dropped too.
         let denied = table(false, g2);
         let mut est = conn.established(false);
-        assert_eq!(trace_conn(&denied, &pkt, &mut est).unwrap().outcome, Outcome::Drop);
+        assert_eq!(
+            trace_conn(&denied, &pkt, &mut est).unwrap().outcome,
+            Outcome::Drop
+        );
         assert_eq!(est.mark & Generation::MASK, Generation::MASK, "revoked");
         let mut rep = est.established(true);
-        assert_eq!(trace_conn(&denied, &reply, &mut rep).unwrap().outcome, Outcome::Drop);
+        assert_eq!(
+            trace_conn(&denied, &reply, &mut rep).unwrap().outcome,
+            Outcome::Drop
+        );
         // Allowed again later: restamped.
         let again = table(true, g2.next());
         let mut est = est.established(false);
-        assert_eq!(trace_conn(&again, &pkt, &mut est).unwrap().outcome, Outcome::Accept);
+        assert_eq!(
+            trace_conn(&again, &pkt, &mut est).unwrap().outcome,
+            Outcome::Accept
+        );
         assert_eq!(est.mark, g2.next().stamp());
     }
 
@@ -549,7 +566,10 @@ mod tests {
             mark: 0x80,
             ..Conn::new()
         };
-        assert_eq!(trace_conn(&rs, &pkt, &mut conn).unwrap().outcome, Outcome::Accept);
+        assert_eq!(
+            trace_conn(&rs, &pkt, &mut conn).unwrap().outcome,
+            Outcome::Accept
+        );
         assert_eq!(conn.mark, 0x80, "the other bits are kept, no stamp");
         let mut est = conn.established(false);
         let t = trace_conn(&rs, &pkt, &mut est).unwrap();
@@ -557,8 +577,15 @@ mod tests {
         assert!(t.path.len() > 2, "evaluated again: {:?}", t.path);
         let denied = table(false, Generation::FIRST.next());
         let mut est = conn.established(false);
-        assert_eq!(trace_conn(&denied, &pkt, &mut est).unwrap().outcome, Outcome::Drop);
-        assert_eq!(est.mark, 0x80 | Generation::MASK, "revoked, other bits kept");
+        assert_eq!(
+            trace_conn(&denied, &pkt, &mut est).unwrap().outcome,
+            Outcome::Drop
+        );
+        assert_eq!(
+            est.mark,
+            0x80 | Generation::MASK,
+            "revoked, other bits kept"
+        );
     }
 
     #[test]
@@ -566,7 +593,11 @@ mod tests {
         let last = Generation::new(Generation::MAX);
         assert_eq!(last.next(), Generation::FIRST);
         assert_ne!(last.stamp(), Generation::MASK, "never the revoked stamp");
-        assert_eq!(Generation::new(0), Generation::FIRST, "never the unstamped one");
+        assert_eq!(
+            Generation::new(0),
+            Generation::FIRST,
+            "never the unstamped one"
+        );
         assert_eq!(Generation::from_stamp(last.stamp()), Some(last));
         assert_eq!(Generation::from_stamp(Generation::MASK), None);
     }
