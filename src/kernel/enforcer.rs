@@ -246,7 +246,15 @@ mod tests {
             [(true, true), (false, false), (true, true)],
             "full, failed delta, full"
         );
-        assert_eq!(e.mirror(), Some(&second));
+        let mut want = second.clone();
+        want.generation = e.generation();
+        assert_eq!(e.mirror(), Some(&want));
+        let g = |i: usize| crate::kernel::fake::generation_in(&calls[i].script);
+        assert!(
+            g(0) < g(1) && g(1) < g(2),
+            "every script a new generation, the failed one used up: {:?}",
+            [g(0), g(1), g(2)]
+        );
     }
 
     #[test]
@@ -272,14 +280,14 @@ mod tests {
         e.sync(&first).unwrap();
         nft.holds(&first);
         assert!(e.verify().unwrap(), "the kernel holds what was applied");
-        let mut drifted = first.clone();
+        let mut drifted = e.mirror().unwrap().clone();
         let map = drifted
             .maps
             .values_mut()
             .find(|m| !m.elements.is_empty())
             .expect("a dispatch map with pods");
         map.elements.pop_first();
-        nft.holds(&drifted);
+        nft.set_listing(Some(listing::render(&drifted)));
         assert!(!e.verify().unwrap(), "a missing map element is drift");
         assert_eq!(e.sync(&first).unwrap(), Applied::Full, "repaired in full");
         nft.set_listing(None);

@@ -147,9 +147,7 @@ pub fn script(rs: &Ruleset) -> String {
             timeout: None,
             gc_interval: None,
             size: None,
-            comment: Some(Cow::Borrowed(
-                "the ruleset generation: established flows with another stamp are evaluated again",
-            )),
+            comment: Some(Cow::Borrowed(names::GENERATION_COMMENT)),
         }))));
         cmds.push(Command::Own {
             add: OwnObject::Map(VerdictMapObject {
@@ -158,7 +156,7 @@ pub fn script(rs: &Ruleset) -> String {
                 name: names::STAMP_MAP,
                 key_type: SetTypeValue::Single(SetType::Mark),
                 map: "mark",
-                comment: "a connection's other ct mark bits -> its mark with the generation's stamp",
+                comment: names::STAMP_COMMENT,
                 elem: Some(vec![Expression::List(vec![
                     Expression::Number(0),
                     Expression::Number(g.stamp()),

@@ -162,6 +162,14 @@ pub const INPUT_CHAIN: &str = "filter-input";
 /// established flows, docs/nftables.md).
 pub const GENERATION_SET: &str = "ct-generation";
 
+/// Comment of [`GENERATION_SET`].
+pub const GENERATION_COMMENT: &str =
+    "the ruleset generation: established flows with another stamp are evaluated again";
+
+/// Comment of [`STAMP_MAP`].
+pub const STAMP_COMMENT: &str =
+    "a connection's other ct mark bits -> its mark with the generation's stamp";
+
 /// The map from a connection's other `ct mark` bits to its new mark with
 /// the current stamp.
 pub const STAMP_MAP: &str = "ct-stamp";

@@ -69,18 +69,12 @@ pub fn mark(m: u32) -> String {
 fn generation(o: &mut String, g: Generation) {
     let _ = writeln!(o, "\tset {} {{", names::GENERATION_SET);
     o.push_str("\t\ttype mark\n");
-    let _ = writeln!(
-        o,
-        "\t\tcomment \"the ruleset generation: established flows with another stamp are evaluated again\""
-    );
+    let _ = writeln!(o, "\t\tcomment \"{}\"", names::GENERATION_COMMENT);
     let _ = writeln!(o, "\t\telements = {{ {} }}", mark(g.stamp()));
     o.push_str("\t}\n");
     let _ = writeln!(o, "\tmap {} {{", names::STAMP_MAP);
     o.push_str("\t\ttype mark : mark\n");
-    let _ = writeln!(
-        o,
-        "\t\tcomment \"a connection's other ct mark bits -> its mark with the generation's stamp\""
-    );
+    let _ = writeln!(o, "\t\tcomment \"{}\"", names::STAMP_COMMENT);
     let _ = writeln!(o, "\t\telements = {{ {} }}", stamp_element(g));
     o.push_str("\t}\n");
 }
