@@ -61,6 +61,7 @@ fn compile(
         &Options {
             node: Some(node.to_string()),
             drop_log,
+            ..Options::default()
         },
     )
 }
@@ -490,6 +491,7 @@ fn agent_wide_option_and_opt_out() {
         &objs,
         &Options {
             node: None,
+            revoke_established: true,
             drop_log: DropLog {
                 all_namespaces: true,
                 ..DropLog::default()
