@@ -413,9 +413,18 @@ fn apply(topo: &Topology, yaml: &str) {
     apply_with(topo, yaml, true);
 }
 
+/// Like [`apply`], compiled with `--revoke-established=false`.
+fn apply_without_revocation(topo: &Topology, yaml: &str) {
+    apply_options(topo, yaml, true, false);
+}
+
 /// Like [`apply`]; with `per_node` false every node loads the ruleset that enforces every pod
 /// (`nftpol compile` without `--node`).
 fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
+    apply_options(topo, yaml, per_node, true);
+}
+
+fn apply_options(topo: &Topology, yaml: &str, per_node: bool, revoke_established: bool) {
     let mut objs = nftpol::core::k8s::Objects::default();
     let mut diags = Vec::new();
     nftpol::core::k8s::parse_into(yaml, "test", &mut objs, &mut diags);
@@ -425,6 +434,7 @@ fn apply_with(topo: &Topology, yaml: &str, per_node: bool) {
             &objs,
             &nftpol::core::compile::Options {
                 node: per_node.then(|| node.to_owned()),
+                revoke_established,
                 ..Default::default()
             },
         );
@@ -447,13 +457,15 @@ const DENY_ALL: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
 /// Port of the echo servers used for held connections (not served by the probe servers).
 const ECHO_PORT: u16 = 7000;
 
-/// (a) A TCP connection opened while allowed keeps working after a swap to default deny; a new
-/// connection to the same server is dropped. Same-node and cross-node, both families.
+/// (a) Without revocation (`--revoke-established=false`), a TCP connection opened while
+/// allowed keeps working after a swap to default deny; a new connection to the same server is
+/// dropped. Same-node and cross-node, both families. (With revocation, the default, it is cut:
+/// tests/kernel/revoke.rs.)
 #[test]
 fn established_connection_survives_ruleset_swap() {
     for shape in [Shape::Bridge, Shape::Routed] {
         let topo = build(shape, &small_spec());
-        apply(&topo, &objects_yaml(&topo, ""));
+        apply_without_revocation(&topo, &objects_yaml(&topo, ""));
         let servers: Vec<EchoServer> = ["b", "c"]
             .iter()
             .map(|p| EchoServer::start(topo.pod_netns(p), ECHO_PORT).unwrap())
@@ -470,7 +482,7 @@ fn established_connection_survives_ruleset_swap() {
                 conns.push((to, family, dst, c));
             }
         }
-        apply(&topo, &objects_yaml(&topo, DENY_ALL));
+        apply_without_revocation(&topo, &objects_yaml(&topo, DENY_ALL));
         for (to, family, dst, c) in &mut conns {
             c.echo(b"after the swap").unwrap_or_else(|e| {
                 panic!("{shape}: established a -> {to} {family} broke after default deny: {e:#}")

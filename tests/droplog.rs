@@ -501,6 +501,7 @@ fn agent_wide_option_and_opt_out() {
         &objs,
         &Options {
             node: None,
+            revoke_established: true,
             drop_log: DropLog {
                 all_namespaces: true,
                 ..DropLog::default()

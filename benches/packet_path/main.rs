@@ -5,7 +5,9 @@
 //! - `a`  no table at all (no conntrack either);
 //! - `a2` a table holding only `ct state established,related accept` (the
 //!   conntrack cost every stateful enforcer pays);
-//! - `b`  nftpol's table for `node-01` of the large synthetic cluster;
+//! - `b`  nftpol's table for `node-01` of the large synthetic cluster
+//!   (revocation of established flows on, the default);
+//! - `b-norev` the same table compiled with `--revoke-established=false`;
 //! - `b+cnp` nftpol's table for `node-01` of the same cluster with 500
 //!   ClusterNetworkPolicies (Admin and Baseline) added
 //!   ([`synth::add_cluster_policies`]);
@@ -296,6 +298,15 @@ fn main() -> Result<()> {
         out.diagnostics.first()
     );
     let rs = out.ruleset;
+    let rs_norev = nftpol::core::compile::compile_objects(
+        &objs,
+        &Options {
+            node: Some(NODE.into()),
+            revoke_established: false,
+            ..Default::default()
+        },
+    )
+    .ruleset;
     // The same cluster with ClusterNetworkPolicies, as many as at the scale
     // bench (500 at the large scale).
     let cnps = synth::cluster_policy_count(&scale);
@@ -319,6 +330,7 @@ fn main() -> Result<()> {
     let choice = choose(&rs, &rs_cnp, &mut lin, &pods)?;
     let (server, client) = (&pods[choice.server], &pods[choice.client]);
     let nft_b = nftpol::core::nft::render::script(&rs);
+    let nft_b_norev = nftpol::core::nft::render::script(&rs_norev);
     let nft_c = lin.render();
     let nft_bc = nftpol::core::nft::render::script(&rs_cnp);
     let stats = rs.stats();
@@ -390,10 +402,11 @@ fn main() -> Result<()> {
     // Whether the CNPs open the deny port (an Admin Accept may): then b+cnp
     // must let it through.
     let cnp_opens_deny = nftpol_allows(&rs_cnp, client.v4, server.v4, DENY_PORT);
-    let modes: [(&str, &str, &str); 5] = [
+    let modes: [(&str, &str, &str); 6] = [
         ("a", "no table", ""),
         ("a2", "conntrack only", CT_ONLY),
         ("b", "nftpol", &nft_b),
+        ("b-norev", "nftpol, no revocation", &nft_b_norev),
         ("b+cnp", "nftpol + CNPs", &nft_bc),
         ("c", "linear baseline", &nft_c),
     ];
@@ -402,7 +415,8 @@ fn main() -> Result<()> {
         load(&topo, script)?;
         let ok = connrate::reachable(&cns, allowed, Duration::from_secs(2))?;
         let deny = connrate::reachable(&cns, denied, Duration::from_millis(700))?;
-        let enforcing = m == &"b" || m == &"c" || (m == &"b+cnp" && !cnp_opens_deny);
+        let enforcing =
+            m == &"b" || m == &"b-norev" || m == &"c" || (m == &"b+cnp" && !cnp_opens_deny);
         ensure!(ok, "({m}) {what}: the allowed flow {allowed} is blocked");
         ensure!(
             deny != enforcing,
@@ -482,15 +496,30 @@ fn main() -> Result<()> {
     }
     // Ratios within each round (the modes ran back to back), then their
     // median: steadier than a ratio of medians when the machine's load drifts.
-    let paired = |x: &str, y: &str| {
-        let r: Vec<f64> = samples[x]
-            .cps
+    let paired_by = |x: &str, y: &str, f: fn(&Samples) -> &Vec<f64>| {
+        let r: Vec<f64> = f(&samples[x])
             .iter()
-            .zip(&samples[y].cps)
+            .zip(f(&samples[y]))
             .map(|(a, b)| a / b)
             .collect();
-        median(&r)
+        let spread = r
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        (median(&r), spread)
     };
+    let paired = |x: &str, y: &str| paired_by(x, y, |s| &s.cps).0;
+    for (what, f) in [
+        ("new connections", (|s| &s.cps) as fn(&Samples) -> &Vec<f64>),
+        ("rr on one established connection", |s| &s.rr),
+        ("bulk on one established connection", |s| &s.gbps),
+    ] {
+        let (m, (lo, hi)) = paired_by("b", "b-norev", f);
+        let (m0, (lo0, hi0)) = paired_by("b-norev", "a2", f);
+        println!(
+            "revocation, {what}: nftpol / nftpol without revocation = {m:.3} (rounds {lo:.3}..{hi:.3}); \
+             for scale, nftpol without revocation / conntrack-only = {m0:.3} (rounds {lo0:.3}..{hi0:.3})"
+        );
+    }
     println!(
         "\nnew connections, median of per-round ratios: nftpol+CNPs / nftpol = {:.3}; nftpol+CNPs / conntrack-only = {:.3}",
         paired("b+cnp", "b"),

@@ -67,6 +67,8 @@ pub struct Config {
     pub drop_log: crate::core::compile::DropLog,
     /// The new-pod guard: on or off, and pod ranges besides the Node's podCIDRs.
     pub new_pods: crate::core::compile::NewPods,
+    /// Revocation of established flows (`--revoke-established`).
+    pub revoke_established: bool,
 }
 
 /// Runs the agent on a runtime of its own (two worker threads) until

@@ -11,15 +11,29 @@ use crate::kernel::apply::ApplyError;
 /// Compiles the inputs and loads (or with `--check` only checks) the
 /// ruleset. Nothing is applied when the input has errors.
 pub fn apply(a: &ApplyArgs) -> Outcome {
-    let out = load_and_compile(&a.input, a.drop_log.options(), a.new_pods.options())?;
+    let out = load_and_compile(
+        &a.input,
+        a.drop_log.options(),
+        a.new_pods.options(),
+        a.revoke.revoke_established,
+    )?;
     if has_errors(&out.diagnostics) {
         return Err(Failure::invalid(
             "not applied: fix the errors above (the kernel ruleset is unchanged)",
         ));
     }
     nft_versions_ok(&a.nft)?;
-    let text = crate::core::nft::render::script(&out.ruleset);
-    match crate::kernel::apply::run_nft(&a.nft, &text, a.check, false) {
+    let result = if a.check {
+        let text = crate::core::nft::render::script(&out.ruleset);
+        crate::kernel::apply::run_nft(&a.nft, &text, true, false)
+    } else {
+        // Through the enforcer: it continues the generation of the table in
+        // the kernel, so flows stamped by the previous table are evaluated again.
+        crate::kernel::enforcer::Enforcer::new(a.nft.clone())
+            .sync(&out.ruleset)
+            .map(|_| ())
+    };
+    match result {
         Ok(()) => {
             let s = out.ruleset.stats();
             let _ = writeln!(

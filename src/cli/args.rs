@@ -128,6 +128,20 @@ pub struct RunArgs {
     /// The new-pod guard.
     #[command(flatten)]
     pub new_pods: NewPodArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
+}
+
+/// Revocation of established flows (docs/nftables.md, "Revoking established
+/// flows"), shared by `compile`, `apply` and `run`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Evaluate established flows again after every ruleset change, so that a
+    /// change denying a flow cuts it within one packet (true|false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub revoke_established: bool,
 }
 
 /// Drop logging flags (docs/drop-logging.md), shared by `compile`, `apply` and `run`.
@@ -249,6 +263,9 @@ pub struct CompileArgs {
     /// The new-pod guard.
     #[command(flatten)]
     pub new_pods: NewPodArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
 }
 
 /// `nftpol apply`.
@@ -269,6 +286,9 @@ pub struct ApplyArgs {
     /// The new-pod guard.
     #[command(flatten)]
     pub new_pods: NewPodArgs,
+    /// Revocation of established flows.
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
 }
 
 /// Manifests read by `explain` and `graph` (no `--node`: they answer the

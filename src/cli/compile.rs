@@ -12,7 +12,12 @@ use super::{Failure, Outcome};
 /// Invalid policies still print (they fail closed) but exit 1.
 pub fn compile(a: &CompileArgs) -> Outcome {
     let (format, file) = output(a)?;
-    let out = load_and_compile(&a.input, a.drop_log.options(), a.new_pods.options())?;
+    let out = load_and_compile(
+        &a.input,
+        a.drop_log.options(),
+        a.new_pods.options(),
+        a.revoke.revoke_established,
+    )?;
     let text = match format {
         Format::Nft => crate::core::nft::render::script(&out.ruleset),
         Format::Json => crate::core::nft::json::script(&out.ruleset),

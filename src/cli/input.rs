@@ -30,6 +30,7 @@ pub fn load_and_compile(
     input: &InputArgs,
     drop_log: DropLog,
     new_pods: NewPods,
+    revoke_established: bool,
 ) -> Result<Compiled, Failure> {
     let (objs, load_diags) =
         crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
@@ -43,6 +44,7 @@ pub fn load_and_compile(
             node: input.node.clone(),
             drop_log,
             new_pods,
+            revoke_established,
         },
     );
     report(&out.diagnostics);

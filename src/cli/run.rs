@@ -52,6 +52,7 @@ pub fn run(a: RunArgs) -> Outcome {
         resync: a.resync,
         drop_log: a.drop_log.options(),
         new_pods: a.new_pods.options(),
+        revoke_established: a.revoke.revoke_established,
     };
     crate::agent::run_blocking(cfg).map_err(|e| {
         tracing::error!(error = %e, "nftpol run failed");

@@ -10,12 +10,19 @@
 //! - `verify` lists the kernel table and compares it with the mirror (chains
 //!   and their rule counts, every set and map element by value), to repair
 //!   drift (someone flushed or edited the table).
+//! - With revocation of established flows (the ruleset has a generation),
+//!   every change advances the generation, in the same transaction: an
+//!   element delta carries the generation's two element updates, a full
+//!   replacement the new value. The first one continues from the generation
+//!   the kernel's table holds (a restarted agent never reuses one); without
+//!   a table it starts from the clock, so an uninstalled and reinstalled
+//!   nftpol does not meet stamps of its previous life.
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{Update, diff};
+use crate::core::nft::delta::{Update, diff, generation_script};
 use crate::core::nft::render;
-use crate::core::nft::ruleset::{Ruleset, TABLE};
+use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,9 @@ pub struct Enforcer {
     nft: Box<dyn Nft>,
     /// What the kernel holds, when known for sure.
     mirror: Option<Ruleset>,
+    /// The last generation this enforcer sent to the kernel (applied or
+    /// not: a failed or killed apply may have landed, so it is never reused).
+    generation: Option<Generation>,
 }
 
 impl Enforcer {
@@ -64,6 +74,7 @@ impl Enforcer {
         Enforcer {
             nft: Box::new(nft),
             mirror: None,
+            generation: None,
         }
     }
 
@@ -77,28 +88,30 @@ impl Enforcer {
         self.mirror = None;
     }
 
-    /// Brings the kernel to `new`.
+    /// Brings the kernel to `new` (its generation, if any, is replaced by
+    /// the one the enforcer picks).
     pub fn sync(&mut self, new: &Ruleset) -> Result<Applied, ApplyError> {
-        let applied = self.bring(new)?;
-        if applied != Applied::Unchanged {
-            self.mirror = Some(new.clone());
-        }
-        Ok(applied)
+        self.sync_owned(new.clone())
     }
 
     /// [`Enforcer::sync`], keeping `new` as the mirror without copying it
     /// (the agent's path: a copy of a node's table costs milliseconds).
-    pub fn sync_owned(&mut self, new: Ruleset) -> Result<Applied, ApplyError> {
-        let applied = self.bring(&new)?;
+    pub fn sync_owned(&mut self, mut new: Ruleset) -> Result<Applied, ApplyError> {
+        let applied = self.bring(&mut new)?;
         if applied != Applied::Unchanged {
             self.mirror = Some(new);
         }
         Ok(applied)
     }
 
+    /// The generation the kernel's table holds now, as far as this enforcer knows.
+    pub fn generation(&self) -> Option<Generation> {
+        self.mirror.as_ref().and_then(|m| m.generation)
+    }
+
     /// Applies the difference between the mirror and `new`; the caller
     /// records `new` as the mirror unless nothing changed.
-    fn bring(&mut self, new: &Ruleset) -> Result<Applied, ApplyError> {
+    fn bring(&mut self, new: &mut Ruleset) -> Result<Applied, ApplyError> {
         let update = match &self.mirror {
             Some(old) => diff(old, new),
             None => Update::Full,
@@ -106,22 +119,59 @@ impl Enforcer {
         Ok(match update {
             Update::None => Applied::Unchanged,
             Update::Elements {
-                script,
+                mut script,
                 added,
                 deleted,
-            } => match self.nft.apply(&script) {
-                Ok(()) => Applied::Delta { added, deleted },
-                // The mirror may be wrong (drift): fall back to a full replacement now.
-                Err(_) => self.full(new)?,
-            },
+            } => {
+                let old = self.mirror.as_ref().and_then(|m| m.generation);
+                if let (Some(old), Some(_)) = (old, new.generation) {
+                    let next = self.next_generation();
+                    script.push_str(&generation_script(old, next));
+                    new.generation = Some(next);
+                }
+                match self.nft.apply(&script) {
+                    Ok(()) => Applied::Delta { added, deleted },
+                    // The mirror may be wrong (drift): fall back to a full replacement now.
+                    Err(_) => self.full(new)?,
+                }
+            }
             Update::Full => self.full(new)?,
         })
     }
 
-    fn full(&mut self, new: &Ruleset) -> Result<Applied, ApplyError> {
+    fn full(&mut self, new: &mut Ruleset) -> Result<Applied, ApplyError> {
         self.mirror = None;
+        if new.generation.is_some() {
+            new.generation = Some(self.next_generation());
+        }
         self.nft.apply(&render::script(new))?;
         Ok(Applied::Full)
+    }
+
+    /// The generation to send next (recorded as sent).
+    fn next_generation(&mut self) -> Generation {
+        let last = match self.generation {
+            Some(g) => g,
+            None => self.kernel_generation(),
+        };
+        let next = last.next();
+        self.generation = Some(next);
+        next
+    }
+
+    /// The generation of the table in the kernel; without one (or without
+    /// a readable one), a generation from the clock.
+    fn kernel_generation(&self) -> Generation {
+        self.nft
+            .list_generation()
+            .ok()
+            .and_then(|json| listing::generation(&json))
+            .unwrap_or_else(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                Generation::new((secs % u64::from(Generation::MAX)) as u32)
+            })
     }
 
     /// Compares the kernel's table with the mirror: the same chains with the
@@ -196,7 +246,15 @@ mod tests {
             [(true, true), (false, false), (true, true)],
             "full, failed delta, full"
         );
-        assert_eq!(e.mirror(), Some(&second));
+        let mut want = second.clone();
+        want.generation = e.generation();
+        assert_eq!(e.mirror(), Some(&want));
+        let g = |i: usize| crate::kernel::fake::generation_in(&calls[i].script);
+        assert!(
+            g(0) < g(1) && g(1) < g(2),
+            "every script a new generation, the failed one used up: {:?}",
+            [g(0), g(1), g(2)]
+        );
     }
 
     #[test]
@@ -222,14 +280,14 @@ mod tests {
         e.sync(&first).unwrap();
         nft.holds(&first);
         assert!(e.verify().unwrap(), "the kernel holds what was applied");
-        let mut drifted = first.clone();
+        let mut drifted = e.mirror().unwrap().clone();
         let map = drifted
             .maps
             .values_mut()
             .find(|m| !m.elements.is_empty())
             .expect("a dispatch map with pods");
         map.elements.pop_first();
-        nft.holds(&drifted);
+        nft.set_listing(Some(listing::render(&drifted)));
         assert!(!e.verify().unwrap(), "a missing map element is drift");
         assert_eq!(e.sync(&first).unwrap(), Applied::Full, "repaired in full");
         nft.set_listing(None);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::listing;
 use super::nft::{ApplyError, Nft};
-use crate::core::nft::ruleset::Ruleset;
+use crate::core::nft::ruleset::{Generation, Ruleset};
 
 /// One `apply` the fake saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,9 @@ struct State {
     calls: Vec<Call>,
     fail_next: usize,
     listing: Option<String>,
+    /// The ruleset [`FakeNft::holds`] was given: listed with the generation
+    /// of the last accepted script, as a kernel that applied it would.
+    held: Option<Ruleset>,
     /// Calls block while this is set (see [`FakeNft::hang`]).
     hang: bool,
     /// Calls blocked right now.
@@ -81,12 +84,17 @@ impl FakeNft {
 
     /// What `list_table` returns from now on (`None`: no table).
     pub fn set_listing(&self, json: Option<String>) {
-        self.state().listing = json;
+        let mut s = self.state();
+        s.listing = json;
+        s.held = None;
     }
 
-    /// Makes `list_table` show a kernel holding `rs`.
+    /// Makes `list_table` show a kernel holding `rs`, with the generation of
+    /// the last script accepted (if it set one; else `rs`'s).
     pub fn holds(&self, rs: &Ruleset) {
-        self.set_listing(Some(listing::render(rs)));
+        let mut s = self.state();
+        s.listing = Some(listing::render(rs));
+        s.held = Some(rs.clone());
     }
 
     /// From now on every `apply` and `list_table` blocks until
@@ -163,18 +171,43 @@ impl Nft for FakeNft {
     }
 
     fn list_table(&self) -> Result<String, ApplyError> {
-        self.wait_if_hung(self.state())
-            .map_err(|(_, e)| e)?
-            .listing
-            .clone()
-            .ok_or_else(|| ApplyError::Rejected {
-                stderr:
-                    "Error: No such file or directory; did you mean table 'nftpol' in family inet?"
-                        .into(),
-            })
+        let s = self.wait_if_hung(self.state()).map_err(|(_, e)| e)?;
+        let applied = s
+            .calls
+            .iter()
+            .rev()
+            .filter(|c| c.ok)
+            .find_map(|c| generation_in(&c.script));
+        if let (Some(held), Some(g)) = (&s.held, applied) {
+            let mut rs = held.clone();
+            rs.generation = rs.generation.map(|_| g);
+            return Ok(listing::render(&rs));
+        }
+        s.listing.clone().ok_or_else(|| ApplyError::Rejected {
+            stderr: "Error: No such file or directory; did you mean table 'nftpol' in family inet?"
+                .into(),
+        })
     }
 
     fn version(&self) -> Result<String, ApplyError> {
         Ok("nftables v1.0.6 (Lester Gooch #5)\n".into())
     }
+}
+
+/// The generation a script sets: its `add element … ct-generation` (a
+/// delta) or the element of its `set ct-generation` block (a full table).
+pub fn generation_in(script: &str) -> Option<Generation> {
+    let set = crate::core::nft::names::GENERATION_SET;
+    let mut lines = script.lines();
+    let line = loop {
+        let l = lines.next()?;
+        if l.starts_with("add element") && l.contains(&format!(" {set} ")) {
+            break l;
+        }
+        if l.trim() == format!("set {set} {{") {
+            break lines.find(|l| l.contains("elements = {"))?;
+        }
+    };
+    let hex = line.split("0x").nth(1)?.get(..8)?;
+    Generation::from_stamp(u32::from_str_radix(hex, 16).ok()?)
 }

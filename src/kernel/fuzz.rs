@@ -54,6 +54,7 @@ pub fn loader(data: &[u8]) {
     }
     let opts = Options {
         node: None,
+        revoke_established: true,
         // Every namespace logs: the drop-log rules and index are compiled too.
         drop_log: DropLog {
             all_namespaces: true,

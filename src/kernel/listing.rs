@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use crate::core::model::ipblock::{ip_to_u128, u128_to_ip};
 use crate::core::model::{Cidr, Family, Protocol, Range};
-use crate::core::nft::ruleset::{Element, Ruleset, SetKind, TABLE, Verdict};
+use crate::core::nft::names;
+use crate::core::nft::ruleset::{Element, Generation, Ruleset, SetKind, TABLE, Verdict};
 
 /// What verify compares, per object: `chain NAME` → its rule count,
 /// `set NAME` → its elements, `map NAME` → its address → chain entries.
@@ -28,6 +29,10 @@ pub enum Object {
     Set(BTreeSet<Element>),
     /// A verdict map: address → chain jumped to.
     Map(BTreeMap<IpAddr, String>),
+    /// A set of `ct mark` values (the generation's stamp).
+    Marks(BTreeSet<u32>),
+    /// A `mark : mark` map (other mark bits → mark with the stamp).
+    MarkMap(BTreeMap<u32, u32>),
 }
 
 /// What the kernel lists after loading `rs`, in [`Content`] form.
@@ -52,7 +57,35 @@ pub fn expected(rs: &Ruleset) -> Content {
     for (n, m) in &rs.maps {
         s.insert(format!("map {n}"), Object::Map(m.elements.clone()));
     }
+    if let Some(g) = rs.generation {
+        s.insert(
+            format!("set {}", names::GENERATION_SET),
+            Object::Marks(BTreeSet::from([g.stamp()])),
+        );
+        s.insert(
+            format!("map {}", names::STAMP_MAP),
+            Object::MarkMap(BTreeMap::from([(0, g.stamp())])),
+        );
+    }
     s
+}
+
+/// The generation of the table in a listing (of the table, or of the set
+/// `ct-generation` alone), if it has one.
+pub fn generation(json: &str) -> Option<Generation> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.get("nftables")?.as_array()?.iter().find_map(|o| {
+        let set = o.get("set")?;
+        if set.get("name")?.as_str()? != names::GENERATION_SET {
+            return None;
+        }
+        let mark = u32::try_from(elems(set).first()?.as_u64()?).ok()?;
+        Generation::from_stamp(mark)
+    })
+}
+
+fn mark(v: &Value) -> Option<u32> {
+    u32::try_from(v.as_u64()?).ok()
 }
 
 /// Packets counted so far by the `counter` of the drop rules (`counter
@@ -108,6 +141,24 @@ fn parse_value(v: &Value) -> Option<Content> {
             if let Object::Chain(n) = chain {
                 *n += 1;
             }
+        } else if let Some(set) = obj.get("set").filter(|s| s["type"] == "mark") {
+            let marks = elems(set).iter().map(mark).collect::<Option<_>>()?;
+            s.insert(
+                format!("set {}", set.get("name")?.as_str()?),
+                Object::Marks(marks),
+            );
+        } else if let Some(m) = obj.get("map").filter(|m| m["map"] == "mark") {
+            let entries = elems(m)
+                .iter()
+                .map(|e| {
+                    let pair = e.as_array()?;
+                    Some((mark(pair.first()?)?, mark(pair.get(1)?)?))
+                })
+                .collect::<Option<_>>()?;
+            s.insert(
+                format!("map {}", m.get("name")?.as_str()?),
+                Object::MarkMap(entries),
+            );
         } else if let Some(set) = obj.get("set") {
             let interval = set
                 .get("flags")
@@ -224,6 +275,16 @@ fn parse_element(v: &serde_json::Value, interval: bool) -> Option<Element> {
 pub fn render(rs: &Ruleset) -> String {
     let mut out = vec![json!({"metainfo": {"json_schema_version": 1}})];
     out.push(json!({"table": {"family": "inet", "name": TABLE}}));
+    if let Some(g) = rs.generation {
+        out.push(
+            json!({"set": {"family": "inet", "name": names::GENERATION_SET, "table": TABLE,
+            "type": "mark", "elem": [g.stamp()]}}),
+        );
+        out.push(
+            json!({"map": {"family": "inet", "name": names::STAMP_MAP, "table": TABLE,
+            "type": "mark", "map": "mark", "elem": [[0, g.stamp()]]}}),
+        );
+    }
     for (name, m) in &rs.maps {
         let elem: Vec<Value> = m
             .elements

@@ -64,6 +64,11 @@ pub trait Nft: Send + std::fmt::Debug {
     fn list_table(&self) -> Result<String, ApplyError>;
     /// What `nft --version` prints.
     fn version(&self) -> Result<String, ApplyError>;
+    /// A listing holding at least the set `ct-generation` (the whole table
+    /// by default; the real binary lists the one set, much cheaper).
+    fn list_generation(&self) -> Result<String, ApplyError> {
+        self.list_table()
+    }
 }
 
 /// The real `nft` binary, run as a child process per call.
@@ -219,6 +224,11 @@ impl Nft for NftCli {
 
     fn version(&self) -> Result<String, ApplyError> {
         self.run(&["--version"], None)
+    }
+
+    fn list_generation(&self) -> Result<String, ApplyError> {
+        let set = crate::core::nft::names::GENERATION_SET;
+        self.run(&["-j", "list", "set", "inet", TABLE, set], None)
     }
 }
 

@@ -130,3 +130,86 @@ impl HeldConn {
         Ok(())
     }
 }
+
+/// A UDP flow held open: one socket created in a namespace, connected to a UDP echo server
+/// (the test kit's [`crate::Server`]), so every exchange uses the same 5-tuple and conntrack
+/// entry.
+pub struct HeldUdp {
+    sock: std::net::UdpSocket,
+}
+
+impl HeldUdp {
+    /// A socket in `netns` connected to `to` (nothing is sent yet).
+    pub fn open(netns: &str, to: SocketAddr) -> Result<HeldUdp> {
+        netns::in_netns(netns, || -> Result<HeldUdp> {
+            let local: SocketAddr = match to {
+                SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
+                SocketAddr::V6(_) => "[::]:0".parse()?,
+            };
+            let sock = std::net::UdpSocket::bind(local).context("binding UDP")?;
+            sock.connect(to).context("connecting UDP")?;
+            Ok(HeldUdp { sock })
+        })?
+    }
+
+    /// Sends a token (again every 200 ms) until it comes back or `timeout` passes.
+    pub fn echo(&self, timeout: Duration) -> Result<()> {
+        let token = super::probe::random_u64().to_be_bytes();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 64];
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))?;
+        while std::time::Instant::now() < deadline {
+            // A send refused by an earlier ICMP error is only a lost round.
+            let _ = self.sock.send(&token);
+            match self.sock.recv(&mut buf) {
+                Ok(n) if buf[..n] == token => return Ok(()),
+                _ => {}
+            }
+        }
+        bail!("no UDP echo within {timeout:?}")
+    }
+}
+
+/// An SCTP "association" held open: a raw socket in a namespace sending the same INIT (same
+/// ports and initiate tag) to a responder that answers INIT ACK, so every exchange belongs to
+/// one conntrack flow. Conntrack forgets an SCTP flow in COOKIE WAIT after 3 s: exchange more
+/// often than that to keep it.
+pub struct HeldSctp {
+    fd: std::os::fd::OwnedFd,
+    sport: u16,
+    tag: u32,
+    to: SocketAddr,
+}
+
+impl HeldSctp {
+    /// A raw SCTP socket in `netns` for a flow to `to` (nothing is sent yet).
+    pub fn open(netns: &str, to: SocketAddr) -> Result<HeldSctp> {
+        let unspecified = match to {
+            SocketAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        let fd = netns::in_netns(netns, || sock::raw_sctp(unspecified))?
+            .context("opening a raw SCTP socket (needs root)")?;
+        Ok(HeldSctp {
+            fd,
+            sport: super::probe::sctp_source_port(),
+            tag: super::probe::random_u32() | 1,
+            to,
+        })
+    }
+
+    /// One INIT / INIT ACK exchange within `timeout`.
+    pub fn exchange(&self, timeout: Duration) -> Result<()> {
+        let out = super::probe::sctp_exchange(
+            &self.fd,
+            self.sport,
+            self.tag,
+            self.to,
+            timeout,
+            super::sctp::ChecksumMode::Correct,
+        )?;
+        ensure!(out.reached(), "SCTP INIT to {} answered {out:?}", self.to);
+        Ok(())
+    }
+}

@@ -232,6 +232,11 @@ fn udp(to: SocketAddr, timeout: Duration) -> Result<Outcome> {
     }
 }
 
+/// A source port for an SCTP flow that no earlier probe used (see [`next_sctp_port`]).
+pub fn sctp_source_port() -> u16 {
+    next_sctp_port()
+}
+
 /// Per-destination source-port counters for UDP probes.
 static UDP_PORTS: OnceLock<Mutex<HashMap<SocketAddr, usize>>> = OnceLock::new();
 
@@ -264,15 +269,35 @@ fn bind_udp_source(local: SocketAddr, to: SocketAddr) -> Result<UdpSocket> {
 }
 
 fn sctp_init(to: SocketAddr, timeout: Duration, checksum: ChecksumMode) -> Result<Outcome> {
-    let deadline = Instant::now() + timeout;
     let unspecified: IpAddr = match to {
         SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     };
     let fd = sock::raw_sctp(unspecified)
         .context("opening raw SCTP (IP protocol 132) socket; needs root")?;
-    let sport = next_sctp_port();
-    let tag = random_u32() | 1;
+    sctp_exchange(
+        &fd,
+        next_sctp_port(),
+        random_u32() | 1,
+        to,
+        timeout,
+        checksum,
+    )
+}
+
+/// Sends the INIT of source port `sport` and initiate tag `tag` from the raw
+/// SCTP socket `fd` to `to` until the matching INIT ACK (or ABORT) comes back
+/// or `timeout` passes. The same `sport` and `tag` every time make every
+/// exchange part of one conntrack flow (established once answered).
+pub fn sctp_exchange(
+    fd: &OwnedFd,
+    sport: u16,
+    tag: u32,
+    to: SocketAddr,
+    timeout: Duration,
+    checksum: ChecksumMode,
+) -> Result<Outcome> {
+    let deadline = Instant::now() + timeout;
     let init = sctp::build_init(sport, to.port(), tag, random_u32(), checksum);
     let dest = SocketAddr::new(to.ip(), 0);
     let mut buf = vec![0u8; 65536];

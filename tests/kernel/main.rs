@@ -3,4 +3,5 @@
 
 mod cases;
 mod delta;
+mod revoke;
 mod testbed;

@@ -170,15 +170,22 @@ fn json_is_deterministic_and_carries_every_comment() {
                 }
             };
             // Comments nft may drop on load must at least be in the document.
+            use nftpol::core::nft::names;
+            let generation = |name: &str, comment: &str| {
+                rs.generation
+                    .map(|_| (name.to_string(), comment.to_string()))
+            };
             let want_sets: BTreeMap<_, _> = rs
                 .sets
                 .iter()
                 .map(|(n, s)| (n.clone(), s.comment.clone()))
+                .chain(generation(names::GENERATION_SET, names::GENERATION_COMMENT))
                 .collect();
             let want_maps: BTreeMap<_, _> = rs
                 .maps
                 .iter()
                 .map(|(n, m)| (n.clone(), m.comment.clone()))
+                .chain(generation(names::STAMP_MAP, names::STAMP_COMMENT))
                 .collect();
             let want_chains: BTreeMap<_, _> = rs
                 .chains

@@ -168,6 +168,7 @@ impl Worker {
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
         let new_pods = self.cfg.new_pods.clone();
+        let revoke_established = self.cfg.revoke_established;
         let mut model = self.model.take().expect("model present between applies");
         self.health.busy("compile");
         let t = std::time::Instant::now();
@@ -197,6 +198,7 @@ impl Worker {
                     node: Some(node),
                     drop_log,
                     new_pods,
+                    revoke_established,
                 },
             );
             (model, compiled)

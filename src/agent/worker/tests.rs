@@ -1,5 +1,5 @@
+//! Longer than 600 lines: the worker's scenarios share one harness (`Run`) and read best together.
 //! Unit tests of the worker over a fake nft, on tokio's paused clock: every
-//! Longer than 600 lines: one scenario per test over one shared harness.
 //! time below is virtual and exact (a blocking compile or apply takes no
 //! virtual time, since tokio does not auto-advance the clock while a
 //! `spawn_blocking` task runs).
@@ -181,6 +181,7 @@ impl Run {
             resync,
             drop_log: DropLog::default(),
             new_pods: Default::default(),
+            revoke_established: true,
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(stall));
@@ -455,7 +456,15 @@ async fn drift_is_found_on_resync_and_repaired_in_full() {
     );
     assert_eq!(run.calls(), [FULL, FULL], "repaired in full");
     let calls = run.nft.calls();
-    assert_eq!(calls[1].script, calls[0].script, "the same table again");
+    let stamp = |i: usize| {
+        let g = crate::kernel::fake::generation_in(&calls[i].script).expect("a generation");
+        crate::core::nft::render::mark(g.stamp())
+    };
+    assert_eq!(
+        calls[1].script.replace(&stamp(1), &stamp(0)),
+        calls[0].script,
+        "the same table again, in a new generation"
+    );
 
     // The kernel holds it again: the next resync is clean.
     run.nft.holds(&run.source.ruleset());

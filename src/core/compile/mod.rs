@@ -25,6 +25,7 @@ mod dispatch;
 pub mod droplog;
 pub mod new_pods;
 mod policy;
+mod revoke;
 mod sets;
 mod tiers;
 
@@ -38,7 +39,7 @@ use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
 pub use new_pods::NewPods;
 
 /// What to compile for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Enforce only pods with this `spec.nodeName`; `None` enforces every pod.
     pub node: Option<String>,
@@ -46,6 +47,21 @@ pub struct Options {
     pub drop_log: DropLog,
     /// The new-pod guard (docs/nftables.md, "The new-pod window").
     pub new_pods: NewPods,
+    /// Evaluate established flows again when the ruleset changes, so a
+    /// change that denies a flow cuts it (docs/nftables.md, "Revoking
+    /// established flows"). On by default.
+    pub revoke_established: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            node: None,
+            drop_log: DropLog::default(),
+            new_pods: NewPods::default(),
+            revoke_established: true,
+        }
+    }
 }
 
 /// Drop logging settings: which group chains get a rate-limited NFLOG rule
@@ -201,6 +217,9 @@ impl Compiler<'_> {
         self.new_pod_guard(&enforced, opts.node.as_deref(), &opts.new_pods);
         if self.drop_log.logs_any() {
             self.drop_log.index_pods(self.cluster);
+        }
+        if opts.revoke_established {
+            self.revoke_established();
         }
     }
 }

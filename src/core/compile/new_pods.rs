@@ -239,6 +239,9 @@ mod tests {
     fn compiled(c: &Cluster, node: Option<&str>) -> crate::core::nft::ruleset::Ruleset {
         let opts = super::super::Options {
             node: node.map(str::to_string),
+            // The guard's own placement; revocation rewrites the rules
+            // around it (`revoke.rs` and its tests).
+            revoke_established: false,
             ..Default::default()
         };
         super::super::compile_cluster(c, vec![], &opts).ruleset
@@ -308,6 +311,7 @@ mod tests {
                 fail_closed: false,
                 pod_cidrs: vec![],
             },
+            revoke_established: false,
             ..Default::default()
         };
         let rs_off = super::super::compile_cluster(&c, vec![], &off).ruleset;

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::render;
-use super::ruleset::{Element, Ruleset, TABLE};
+use super::ruleset::{Element, Generation, Ruleset, TABLE};
+use super::{names, render};
 
 /// How to go from one ruleset to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub enum Update {
 /// sets and maps with the same types and comments (elements may differ).
 pub fn same_structure(a: &Ruleset, b: &Ruleset) -> bool {
     a.chains == b.chains
+        && a.generation.is_some() == b.generation.is_some()
         && a.sets.len() == b.sets.len()
         && a.maps.len() == b.maps.len()
         && a.sets
@@ -43,7 +44,43 @@ pub fn same_structure(a: &Ruleset, b: &Ruleset) -> bool {
         })
 }
 
+/// The commands that move the table from generation `old` to `new` (one
+/// element of `ct-generation` and of `ct-stamp` each), to go in the same
+/// transaction as an element delta. Empty when they are equal.
+pub fn generation_script(old: Generation, new: Generation) -> String {
+    if old == new {
+        return String::new();
+    }
+    let mut o = String::new();
+    let set = names::GENERATION_SET;
+    let map = names::STAMP_MAP;
+    let _ = writeln!(
+        o,
+        "delete element inet {TABLE} {set} {{ {} }}",
+        render::mark(old.stamp())
+    );
+    let _ = writeln!(
+        o,
+        "delete element inet {TABLE} {map} {{ {} }}",
+        render::mark(0)
+    );
+    let _ = writeln!(
+        o,
+        "add element inet {TABLE} {set} {{ {} }}",
+        render::mark(new.stamp())
+    );
+    let _ = writeln!(
+        o,
+        "add element inet {TABLE} {map} {{ {} }}",
+        render::stamp_element(new)
+    );
+    o
+}
+
 /// The update that turns `old` (what the kernel holds) into `new`.
+/// Generations are not compared (only whether both have one): whoever
+/// applies the update picks the new generation and adds
+/// [`generation_script`].
 pub fn diff(old: &Ruleset, new: &Ruleset) -> Update {
     if !same_structure(old, new) {
         return Update::Full;

@@ -43,8 +43,11 @@ use nftables::stmt::{self, Counter, JumpTarget, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Serialize;
 
+use super::names;
 use super::render::ND_TYPES;
-use super::ruleset::{Addr, Element, Hook, Match, Rule, Ruleset, SetKind, TABLE, Verdict};
+use super::ruleset::{
+    Addr, Element, Generation, Hook, Match, Rule, Ruleset, SetKind, TABLE, Verdict,
+};
 use crate::core::model::ipblock::u128_to_ip;
 use crate::core::model::{Family, Protocol, Range};
 
@@ -128,6 +131,36 @@ pub fn script(rs: &Ruleset) -> String {
             add: OwnObject::Chain(CommentedChain {
                 chain: chain(name, c.hook.as_ref()),
                 comment: &c.comment,
+            }),
+        });
+    }
+    if let Some(g) = rs.generation {
+        cmds.push(add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: Cow::Borrowed(names::GENERATION_SET),
+            handle: None,
+            set_type: SetTypeValue::Single(SetType::Mark),
+            policy: None,
+            flags: None,
+            elem: Some(vec![Expression::Number(g.stamp())].into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: Some(Cow::Borrowed(names::GENERATION_COMMENT)),
+        }))));
+        cmds.push(Command::Own {
+            add: OwnObject::Map(VerdictMapObject {
+                family: NfFamily::INet,
+                table: TABLE,
+                name: names::STAMP_MAP,
+                key_type: SetTypeValue::Single(SetType::Mark),
+                map: "mark",
+                comment: names::STAMP_COMMENT,
+                elem: Some(vec![Expression::List(vec![
+                    Expression::Number(0),
+                    Expression::Number(g.stamp()),
+                ])]),
             }),
         });
     }
@@ -327,9 +360,47 @@ fn set_ref(name: &str) -> Expression<'static> {
     Expression::String(format!("@{name}").into())
 }
 
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+
+/// `ct mark and VALUE`.
+fn ct_mark_and(value: u32) -> Expression<'static> {
+    Expression::BinaryOperation(Box::new(expr::BinaryOperation::AND(
+        ct("mark"),
+        Expression::Number(value),
+    )))
+}
+
+/// `ct mark set VALUE`.
+fn set_ct_mark(value: Expression<'static>) -> Statement<'static> {
+    Statement::Mangle(stmt::Mangle {
+        key: ct("mark"),
+        value,
+    })
+}
+
 /// One match (as [`super::render::match_expr`]). Operators are the ones
 /// `nft -j list` prints for the text form: `in` (nft's implicit operator, a
 /// flag test for `ct state`), `==` for set lookups and `!=` for negated ones.
+fn match_stmts(m: &Match, out: &mut Vec<Statement<'_>>) {
+    match m {
+        Match::CtEstablishedCurrent => {
+            out.push(Statement::Match(stmt::Match {
+                left: ct("state"),
+                right: Expression::String("established".into()),
+                op: Operator::IN,
+            }));
+            out.push(match_stmt(&Match::CtStampCurrent));
+        }
+        m => out.push(match_stmt(m)),
+    }
+}
+
 fn match_stmt(m: &Match) -> Statement<'static> {
     let (left, op, right) = match m {
         Match::CtEstablishedRelated => (
@@ -383,6 +454,25 @@ fn match_stmt(m: &Match) -> Statement<'static> {
             Operator::EQ,
             Expression::String("local".into()),
         ),
+        Match::CtEstablishedCurrent => {
+            unreachable!("two matches: expanded by match_stmts")
+        }
+        Match::CtStampCurrent => (ct("mark"), Operator::EQ, set_ref(names::GENERATION_SET)),
+        Match::CtReply => (
+            ct("direction"),
+            Operator::EQ,
+            Expression::String("reply".into()),
+        ),
+        Match::CtRevoked => (
+            ct_mark_and(Generation::MASK),
+            Operator::EQ,
+            Expression::Number(Generation::MASK),
+        ),
+        Match::CtRelated => (
+            ct("state"),
+            Operator::IN,
+            Expression::String("related".into()),
+        ),
     };
     Statement::Match(stmt::Match { left, right, op })
 }
@@ -421,11 +511,24 @@ fn verdict_stmts<'a>(v: &'a Verdict, out: &mut Vec<Statement<'a>>) {
             log.prefix = Some(Cow::Borrowed(&l.prefix));
             out.push(Statement::Log(Some(log)));
         }
+        Verdict::CtRevoke => out.push(set_ct_mark(Expression::BinaryOperation(Box::new(
+            expr::BinaryOperation::OR(vec![ct("mark"), Expression::Number(Generation::MASK)]),
+        )))),
+        Verdict::CtClearStamp => out.push(set_ct_mark(ct_mark_and(!Generation::MASK))),
+        Verdict::CtStamp => out.push(set_ct_mark(Expression::Named(NamedExpression::Map(
+            Box::new(expr::Map {
+                key: ct_mark_and(!Generation::MASK),
+                data: set_ref(names::STAMP_MAP),
+            }),
+        )))),
     }
 }
 
 fn rule<'a>(chain: &'a str, r: &'a Rule) -> schema::Rule<'a> {
-    let mut expr: Vec<Statement> = r.matches.iter().map(match_stmt).collect();
+    let mut expr: Vec<Statement> = Vec::new();
+    for m in &r.matches {
+        match_stmts(m, &mut expr);
+    }
     verdict_stmts(&r.verdict, &mut expr);
     schema::Rule {
         family: NfFamily::INet,

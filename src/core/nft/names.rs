@@ -1,3 +1,4 @@
+//! Longer than 600 lines: every name nftpol generates lives in this one file on purpose (one place to audit name lengths and hash keys).
 //! Every name nftpol gives an nftables object, fixed or generated, and the
 //! drop-log prefix that carries a group chain's name. Nothing else in the
 //! crate spells a chain, map or set name.
@@ -213,6 +214,27 @@ pub fn tier_stage_chain(tier: Tier, dir: Direction) -> String {
 /// The base chain (hook input) that checks pods reaching their own node,
 /// present only when ClusterNetworkPolicies exist.
 pub const INPUT_CHAIN: &str = "filter-input";
+
+/// The set holding the current generation's `ct mark` stamp (revocation of
+/// established flows, docs/nftables.md).
+pub const GENERATION_SET: &str = "ct-generation";
+
+/// Comment of [`GENERATION_SET`].
+pub const GENERATION_COMMENT: &str =
+    "the ruleset generation: established flows with another stamp are evaluated again";
+
+/// Comment of [`STAMP_MAP`].
+pub const STAMP_COMMENT: &str =
+    "a connection's other ct mark bits -> its mark with the generation's stamp";
+
+/// The map from a connection's other `ct mark` bits to its new mark with
+/// the current stamp.
+pub const STAMP_MAP: &str = "ct-stamp";
+
+/// The base chain (after `filter-HOOK`) that stamps what `filter-HOOK` accepted.
+pub fn stamp_chain(hook: &str) -> String {
+    format!("ct-stamp-{hook}")
+}
 
 /// The NetworkPolicy egress stage as a chain of its own (only with
 /// ClusterNetworkPolicies, where an Admin `Pass` continues there).

@@ -7,7 +7,8 @@
 
 use std::fmt::Write;
 
-use super::ruleset::{Element, Match, Rule, Ruleset, SetKind, TABLE, Verdict};
+use super::names;
+use super::ruleset::{Element, Generation, Match, Rule, Ruleset, SetKind, TABLE, Verdict};
 use crate::core::model::Family;
 
 /// IPv6 neighbour discovery types that must always pass (bridged pods).
@@ -59,6 +60,30 @@ pub fn element(e: &Element) -> String {
     }
 }
 
+/// A `ct mark` value as nft lists it.
+pub fn mark(m: u32) -> String {
+    format!("{m:#010x}")
+}
+
+/// The generation's set and map (nft syntax, inside the table block).
+fn generation(o: &mut String, g: Generation) {
+    let _ = writeln!(o, "\tset {} {{", names::GENERATION_SET);
+    o.push_str("\t\ttype mark\n");
+    let _ = writeln!(o, "\t\tcomment \"{}\"", names::GENERATION_COMMENT);
+    let _ = writeln!(o, "\t\telements = {{ {} }}", mark(g.stamp()));
+    o.push_str("\t}\n");
+    let _ = writeln!(o, "\tmap {} {{", names::STAMP_MAP);
+    o.push_str("\t\ttype mark : mark\n");
+    let _ = writeln!(o, "\t\tcomment \"{}\"", names::STAMP_COMMENT);
+    let _ = writeln!(o, "\t\telements = {{ {} }}", stamp_element(g));
+    o.push_str("\t}\n");
+}
+
+/// The one element of the stamp map, `0x00000000 : STAMP`.
+pub fn stamp_element(g: Generation) -> String {
+    format!("{} : {}", mark(0), mark(g.stamp()))
+}
+
 /// One match in nft syntax.
 pub fn match_expr(m: &Match) -> String {
     match m {
@@ -75,6 +100,13 @@ pub fn match_expr(m: &Match) -> String {
             format!("{} daddr . meta l4proto . th dport @{set}", ip_kw(*f))
         }
         Match::FibDaddrLocal => "fib daddr type local".to_string(),
+        Match::CtEstablishedCurrent => {
+            format!("ct state established ct mark @{}", names::GENERATION_SET)
+        }
+        Match::CtStampCurrent => format!("ct mark @{}", names::GENERATION_SET),
+        Match::CtReply => "ct direction reply".to_string(),
+        Match::CtRevoked => format!("ct mark and {0} == {0}", mark(Generation::MASK)),
+        Match::CtRelated => "ct state related".to_string(),
     }
 }
 
@@ -91,6 +123,13 @@ pub fn verdict(v: &Verdict) -> String {
         Verdict::Log(l) => format!(
             "limit rate {}/second burst {} packets log prefix \"{}\" group {}",
             l.rate, l.burst, l.prefix, l.group
+        ),
+        Verdict::CtRevoke => format!("ct mark set ct mark or {}", mark(Generation::MASK)),
+        Verdict::CtClearStamp => format!("ct mark set ct mark and {}", mark(!Generation::MASK)),
+        Verdict::CtStamp => format!(
+            "ct mark set ct mark and {} map @{}",
+            mark(!Generation::MASK),
+            names::STAMP_MAP
         ),
     }
 }
@@ -117,6 +156,9 @@ pub fn script(rs: &Ruleset) -> String {
     let _ = writeln!(o, "table inet {TABLE}");
     let _ = writeln!(o, "delete table inet {TABLE}");
     let _ = writeln!(o, "table inet {TABLE} {{");
+    if let Some(g) = rs.generation {
+        generation(&mut o, g);
+    }
     for (name, m) in &rs.maps {
         let _ = writeln!(o, "\tmap {name} {{");
         let _ = writeln!(o, "\t\ttype {} : verdict", addr_type(m.family));

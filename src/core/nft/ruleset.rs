@@ -103,6 +103,18 @@ pub enum Match {
     /// The destination is an address of this host (`fib daddr type local`):
     /// a pod reaching the node it runs on (seen in the `input` hook).
     FibDaddrLocal,
+    /// `ct state established ct mark @ct-generation`: an established flow
+    /// stamped by the current ruleset generation (docs/nftables.md, "Revoking
+    /// established flows").
+    CtEstablishedCurrent,
+    /// `ct mark @ct-generation`: the connection carries the current stamp.
+    CtStampCurrent,
+    /// `ct direction reply`: a reply of a tracked flow.
+    CtReply,
+    /// `ct mark and MASK == MASK`: the flow's stamp says revoked.
+    CtRevoked,
+    /// `ct state related`: ICMP errors (and helper flows) of a tracked flow.
+    CtRelated,
 }
 
 /// `limit rate RATE/second burst BURST packets log prefix "PREFIX" group GROUP`:
@@ -142,6 +154,17 @@ pub enum Verdict {
     /// packet is never logged), before a ClusterNetworkPolicy Deny rule with
     /// the same matches, and in audit mode where a drop would be.
     Log(Log),
+    /// Not a verdict: `ct mark set ct mark or MASK` (the flow's stamp says
+    /// revoked, so its replies are dropped too) and continue. Placed right
+    /// before every drop when revocation is on.
+    CtRevoke,
+    /// Not a verdict: `ct mark set ct mark and ~MASK` (no stamp: the next
+    /// packet is evaluated again) and continue.
+    CtClearStamp,
+    /// Not a verdict: `ct mark set ct mark and ~MASK map @ct-stamp` (the
+    /// current generation's stamp, for connections whose other mark bits are
+    /// zero; a miss leaves the mark alone) and continue.
+    CtStamp,
 }
 
 /// A rule: all matches ANDed, then the verdict.
@@ -184,6 +207,58 @@ pub struct Ruleset {
     pub maps: BTreeMap<String, VerdictMap>,
     /// Chains in render order (base chain first).
     pub chains: Vec<(String, Chain)>,
+    /// With revocation of established flows: the ruleset generation, held in
+    /// the set `ct-generation` and the map `ct-stamp` (one element each), so
+    /// a new generation is an element update. The compiler writes
+    /// [`Generation::FIRST`]; whoever loads the table picks the real one.
+    pub generation: Option<Generation>,
+}
+
+/// A ruleset generation: which `ct mark` stamp the current table accepts
+/// without evaluating the policy again.
+///
+/// nftpol owns the bits [`Generation::MASK`] of `ct mark` (the high 20) and
+/// never changes the others. Stamp 0 means "not stamped" (a flow from before
+/// the table, or whose other mark bits are in use); all ones means revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u32);
+
+impl Generation {
+    /// The `ct mark` bits nftpol owns.
+    pub const MASK: u32 = 0xffff_f000;
+    /// Where the generation starts within `ct mark`.
+    const SHIFT: u32 = 12;
+    /// The largest generation; the next one is 1 again (all ones is the
+    /// revoked stamp, 0 the unstamped one).
+    pub const MAX: u32 = (Self::MASK >> Self::SHIFT) - 1;
+    /// The generation a compiled (not yet loaded) ruleset carries.
+    pub const FIRST: Generation = Generation(1);
+
+    /// Generation `n`, brought into `1..=MAX` (0 becomes 1, larger values wrap).
+    pub fn new(n: u32) -> Generation {
+        Generation(n.saturating_sub(1) % Self::MAX + 1)
+    }
+
+    /// The generation after this one (wraps from [`Generation::MAX`] to 1).
+    pub fn next(self) -> Generation {
+        Generation::new(self.0 + 1)
+    }
+
+    /// Its number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Its `ct mark` stamp (the other bits zero).
+    pub fn stamp(self) -> u32 {
+        self.0 << Self::SHIFT
+    }
+
+    /// The generation a `ct mark` stamp stands for, if it is one.
+    pub fn from_stamp(mark: u32) -> Option<Generation> {
+        let n = (mark & Self::MASK) >> Self::SHIFT;
+        (mark & !Self::MASK == 0 && (1..=Self::MAX).contains(&n)).then_some(Generation(n))
+    }
 }
 
 impl Ruleset {

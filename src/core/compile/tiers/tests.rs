@@ -166,12 +166,21 @@ fn logged_deny_rules_name_their_policy_and_rule() {
         .lines()
         .position(|l| l.contains(&format!("log prefix \"nftpol drop {key}\"")))
         .unwrap_or_else(|| panic!("no log rule for {key}: {text}"));
+    // Right before its Deny (with revocation, the rule marking the flow
+    // revoked sits between them).
     assert!(
         text.lines()
             .nth(log_line + 1)
             .unwrap()
+            .contains("ct mark set ct mark or"),
+        "the revocation mark follows the log rule: {text}"
+    );
+    assert!(
+        text.lines()
+            .nth(log_line + 2)
+            .unwrap()
             .contains("counter drop"),
-        "the log rule sits right before its Deny: {text}"
+        "then its Deny: {text}"
     );
     // Pass rules are not logged.
     assert!(!text.contains(&names::cluster_rule_log_key(
