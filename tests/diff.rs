@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use nftpol::core::compile::Options;
 use nftpol::core::diff::{Claim, DiffOptions, End, diff};
@@ -25,6 +25,7 @@ use nftpol::core::graph::SelectorGraph;
 use nftpol::core::model::ipblock::{ip_to_u128, u128_to_ip};
 use nftpol::core::model::{Cluster, Family, Protocol};
 use nftpol::core::nft::ruleset::Ruleset;
+use nftpol_testkit::cases;
 use nftpol_testkit::synth::Rng;
 use nftpol_testkit::trace::{L4, Outcome, Packet, trace};
 use serde_json::{Value, json};
@@ -139,12 +140,18 @@ fn np_port(r: &mut Rng) -> Value {
             p.insert("port".into(), json!(*pick(r, &PORTS)));
         }
         5..=7 => {
-            p.insert("port".into(), json!(*pick(r, &["http", "dns", "db", "absent"])));
+            p.insert(
+                "port".into(),
+                json!(*pick(r, &["http", "dns", "db", "absent"])),
+            );
         }
         _ => {
             let a = *pick(r, &PORTS);
             p.insert("port".into(), json!(a));
-            p.insert("endPort".into(), json!(a.saturating_add(r.below(5000) as u16)));
+            p.insert(
+                "endPort".into(),
+                json!(a.saturating_add(r.below(5000) as u16)),
+            );
         }
     }
     Value::Object(p)
@@ -317,7 +324,9 @@ fn tree(r: &mut Rng) -> Tree {
         namespaces: NAMESPACES.iter().map(|n| namespace(r, n)).collect(),
         nodes: ["node-1", "node-2"].iter().map(|n| node(r, n)).collect(),
         pods: (0..pods).map(|i| pod(r, i)).collect(),
-        policies: (0..r.below(4)).map(|i| policy(r, &format!("p{i}"))).collect(),
+        policies: (0..r.below(4))
+            .map(|i| policy(r, &format!("p{i}")))
+            .collect(),
         cluster_policies: (0..r.below(3))
             .map(|i| cluster_policy(r, &format!("c{i}")))
             .collect(),
@@ -508,7 +517,8 @@ fn check(r: &mut Rng, before: &Cluster, after: &Cluster, n: &mut Counts) -> Resu
     // A random member flow of every changed class (a few tries to avoid self and own-node flows).
     for c in d.changed.keys() {
         let port_atom = p.ports[c.port];
-        let port = port_atom.first + (r.below(1 + (port_atom.last - port_atom.first) as usize) as u16);
+        let port =
+            port_atom.first + (r.below(1 + (port_atom.last - port_atom.first) as usize) as u16);
         for _ in 0..4 {
             let end = |r: &mut Rng, e: End| match e {
                 End::Group(g) => Some(Endpoint::Pod(pick(r, &p.groups[g].pods).clone())),
@@ -535,7 +545,12 @@ fn check(r: &mut Rng, before: &Cluster, after: &Cluster, n: &mut Counts) -> Resu
             }
         }
     }
-    for ip in before.pods.values().chain(after.pods.values()).flat_map(|p| &p.ips) {
+    for ip in before
+        .pods
+        .values()
+        .chain(after.pods.values())
+        .flat_map(|p| &p.ips)
+    {
         endpoints.push(Endpoint::Ip(*ip));
         endpoints.push(Endpoint::Ip(u128_to_ip(Family::of(ip), ip_to_u128(ip) + 1)));
     }
@@ -552,7 +567,7 @@ fn check(r: &mut Rng, before: &Cluster, after: &Cluster, n: &mut Counts) -> Resu
     }
     // Each end a pod (of either tree) or an address, half and half.
     for _ in 0..200 {
-        let mut end = |r: &mut Rng| {
+        let end = |r: &mut Rng| {
             if chance(r, 50) {
                 pick(r, &pods).clone()
             } else {
@@ -632,7 +647,9 @@ fn the_connectivity_delta_agrees_with_the_tracer_on_random_pairs() {
         let mut r = Rng::new(seed.wrapping_mul(0x5DEE_CE66_D) ^ 2026);
         let base = tree(&mut r);
         let mut head = base.clone();
-        let changes: Vec<String> = (0..1 + r.below(3)).map(|_| change(&mut r, &mut head)).collect();
+        let changes: Vec<String> = (0..1 + r.below(3))
+            .map(|_| change(&mut r, &mut head))
+            .collect();
         let (Some(before), Some(after)) = (load(&base), load(&head)) else {
             n.refused += 1;
             continue;
@@ -654,6 +671,201 @@ fn the_connectivity_delta_agrees_with_the_tracer_on_random_pairs() {
         started.elapsed().as_secs_f64()
     );
     assert!(n.pairs >= pairs * 9 / 10, "too many pairs refused");
-    assert!(n.widened_rows > 0 && n.narrowed_rows > 0, "changes both ways");
-    assert!(n.changed_flows > n.pairs / 2, "too few changed flows traced");
+    assert!(
+        n.widened_rows > 0 && n.narrowed_rows > 0,
+        "changes both ways"
+    );
+    assert!(
+        n.changed_flows > n.pairs / 2,
+        "too few changed flows traced"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------------
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cases::root())
+        .output()
+        .expect("nftpol runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const BASE: &str = "testdata/diff/base";
+const WIDEN: &str = "testdata/diff/head-widen";
+const NARROW: &str = "testdata/diff/head-narrow";
+
+/// A CI gate: a widening change fails `--fail-on widen` and lists the flows; a narrowing one
+/// passes it but fails `--fail-on any`; no change passes both; `never` (the default) only reports.
+#[test]
+fn the_ci_gate_trips_on_widening_and_on_any_change() {
+    // (head, --fail-on, exit code, stdout must contain, why)
+    let table: &[(&str, Option<&str>, i32, &str, &str)] = &[
+        (
+            WIDEN,
+            Some("widen"),
+            1,
+            "WIDENED  shop: app=web [web-1, web-2] -> shop: app=db [db-0]  tcp/5432  ipv4",
+            "web may now reach db: the gate trips and names the flow",
+        ),
+        (
+            WIDEN,
+            Some("any"),
+            1,
+            "1 widened, 0 narrowed",
+            "any change trips `any`",
+        ),
+        (
+            WIDEN,
+            None,
+            0,
+            "1 widened",
+            "the default gate is never: a report only",
+        ),
+        (WIDEN, Some("never"), 0, "1 widened", "never"),
+        (
+            NARROW,
+            Some("widen"),
+            0,
+            "NARROWED 203.0.113.0/24 -> shop: app=web [web-1, web-2]  tcp/8080  ipv4",
+            "a narrowing change passes `widen`",
+        ),
+        (
+            NARROW,
+            Some("any"),
+            1,
+            "0 widened, 1 narrowed",
+            "but fails `any`",
+        ),
+        (
+            BASE,
+            Some("any"),
+            0,
+            "Rulesets: no change",
+            "no change passes every gate",
+        ),
+    ];
+    for (head, gate, code, want, why) in table {
+        let mut args = vec!["diff", "-f", BASE, "--against", head];
+        if let Some(g) = gate {
+            args.extend(["--fail-on", g]);
+        }
+        let out = run(&args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{why}: {args:?}\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains(want),
+            "{why}: {args:?}: want {want:?} in\n{stdout}"
+        );
+        if *code == 1 {
+            assert!(
+                stderr.contains("--fail-on"),
+                "{why}: the gate says why: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn invalid_input_exits_1() {
+    // Unreadable input: nothing is compared.
+    let out = run(&["diff", "-f", BASE, "--against", "testdata/diff/no-such-dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no report from unreadable input");
+    assert!(
+        text(&out.stderr).contains("no-such-dir"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Invalid policies fail closed: the report is printed, the exit code says the input is invalid.
+    let out = run(&[
+        "diff",
+        "-f",
+        "testdata/invalid-cidr",
+        "--against",
+        "testdata/invalid-cidr",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("0 widened, 0 narrowed"));
+    assert!(
+        text(&out.stderr).contains("fail closed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Usage: --against is required; a bad gate is a usage error.
+    for args in [
+        &["diff", "-f", BASE][..],
+        &[
+            "diff",
+            "-f",
+            BASE,
+            "--against",
+            WIDEN,
+            "--fail-on",
+            "sometimes",
+        ][..],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+}
+
+#[test]
+fn reports_match_their_snapshots() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(cases::root().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        for (name, head, extra) in [
+            ("widen", WIDEN, &["--fail-on", "widen"][..]),
+            ("narrow", NARROW, &["--fail-on", "widen"][..]),
+            ("widen-node-2", WIDEN, &["--node", "node-2"][..]),
+        ] {
+            let mut args = vec!["diff", "-f", BASE, "--against", head];
+            args.extend_from_slice(extra);
+            let out = run(&args);
+            let shown = format!(
+                "$ nftpol {}\n# exit {}\n{}",
+                args.join(" "),
+                out.status.code().unwrap(),
+                text(&out.stdout)
+            );
+            insta::assert_snapshot!(format!("diff-{name}"), shown);
+        }
+        let out = run(&["diff", "-f", BASE, "--against", WIDEN, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+        assert_eq!(v["connectivity"]["widened"], 1);
+        assert_eq!(v["connectivity"]["rows"][0]["change"], "widened");
+        insta::assert_snapshot!("diff-json", text(&out.stdout));
+    });
+}
+
+#[test]
+fn same_input_same_output_and_output_file() {
+    let args = ["diff", "-f", BASE, "--against", NARROW, "-o", "json"];
+    let (a, b) = (run(&args), run(&args));
+    assert_eq!(a.stdout, b.stdout);
+    let dir = std::env::temp_dir().join(format!("nftpol-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("report.json");
+    let mut with_file = args.to_vec();
+    let path = file.to_string_lossy().into_owned();
+    with_file.extend(["--output-file", &path]);
+    let out = run(&with_file);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&file).unwrap(), a.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -124,7 +124,9 @@ pub fn diff(before: &Cluster, after: &Cluster, opts: &DiffOptions) -> Diff {
             all.extend(c.pods.values().filter_map(|p| p.node.clone()));
             all.extend(c.nodes.keys().cloned());
         }
-        std::iter::once(None).chain(all.into_iter().map(Some)).collect()
+        std::iter::once(None)
+            .chain(all.into_iter().map(Some))
+            .collect()
     } else {
         opts.nodes.iter().cloned().map(Some).collect()
     };

@@ -200,10 +200,7 @@ impl Partition {
                         start: n,
                         end: n,
                     });
-                    node_addrs
-                        .entry(*a)
-                        .or_default()
-                        .insert(node.name.clone());
+                    node_addrs.entry(*a).or_default().insert(node.name.clone());
                 }
             }
         }

@@ -133,13 +133,25 @@ pub fn rows(p: &Partition, changed: &BTreeMap<Class, Changed>) -> Vec<Row> {
             .push(c.port);
     }
     // 2. Address atoms: same pod end, ports, family and verdicts.
-    type Key2 = (Merging, Merging, Family, bool, String, String, Vec<PortRange>);
+    type Key2 = (
+        Merging,
+        Merging,
+        Family,
+        bool,
+        String,
+        String,
+        Vec<PortRange>,
+    );
     let mut by_ports: BTreeMap<Key2, Vec<usize>> = BTreeMap::new();
     for ((src, dst, family, widened, before, after), ports) in by_ends {
         let ports = port_ranges(p, &ports);
         let (s, d, atom) = match (src, dst) {
-            (End::Atom(f, i), End::Group(g)) => (Merging::Atoms(f, vec![]), Merging::Group(g), Some(i)),
-            (End::Group(g), End::Atom(f, i)) => (Merging::Group(g), Merging::Atoms(f, vec![]), Some(i)),
+            (End::Atom(f, i), End::Group(g)) => {
+                (Merging::Atoms(f, vec![]), Merging::Group(g), Some(i))
+            }
+            (End::Group(g), End::Atom(f, i)) => {
+                (Merging::Group(g), Merging::Atoms(f, vec![]), Some(i))
+            }
             (End::Group(a), End::Group(b)) => (Merging::Group(a), Merging::Group(b), None),
             (End::Atom(..), End::Atom(..)) => continue,
         };
@@ -238,7 +250,13 @@ fn row_end(p: &Partition, m: &Merging) -> RowEnd {
 /// The fewest CIDRs covering exactly a range.
 pub fn cidrs(r: &Range) -> Vec<Cidr> {
     let bits = r.family.bits();
-    let low_mask = |h: u32| if h >= 128 { u128::MAX } else { (1u128 << h) - 1 };
+    let low_mask = |h: u32| {
+        if h >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << h) - 1
+        }
+    };
     let mut out = Vec::new();
     let mut start = r.start;
     loop {
@@ -256,7 +274,10 @@ pub fn cidrs(r: &Range) -> Vec<Cidr> {
             addr: start,
             len: (bits - h) as u8,
         });
-        match start.checked_add(low_mask(h)).and_then(|e| e.checked_add(1)) {
+        match start
+            .checked_add(low_mask(h))
+            .and_then(|e| e.checked_add(1))
+        {
             Some(next) if next <= r.end => start = next,
             _ => break,
         }
@@ -329,8 +350,8 @@ fn ports_text(ports: &[PortRange]) -> String {
 
 fn ruleset_title(d: &RulesetDelta) -> String {
     match &d.node {
-        Some(n) => format!("node {n}"),
-        None => "every pod (no --node)".to_string(),
+        Some(n) => format!("of node {n}"),
+        None => "enforcing every pod (no --node)".to_string(),
     }
 }
 
@@ -388,13 +409,25 @@ impl Diff {
         }
         for d in &self.rulesets {
             let (added, removed) = d.element_counts();
+            let counts: Vec<String> = [
+                ("set", d.sets.len()),
+                ("map", d.maps.len()),
+                ("chain", d.chains.len()),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+            .collect();
             let _ = writeln!(
                 s,
-                "\nRuleset of {}: {} sets, {} maps, {} chains differ; elements +{added} -{removed}",
+                "\nRuleset {}: {} differ{}; elements +{added} -{removed}",
                 ruleset_title(d),
-                d.sets.len(),
-                d.maps.len(),
-                d.chains.len()
+                counts.join(", "),
+                if counts.len() == 1 && counts[0].starts_with("1 ") {
+                    "s"
+                } else {
+                    ""
+                },
             );
             for (kind, list) in [("set", &d.sets), ("map", &d.maps)] {
                 for set in list.iter() {
@@ -417,11 +450,8 @@ impl Diff {
                             let _ = writeln!(s, "    {sign} {e}");
                         }
                         if els.len() > ELEMENTS_SHOWN {
-                            let _ = writeln!(
-                                s,
-                                "    {sign} ... {} more",
-                                els.len() - ELEMENTS_SHOWN
-                            );
+                            let _ =
+                                writeln!(s, "    {sign} ... {} more", els.len() - ELEMENTS_SHOWN);
                         }
                     }
                 }

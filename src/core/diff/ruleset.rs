@@ -81,7 +81,10 @@ impl RulesetDelta {
     }
 }
 
-fn elements_delta(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+fn elements_delta(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+) -> (Vec<String>, Vec<String>) {
     (
         after.difference(before).cloned().collect(),
         before.difference(after).cloned().collect(),
@@ -111,7 +114,11 @@ pub fn delta(node: Option<String>, before: &Ruleset, after: &Ruleset) -> Ruleset
             (Some(b), Some(a)) => b.kind != a.kind || b.comment != a.comment,
             _ => false,
         };
-        if b.is_some() && a.is_some() && added.is_empty() && removed.is_empty() && !definition_changed
+        if b.is_some()
+            && a.is_some()
+            && added.is_empty()
+            && removed.is_empty()
+            && !definition_changed
         {
             continue;
         }
@@ -142,7 +149,11 @@ pub fn delta(node: Option<String>, before: &Ruleset, after: &Ruleset) -> Ruleset
             (Some(b), Some(a)) => b.family != a.family || b.comment != a.comment,
             _ => false,
         };
-        if b.is_some() && a.is_some() && added.is_empty() && removed.is_empty() && !definition_changed
+        if b.is_some()
+            && a.is_some()
+            && added.is_empty()
+            && removed.is_empty()
+            && !definition_changed
         {
             continue;
         }
