@@ -593,7 +593,7 @@ fn check(r: &mut Rng, before: &Cluster, after: &Cluster, n: &mut Counts) -> Resu
         flows.push((from, to, family, proto, port));
     }
     for (from, to, family, proto, port) in flows {
-        let claim = d.claim(before, after, &from, &to, family, proto, port);
+        let claim = d.claim(before, after, (&from, &to, family, proto, port));
         if claim == Claim::NotCompared {
             continue;
         }
@@ -644,7 +644,7 @@ fn the_connectivity_delta_agrees_with_the_tracer_on_random_pairs() {
     let started = std::time::Instant::now();
     let mut n = Counts::default();
     for seed in 0..pairs as u64 {
-        let mut r = Rng::new(seed.wrapping_mul(0x5DEE_CE66_D) ^ 2026);
+        let mut r = Rng::new(seed.wrapping_mul(0x0005_DEEC_E66D) ^ 2026);
         let base = tree(&mut r);
         let mut head = base.clone();
         let changes: Vec<String> = (0..1 + r.below(3))

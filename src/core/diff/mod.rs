@@ -83,25 +83,16 @@ impl Diff {
         self.rows.iter().filter(|r| !r.widened).count()
     }
 
-    /// What the comparison says about one concrete flow (endpoints as
-    /// `explain` takes them; a pod's address is its own in each tree).
+    /// What the comparison says about one concrete flow: source,
+    /// destination (endpoints as `explain` takes them; a pod's address is
+    /// its own in each tree), family, protocol and port.
     pub fn claim(
         &self,
         before: &Cluster,
         after: &Cluster,
-        from: &Endpoint,
-        to: &Endpoint,
-        family: Family,
-        protocol: Protocol,
-        port: u16,
+        flow: (&Endpoint, &Endpoint, Family, Protocol, u16),
     ) -> Claim<'_> {
-        connectivity::claim(
-            &self.partition,
-            &self.changed,
-            before,
-            after,
-            (from, to, family, protocol, port),
-        )
+        connectivity::claim(&self.partition, &self.changed, before, after, flow)
     }
 }
 
