@@ -511,3 +511,58 @@ impl Diff {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_the_fewest_cidrs() {
+        let r = |f: Family, a: &str, b: &str| Range {
+            family: f,
+            start: crate::core::model::ipblock::ip_to_u128(&a.parse().unwrap()),
+            end: crate::core::model::ipblock::ip_to_u128(&b.parse().unwrap()),
+        };
+        let table: &[(Range, &[&str], &str)] = &[
+            (
+                r(Family::V4, "0.0.0.0", "255.255.255.255"),
+                &["0.0.0.0/0"],
+                "everything",
+            ),
+            (
+                r(Family::V4, "10.0.0.5", "10.0.0.5"),
+                &["10.0.0.5/32"],
+                "one address",
+            ),
+            (
+                r(Family::V4, "0.0.0.0", "203.0.112.255"),
+                &[
+                    "0.0.0.0/1",
+                    "128.0.0.0/2",
+                    "192.0.0.0/5",
+                    "200.0.0.0/7",
+                    "202.0.0.0/8",
+                    "203.0.0.0/18",
+                    "203.0.64.0/19",
+                    "203.0.96.0/20",
+                    "203.0.112.0/24",
+                ],
+                "below an except",
+            ),
+            (
+                r(Family::V4, "10.0.0.3", "10.0.0.8"),
+                &["10.0.0.3/32", "10.0.0.4/30", "10.0.0.8/32"],
+                "unaligned",
+            ),
+            (
+                r(Family::V6, "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                &["::/0"],
+                "all of IPv6",
+            ),
+        ];
+        for (range, want, why) in table {
+            let got: Vec<String> = cidrs(range).iter().map(|c| c.to_string()).collect();
+            assert_eq!(got, *want, "{why}");
+        }
+    }
+}
