@@ -566,7 +566,7 @@ fn check(r: &mut Rng, before: &Cluster, after: &Cluster, n: &mut Counts) -> Resu
         ports.extend([a.first, a.last, a.first.saturating_sub(1).max(1)]);
     }
     // Each end a pod (of either tree) or an address, half and half.
-    for _ in 0..200 {
+    for _ in 0..500 {
         let end = |r: &mut Rng| {
             if chance(r, 50) {
                 pick(r, &pods).clone()
