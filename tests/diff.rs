@@ -1,3 +1,6 @@
+//! Longer than 600 lines: the random tree generator and its changes, the check, and the
+//! binary's tests, which share the fixtures.
+//!
 //! `nftpol diff` is exact: over random before/after pairs (a random small cluster with
 //! NetworkPolicies, ClusterNetworkPolicies and Nodes, then 1–3 random changes to it), every
 //! claim of the connectivity delta is checked against the packet tracer
