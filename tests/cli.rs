@@ -626,6 +626,7 @@ fn man_pages_for_every_visible_command() {
             "nftpol-apply.1",
             "nftpol-compile.1",
             "nftpol-completion.1",
+            "nftpol-diff.1",
             "nftpol-explain.1",
             "nftpol-graph.1",
             "nftpol-man.1",

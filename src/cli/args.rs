@@ -30,6 +30,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the selector graph (policies, selectors, namespaces, pods) as Graphviz DOT or JSON.
     Graph(GraphArgs),
+    /// Compare two manifest trees (a pull request's base and head): the flows that
+    /// become allowed or denied, and each node's ruleset changes.
+    Diff(DiffArgs),
     /// Print nftpol's version, commit, build date and toolchain, and the nft
     /// and kernel it finds here.
     Version(VersionArgs),
@@ -407,6 +410,56 @@ pub struct GraphArgs {
     /// selector treats alike are drawn as one group.
     #[arg(long)]
     pub expand_pods: bool,
+}
+
+/// When `nftpol diff` fails (exit 1), for a CI gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// When some flow becomes allowed.
+    Widen,
+    /// When some flow becomes allowed or denied.
+    Any,
+    /// Never: only report.
+    Never,
+}
+
+/// `nftpol diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The manifests before the change (e.g. the pull request's base): YAML
+    /// or JSON files or directories, as `compile` reads them; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "BEFORE", required = true, num_args = 1..)]
+    pub before: Vec<PathBuf>,
+    /// The manifests after the change (e.g. the pull request's head).
+    #[arg(long = "against", value_name = "AFTER", required = true, num_args = 1..)]
+    pub after: Vec<PathBuf>,
+    /// Compare only this node's ruleset (repeatable); by default the ruleset
+    /// enforcing every pod, then every node a pod or Node object names.
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Report unknown fields (which kubectl's strict validation rejects) as
+    /// warnings and proceed, instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Exit 1 when some flow widens (`widen`) or changes at all (`any`),
+    /// for a CI gate; `never` only reports.
+    #[arg(long, value_enum, default_value = "never")]
+    pub fail_on: FailOn,
+    /// Drop logging (changes the rulesets compared, not connectivity).
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+    /// The new-pod guard (as `compile`).
+    #[command(flatten)]
+    pub new_pods: NewPodArgs,
+    /// Revocation of established flows (as `compile`).
+    #[command(flatten)]
+    pub revoke: RevokeArgs,
 }
 
 impl InputArgs {

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod args;
 pub mod compile;
 pub mod crd;
+pub mod diff;
 pub mod explain;
 pub mod graph;
 pub mod input;
@@ -19,8 +20,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::{
-    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, DropLogArgs,
-    ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs, GraphFormat,
+    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, DiffArgs, DropLogArgs,
+    ExpectVerdict, ExplainArgs, ExplainOutput, FailOn, FamilyArg, Format, GraphArgs, GraphFormat,
     InputArgs, ManArgs, RunArgs, TextOrJson, UninstallArgs, VersionArgs,
 };
 
@@ -83,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Explain(a) => explain::explain(&a),
         Command::Graph(a) => graph::graph(&a),
+        Command::Diff(a) => diff::diff(&a),
         Command::Version(a) => version::version(&a),
         Command::Completion(a) => manual::completion(&a),
         Command::Man(a) => manual::man(&a),

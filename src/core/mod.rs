@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! k8s (load, convert, cache) ─▶ model ─▶ graph ─▶ compile ─▶ nft (ruleset, render, json, delta)
-//!                                           └───▶ explain
+//!                                           └───▶ explain ─▶ diff (two trees compared)
 //! ```
 //!
 //! Core code cannot fail on input: it returns its result plus
@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod diag;
+pub mod diff;
 pub mod explain;
 pub mod graph;
 pub mod k8s;

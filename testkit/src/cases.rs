@@ -2,7 +2,8 @@
 //! (the conformance cases, in their own format), `cluster-network-policy/`
 //! (ClusterNetworkPolicy inputs, valid and invalid, read by tests/validity.rs
 //! and the conversion tests), `crd/` (CRD fixtures) and `graph-at-scale/`
-//! (100 pods for `nftpol graph`, too many for a kernel case), sorted; and the
+//! (100 pods for `nftpol graph`, too many for a kernel case) and `diff/` (before/after
+//! trees for `nftpol diff`, tests/diff.rs), sorted; and the
 //! repository paths the tests read.
 
 use std::path::{Path, PathBuf};
@@ -25,11 +26,12 @@ pub fn case(name: &str) -> PathBuf {
 }
 
 /// Directories of `testdata/` that are not cases.
-pub const NOT_CASES: [&str; 4] = [
+pub const NOT_CASES: [&str; 5] = [
     "upstream",
     "cluster-network-policy",
     "crd",
     "graph-at-scale",
+    "diff",
 ];
 
 /// Every case directory under `testdata/` except [`NOT_CASES`], sorted; panics
