@@ -11,7 +11,7 @@ use crate::kernel::apply::ApplyError;
 /// Compiles the inputs and loads (or with `--check` only checks) the
 /// ruleset. Nothing is applied when the input has errors.
 pub fn apply(a: &ApplyArgs) -> Outcome {
-    let out = load_and_compile(&a.input, a.drop_log.options())?;
+    let out = load_and_compile(&a.input, a.drop_log.options(), None)?;
     if has_errors(&out.diagnostics) {
         return Err(Failure::invalid(
             "not applied: fix the errors above (the kernel ruleset is unchanged)",

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! k8s (load, convert, cache) ─▶ model ─▶ graph ─▶ compile ─▶ nft (ruleset, render, json, delta)
-//!                                           └───▶ explain
+//!                                           ├───▶ explain
+//!                                           └───▶ lint (warnings; uses explain)
 //! ```
 //!
 //! Core code cannot fail on input: it returns its result plus
@@ -14,5 +15,6 @@ pub mod diag;
 pub mod explain;
 pub mod graph;
 pub mod k8s;
+pub mod lint;
 pub mod model;
 pub mod nft;
