@@ -114,7 +114,11 @@ fn round(ns: &str, tables: &mut [Table]) -> Result<()> {
             let start = Instant::now();
             let r = e.sync(&t.ruleset)?;
             t.loads.push(start.elapsed());
-            ensure!(r == Applied::Full, "{}: first sync is not a full load", t.label);
+            ensure!(
+                r == Applied::Full,
+                "{}: first sync is not a full load",
+                t.label
+            );
             e.remove_table()?;
         }
         Ok(())
@@ -131,12 +135,12 @@ fn median_ms(v: &[Duration]) -> f64 {
 fn lstsq(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<Vec<f64>> {
     let n = x[0].len();
     let mut m = vec![vec![0.0; n + 1]; n];
-    for (k, row) in x.iter().enumerate() {
-        for i in 0..n {
-            for j in 0..n {
-                m[i][j] += w[k] * row[i] * row[j];
+    for ((row, yk), wk) in x.iter().zip(y).zip(w) {
+        for (i, mrow) in m.iter_mut().enumerate() {
+            for (cell, xj) in mrow.iter_mut().zip(row) {
+                *cell += wk * row[i] * xj;
             }
-            m[i][n] += w[k] * row[i] * y[k];
+            mrow[n] += wk * row[i] * yk;
         }
     }
     for i in 0..n {
@@ -145,16 +149,22 @@ fn lstsq(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<Vec<f64>> {
         if m[i][i].abs() < 1e-12 {
             return None;
         }
-        for r in 0..n {
+        let pivot = m[i].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != i {
-                let f = m[r][i] / m[i][i];
-                for k in i..=n {
-                    m[r][k] -= f * m[i][k];
+                let f = row[i] / pivot[i];
+                for (cell, pv) in row.iter_mut().zip(&pivot).skip(i) {
+                    *cell -= f * pv;
                 }
             }
         }
     }
-    Some((0..n).map(|i| m[i][n] / m[i][i]).collect())
+    Some(
+        m.iter()
+            .enumerate()
+            .map(|(i, row)| row[n] / row[i])
+            .collect(),
+    )
 }
 
 fn main() -> Result<()> {
@@ -218,7 +228,11 @@ fn main() -> Result<()> {
         let c = cost::cost(&t.ruleset, 0);
         println!(
             "{:<20} worst first-packet path {} rules ({} lookups), ingress end {}: {:.2} us",
-            t.label, c.first_packet.rules, c.first_packet.lookups, c.ingress.rules, c.new_connection_us
+            t.label,
+            c.first_packet.rules,
+            c.first_packet.lookups,
+            c.ingress.rules,
+            c.new_connection_us
         );
     }
     Ok(())

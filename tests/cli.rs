@@ -715,7 +715,12 @@ fn version_reports_build_and_machine() {
 #[test]
 fn stats_report_per_node_and_lints_on_stderr() {
     let out = run(
-        &["compile", "-f", "testdata/lint-cnp-same-priority", "--stats"],
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-cnp-same-priority",
+            "--stats",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -732,7 +737,14 @@ fn stats_report_per_node_and_lints_on_stderr() {
     );
 
     let out = run(
-        &["compile", "-f", "testdata/lint-cnp-same-priority", "--stats", "-o", "json"],
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-cnp-same-priority",
+            "--stats",
+            "-o",
+            "json",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -746,23 +758,47 @@ fn stats_report_per_node_and_lints_on_stderr() {
     assert_eq!(nodes, ["node-1", "node-2"]);
     assert!(v["cluster"]["rules"].as_u64().unwrap() > 0, "{v}");
     assert!(v["cluster"]["load_ms"].as_f64().unwrap() > 0.0, "{v}");
-    assert!(v["model"]["packet_per_rule_ns"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["model"]["packet_per_rule_ns"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
 
     // A bad --service-cidr is invalid input (exit 1) naming the flag.
     let out = run(
-        &["compile", "-f", "testdata/lint-ipblock-ranges", "--service-cidr", "10.96.0.0/33"],
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-ipblock-ranges",
+            "--service-cidr",
+            "10.96.0.0/33",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--service-cidr"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--service-cidr"),
+        "{}",
+        text(&out.stderr)
+    );
     // explain shows the lints too.
     let out = run(
         &[
-            "explain", "-f", "testdata/lint-ipblock-ranges", "--from", "default/client", "--to",
-            "default/web", "--port", "8080",
+            "explain",
+            "-f",
+            "testdata/lint-ipblock-ranges",
+            "--from",
+            "default/client",
+            "--to",
+            "default/web",
+            "--port",
+            "8080",
         ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("[lint ipblock-pod-range]"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[lint ipblock-pod-range]"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -387,9 +387,7 @@ impl LintArgs {
         let service_cidrs = self
             .service_cidrs
             .iter()
-            .map(|c| {
-                crate::core::model::Cidr::parse(c).map_err(|e| format!("--service-cidr: {e}"))
-            })
+            .map(|c| crate::core::model::Cidr::parse(c).map_err(|e| format!("--service-cidr: {e}")))
             .collect::<Result<_, _>>()?;
         Ok(crate::core::lint::LintOptions { service_cidrs })
     }

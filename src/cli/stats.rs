@@ -109,8 +109,19 @@ fn text(r: &Report) -> String {
         m.packet_per_rule_ns
     );
     let header = [
-        "table", "pods", "chains", "rules", "sets", "maps", "elements", "bytes", "load ms",
-        "path rules", "ingress", "lookups", "new conn us",
+        "table",
+        "pods",
+        "chains",
+        "rules",
+        "sets",
+        "maps",
+        "elements",
+        "bytes",
+        "load ms",
+        "path rules",
+        "ingress",
+        "lookups",
+        "new conn us",
     ];
     let mut rows: Vec<[String; 13]> = Vec::new();
     for row in r.nodes.iter().chain(std::iter::once(&r.cluster)) {

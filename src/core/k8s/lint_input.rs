@@ -7,9 +7,7 @@
 use std::net::IpAddr;
 
 use super::Objects;
-use crate::core::model::lint_input::{
-    EndpointSlice, LintInput, LintPod, Service, ServicePort,
-};
+use crate::core::model::lint_input::{EndpointSlice, LintInput, LintPod, Service, ServicePort};
 use crate::core::model::{Cidr, ObjectRef, Protocol};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -139,7 +137,11 @@ pub fn node_names(objs: &Objects) -> std::collections::BTreeSet<String> {
     objs.pods
         .iter()
         .filter_map(|(_, p)| p.spec.as_ref()?.node_name.clone())
-        .chain(objs.nodes.iter().filter_map(|(_, n)| n.metadata.name.clone()))
+        .chain(
+            objs.nodes
+                .iter()
+                .filter_map(|(_, n)| n.metadata.name.clone()),
+        )
         .filter(|n| !n.is_empty())
         .collect()
 }

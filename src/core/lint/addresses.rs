@@ -67,7 +67,12 @@ impl Known<'_> {
                 services.push(format!("Service {} {ip}", s.id));
             }
         }
-        for c in self.opts.service_cidrs.iter().filter(|c| overlaps(ranges, c)) {
+        for c in self
+            .opts
+            .service_cidrs
+            .iter()
+            .filter(|c| overlaps(ranges, c))
+        {
             services.push(format!("--service-cidr {c}"));
         }
         Hits { pods, services }
@@ -109,7 +114,10 @@ impl Known<'_> {
                 "ipblock-service-range",
                 object.to_string(),
                 field,
-                &format!("{what} includes Service ClusterIPs ({}): {why}", list(&h.services)),
+                &format!(
+                    "{what} includes Service ClusterIPs ({}): {why}",
+                    list(&h.services)
+                ),
             ));
         }
     }

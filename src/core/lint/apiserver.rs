@@ -79,7 +79,12 @@ pub(super) fn port_after_dnat(
         .collect::<Vec<_>>()
         .join(", ");
     for pol in cluster.policies.values().filter(|p| p.valid) {
-        for (i, rule) in pol.rules(Direction::Egress).into_iter().flatten().enumerate() {
+        for (i, rule) in pol
+            .rules(Direction::Egress)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let Some(ports) = &rule.ports else { continue };
             let covers = |n: u16| {
                 ports.iter().position(|p| {
@@ -126,7 +131,9 @@ pub(super) fn port_after_dnat(
             let selected: Vec<&ObjectRef> = cluster
                 .pods
                 .values()
-                .filter(|p| p.id.namespace == pol.id.namespace && pol.pod_selector.matches(&p.labels))
+                .filter(|p| {
+                    p.id.namespace == pol.id.namespace && pol.pod_selector.matches(&p.labels)
+                })
                 .map(|p| &p.id)
                 .collect();
             let blocked: Vec<&ObjectRef> = selected

@@ -40,7 +40,10 @@ pub(super) fn egress_without_dns(
     out: &mut Vec<Diagnostic>,
 ) {
     let egress_policies = cluster.policies.values().any(|p| p.egress.is_some())
-        || cluster.cluster_policies.values().any(|p| !p.egress.is_empty());
+        || cluster
+            .cluster_policies
+            .values()
+            .any(|p| !p.egress.is_empty());
     if !egress_policies {
         return;
     }
@@ -102,7 +105,8 @@ pub(super) fn egress_without_dns(
             continue;
         };
         let side = &ex.egress;
-        if side.allowed {
+        // An invalid policy fails closed and is already reported as an error.
+        if side.allowed || side.policies.iter().any(|p| !p.valid) {
             continue;
         }
         let (key, message, others) = match &side.decision {
@@ -154,7 +158,9 @@ pub(super) fn egress_without_dns(
                 )
             }
         };
-        let e = found.entry(key).or_insert_with(|| (message, BTreeSet::new(), BTreeSet::new()));
+        let e = found
+            .entry(key)
+            .or_insert_with(|| (message, BTreeSet::new(), BTreeSet::new()));
         e.1.extend(others);
         e.2.extend(pods.iter().map(|p| p.id.clone()));
     }
@@ -201,7 +207,8 @@ fn stand_in(cluster: &Cluster, input: &LintInput) -> Pod {
             .flatten()
             .find(|c| c.family == f)
             .copied();
-        let Some(base) = pod_cidr.or_else(|| covering(used.iter().filter(|ip| Family::of(ip) == f)))
+        let Some(base) =
+            pod_cidr.or_else(|| covering(used.iter().filter(|ip| Family::of(ip) == f)))
         else {
             continue;
         };

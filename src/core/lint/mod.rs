@@ -53,7 +53,13 @@ pub fn lint(
 
 /// A lint's warning: `[lint CODE] message`, on `object` (`Kind ns/name`,
 /// with its source when the input has it) and `field`.
-fn warning(input: &LintInput, code: &str, object: String, field: &str, message: &str) -> Diagnostic {
+fn warning(
+    input: &LintInput,
+    code: &str,
+    object: String,
+    field: &str,
+    message: &str,
+) -> Diagnostic {
     let d = Diagnostic::warning(format!("[lint {code}] {message}")).field(field);
     let d = match input.sources.get(&object) {
         Some(src) => d.at(src),

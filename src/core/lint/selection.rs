@@ -26,7 +26,9 @@ pub(super) fn host_network_only(cluster: &Cluster, input: &LintInput, out: &mut 
         by_ns.entry(p.id.namespace.as_str()).or_default().push(p);
     }
     for pol in cluster.policies.values().filter(|p| p.valid) {
-        let pods = by_ns.get(pol.id.namespace.as_str()).map_or(&[][..], Vec::as_slice);
+        let pods = by_ns
+            .get(pol.id.namespace.as_str())
+            .map_or(&[][..], Vec::as_slice);
         let selected: Vec<&LintPod> = pods
             .iter()
             .copied()

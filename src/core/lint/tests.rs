@@ -58,8 +58,16 @@ spec: {{podSelector: {{matchLabels: {{app: gone}}}}, ingress: [{{}}]}}
         ),
         &LintOptions::default(),
     );
-    assert_eq!(w.len(), 1, "only a/agent (a/all selects web too; a/nothing selects nothing): {w:#?}");
-    assert!(w[0].contains("NetworkPolicy a/agent: spec.podSelector: [lint host-network-only]"), "{}", w[0]);
+    assert_eq!(
+        w.len(),
+        1,
+        "only a/agent (a/all selects web too; a/nothing selects nothing): {w:#?}"
+    );
+    assert!(
+        w[0].contains("NetworkPolicy a/agent: spec.podSelector: [lint host-network-only]"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]
@@ -79,11 +87,26 @@ spec: {{podSelector: {{}}, policyTypes: [Ingress], ingress: [{{from: [{{ipBlock:
     };
     let w = run(&policy("10.0.0.0/8"), &svc);
     assert_eq!(w.len(), 2, "{w:#?}");
-    assert!(w[0].contains("[lint ipblock-pod-range]") && w[0].contains("a/web 10.244.1.10"), "{}", w[0]);
-    assert!(w[1].contains("[lint ipblock-service-range]") && w[1].contains("--service-cidr 10.96.0.0/12"), "{}", w[1]);
+    assert!(
+        w[0].contains("[lint ipblock-pod-range]") && w[0].contains("a/web 10.244.1.10"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[1].contains("[lint ipblock-service-range]")
+            && w[1].contains("--service-cidr 10.96.0.0/12"),
+        "{}",
+        w[1]
+    );
     assert!(w[0].contains("spec.ingress[0].from[0].ipBlock"), "{}", w[0]);
-    assert!(run(&policy("0.0.0.0/0"), &svc).is_empty(), "/0 means anywhere, pods included");
-    assert!(run(&policy("192.0.2.0/24"), &svc).is_empty(), "external only");
+    assert!(
+        run(&policy("0.0.0.0/0"), &svc).is_empty(),
+        "/0 means anywhere, pods included"
+    );
+    assert!(
+        run(&policy("192.0.2.0/24"), &svc).is_empty(),
+        "external only"
+    );
 }
 
 #[test]
@@ -96,8 +119,16 @@ spec: {podSelector: {}, policyTypes: [Egress]}
 ";
     let w = run(&format!("{PODS}{deny}"), &LintOptions::default());
     assert_eq!(w.len(), 1, "{w:#?}");
-    assert!(w[0].contains("NetworkPolicy a/deny: spec.policyTypes: [lint egress-without-dns]"), "{}", w[0]);
-    assert!(w[0].contains("stand-in") || w[0].contains("no pod labelled"), "{}", w[0]);
+    assert!(
+        w[0].contains("NetworkPolicy a/deny: spec.policyTypes: [lint egress-without-dns]"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains("stand-in") || w[0].contains("no pod labelled"),
+        "{}",
+        w[0]
+    );
     let dns = "---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -122,5 +153,9 @@ spec:
 ";
     let w = run(&format!("{PODS}{deny}{clusterip}"), &LintOptions::default());
     assert_eq!(w.len(), 1, "{w:#?}");
-    assert!(w[0].contains("NetworkPolicy a/deny: spec.policyTypes") && w[0].contains("nor of a/dns"), "{}", w[0]);
+    assert!(
+        w[0].contains("NetworkPolicy a/deny: spec.policyTypes") && w[0].contains("nor of a/dns"),
+        "{}",
+        w[0]
+    );
 }

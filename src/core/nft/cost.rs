@@ -132,7 +132,7 @@ pub fn cost(rs: &Ruleset, bytes: usize) -> Cost {
             visiting: BTreeSet::new(),
         })
         .collect();
-    let worst = |walks: &mut Vec<Walk>, chain: &str| {
+    let worst = |walks: &mut [Walk], chain: &str| {
         walks
             .iter_mut()
             .map(|w| w.worst(chain))
@@ -271,8 +271,8 @@ impl Walk<'_> {
                     leave = longer(leave, add(this, lv));
                     let through = ret.map(|p| add(this, p));
                     // A vmap, or a jump with matches, may also not be taken.
-                    let skipped = (!always || matches!(r.verdict, Verdict::AddrVmap(..)))
-                        .then_some(this);
+                    let skipped =
+                        (!always || matches!(r.verdict, Verdict::AddrVmap(..))).then_some(this);
                     acc = match (through, skipped) {
                         (Some(a), Some(b)) => Some(longer(a, b)),
                         (a, b) => a.or(b),
@@ -330,29 +330,31 @@ mod tests {
     #[test]
     fn worst_path_counts_jumps_that_return_and_gotos_that_leave() {
         // forward: r, jump a (3 rules, returns), goto pod-ingress (2 rules).
-        let mut rs = Ruleset::default();
-        rs.chains = vec![
-            (
-                FORWARD_CHAIN.to_string(),
-                chain(vec![
-                    rule(Verdict::Accept),
-                    rule(Verdict::Jump("a".into())),
-                    rule(Verdict::Goto(INGRESS_CHAIN.into())),
-                ]),
-            ),
-            (
-                "a".to_string(),
-                chain(vec![
-                    rule(Verdict::Accept),
-                    rule(Verdict::Accept),
-                    rule(Verdict::CountedDrop),
-                ]),
-            ),
-            (
-                INGRESS_CHAIN.to_string(),
-                chain(vec![rule(Verdict::Accept), rule(Verdict::Accept)]),
-            ),
-        ];
+        let rs = Ruleset {
+            chains: vec![
+                (
+                    FORWARD_CHAIN.to_string(),
+                    chain(vec![
+                        rule(Verdict::Accept),
+                        rule(Verdict::Jump("a".into())),
+                        rule(Verdict::Goto(INGRESS_CHAIN.into())),
+                    ]),
+                ),
+                (
+                    "a".to_string(),
+                    chain(vec![
+                        rule(Verdict::Accept),
+                        rule(Verdict::Accept),
+                        rule(Verdict::CountedDrop),
+                    ]),
+                ),
+                (
+                    INGRESS_CHAIN.to_string(),
+                    chain(vec![rule(Verdict::Accept), rule(Verdict::Accept)]),
+                ),
+            ],
+            ..Default::default()
+        };
         let c = cost(&rs, 100);
         // 1 + (1 + 3) + (1 + 2) = 8 rules.
         assert_eq!(c.first_packet.rules, 8);
