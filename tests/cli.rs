@@ -346,7 +346,14 @@ fn output_flags_follow_kubectl() {
             "{args:?}: {}",
             text(&out.stderr)
         );
-        (text(&out.stdout), text(&out.stderr))
+        // The case's lint findings (egress-without-dns) are warnings on
+        // stderr; this test is about the output flags, so it drops them.
+        let err = text(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("[lint "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        (text(&out.stdout), err)
     };
     let (nft, err) = ok(&["compile", "-f", case]);
     assert!(nft.starts_with("#!/usr/sbin/nft -f") || nft.contains("table inet nftpol {"));
@@ -707,5 +714,99 @@ fn version_reports_build_and_machine() {
         t.contains("nft:        unknown (/no/such/nft)")
             && t.contains("problem:    cannot run /no/such/nft"),
         "{t}"
+    );
+}
+
+/// `compile --stats`: the cost report replaces the ruleset (text, and JSON
+/// with `-o json`), one row per node the input names plus the whole
+/// cluster; the lints go to stderr and never change the exit code.
+#[test]
+fn stats_report_per_node_and_lints_on_stderr() {
+    let out = run(
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-cnp-same-priority",
+            "--stats",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!("stats-lint-cnp-same-priority", report));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[lint cnp-same-priority]") && stderr.starts_with("warning: "),
+        "{stderr}"
+    );
+
+    let out = run(
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-cnp-same-priority",
+            "--stats",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let nodes: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node-1", "node-2"]);
+    assert!(v["cluster"]["rules"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["cluster"]["load_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["model"]["packet_per_rule_ns"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+
+    // A bad --service-cidr is invalid input (exit 1) naming the flag.
+    let out = run(
+        &[
+            "compile",
+            "-f",
+            "testdata/lint-ipblock-ranges",
+            "--service-cidr",
+            "10.96.0.0/33",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--service-cidr"),
+        "{}",
+        text(&out.stderr)
+    );
+    // explain shows the lints too.
+    let out = run(
+        &[
+            "explain",
+            "-f",
+            "testdata/lint-ipblock-ranges",
+            "--from",
+            "default/client",
+            "--to",
+            "default/web",
+            "--port",
+            "8080",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[lint ipblock-pod-range]"),
+        "{}",
+        text(&out.stderr)
     );
 }

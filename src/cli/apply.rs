@@ -16,6 +16,7 @@ pub fn apply(a: &ApplyArgs) -> Outcome {
         a.drop_log.options(),
         a.new_pods.options(),
         a.revoke.revoke_established,
+        None,
     )?;
     if has_errors(&out.diagnostics) {
         return Err(Failure::invalid(

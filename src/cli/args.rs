@@ -260,6 +260,13 @@ pub struct CompileArgs {
     /// Deprecated: use -o/--output.
     #[arg(long, value_enum, hide = true)]
     pub format: Option<Format>,
+    /// Print the cost report instead of the ruleset: per node (every
+    /// spec.nodeName of the input, or only --node) and for the whole
+    /// cluster, the table's size and its predicted load time and
+    /// new-connection cost (docs/performance.md, "Cost model"); -o json
+    /// prints it as JSON.
+    #[arg(long)]
+    pub stats: bool,
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,
@@ -269,6 +276,19 @@ pub struct CompileArgs {
     /// Revocation of established flows.
     #[command(flatten)]
     pub revoke: RevokeArgs,
+    /// Lints.
+    #[command(flatten)]
+    pub lint: LintArgs,
+}
+
+/// What the lints are told beyond the manifests (docs/review.md, "Lint").
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The cluster's Service CIDR (repeatable, one per family): ipBlocks
+    /// that include it are flagged, as are those including the ClusterIPs
+    /// of the input's Services.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    pub service_cidrs: Vec<String>,
 }
 
 /// `nftpol apply`.
@@ -365,6 +385,9 @@ pub struct ExplainArgs {
     /// Exit 1 unless the verdict is this one (for CI checks).
     #[arg(long, value_enum)]
     pub expect: Option<ExpectVerdict>,
+    /// Lints.
+    #[command(flatten)]
+    pub lint: LintArgs,
 }
 
 /// `nftpol graph` output formats.
@@ -466,6 +489,18 @@ impl InputArgs {
     /// How the loader treats unknown fields.
     pub fn unknown_fields(&self) -> crate::core::k8s::UnknownFields {
         crate::core::k8s::UnknownFields::from_lenient(self.lenient)
+    }
+}
+
+impl LintArgs {
+    /// The lints' options; a `--service-cidr` that is not a CIDR is an error naming it.
+    pub fn options(&self) -> Result<crate::core::lint::LintOptions, String> {
+        let service_cidrs = self
+            .service_cidrs
+            .iter()
+            .map(|c| crate::core::model::Cidr::parse(c).map_err(|e| format!("--service-cidr: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(crate::core::lint::LintOptions { service_cidrs })
     }
 }
 

@@ -9,14 +9,21 @@ use super::input::{deprecated, has_errors, load_and_compile, write_output};
 use super::{Failure, Outcome};
 
 /// Compiles the inputs and writes the ruleset to stdout or `--output-file`.
-/// Invalid policies still print (they fail closed) but exit 1.
+/// Invalid policies still print (they fail closed) but exit 1; the lints'
+/// warnings go to stderr with the other diagnostics. `--stats` prints the
+/// cost report instead (`stats.rs`).
 pub fn compile(a: &CompileArgs) -> Outcome {
     let (format, file) = output(a)?;
+    if a.stats {
+        return super::stats::stats(a, format, file.as_deref());
+    }
+    let lint = a.lint.options().map_err(Failure::invalid)?;
     let out = load_and_compile(
         &a.input,
         a.drop_log.options(),
         a.new_pods.options(),
         a.revoke.revoke_established,
+        Some(&lint),
     )?;
     let text = match format {
         Format::Nft => crate::core::nft::render::script(&out.ruleset),

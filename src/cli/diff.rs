@@ -13,10 +13,13 @@ use crate::core::diff::DiffOptions;
 /// `--fail-on` gate trips.
 pub fn diff(a: &DiffArgs) -> Outcome {
     let tree = |files: &[std::path::PathBuf]| {
-        load_cluster(&ClusterInputArgs {
-            files: files.to_vec(),
-            lenient: a.lenient,
-        })
+        load_cluster(
+            &ClusterInputArgs {
+                files: files.to_vec(),
+                lenient: a.lenient,
+            },
+            None,
+        )
     };
     let (before, before_errors) = tree(&a.before)?;
     let (after, after_errors) = tree(&a.after)?;

@@ -13,7 +13,8 @@ pub fn explain(a: &ExplainArgs) -> Outcome {
     // Endpoints and the port are parsed here, not by clap, so a bad value
     // exits 1 (invalid input) like every other input error.
     let query = parse_query(a).map_err(|e| Failure::invalid(format!("explain: {e}")))?;
-    let (cluster, has_errors) = load_cluster(&a.input)?;
+    let lint = a.lint.options().map_err(Failure::invalid)?;
+    let (cluster, has_errors) = load_cluster(&a.input, Some(&lint))?;
     let graph = crate::core::graph::SelectorGraph::build(&cluster);
     let ex = crate::core::explain::explain(&cluster, &graph, &query)
         .map_err(|e| Failure::invalid(format!("explain: {e}")))?;

@@ -12,7 +12,7 @@ use crate::core::graph::view::{Focus, View};
 pub fn graph(a: &GraphArgs) -> Outcome {
     let format = output_format(a)?;
     let view = parse_view(a).map_err(|e| Failure::invalid(format!("graph: {e}")))?;
-    let (cluster, has_errors) = load_cluster(&a.input)?;
+    let (cluster, has_errors) = load_cluster(&a.input, None)?;
     let graph = crate::core::graph::SelectorGraph::build(&cluster);
     let export = crate::core::graph::export::export(&cluster, &graph);
     let export = crate::core::graph::view::view(&export, &view).map_err(|unmatched| {

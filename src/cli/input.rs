@@ -7,6 +7,7 @@ use super::Failure;
 use super::args::{ClusterInputArgs, InputArgs};
 use crate::core::compile::{Compiled, DropLog, NewPods, Options};
 use crate::core::diag::Diagnostic;
+use crate::core::lint::LintOptions;
 use crate::core::model::Cluster;
 
 /// Prints diagnostics on stderr, one a line.
@@ -26,11 +27,13 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 /// something could not be read: compiling the rest could silently drop a
 /// policy and widen access, so nothing is produced. Otherwise the output
 /// carries its diagnostics (already reported).
+/// With `lint`, the lints' warnings follow the compiler's diagnostics.
 pub fn load_and_compile(
     input: &InputArgs,
     drop_log: DropLog,
     new_pods: NewPods,
     revoke_established: bool,
+    lint: Option<&LintOptions>,
 ) -> Result<Compiled, Failure> {
     let (objs, load_diags) =
         crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
@@ -38,15 +41,16 @@ pub fn load_and_compile(
     if has_errors(&load_diags) {
         return Err(Failure::invalid("input has errors; no ruleset produced"));
     }
-    let out = crate::core::compile::compile_objects(
-        &objs,
-        &Options {
-            node: input.node.clone(),
-            drop_log,
-            new_pods,
-            revoke_established,
-        },
-    );
+    let opts = Options {
+        node: input.node.clone(),
+        drop_log,
+        new_pods,
+        revoke_established,
+    };
+    let out = match lint {
+        Some(l) => crate::core::compile::compile_and_lint(&objs, &opts, l),
+        None => crate::core::compile::compile_objects(&objs, &opts),
+    };
     report(&out.diagnostics);
     Ok(out)
 }
@@ -55,7 +59,11 @@ pub fn load_and_compile(
 /// could not be read (then nothing is answered, as `compile` produces
 /// nothing); otherwise the cluster and whether conversion found errors
 /// (invalid policies fail closed, and the answer says so).
-pub fn load_cluster(input: &ClusterInputArgs) -> Result<(Cluster, bool), Failure> {
+/// With `lint`, the lints' warnings are reported after the conversion's.
+pub fn load_cluster(
+    input: &ClusterInputArgs,
+    lint: Option<&LintOptions>,
+) -> Result<(Cluster, bool), Failure> {
     let (objs, load_diags) =
         crate::core::k8s::load_paths_with(&input.files, input.unknown_fields());
     report(&load_diags);
@@ -66,6 +74,11 @@ pub fn load_cluster(input: &ClusterInputArgs) -> Result<(Cluster, bool), Failure
     }
     let (cluster, diags) = crate::core::k8s::to_cluster(&objs);
     report(&diags);
+    if let Some(l) = lint {
+        let graph = crate::core::graph::SelectorGraph::build(&cluster);
+        let input = crate::core::k8s::lint_input(&objs);
+        report(&crate::core::lint::lint(&cluster, &graph, &input, l));
+    }
     Ok((cluster, has_errors(&diags)))
 }
 

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod input;
 pub mod manual;
 pub mod run;
+pub mod stats;
 pub mod version;
 
 use std::io::Write;

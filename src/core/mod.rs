@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! k8s (load, convert, cache) ─▶ model ─▶ graph ─▶ compile ─▶ nft (ruleset, render, json, delta)
-//!                                           └───▶ explain ─▶ diff (two trees compared)
+//!                                           ├───▶ explain ─▶ diff (two trees compared)
+//!                                           └───▶ lint (warnings; uses explain)
 //! ```
 //!
 //! Core code cannot fail on input: it returns its result plus
@@ -15,5 +16,6 @@ pub mod diff;
 pub mod explain;
 pub mod graph;
 pub mod k8s;
+pub mod lint;
 pub mod model;
 pub mod nft;

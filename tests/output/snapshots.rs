@@ -1,6 +1,7 @@
 //! Golden tests: every `testdata/<case>/` compiles to the ruleset stored in
 //! `snapshots/<case>.snap` (all pods enforced) and `snapshots/<case>@node-1.snap`
-//! (the DaemonSet's view on node-1). The diagnostics are part of the snapshot.
+//! (the DaemonSet's view on node-1). The diagnostics, lints included, are
+//! part of the snapshot (the `testdata/lint-*` cases exist for them).
 //! A changed or missing snapshot fails (CI runs with INSTA_UPDATE=no).
 
 use std::path::Path;
@@ -12,12 +13,13 @@ use nftpol_testkit::cases;
 /// Compiles a case the way `nftpol compile` does and renders script + diagnostics.
 fn render_case(dir: &Path, node: Option<&str>) -> String {
     let (objs, load) = nftpol::core::k8s::load_paths(&[dir.to_path_buf()]);
-    let out = nftpol::core::compile::compile_objects(
+    let out = nftpol::core::compile::compile_and_lint(
         &objs,
         &Options {
             node: node.map(str::to_string),
             ..Default::default()
         },
+        &Default::default(),
     );
     let root = cases::root();
     let mut s = String::new();

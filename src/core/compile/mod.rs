@@ -123,6 +123,27 @@ pub fn compile_objects(objs: &crate::core::k8s::Objects, opts: &Options) -> Comp
     compile_cluster(&cluster, diagnostics, opts)
 }
 
+/// [`compile_objects`], then the lints (`core::lint`): their warnings follow
+/// the compiler's diagnostics. What `nftpol compile` runs.
+pub fn compile_and_lint(
+    objs: &crate::core::k8s::Objects,
+    opts: &Options,
+    lint: &crate::core::lint::LintOptions,
+) -> Compiled {
+    let (cluster, mut diagnostics) = crate::core::k8s::to_cluster(objs);
+    let graph = SelectorGraph::build(&cluster);
+    let mut out = compile(&cluster, &graph, opts);
+    diagnostics.append(&mut out.diagnostics);
+    diagnostics.extend(crate::core::lint::lint(
+        &cluster,
+        &graph,
+        &crate::core::k8s::lint_input(objs),
+        lint,
+    ));
+    out.diagnostics = diagnostics;
+    out
+}
+
 /// The pipeline from an already converted model (the agent keeps one up to
 /// date with [`crate::core::k8s::cache::ClusterCache`]); `diagnostics` are the
 /// conversion's, reported first.

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use serde::Serialize;
@@ -30,6 +31,13 @@ pub struct Objects {
     pub cluster_policies: Vec<(Source, ClusterNetworkPolicy)>,
     /// Nodes (for ClusterNetworkPolicy `nodes` peers).
     pub nodes: Vec<(Source, Node)>,
+    /// Services: never compiled (nftpol sees traffic after kube-proxy's
+    /// DNAT), read for the lints (`core::lint`: the Service range, the API
+    /// server's ports).
+    pub services: Vec<(Source, Service)>,
+    /// EndpointSlices (discovery.k8s.io/v1), read for the lints only (the
+    /// API server's endpoints behind Service default/kubernetes).
+    pub endpoint_slices: Vec<(Source, EndpointSlice)>,
 }
 
 /// What an unknown field in an object nftpol reads is.
@@ -191,6 +199,10 @@ fn add_object(
             decode(doc, &src, &object, unknown, &mut objs.policies, diags)
         }
         ("Node", "v1") => decode(doc, &src, &object, unknown, &mut objs.nodes, diags),
+        ("Service", "v1") => decode(doc, &src, &object, unknown, &mut objs.services, diags),
+        ("EndpointSlice", "discovery.k8s.io/v1") => {
+            decode(doc, &src, &object, unknown, &mut objs.endpoint_slices, diags)
+        }
         ("ClusterNetworkPolicy", cnp::API_VERSION) => decode(
             doc,
             &src,

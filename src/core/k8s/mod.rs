@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cnp;
 pub mod convert;
+pub mod lint_input;
 pub mod load;
 pub mod strip;
 
@@ -12,6 +13,7 @@ use crate::core::model::Cluster;
 pub use cnp::ClusterNetworkPolicy;
 pub use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 pub use k8s_openapi::api::networking::v1::NetworkPolicy;
+pub use lint_input::{lint_input, node_names};
 pub use load::{Objects, UnknownFields, load_paths, load_paths_with, parse_into, parse_into_with};
 
 /// Converts loaded objects into a cluster. Later duplicates of the same

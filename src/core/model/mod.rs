@@ -6,6 +6,7 @@
 
 pub mod cluster_policy;
 pub mod ipblock;
+pub mod lint_input;
 pub mod selector;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,7 @@
 //! here runs `nft`: that is [`crate::kernel`]. (The packet tracer the tests use
 //! lives in the test kit, `testkit/src/trace.rs`.)
 
+pub mod cost;
 pub mod delta;
 pub mod json;
 pub mod names;

@@ -1,0 +1,87 @@
+//! Lints: policies that are valid but almost certainly do not do what their
+//! author meant. Warnings only (never errors, never a change to the
+//! ruleset), each naming the object and the field, shown by `nftpol compile`
+//! and `nftpol explain` (docs/review.md, "Lint", lists them with real
+//! output). Pure, like the rest of the core.
+//!
+//! | code | what | module |
+//! |---|---|---|
+//! | `host-network-only` | a policy whose podSelector (a CNP's subject) selects only host-network pods | [`selection`] |
+//! | `ipblock-pod-range`, `ipblock-service-range` | an ipBlock (a CNP's `networks`) that includes pod addresses or Service ClusterIPs | [`addresses`] |
+//! | `egress-without-dns` | a pod whose egress is denied DNS (UDP 53 to kube-dns) | [`dns`] |
+//! | `apiserver-port` | egress to the API server on 443, when after DNAT it listens on another port | [`apiserver`] |
+//! | `cnp-same-priority` | ClusterNetworkPolicies of one tier and priority that apply to the same pods | [`priority`] |
+//!
+//! What a lint deliberately does not flag is written next to it (noise
+//! costs more than a missed hint: a lint that fires on correct policies gets
+//! ignored).
+
+mod addresses;
+mod apiserver;
+mod dns;
+mod priority;
+mod selection;
+
+use crate::core::diag::Diagnostic;
+use crate::core::graph::SelectorGraph;
+use crate::core::model::lint_input::LintInput;
+use crate::core::model::{Cidr, Cluster, ObjectRef};
+
+/// What the lints are told beyond the input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LintOptions {
+    /// The cluster's Service CIDRs (`--service-cidr`), in addition to the
+    /// ClusterIPs of the Services in the input.
+    pub service_cidrs: Vec<Cidr>,
+}
+
+/// Every lint over the cluster, in a fixed order: by lint, then object.
+pub fn lint(
+    cluster: &Cluster,
+    graph: &SelectorGraph,
+    input: &LintInput,
+    opts: &LintOptions,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    selection::host_network_only(cluster, input, &mut out);
+    addresses::ranges(cluster, input, opts, &mut out);
+    dns::egress_without_dns(cluster, graph, input, &mut out);
+    apiserver::port_after_dnat(cluster, graph, input, &mut out);
+    priority::same_priority(cluster, graph, input, &mut out);
+    out
+}
+
+/// A lint's warning: `[lint CODE] message`, on `object` (`Kind ns/name`,
+/// with its source when the input has it) and `field`.
+fn warning(
+    input: &LintInput,
+    code: &str,
+    object: String,
+    field: &str,
+    message: &str,
+) -> Diagnostic {
+    let d = Diagnostic::warning(format!("[lint {code}] {message}")).field(field);
+    let d = match input.sources.get(&object) {
+        Some(src) => d.at(src),
+        None => d,
+    };
+    d.on(object)
+}
+
+/// At most `max` pods by name, then how many more: `a/x, a/y (+3 more)`.
+fn some_pods<'a>(pods: impl IntoIterator<Item = &'a ObjectRef>, max: usize) -> String {
+    let all: Vec<&ObjectRef> = pods.into_iter().collect();
+    let mut s = all
+        .iter()
+        .take(max)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > max {
+        s.push_str(&format!(" (+{} more)", all.len() - max));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;
