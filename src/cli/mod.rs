@@ -11,6 +11,7 @@ pub mod graph;
 pub mod input;
 pub mod manual;
 pub mod run;
+pub mod status;
 pub mod version;
 
 use std::io::Write;
@@ -19,9 +20,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::{
-    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, DropLogArgs,
+    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, CrdArgs, CrdName,
+    DropLogArgs,
     ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs, GraphFormat,
-    InputArgs, ManArgs, RunArgs, TextOrJson, UninstallArgs, VersionArgs,
+    InputArgs, ManArgs, RunArgs, StatusArgs, TextOrJson, UninstallArgs, VersionArgs,
 };
 
 /// Exit code: success.
@@ -83,10 +85,11 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Explain(a) => explain::explain(&a),
         Command::Graph(a) => graph::graph(&a),
+        Command::Status(a) => status::status(&a),
         Command::Version(a) => version::version(&a),
         Command::Completion(a) => manual::completion(&a),
         Command::Man(a) => manual::man(&a),
-        Command::Crd => crd::crd(),
+        Command::Crd(a) => crd::crd(&a),
     };
     ExitCode::from(exit_code(outcome))
 }

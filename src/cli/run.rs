@@ -51,6 +51,8 @@ pub fn run(a: RunArgs) -> Outcome {
         max_delay: a.max_delay,
         resync: a.resync,
         drop_log: a.drop_log.options(),
+        status_interval: a.status_interval,
+        status_namespace: a.status_namespace,
     };
     crate::agent::run_blocking(cfg).map_err(|e| {
         tracing::error!(error = %e, "nftpol run failed");

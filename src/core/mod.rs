@@ -16,3 +16,4 @@ pub mod graph;
 pub mod k8s;
 pub mod model;
 pub mod nft;
+pub mod status;

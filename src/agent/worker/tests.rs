@@ -178,6 +178,8 @@ impl Run {
             max_delay: MAX_DELAY,
             resync,
             drop_log: DropLog::default(),
+            status_interval: Duration::ZERO,
+            status_namespace: None,
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(stall));

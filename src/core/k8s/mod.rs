@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cnp;
 pub mod convert;
 pub mod load;
+pub mod node_status;
 pub mod strip;
 
 use crate::core::diag::Diagnostic;
