@@ -28,15 +28,19 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// A moment, as Unix seconds and as the text it came as.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A moment, as Unix seconds and as the text it came as (JSON: the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Time {
     /// Seconds since the Unix epoch.
-    #[serde(skip)]
     pub secs: i64,
     /// RFC 3339.
-    #[serde(rename = "time")]
     pub text: String,
+}
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
 }
 
 /// Which kind of policy.

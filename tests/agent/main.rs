@@ -4,3 +4,4 @@
 mod cluster_policy;
 mod e2e;
 mod process;
+mod status;
