@@ -11,7 +11,11 @@
 //! ```
 //!
 //! O(nodes) objects, at most one write per node per interval, and none when
-//! nothing changed. Writing never blocks or fails enforcement: the worker
+//! nothing changed. What `nftpol status` compares (the policies held, the
+//! error) is written at most `--status-interval` after it changed; a change
+//! of the ruleset alone (pod churn: a new generation and hash, the same
+//! policies) waits up to [`MINOR_FACTOR`] intervals, so that constant pod
+//! churn costs each node one write a minute, not one every 5 s. Writing never blocks or fails enforcement: the worker
 //! only replaces the channel's value; the publisher's errors are logged and
 //! counted (`nftpol_status_writes_total{result="error"}`).
 
@@ -30,6 +34,8 @@ use crate::core::nft::ruleset::Ruleset;
 
 /// The field manager of the agent's server-side applies.
 pub const FIELD_MANAGER: &str = "nftpol-agent";
+/// A change of generation alone is published after this many intervals.
+pub const MINOR_FACTOR: u32 = 12;
 /// Longest wait between retries of a failed write.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -53,10 +59,12 @@ pub fn ruleset_hash(rs: &Ruleset) -> String {
 pub struct Feed {
     tx: watch::Sender<Option<Arc<Programmed>>>,
     interval: Duration,
-    /// Earliest next publication.
-    pub next: Instant,
+    /// When the last publication was handed over (`None`: never).
+    last: Option<Instant>,
     /// Something changed since the last publication.
-    pub pending: bool,
+    pending: bool,
+    /// The policies held or the error changed since the last publication.
+    major: bool,
     state: Programmed,
     /// The generation `state.ruleset_hash` belongs to.
     hashed: i64,
@@ -72,8 +80,9 @@ impl Feed {
         Feed {
             tx,
             interval,
-            next: Instant::now(),
+            last: None,
             pending: false,
+            major: false,
             state: Programmed {
                 node: node.to_string(),
                 ..Programmed::default()
@@ -91,9 +100,12 @@ impl Feed {
             self.state.applied_at = Some(now.clone());
         }
         self.state.synced_at = Some(now);
+        if self.state.held != held || self.state.error.is_some() {
+            self.major = true;
+        }
+        self.pending |= changed || self.major;
         self.state.held = held;
         self.state.error = None;
-        self.pending = true;
     }
 
     /// A failed apply: the kernel keeps the last good ruleset (still listed).
@@ -102,13 +114,31 @@ impl Feed {
             Some((_, since)) => since,
             None => rfc3339(SystemTime::now()),
         };
+        if self.state.error.as_ref().is_none_or(|(m, _)| *m != message) {
+            self.major = true;
+            self.pending = true;
+        }
         self.state.error = Some((message, since));
-        self.pending = true;
+    }
+
+    /// When the next publication is due (`None`: nothing to publish).
+    pub fn wake(&self) -> Option<Instant> {
+        if !self.pending {
+            return None;
+        }
+        let Some(last) = self.last else {
+            return Some(Instant::now());
+        };
+        Some(if self.major {
+            last + self.interval
+        } else {
+            last + self.interval * MINOR_FACTOR
+        })
     }
 
     /// Whether a publication is due now.
     pub fn due(&self) -> bool {
-        self.pending && Instant::now() >= self.next
+        self.wake().is_some_and(|w| Instant::now() >= w)
     }
 
     /// Whether the ruleset hash must be computed (the generation moved
@@ -126,7 +156,8 @@ impl Feed {
         }
         let _ = self.tx.send(Some(Arc::new(self.state.clone())));
         self.pending = false;
-        self.next = Instant::now() + self.interval;
+        self.major = false;
+        self.last = Some(Instant::now());
     }
 }
 
@@ -202,6 +233,9 @@ mod tests {
         assert!(!f.due(), "rate-limited");
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(f.due() && !f.needs_hash());
+        f.publish(None);
+        f.failed("one".into());
+        assert_eq!(f.wake(), None, "the same failure again: nothing new");
         let since = {
             f.failed("two".into());
             f.publish(None);
@@ -214,5 +248,22 @@ mod tests {
         assert_eq!(f.state.error.as_ref().unwrap().1, since, "since the first failure");
         f.succeeded(Held::default(), false);
         assert_eq!((f.state.generation, f.state.error.is_none()), (1, true));
+        f.publish(None);
+        // A new generation with the same policies waits MINOR_FACTOR intervals;
+        // a policy change only one.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        f.succeeded(Held::default(), true);
+        assert!(!f.due(), "pod churn alone: later");
+        tokio::time::advance(Duration::from_secs(5 * u64::from(MINOR_FACTOR))).await;
+        assert!(f.due());
+        f.publish(Some("sha256:bb".into()));
+        let mut held = Held::default();
+        held.cluster_network_policies.insert("c".into(), "1".into());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        f.succeeded(held.clone(), false);
+        assert!(f.due(), "a policy change: after one interval");
+        f.publish(None);
+        f.succeeded(held, false);
+        assert_eq!(f.wake(), None, "an unchanged sync writes nothing");
     }
 }

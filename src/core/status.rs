@@ -278,6 +278,9 @@ pub struct Report {
     pub without_status: Vec<String>,
     /// Statuses whose Node is gone (left out of the comparison).
     pub stale: Vec<String>,
+    /// The one policy asked for does not exist (fails the check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_found: Option<PolicyId>,
 }
 
 /// Compares; see the module docs.
@@ -380,7 +383,12 @@ pub fn report(input: &Input) -> Report {
         }
         None => Vec::new(),
     };
-    let ok = !policies
+    let not_found = match &input.filter {
+        Filter::Policy(id) if policies.is_empty() => Some(id.clone()),
+        _ => None,
+    };
+    let ok = not_found.is_none()
+        && !policies
         .iter()
         .flat_map(|p| &p.lagging)
         .any(|l| l.beyond)
@@ -396,6 +404,7 @@ pub fn report(input: &Input) -> Report {
         nodes: node_reports,
         without_status,
         stale,
+        not_found,
     }
 }
 
@@ -442,7 +451,9 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
             if lag.is_empty() { "-".to_string() } else { lag.join(", ") }
         );
     }
-    if r.policies.is_empty() {
+    if let Some(id) = &r.not_found {
+        let _ = writeln!(out, "{id}: no such policy");
+    } else if r.policies.is_empty() {
         let _ = writeln!(out, "(no policies)");
     }
     for d in &r.deleted {
@@ -589,6 +600,11 @@ mod tests {
         i.filter = Filter::Namespace("other".into());
         let r = report(&i);
         assert!(r.policies.is_empty() && r.deleted.is_empty());
+        // A policy asked for by name that does not exist fails the check.
+        i.filter = Filter::Policy(PolicyId::network("web", "nope"));
+        let nope = report(&i);
+        assert_eq!(nope.not_found, Some(PolicyId::network("web", "nope")));
+        assert!(text(&nope, &|s| format!("{s}s")).contains("web/nope: no such policy"));
         let text = text(&r, &|s| format!("{s}s"));
         assert!(text.contains("n1 failing since t880 (120s): nft: rejected"), "{text}");
     }

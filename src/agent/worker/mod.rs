@@ -127,7 +127,7 @@ impl Worker {
         let mut dirty = true; // the first sync always runs
         loop {
             if !dirty {
-                let status_at = self.status.as_ref().filter(|f| f.pending).map(|f| f.next);
+                let status_at = self.status.as_ref().and_then(Feed::wake);
                 tokio::select! {
                     _ = changed.notified() => dirty = true,
                     _ = tokio::time::sleep_until(status_at.unwrap_or(next_resync)), if status_at.is_some() => {
