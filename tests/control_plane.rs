@@ -671,7 +671,13 @@ fn node_status(ns: &str, node: &str, generation: i64) -> String {
 fn apply_as(cp: &ControlPlane, kubeconfig: &Path, obj: &str) -> Result<(), String> {
     let out = cp.kubectl_as(
         kubeconfig,
-        &["apply", "--server-side", "--field-manager=nftpol-agent", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=nftpol-agent",
+            "-f",
+            "-",
+        ],
         Some(obj),
     );
     if out.status.success() {
@@ -700,21 +706,37 @@ fn the_agent_may_write_only_status_objects_in_its_namespace() {
         cp.kubectl_ok(&["create", "serviceaccount", "baseline", "-n", "nftpol"]);
         let list_in = |kc: &Path, ns: &str| {
             let out = cp.kubectl_as(kc, &["auth", "can-i", "--list", "-n", ns], None);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             parse_can_i(&String::from_utf8_lossy(&out.stdout))
         };
         let baseline = list_in(&cp.token_kubeconfig("nftpol", "baseline"), "nftpol");
         let role: Role = serde_json::from_value(status_role()).unwrap();
         let mut want = grants_of(&cluster_role().rules.unwrap_or_default());
         want.extend(grants_of(&role.rules.clone().unwrap_or_default()));
-        let extra: BTreeSet<Grant> = list_in(&kc, "nftpol").difference(&baseline).cloned().collect();
-        assert_eq!(extra, want, "in nftpol: the ClusterRole and the Role, nothing else");
+        let extra: BTreeSet<Grant> = list_in(&kc, "nftpol")
+            .difference(&baseline)
+            .cloned()
+            .collect();
+        assert_eq!(
+            extra, want,
+            "in nftpol: the ClusterRole and the Role, nothing else"
+        );
 
         // The real authorizer on real writes: create and update its status…
         apply_as(&cp, &kc, &node_status("nftpol", "node-1", 1)).expect("creating a status");
         apply_as(&cp, &kc, &node_status("nftpol", "node-1", 2)).expect("updating it");
         let got = cp.kubectl_ok(&[
-            "get", "nodeprogramstatus", "node-1", "-n", "nftpol", "-o", "jsonpath={.spec.generation}",
+            "get",
+            "nodeprogramstatus",
+            "node-1",
+            "-n",
+            "nftpol",
+            "-o",
+            "jsonpath={.spec.generation}",
         ]);
         assert_eq!(got, "2");
         // …but not in another namespace, not another kind, not read or delete.
@@ -743,7 +765,10 @@ fn the_agent_may_write_only_status_objects_in_its_namespace() {
         ] {
             let out = cp.kubectl_as(&kc, verb, None);
             assert!(!out.status.success(), "{verb:?} is refused");
-            assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{verb:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+                "{verb:?}"
+            );
         }
 
         // Each verb of the Role is needed: without `create` a new status
@@ -752,14 +777,21 @@ fn the_agent_may_write_only_status_objects_in_its_namespace() {
             let name = format!("no-{verb}");
             let mut r = status_role();
             r["metadata"] = json!({"name": name, "namespace": "nftpol"});
-            r["rules"][0]["verbs"] = json!(["create", "patch"]
-                .into_iter()
-                .filter(|v| *v != verb)
-                .collect::<Vec<_>>());
+            r["rules"][0]["verbs"] = json!(
+                ["create", "patch"]
+                    .into_iter()
+                    .filter(|v| *v != verb)
+                    .collect::<Vec<_>>()
+            );
             cp.apply(&r.to_string());
             cp.kubectl_ok(&["create", "serviceaccount", &name, "-n", "nftpol"]);
             cp.kubectl_ok(&[
-                "create", "rolebinding", &name, "-n", "nftpol", &format!("--role={name}"),
+                "create",
+                "rolebinding",
+                &name,
+                "-n",
+                "nftpol",
+                &format!("--role={name}"),
                 &format!("--serviceaccount=nftpol:{name}"),
             ]);
             let kc = cp.token_kubeconfig("nftpol", &name);

@@ -250,7 +250,11 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() {
     one(&d.quotas, "ResourceQuota");
     one(&d.roles, "Role");
     one(&d.role_bindings, "RoleBinding");
-    assert_eq!(d.crds.len(), 2, "the ClusterNetworkPolicy and NodeProgramStatus CRDs");
+    assert_eq!(
+        d.crds.len(),
+        2,
+        "the ClusterNetworkPolicy and NodeProgramStatus CRDs"
+    );
 }
 
 /// deploy/crd-clusternetworkpolicies.yaml is exactly what `nftpol crd`
@@ -274,7 +278,12 @@ fn the_crd_is_the_one_the_types_generate() {
     let scopes: BTreeMap<String, String> = d
         .crds
         .iter()
-        .map(|c| (c.metadata.name.clone().unwrap_or_default(), c.spec.scope.clone()))
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap_or_default(),
+                c.spec.scope.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         scopes,
@@ -435,7 +444,10 @@ fn rbac_is_read_only_on_exactly_what_the_agent_watches() {
     assert_eq!(status_role.metadata.namespace, ns);
     let rules = status_role.rules.as_deref().unwrap_or_default();
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].api_groups.as_deref(), Some(&["nftpol.io".to_string()][..]));
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["nftpol.io".to_string()][..])
+    );
     assert_eq!(
         rules[0].resources.as_deref(),
         Some(&["nodeprogramstatuses".to_string()][..])
@@ -447,7 +459,13 @@ fn rbac_is_read_only_on_exactly_what_the_agent_watches() {
     assert_eq!(Some(&rb.role_ref.name), status_role.metadata.name.as_ref());
     let rb_subjects = rb.subjects.as_deref().unwrap_or_default();
     assert_eq!(rb_subjects.len(), 1, "bound to the agent only");
-    assert_eq!(Some(&rb_subjects[0].name), one(&d.service_accounts, "ServiceAccount").metadata.name.as_ref());
+    assert_eq!(
+        Some(&rb_subjects[0].name),
+        one(&d.service_accounts, "ServiceAccount")
+            .metadata
+            .name
+            .as_ref()
+    );
 
     let sa = one(&d.service_accounts, "ServiceAccount");
     let ns = one(&d.namespaces, "Namespace").metadata.name.clone();

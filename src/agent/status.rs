@@ -72,11 +72,7 @@ pub struct Feed {
 
 impl Feed {
     /// A feed for `node` publishing into `tx` at most every `interval`.
-    pub fn new(
-        node: &str,
-        interval: Duration,
-        tx: watch::Sender<Option<Arc<Programmed>>>,
-    ) -> Feed {
+    pub fn new(node: &str, interval: Duration, tx: watch::Sender<Option<Arc<Programmed>>>) -> Feed {
         Feed {
             tx,
             interval,
@@ -245,7 +241,11 @@ mod tests {
             since
         };
         f.failed("three".into());
-        assert_eq!(f.state.error.as_ref().unwrap().1, since, "since the first failure");
+        assert_eq!(
+            f.state.error.as_ref().unwrap().1,
+            since,
+            "since the first failure"
+        );
         f.succeeded(Held::default(), false);
         assert_eq!((f.state.generation, f.state.error.is_none()), (1, true));
         f.publish(None);

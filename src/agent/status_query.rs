@@ -122,7 +122,12 @@ async fn once(client: &Client, q: &Query, filter: &Filter) -> anyhow::Result<Rep
         })?;
     let nodes: Api<Node> = Api::all(client.clone());
     let node_names = match nodes.list_metadata(&lp).await {
-        Ok(l) => Some(l.items.into_iter().filter_map(|n| n.metadata.name).collect()),
+        Ok(l) => Some(
+            l.items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .collect(),
+        ),
         Err(e) if matches!(code(&e), Some(401 | 403)) => {
             tracing::warn!("cannot list nodes ({e}): nodes without an agent are not reported");
             None

@@ -21,9 +21,8 @@ use clap::Parser;
 
 pub use args::{
     ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, CrdArgs, CrdName,
-    DropLogArgs,
-    ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs, GraphFormat,
-    InputArgs, ManArgs, RunArgs, StatusArgs, TextOrJson, UninstallArgs, VersionArgs,
+    DropLogArgs, ExpectVerdict, ExplainArgs, ExplainOutput, FamilyArg, Format, GraphArgs,
+    GraphFormat, InputArgs, ManArgs, RunArgs, StatusArgs, TextOrJson, UninstallArgs, VersionArgs,
 };
 
 /// Exit code: success.

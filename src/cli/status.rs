@@ -22,7 +22,9 @@ pub fn target(policy: Option<&str>) -> Result<Target, String> {
         None => (None, p),
     };
     if name.is_empty() || name.contains('/') {
-        return Err(format!("{p}: expected NAME, networkpolicy/NAME or clusternetworkpolicy/NAME"));
+        return Err(format!(
+            "{p}: expected NAME, networkpolicy/NAME or clusternetworkpolicy/NAME"
+        ));
     }
     match kind.as_deref() {
         None | Some("networkpolicy" | "networkpolicies" | "netpol") => {
@@ -91,7 +93,11 @@ mod tests {
             target(Some("ClusterNetworkPolicy/c")),
             Ok(Target::Cluster("c".into()))
         );
-        assert!(target(Some("pod/a")).unwrap_err().contains("unknown kind pod"));
+        assert!(
+            target(Some("pod/a"))
+                .unwrap_err()
+                .contains("unknown kind pod")
+        );
         assert!(target(Some("a/b/c")).is_err());
         assert!(target(Some("cnp/")).is_err());
     }

@@ -388,10 +388,7 @@ pub fn report(input: &Input) -> Report {
         _ => None,
     };
     let ok = not_found.is_none()
-        && !policies
-        .iter()
-        .flat_map(|p| &p.lagging)
-        .any(|l| l.beyond)
+        && !policies.iter().flat_map(|p| &p.lagging).any(|l| l.beyond)
         && !deleted.iter().any(|d| d.beyond)
         && !node_reports
             .iter()
@@ -427,7 +424,11 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
         .max()
         .unwrap_or(0)
         .max("VERSION".len());
-    let _ = writeln!(out, "{:name_w$}  {:rv_w$}  PROGRAMMED  LAGGING", "POLICY", "VERSION");
+    let _ = writeln!(
+        out,
+        "{:name_w$}  {:rv_w$}  PROGRAMMED  LAGGING",
+        "POLICY", "VERSION"
+    );
     for p in &r.policies {
         let lag: Vec<String> = p
             .lagging
@@ -438,7 +439,10 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
                     (LagKind::Older, None) | (LagKind::Missing, _) => "missing".to_string(),
                     (LagKind::Unknown, _) => "unknown: policies not listed".to_string(),
                 };
-                let since = l.seconds.map(|s| format!(", {}", ago(s))).unwrap_or_default();
+                let since = l
+                    .seconds
+                    .map(|s| format!(", {}", ago(s)))
+                    .unwrap_or_default();
                 format!("{} ({what}{since})", l.node)
             })
             .collect();
@@ -448,7 +452,11 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
             p.id.to_string(),
             p.resource_version,
             format!("{}/{}", p.programmed, p.nodes),
-            if lag.is_empty() { "-".to_string() } else { lag.join(", ") }
+            if lag.is_empty() {
+                "-".to_string()
+            } else {
+                lag.join(", ")
+            }
         );
     }
     if let Some(id) = &r.not_found {
@@ -457,7 +465,12 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
         let _ = writeln!(out, "(no policies)");
     }
     for d in &r.deleted {
-        let _ = writeln!(out, "deleted, still held: {} on {}", d.id, d.nodes.join(", "));
+        let _ = writeln!(
+            out,
+            "deleted, still held: {} on {}",
+            d.id,
+            d.nodes.join(", ")
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "nodes with status: {}", r.nodes.len());
@@ -478,7 +491,11 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
         );
     }
     if !r.stale.is_empty() {
-        let _ = writeln!(out, "statuses of deleted nodes (ignored): {}", r.stale.join(", "));
+        let _ = writeln!(
+            out,
+            "statuses of deleted nodes (ignored): {}",
+            r.stale.join(", ")
+        );
     }
     let _ = writeln!(
         out,
@@ -486,7 +503,10 @@ pub fn text(r: &Report, ago: &dyn Fn(i64) -> String) -> String {
         if r.ok {
             "ok: every node programs every policy shown".to_string()
         } else if r.max_lag_seconds > 0 {
-            format!("NOT OK: some node lags or fails for longer than {}", ago(r.max_lag_seconds))
+            format!(
+                "NOT OK: some node lags or fails for longer than {}",
+                ago(r.max_lag_seconds)
+            )
         } else {
             "NOT OK: some node lags or fails".to_string()
         }
@@ -508,7 +528,11 @@ mod tests {
     fn node(name: &str, held: &[(PolicyId, &str)]) -> NodeState {
         NodeState {
             node: name.into(),
-            held: Some(held.iter().map(|(i, v)| (i.clone(), v.to_string())).collect()),
+            held: Some(
+                held.iter()
+                    .map(|(i, v)| (i.clone(), v.to_string()))
+                    .collect(),
+            ),
             ..NodeState::default()
         }
     }
@@ -593,7 +617,10 @@ mod tests {
         assert_eq!(r.policies[0].lagging[0].kind, LagKind::Unknown);
         assert!(!r.policies[0].lagging[0].beyond, "unknown never fails");
         assert_eq!(r.deleted.len(), 1);
-        assert!(!r.deleted[0].beyond, "deletion time unknown: only max_lag 0 fails");
+        assert!(
+            !r.deleted[0].beyond,
+            "deletion time unknown: only max_lag 0 fails"
+        );
         assert_eq!(r.without_status, ["n4"]);
         assert_eq!(r.stale, ["old"]);
         // The filter keeps other namespaces' policies out.
@@ -606,7 +633,10 @@ mod tests {
         assert_eq!(nope.not_found, Some(PolicyId::network("web", "nope")));
         assert!(text(&nope, &|s| format!("{s}s")).contains("web/nope: no such policy"));
         let text = text(&r, &|s| format!("{s}s"));
-        assert!(text.contains("n1 failing since t880 (120s): nft: rejected"), "{text}");
+        assert!(
+            text.contains("n1 failing since t880 (120s): nft: rejected"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -614,11 +644,17 @@ mod tests {
         let a = PolicyId::network("web", "a");
         let r = report(&input(
             vec![cur(&a, "6", 990)],
-            vec![node("n1", &[(a.clone(), "6")]), node("n2", &[(a.clone(), "5")])],
+            vec![
+                node("n1", &[(a.clone(), "6")]),
+                node("n2", &[(a.clone(), "5")]),
+            ],
             0,
         ));
         let s = text(&r, &|s| format!("{s}s"));
-        assert!(s.contains("web/a   6        1/2         n2 (holds 5, 10s)"), "{s}");
+        assert!(
+            s.contains("web/a   6        1/2         n2 (holds 5, 10s)"),
+            "{s}"
+        );
         assert!(s.contains("NOT OK"), "{s}");
     }
 }

@@ -62,7 +62,14 @@ impl Agents {
         let log = std::fs::File::create(self.dir.join(format!("{}.log", NODES[i]))).unwrap();
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(["run", "--node", NODES[i], "--listen", &Self::listen(i)])
-            .args(["--min-interval", "50ms", "--max-delay", "300ms", "--resync", "0s"])
+            .args([
+                "--min-interval",
+                "50ms",
+                "--max-delay",
+                "300ms",
+                "--resync",
+                "0s",
+            ])
             .args(["--status-interval", "1s", "--status-namespace", "nftpol"])
             .arg("--nft")
             .arg(&self.nft)
@@ -132,7 +139,9 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         for n in NODES.iter().chain(&["node-d"]) {
             cp.apply_object(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}}));
         }
-        cp.apply_object(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}));
+        cp.apply_object(
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}),
+        );
         cp.apply_object(&policy(5432));
 
         let agents = Agents {
@@ -147,19 +156,36 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         let (code, r) = status(&cp, &["-n", "web", "db", "--wait", "60s"]);
         assert_eq!(code, 0, "{r:#}");
         let p = &r["policies"][0];
-        assert_eq!((p["programmed"].as_u64(), p["nodes"].as_u64()), (Some(3), Some(3)), "{r:#}");
+        assert_eq!(
+            (p["programmed"].as_u64(), p["nodes"].as_u64()),
+            (Some(3), Some(3)),
+            "{r:#}"
+        );
         assert_eq!(r["withoutStatus"], json!(["node-d"]), "{r:#}");
         let rv1 = p["resourceVersion"].as_str().unwrap().to_string();
         for n in r["nodes"].as_array().unwrap() {
             assert!(n["generation"].as_i64().unwrap() >= 1, "{n}");
-            assert!(n["rulesetHash"].as_str().unwrap().starts_with("sha256:"), "{n}");
+            assert!(
+                n["rulesetHash"].as_str().unwrap().starts_with("sha256:"),
+                "{n}"
+            );
         }
         // The objects themselves, as kubectl shows them.
         let obj: Value = serde_json::from_str(&cp.kubectl_ok(&[
-            "get", "nodeprogramstatus", "node-a", "-n", "nftpol", "-o", "json",
+            "get",
+            "nodeprogramstatus",
+            "node-a",
+            "-n",
+            "nftpol",
+            "-o",
+            "json",
         ]))
         .unwrap();
-        assert_eq!(obj["spec"]["networkPolicies"]["web"]["db"], json!(rv1), "{obj:#}");
+        assert_eq!(
+            obj["spec"]["networkPolicies"]["web"]["db"],
+            json!(rv1),
+            "{obj:#}"
+        );
         let managers: Vec<&str> = obj["metadata"]["managedFields"]
             .as_array()
             .unwrap()
@@ -234,7 +260,10 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         let (code, node_b, r) = last.unwrap();
         assert_eq!(code, 1, "{r:#}");
         assert!(
-            node_b["failure"]["message"].as_str().unwrap().contains("fake"),
+            node_b["failure"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("fake"),
             "the nft message: {node_b:#}"
         );
         assert!(node_b["failure"]["since"].is_string(), "{node_b:#}");
@@ -246,7 +275,10 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         // Writes counted; none failed.
         let m = agent::metrics_text(&Agents::listen(0)).unwrap();
         assert!(agent::metric_in(&m, "nftpol_status_writes_total", "result=\"ok\"") >= 1.0);
-        assert_eq!(agent::metric_in(&m, "nftpol_status_writes_total", "result=\"error\""), 0.0);
+        assert_eq!(
+            agent::metric_in(&m, "nftpol_status_writes_total", "result=\"error\""),
+            0.0
+        );
         for a in running.iter_mut().flatten() {
             assert!(a.running(), "every agent still runs");
         }

@@ -59,7 +59,11 @@ pub const MAX_ERROR: usize = 2048;
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
     printcolumn(name = "Generation", type_ = "integer", json_path = ".spec.generation"),
     printcolumn(name = "Applied", type_ = "date", json_path = ".spec.appliedAt"),
-    printcolumn(name = "Error", type_ = "string", json_path = ".spec.lastError.message")
+    printcolumn(
+        name = "Error",
+        type_ = "string",
+        json_path = ".spec.lastError.message"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeProgramStatusSpec {
@@ -151,7 +155,10 @@ impl Held {
 
     /// How many policies.
     pub fn len(&self) -> usize {
-        self.network_policies.values().map(BTreeMap::len).sum::<usize>()
+        self.network_policies
+            .values()
+            .map(BTreeMap::len)
+            .sum::<usize>()
             + self.cluster_network_policies.len()
     }
 
@@ -374,7 +381,9 @@ mod tests {
             .entry("web".into())
             .or_default()
             .insert("a".into(), "7".into());
-        p.held.cluster_network_policies.insert("c".into(), "9".into());
+        p.held
+            .cluster_network_policies
+            .insert("c".into(), "9".into());
         let st = node_state(&NodeProgramStatus::new("n1", spec(&p)));
         assert_eq!(st.node, "n1");
         assert_eq!(st.generation, 3);
