@@ -11,9 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::{sync::Notify, sync::watch, task::JoinHandle, time::Instant};
 
 use super::{RETRY_MAX, RETRY_MIN, Source, StoreState, Worker};
 use crate::agent::Config;
