@@ -366,6 +366,14 @@ fn agent_syncs_with_its_service_account_token() {
             log_text()
         );
         assert!(!log_text().contains("forbidden"), "{}", log_text());
+        // Its NodeProgramStatus, written with deploy/'s Role.
+        wait_for("the node's status written", Duration::from_secs(20), || {
+            metric(listen, "nftpol_status_writes_total", "result=\"ok\"") >= 1.0
+        });
+        assert_eq!(
+            metric(listen, "nftpol_status_writes_total", "result=\"error\""),
+            0.0
+        );
     });
 }
 
