@@ -152,7 +152,21 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         let mut running: Vec<Option<AgentProcess>> =
             (0..3).map(|i| Some(agents.start(i))).collect();
 
-        // Programmed on all three (CI's way: --wait until the check passes).
+        // Every agent has published (before that, --wait would be satisfied
+        // by the nodes that have)...
+        wait_every(
+            "three statuses",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                status(&cp, &["-n", "web", "db"]).1["nodes"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(3)
+            },
+        );
+        // ...and the policy is programmed on all three (CI's way: --wait
+        // until the check passes).
         let (code, r) = status(&cp, &["-n", "web", "db", "--wait", "60s"]);
         assert_eq!(code, 0, "{r:#}");
         let p = &r["policies"][0];
