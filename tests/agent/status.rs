@@ -193,6 +193,7 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
             "nftpol",
             "-o",
             "json",
+            "--show-managed-fields",
         ]))
         .unwrap();
         assert_eq!(
@@ -251,7 +252,23 @@ fn status_shows_each_node_programmed_lagging_or_failing() {
         assert_eq!(r["policies"][0]["programmed"].as_u64(), Some(3), "{r:#}");
 
         // node-b's applies fail from now on: failing since, and lagging.
+        // (A pod of the policy's on node-b, so its ruleset changes: a policy
+        // that selects no pod there changes nothing in its kernel.)
         std::fs::write(agents.fail_file(1), "").unwrap();
+        cp.apply_object(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "db", "namespace": "web", "labels": {"app": "db"}},
+            "spec": {"nodeName": "node-b", "containers": [{"name": "c", "image": "i"}]}}));
+        cp.kubectl_ok(&[
+            "patch",
+            "pod",
+            "db",
+            "-n",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running","podIP":"10.244.2.5","podIPs":[{"ip":"10.244.2.5"}]}}"#,
+        ]);
         cp.apply_object(&policy(5434));
         let mut last = None;
         wait_every(
