@@ -107,13 +107,19 @@ impl Feed {
     /// A failed apply: the kernel keeps the last good ruleset (still listed).
     pub fn failed(&mut self, message: String) {
         let since = match self.state.error.take() {
-            Some((_, since)) => since,
-            None => rfc3339(SystemTime::now()),
+            Some((old, since)) => {
+                if old != message {
+                    self.major = true;
+                    self.pending = true;
+                }
+                since
+            }
+            None => {
+                self.major = true;
+                self.pending = true;
+                rfc3339(SystemTime::now())
+            }
         };
-        if self.state.error.as_ref().is_none_or(|(m, _)| *m != message) {
-            self.major = true;
-            self.pending = true;
-        }
         self.state.error = Some((message, since));
     }
 
