@@ -22,6 +22,10 @@
 //! Like [`super::cnp`], the CRD is derived with kube's derive (no client);
 //! `tests/tidy.rs` allows `kube` here and in `cnp.rs` only.
 
+// kube's `printcolumn(type_ = ...)` repeats an attribute name clippy takes
+// for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
