@@ -638,6 +638,7 @@ fn man_pages_for_every_visible_command() {
             "nftpol-graph.1",
             "nftpol-man.1",
             "nftpol-run.1",
+            "nftpol-status.1",
             "nftpol-uninstall.1",
             "nftpol-version.1",
             "nftpol.1"

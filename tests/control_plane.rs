@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use nftpol_testkit::agent::{AgentProcess, http_get, metric};
 use nftpol_testkit::control_plane::{ControlPlane, ensure_binaries, repo};
 use nftpol_testkit::netns::in_new_netns;
@@ -366,6 +366,14 @@ fn agent_syncs_with_its_service_account_token() {
             log_text()
         );
         assert!(!log_text().contains("forbidden"), "{}", log_text());
+        // Its NodeProgramStatus, written with deploy/'s Role.
+        wait_for("the node's status written", Duration::from_secs(20), || {
+            metric(listen, "nftpol_status_writes_total", "result=\"ok\"") >= 1.0
+        });
+        assert_eq!(
+            metric(listen, "nftpol_status_writes_total", "result=\"error\""),
+            0.0
+        );
     });
 }
 
@@ -647,5 +655,158 @@ fn agent_finds_its_kubeconfig_like_kubectl() {
             text.contains("--context nope") && text.contains("it has: decoy, cp"),
             "the error names the context and the ones there are:\n{text}"
         );
+    });
+}
+
+/// The Role `nftpol-status` of deploy/manifests/01-rbac.yaml.
+fn status_role() -> Value {
+    yaml_docs("deploy/manifests/01-rbac.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "nftpol-status")
+        .expect("deploy/manifests/01-rbac.yaml has Role nftpol-status")
+}
+
+/// A NodeProgramStatus as the agent writes it.
+fn node_status(ns: &str, node: &str, generation: i64) -> String {
+    json!({"apiVersion": "nftpol.io/v1alpha1", "kind": "NodeProgramStatus",
+        "metadata": {"name": node, "namespace": ns},
+        "spec": {"node": node, "generation": generation}})
+    .to_string()
+}
+
+/// Server-side apply of `obj` with `kubeconfig` (as the agent does it);
+/// the API server's answer.
+fn apply_as(cp: &ControlPlane, kubeconfig: &Path, obj: &str) -> Result<(), String> {
+    let out = cp.kubectl_as(
+        kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=nftpol-agent",
+            "-f",
+            "-",
+        ],
+        Some(obj),
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_agent_may_write_only_status_objects_in_its_namespace() {
+    ensure_binaries();
+    in_new_netns(|| {
+        let cp = ControlPlane::start();
+        apply_deploy(&cp);
+        cp.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/nodeprogramstatuses.nftpol.io",
+        ]);
+        let kc = cp.token_kubeconfig("nftpol", "nftpol");
+
+        // In its namespace: the ClusterRole's reads plus exactly the Role's
+        // writes; elsewhere (tested above for `default`) the reads only.
+        cp.kubectl_ok(&["create", "serviceaccount", "baseline", "-n", "nftpol"]);
+        let list_in = |kc: &Path, ns: &str| {
+            let out = cp.kubectl_as(kc, &["auth", "can-i", "--list", "-n", ns], None);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            parse_can_i(&String::from_utf8_lossy(&out.stdout))
+        };
+        let baseline = list_in(&cp.token_kubeconfig("nftpol", "baseline"), "nftpol");
+        let role: Role = serde_json::from_value(status_role()).unwrap();
+        let mut want = grants_of(&cluster_role().rules.unwrap_or_default());
+        want.extend(grants_of(&role.rules.clone().unwrap_or_default()));
+        let extra: BTreeSet<Grant> = list_in(&kc, "nftpol")
+            .difference(&baseline)
+            .cloned()
+            .collect();
+        assert_eq!(
+            extra, want,
+            "in nftpol: the ClusterRole and the Role, nothing else"
+        );
+
+        // The real authorizer on real writes: create and update its status…
+        apply_as(&cp, &kc, &node_status("nftpol", "node-1", 1)).expect("creating a status");
+        apply_as(&cp, &kc, &node_status("nftpol", "node-1", 2)).expect("updating it");
+        let got = cp.kubectl_ok(&[
+            "get",
+            "nodeprogramstatus",
+            "node-1",
+            "-n",
+            "nftpol",
+            "-o",
+            "jsonpath={.spec.generation}",
+        ]);
+        assert_eq!(got, "2");
+        // …but not in another namespace, not another kind, not read or delete.
+        let denied = |r: Result<(), String>, what: &str| {
+            let e = r.expect_err(what);
+            assert!(e.contains("forbidden"), "{what}: {e}");
+        };
+        cp.kubectl_ok(&["create", "namespace", "other"]);
+        denied(
+            apply_as(&cp, &kc, &node_status("other", "node-1", 1)),
+            "a status in another namespace",
+        );
+        denied(
+            apply_as(
+                &cp,
+                &kc,
+                &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "x", "namespace": "nftpol"}})
+                .to_string(),
+            ),
+            "a ConfigMap in its namespace",
+        );
+        for verb in [
+            &["delete", "nodeprogramstatus", "node-1", "-n", "nftpol"][..],
+            &["get", "nodeprogramstatus", "node-1", "-n", "nftpol"],
+        ] {
+            let out = cp.kubectl_as(&kc, verb, None);
+            assert!(!out.status.success(), "{verb:?} is refused");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+                "{verb:?}"
+            );
+        }
+
+        // Each verb of the Role is needed: without `create` a new status
+        // cannot be made, without `patch` none can be written at all.
+        for verb in ["create", "patch"] {
+            let name = format!("no-{verb}");
+            let mut r = status_role();
+            r["metadata"] = json!({"name": name, "namespace": "nftpol"});
+            r["rules"][0]["verbs"] = json!(
+                ["create", "patch"]
+                    .into_iter()
+                    .filter(|v| *v != verb)
+                    .collect::<Vec<_>>()
+            );
+            cp.apply(&r.to_string());
+            cp.kubectl_ok(&["create", "serviceaccount", &name, "-n", "nftpol"]);
+            cp.kubectl_ok(&[
+                "create",
+                "rolebinding",
+                &name,
+                "-n",
+                "nftpol",
+                &format!("--role={name}"),
+                &format!("--serviceaccount=nftpol:{name}"),
+            ]);
+            let kc = cp.token_kubeconfig("nftpol", &name);
+            denied(
+                apply_as(&cp, &kc, &node_status("nftpol", &format!("node-{verb}"), 1)),
+                &format!("a new status without {verb}"),
+            );
+        }
     });
 }

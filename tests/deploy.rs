@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     Container, Namespace, PodSpec, ResourceQuota, Service, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nftpol::agent::http;
@@ -42,6 +42,8 @@ struct Deploy {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     quotas: Vec<ResourceQuota>,
@@ -108,6 +110,8 @@ fn add_doc(d: &mut Deploy, doc: &Value, what: &str) -> Result<(), String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             d.bindings.push(strict(doc, what)?)
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => d.roles.push(strict(doc, what)?),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => d.role_bindings.push(strict(doc, what)?),
         ("apps/v1", "DaemonSet") => d.daemonsets.push(strict(doc, what)?),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => d.crds.push(strict(doc, what)?),
         _ => return Err(format!("{what}: unexpected {api} {kind}")),
@@ -142,7 +146,8 @@ fn install_yaml_from_sources() -> String {
     let version = env!("CARGO_PKG_VERSION");
     let mut out = format!(
         "# nftpol {version} in one file: `kubectl apply -f install.yaml` installs the
-# Namespace, a ResourceQuota, the RBAC, the DaemonSet and the metrics Service.
+# Namespace, a ResourceQuota, the RBAC, the DaemonSet, the metrics Service and
+# the NodeProgramStatus CRD (each agent's programmed status).
 # The ClusterNetworkPolicy CRD, for clusters without the upstream one, is
 # apart: deploy/crd-clusternetworkpolicies.yaml. The agent's image is the one
 # `image:` line below (docs/operations.md). Generated from the files of
@@ -243,7 +248,13 @@ fn every_manifest_is_a_typed_object_without_unknown_fields() {
     one(&d.daemonsets, "DaemonSet");
     one(&d.services, "Service");
     one(&d.quotas, "ResourceQuota");
-    one(&d.crds, "CustomResourceDefinition");
+    one(&d.roles, "Role");
+    one(&d.role_bindings, "RoleBinding");
+    assert_eq!(
+        d.crds.len(),
+        2,
+        "the ClusterNetworkPolicy and NodeProgramStatus CRDs"
+    );
 }
 
 /// deploy/crd-clusternetworkpolicies.yaml is exactly what `nftpol crd`
@@ -258,13 +269,32 @@ fn the_crd_is_the_one_the_types_generate() {
         file == generated,
         "deploy/crd-clusternetworkpolicies.yaml has drifted from the types; regenerate it with `cargo run -q -- crd > deploy/crd-clusternetworkpolicies.yaml`"
     );
-    let d = load();
-    let crd = one(&d.crds, "CustomResourceDefinition");
-    assert_eq!(
-        crd.metadata.name.as_deref(),
-        Some("clusternetworkpolicies.policy.networking.k8s.io")
+    let file = read("deploy/manifests/04-crd-nodeprogramstatuses.yaml");
+    assert!(
+        file == nftpol::core::k8s::node_status::crd_yaml(),
+        "deploy/manifests/04-crd-nodeprogramstatuses.yaml has drifted from the types; regenerate it with `cargo run -q -- crd nodeprogramstatuses > deploy/manifests/04-crd-nodeprogramstatuses.yaml`"
     );
-    assert_eq!(crd.spec.scope, "Cluster");
+    let d = load();
+    let scopes: BTreeMap<String, String> = d
+        .crds
+        .iter()
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap_or_default(),
+                c.spec.scope.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        BTreeMap::from([
+            (
+                "clusternetworkpolicies.policy.networking.k8s.io".to_string(),
+                "Cluster".to_string()
+            ),
+            ("nodeprogramstatuses.nftpol.io".into(), "Namespaced".into()),
+        ])
+    );
 }
 
 #[test]
@@ -407,6 +437,35 @@ fn rbac_is_read_only_on_exactly_what_the_agent_watches() {
         }
     }
     assert_eq!(granted, want, "exactly list/watch on the five kinds");
+
+    // The one write: NodeProgramStatus objects, in the agent's namespace.
+    let ns = one(&d.namespaces, "Namespace").metadata.name.clone();
+    let status_role = one(&d.roles, "Role");
+    assert_eq!(status_role.metadata.namespace, ns);
+    let rules = status_role.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["nftpol.io".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["nodeprogramstatuses".to_string()][..])
+    );
+    assert_eq!(rules[0].verbs, ["create", "patch"]);
+    let rb = one(&d.role_bindings, "RoleBinding");
+    assert_eq!(rb.metadata.namespace, ns);
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(Some(&rb.role_ref.name), status_role.metadata.name.as_ref());
+    let rb_subjects = rb.subjects.as_deref().unwrap_or_default();
+    assert_eq!(rb_subjects.len(), 1, "bound to the agent only");
+    assert_eq!(
+        Some(&rb_subjects[0].name),
+        one(&d.service_accounts, "ServiceAccount")
+            .metadata
+            .name
+            .as_ref()
+    );
 
     let sa = one(&d.service_accounts, "ServiceAccount");
     let ns = one(&d.namespaces, "Namespace").metadata.name.clone();
@@ -1120,4 +1179,12 @@ fn the_chart_follows_the_crate_and_deploy() {
     );
     let crds: Vec<PathBuf> = entries("charts/nftpol/crds");
     assert_eq!(crds.len(), 1, "{crds:?}");
+    // The NodeProgramStatus CRD is one of the release's objects (the agent
+    // needs it; Helm upgrades it with the chart), byte for byte deploy/'s.
+    assert!(
+        read("charts/nftpol/templates/crd-nodeprogramstatuses.yaml")
+            == read("deploy/manifests/04-crd-nodeprogramstatuses.yaml"),
+        "charts/nftpol/templates/crd-nodeprogramstatuses.yaml differs from \
+         deploy/manifests/04-crd-nodeprogramstatuses.yaml; copy it"
+    );
 }

@@ -37,6 +37,13 @@ pub struct ResourceLabel {
     pub resource: String,
 }
 
+/// `result` label of status writes: ok, error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// How the write went.
+    pub result: String,
+}
+
 /// `object` label of ruleset size gauges: sets, maps, chains, rules, elements.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabel {
@@ -196,6 +203,8 @@ pub struct Metrics {
     pub drop_log_skipped: Family<ReasonLabel, Counter>,
     /// The reader's state: one of its series is 1.
     drop_log_reader: Family<StateLabel, Gauge>,
+    /// Writes of this node's NodeProgramStatus by result (ok, error).
+    status_writes: Family<ResultLabel, Counter>,
     /// The kernel's `counter drop` counts per chain, as last read at a resync.
     chain_drops: Arc<Mutex<BTreeMap<String, u64>>>,
 }
@@ -267,7 +276,7 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "nftpol_compile_duration_seconds",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
@@ -285,6 +294,7 @@ impl Metrics {
         "nftpol_drop_log_reader_state",
         "nftpol_chain_dropped_packets_total",
         "nftpol_build_info",
+        "nftpol_status_writes_total",
     ];
 
     /// `reason` values of `nftpol_drop_log_skipped_messages_total`: a
@@ -320,6 +330,7 @@ impl Metrics {
         let drop_log_reader = Family::<StateLabel, Gauge>::default();
         let chain_drops = Arc::new(Mutex::new(BTreeMap::new()));
         let build_info = Family::<BuildLabel, Gauge>::default();
+        let status_writes = Family::<ResultLabel, Counter>::default();
         registry.register(
             "compile_duration_seconds",
             "Time to compile the cluster state into a ruleset",
@@ -386,6 +397,11 @@ impl Metrics {
             drop_log_reader.clone(),
         );
         registry.register(
+            "status_writes",
+            "Writes of this node's NodeProgramStatus by result (ok, error); a failed write never affects enforcement",
+            status_writes.clone(),
+        );
+        registry.register(
             "build_info",
             "Always 1; the labels say which nftpol runs",
             build_info.clone(),
@@ -427,6 +443,11 @@ impl Metrics {
                 reason: reason.into(),
             }));
         }
+        for result in ["ok", "error"] {
+            drop(status_writes.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
         for kind in ["ok", "drift"] {
             drop(resyncs.get_or_create(&Metrics::kind(kind)));
         }
@@ -452,10 +473,20 @@ impl Metrics {
             drop_log_overruns,
             drop_log_skipped,
             drop_log_reader,
+            status_writes,
             chain_drops,
         };
         m.set_reader_state(ReaderState::Off);
         m
+    }
+
+    /// Counts one write of the NodeProgramStatus (`ok` or `error`).
+    pub fn status_write(&self, result: &str) {
+        self.status_writes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Sets `nftpol_drop_log_reader_state`.

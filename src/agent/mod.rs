@@ -24,6 +24,8 @@ pub mod droplog;
 pub mod http;
 pub mod kubeconfig;
 pub mod metrics;
+pub mod status;
+pub mod status_query;
 pub mod watch;
 pub mod worker;
 
@@ -69,6 +71,11 @@ pub struct Config {
     pub new_pods: crate::core::compile::NewPods,
     /// Revocation of established flows (`--revoke-established`).
     pub revoke_established: bool,
+    /// Shortest time between writes of this node's NodeProgramStatus (0: never write).
+    pub status_interval: Duration,
+    /// Namespace of the NodeProgramStatus (default: the client's, i.e. the
+    /// service account's in a pod).
+    pub status_namespace: Option<String>,
 }
 
 /// Runs the agent on a runtime of its own (two worker threads) until
@@ -112,7 +119,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("synced; taking over table inet nftpol");
 
     let enforcer = Enforcer::with(NftCli::with_timeout(cfg.nft.clone(), cfg.nft_timeout));
+    let feed = (!cfg.status_interval.is_zero()).then(|| {
+        let ns = cfg
+            .status_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        tracing::info!(namespace = %ns, interval = ?cfg.status_interval, "publishing this node's NodeProgramStatus");
+        status::start(&client, &ns, &cfg.node, cfg.status_interval, metrics.clone())
+    });
     let mut worker = worker::Worker::new(cfg, enforcer, metrics, health);
+    if let Some(feed) = feed {
+        worker = worker.with_status(feed);
+    }
     worker.run(&stores, changed, stop).await;
     tracing::info!("shutting down; table inet nftpol stays in force");
     Ok(())

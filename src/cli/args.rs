@@ -33,6 +33,9 @@ pub enum Command {
     /// Compare two manifest trees (a pull request's base and head): the flows that
     /// become allowed or denied, and each node's ruleset changes.
     Diff(DiffArgs),
+    /// Show on how many nodes each policy's current version is programmed,
+    /// and which nodes lag or fail (exit 1 if any lags beyond --max-lag).
+    Status(StatusArgs),
     /// Print nftpol's version, commit, build date and toolchain, and the nft
     /// and kernel it finds here.
     Version(VersionArgs),
@@ -40,10 +43,60 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Print the man page (nftpol(1)), or write one page per command to a directory.
     Man(ManArgs),
-    /// Print the ClusterNetworkPolicy CustomResourceDefinition nftpol's types
-    /// generate (deploy/crd-clusternetworkpolicies.yaml).
+    /// Print a CustomResourceDefinition nftpol's types generate:
+    /// clusternetworkpolicies (deploy/crd-clusternetworkpolicies.yaml) or
+    /// nodeprogramstatuses (deploy/manifests/04-crd-nodeprogramstatuses.yaml).
     #[command(hide = true)]
-    Crd,
+    Crd(CrdArgs),
+}
+
+/// `nftpol crd`.
+#[derive(Debug, Args)]
+pub struct CrdArgs {
+    /// Which CRD.
+    #[arg(value_enum, default_value = "clusternetworkpolicies")]
+    pub which: CrdName,
+}
+
+/// The CRDs nftpol generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrdName {
+    /// policy.networking.k8s.io ClusterNetworkPolicy.
+    Clusternetworkpolicies,
+    /// nftpol.io NodeProgramStatus.
+    Nodeprogramstatuses,
+}
+
+/// `nftpol status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A policy: NAME (a NetworkPolicy in -n, else in the kubeconfig
+    /// context's namespace), networkpolicy/NAME, or clusternetworkpolicy/NAME
+    /// (cnp/NAME). Without it: every policy (of -n's namespace, if given;
+    /// else of every namespace, and the cluster policies).
+    #[arg(value_name = "POLICY")]
+    pub policy: Option<String>,
+    /// The namespace of the NetworkPolicies to show.
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Namespace of the agents' NodeProgramStatus objects (nftpol's namespace).
+    #[arg(long, value_name = "NS", default_value = "nftpol")]
+    pub status_namespace: String,
+    /// Longest a node may lag (or fail) before the check fails; 0s: any lag fails.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub max_lag: std::time::Duration,
+    /// Ask again every second until the check passes, at most this long (for CI).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    /// Kubeconfig file (looked up as for `nftpol run`).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// `nftpol version`.
@@ -125,6 +178,14 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Shortest time between writes of this node's NodeProgramStatus (read
+    /// by `nftpol status`); 0s: never write it.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub status_interval: std::time::Duration,
+    /// Namespace of this node's NodeProgramStatus (the agent's own; default:
+    /// the service account's namespace, or the kubeconfig context's).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub status_namespace: Option<String>,
     /// Drop logging.
     #[command(flatten)]
     pub drop_log: DropLogArgs,

@@ -13,6 +13,7 @@ pub mod input;
 pub mod manual;
 pub mod run;
 pub mod stats;
+pub mod status;
 pub mod version;
 
 use std::io::Write;
@@ -21,9 +22,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::{
-    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, DiffArgs, DropLogArgs,
-    ExpectVerdict, ExplainArgs, ExplainOutput, FailOn, FamilyArg, Format, GraphArgs, GraphFormat,
-    InputArgs, ManArgs, RunArgs, TextOrJson, UninstallArgs, VersionArgs,
+    ApplyArgs, Cli, ClusterInputArgs, Command, CompileArgs, CompletionArgs, CrdArgs, CrdName,
+    DiffArgs, DropLogArgs, ExpectVerdict, ExplainArgs, ExplainOutput, FailOn, FamilyArg, Format,
+    GraphArgs, GraphFormat, InputArgs, ManArgs, RunArgs, StatusArgs, TextOrJson, UninstallArgs,
+    VersionArgs,
 };
 
 /// Exit code: success.
@@ -86,10 +88,11 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain::explain(&a),
         Command::Graph(a) => graph::graph(&a),
         Command::Diff(a) => diff::diff(&a),
+        Command::Status(a) => status::status(&a),
         Command::Version(a) => version::version(&a),
         Command::Completion(a) => manual::completion(&a),
         Command::Man(a) => manual::man(&a),
-        Command::Crd => crd::crd(),
+        Command::Crd(a) => crd::crd(&a),
     };
     ExitCode::from(exit_code(outcome))
 }

@@ -53,6 +53,8 @@ pub fn run(a: RunArgs) -> Outcome {
         drop_log: a.drop_log.options(),
         new_pods: a.new_pods.options(),
         revoke_established: a.revoke.revoke_established,
+        status_interval: a.status_interval,
+        status_namespace: a.status_namespace,
     };
     crate::agent::run_blocking(cfg).map_err(|e| {
         tracing::error!(error = %e, "nftpol run failed");

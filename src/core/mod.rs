@@ -19,3 +19,4 @@ pub mod k8s;
 pub mod lint;
 pub mod model;
 pub mod nft;
+pub mod status;

@@ -64,7 +64,9 @@ pub fn applies(addr: &str) -> Option<(f64, f64, f64)> {
 
 /// `nftpol run` (the binary at `bin`) for `node`, serving on `listen`, with
 /// the API server of `kubeconfig` and the tests' quick timings
-/// (`--min-interval 50ms --max-delay 300ms --resync 1s`); stdout discarded.
+/// (`--min-interval 50ms --max-delay 300ms --resync 1s`), its NodeProgramStatus
+/// in namespace `nftpol` (deploy/'s, as the DaemonSet's `POD_NAMESPACE`
+/// says); stdout discarded.
 /// The caller adds the environment and where stderr (the log) goes.
 pub fn command(bin: &str, node: &str, listen: &str, kubeconfig: &Path) -> Command {
     let mut cmd = Command::new(bin);
@@ -76,6 +78,8 @@ pub fn command(bin: &str, node: &str, listen: &str, kubeconfig: &Path) -> Comman
             "300ms",
             "--resync",
             "1s",
+            "--status-namespace",
+            "nftpol",
         ])
         .arg("--kubeconfig")
         .arg(kubeconfig)

@@ -6,3 +6,4 @@ mod cluster_policy;
 mod e2e;
 mod new_pod;
 mod process;
+mod status;

@@ -18,6 +18,12 @@
 //!   dirty, and the enforcer (its mirror forgotten) repairs in full. The
 //!   same listing gives the kernel's drop counters to the metrics.
 //!
+//! Status: after every apply (ok or failed) the [`status::Feed`] records
+//! what the kernel holds; at most every `--status-interval` the worker
+//! hashes the kernel's ruleset (only when its generation moved) and hands a
+//! snapshot to the publisher task, which writes it without ever holding up
+//! the next apply.
+//!
 //! Heartbeat: each step (compile, apply, verify) marks itself busy in
 //! [`http::Health`] when it starts and idle when it ends; `/healthz` fails
 //! while one runs longer than `--liveness-stall` (an `nft` call is killed
@@ -33,9 +39,11 @@ use tokio::time::Instant;
 
 use super::droplog::DropLogFeed;
 use super::metrics::{Metrics, ObjectLabel, ReasonLabel};
+use super::status::{self, Feed};
 use super::{Config, http, stopped};
 use crate::core::compile::Options;
 use crate::core::k8s::cache::ClusterCache;
+use crate::core::k8s::node_status::Held;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod};
 use crate::kernel::enforcer::{Applied, Enforcer};
 
@@ -76,6 +84,8 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
     drop_log: DropLogFeed,
+    /// This node's NodeProgramStatus, when published.
+    status: Option<Feed>,
 }
 
 impl Worker {
@@ -93,7 +103,14 @@ impl Worker {
             model: Some(ClusterCache::new()),
             metrics,
             health,
+            status: None,
         }
+    }
+
+    /// Publishes this node's status through `feed` (see the module docs).
+    pub fn with_status(mut self, feed: Feed) -> Worker {
+        self.status = Some(feed);
+        self
     }
 
     /// Runs until `stop` becomes true. The first apply runs at once,
@@ -110,8 +127,12 @@ impl Worker {
         let mut dirty = true; // the first sync always runs
         loop {
             if !dirty {
+                let status_at = self.status.as_ref().and_then(Feed::wake);
                 tokio::select! {
                     _ = changed.notified() => dirty = true,
+                    _ = tokio::time::sleep_until(status_at.unwrap_or(next_resync)), if status_at.is_some() => {
+                        self.publish_status().await;
+                    }
                     _ = tokio::time::sleep_until(next_resync) => {
                         next_resync = Instant::now() + self.resync_period();
                         if !self.verify().await {
@@ -144,6 +165,9 @@ impl Worker {
             }
             let ok = self.apply_once(source).await;
             last_apply = Instant::now();
+            if self.status.as_ref().is_some_and(Feed::due) {
+                self.publish_status().await;
+            }
             if ok {
                 dirty = false;
                 backoff = Duration::ZERO;
@@ -165,6 +189,12 @@ impl Worker {
     /// Compiles the source and brings the kernel to the result; true on success.
     async fn apply_once(&mut self, source: &dyn Source) -> bool {
         let state = source.state();
+        let held = self.status.is_some().then(|| {
+            Held::of(
+                state.policies.iter().map(|o| &**o),
+                state.cluster_policies.iter().map(|o| &**o),
+            )
+        });
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
         let new_pods = self.cfg.new_pods.clone();
@@ -264,6 +294,9 @@ impl Worker {
                 self.metrics.last_success.set(now.as_secs() as i64);
                 self.health.ready.store(true, Ordering::Relaxed);
                 self.drop_log.publish(drop_index);
+                if let Some(f) = self.status.as_mut() {
+                    f.succeeded(held.unwrap_or_default(), applied != Applied::Unchanged);
+                }
                 if !matches!(applied, Applied::Unchanged) {
                     tracing::info!(kind, rules = s.rules, elements = s.elements, took = ?t.elapsed(), "applied");
                 }
@@ -277,9 +310,40 @@ impl Worker {
                     })
                     .inc();
                 self.health.ready.store(false, Ordering::Relaxed);
+                if let Some(f) = self.status.as_mut() {
+                    f.failed(e.to_string());
+                }
                 tracing::error!(error = %e, "apply failed");
                 false
             }
+        }
+    }
+
+    /// Hands the status to the publisher, hashing the kernel's ruleset first
+    /// when its generation moved (unknown, "", if the mirror was forgotten
+    /// after a failure).
+    async fn publish_status(&mut self) {
+        let Some(feed) = self.status.as_ref() else {
+            return;
+        };
+        let hash = if feed.needs_hash() {
+            let enforcer = self
+                .enforcer
+                .take()
+                .expect("enforcer present between applies");
+            let (enforcer, hash) = tokio::task::spawn_blocking(move || {
+                let h = enforcer.mirror().map(status::ruleset_hash);
+                (enforcer, h)
+            })
+            .await
+            .expect("hashing does not panic");
+            self.enforcer = Some(enforcer);
+            Some(hash.unwrap_or_default())
+        } else {
+            None
+        };
+        if let Some(feed) = self.status.as_mut() {
+            feed.publish(hash);
         }
     }
 

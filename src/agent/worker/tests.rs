@@ -12,9 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::{sync::Notify, sync::watch, task::JoinHandle, time::Instant};
 
 use super::{RETRY_MAX, RETRY_MIN, Source, StoreState, Worker};
 use crate::agent::Config;
@@ -182,6 +180,8 @@ impl Run {
             drop_log: DropLog::default(),
             new_pods: Default::default(),
             revoke_established: true,
+            status_interval: Duration::ZERO,
+            status_namespace: None,
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(stall));

@@ -406,7 +406,7 @@ pub fn crd_yaml() -> String {
 /// Makes the schema structural and exact: options are plain optional fields
 /// (no `nullable`, so a `null` is pruned as upstream's CRD prunes it), and
 /// bounds are integers (`maximum: 65535`, not `65535.0`).
-fn tidy_schema(v: &mut serde_json::Value) {
+pub(super) fn tidy_schema(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Number(n) => {
             if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15)

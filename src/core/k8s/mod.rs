@@ -6,6 +6,7 @@ pub mod cnp;
 pub mod convert;
 pub mod lint_input;
 pub mod load;
+pub mod node_status;
 pub mod strip;
 
 use crate::core::diag::Diagnostic;
