@@ -13,6 +13,11 @@
 #   FUZZ_RSS_MB    memory limit per target in MiB, over it counts as a leak/OOM (default 2048)
 #   FUZZ_TIMEOUT   seconds one input may take before it counts as a hang (default 10)
 #   FUZZ_JOBS      cargo build jobs (default: cargo's)
+#   FUZZ_SANITIZER cargo fuzz's -s: address (default) or none (no ASan/LSan:
+#                  several times the exec rate; memory growth is still caught
+#                  by -rss_limit_mb, and src/ has no unsafe parsing code)
+#   FUZZ_MAX_LEN   libFuzzer's -max_len in bytes (default: libFuzzer's, from
+#                  the seeds); longer seeds are truncated to it
 #
 # The targets are built with cargo fuzz's defaults: release with debug
 # assertions and AddressSanitizer, whose LeakSanitizer reports a leak at the
@@ -30,9 +35,12 @@ rss_mb=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-10}
 jobs=()
 [ -n "${FUZZ_JOBS:-}" ] && jobs=(--jobs "$FUZZ_JOBS")
+sanitizer=${FUZZ_SANITIZER:-address}
+extra=()
+[ -n "${FUZZ_MAX_LEN:-}" ] && extra=(-max_len="$FUZZ_MAX_LEN")
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-cargo +nightly fuzz build "${jobs[@]}"
+cargo +nightly fuzz build -s "$sanitizer" "${jobs[@]}"
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
 bin=fuzz/target/$triple/release
 
@@ -51,7 +59,7 @@ for t in $targets; do
   "$bin/$t" "$corpus/$t" "$corpus/seeds/$t" \
     -runs="$runs" -max_total_time="$max_time" -rss_limit_mb="$rss_mb" \
     -timeout="$timeout" -artifact_prefix="fuzz/artifacts/$t/" \
-    -print_final_stats=1 >"$log" 2>&1
+    -print_final_stats=1 "${extra[@]}" >"$log" 2>&1
   rc=$?
   set -e
   wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
@@ -71,6 +79,6 @@ for t in $targets; do
   echo "$line"
   summary+=("$line")
 done
-echo "== summary (runs=$runs)"
+echo "== summary (runs=$runs, sanitizer=$sanitizer${FUZZ_MAX_LEN:+, max_len=$FUZZ_MAX_LEN})"
 printf '%s\n' "${summary[@]}"
 exit "$status"
