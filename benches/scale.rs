@@ -242,10 +242,14 @@ fn cli_compile(dir: &Path, node: Option<&str>) -> Result<(Duration, u64)> {
     if let Some(n) = node {
         cmd.args(["--node", n]);
     }
+    // stderr to a file, not a pipe nobody reads while waiting (the lints'
+    // warnings on a large input fill a pipe and the child blocks).
+    let err_path = dir.with_extension("stderr");
+    let err_file = std::fs::File::create(&err_path).context("creating the stderr file")?;
     let t = Instant::now();
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err_file)
         .spawn()
         .context("starting nftpol")?;
     let pid = child.id() as libc::pid_t;
@@ -258,7 +262,8 @@ fn cli_compile(dir: &Path, node: Option<&str>) -> Result<(Duration, u64)> {
     ensure!(rc == pid, "wait4: {}", std::io::Error::last_os_error());
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "nftpol compile failed (status {status})"
+        "nftpol compile failed (status {status}): {}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
     );
     Ok((d, ru.ru_maxrss as u64))
 }

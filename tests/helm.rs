@@ -437,13 +437,14 @@ fn the_rendered_chart_is_accepted_by_the_api_server() {
     parses(&argv(&ds)).unwrap();
     in_new_netns(|| {
         let cp = ControlPlane::start();
-        // The Namespace and the CRD alone, dry (the namespaced objects
-        // would need the Namespace to exist): both new to this server.
+        // The Namespace and the two CRDs (ClusterNetworkPolicy,
+        // NodeProgramStatus) alone, dry (the namespaced objects would need
+        // the Namespace to exist): all new to this server.
         let items: Vec<Value> = yaml_docs(&with_ns)
             .into_iter()
             .filter(|d| d["kind"] == "Namespace" || d["kind"] == "CustomResourceDefinition")
             .collect();
-        assert_eq!(items.len(), 2);
+        assert_eq!(items.len(), 3);
         let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
         let out = dry_run(&cp, &list, false);
         assert!(

@@ -99,3 +99,43 @@ pub fn diff(got: &Value, want: &Value) -> String {
     }
     out
 }
+
+/// The element lists of the revocation generation's set (`ct-generation`) and
+/// stamp map (`ct-stamp`) in a listing; None for a table without them.
+fn generation_elems(v: &Value) -> Option<(Value, Value)> {
+    let find = |kind: &str, name: &str| {
+        v["nftables"].as_array()?.iter().find_map(|o| {
+            let o = o.get(kind)?;
+            (o["name"] == name).then(|| o.get("elem").cloned().unwrap_or(Value::Null))
+        })
+    };
+    Some((find("set", "ct-generation")?, find("map", "ct-stamp")?))
+}
+
+/// Makes a kernel listing comparable with a fresh compile's although the
+/// agent's revocation generation has moved on (it continues from the
+/// kernel's, a fresh compile starts at 1): checks that `got`'s stamp map
+/// writes `got`'s own generation, then gives `got` `want`'s two element
+/// lists. An error names the inconsistency; a table without revocation is
+/// left as it is.
+pub fn with_generation_of(got: &mut Value, want: &Value) -> Result<(), String> {
+    let (Some((g_set, g_map)), Some((w_set, w_map))) =
+        (generation_elems(got), generation_elems(want))
+    else {
+        return Ok(());
+    };
+    let current = g_set.get(0).cloned().unwrap_or(Value::Null);
+    if g_map.get(0).and_then(|e| e.get(1)) != Some(&current) {
+        return Err(format!(
+            "ct-stamp {g_map} does not stamp the table's own generation {g_set}"
+        ));
+    }
+    for o in got["nftables"].as_array_mut().into_iter().flatten() {
+        if let Some(s) = o.get_mut("set").filter(|s| s["name"] == "ct-generation") {
+            s["elem"] = w_set.clone();
+        } else if let Some(m) = o.get_mut("map").filter(|m| m["name"] == "ct-stamp") {
+            m["elem"] = w_map.clone();
+        }
+    }
+    Ok(())
+}

@@ -497,7 +497,12 @@ impl Bed {
             let mut last = None;
             let until = start + deadline;
             loop {
-                let got = kernel_table(&a.netns);
+                let mut got = kernel_table(&a.netns);
+                if let Some(g) = got.as_mut()
+                    && let Err(e) = listing::with_generation_of(g, &want)
+                {
+                    panic!("[{label}] node {}: {e}", a.node);
+                }
                 if got.as_ref() == Some(&want) {
                     break;
                 }
@@ -1165,7 +1170,8 @@ fn agents_enforce_what_the_api_server_says_with_real_packets() {
     let objects = bed.api.objects();
     for a in &bed.agents {
         let want = bed.scratch.fresh_table(&objects, &a.node);
-        let got = kernel_table(&a.netns).unwrap();
+        let mut got = kernel_table(&a.netns).unwrap();
+        listing::with_generation_of(&mut got, &want).unwrap();
         assert!(
             got == want,
             "{}: final table differs:\n{}",

@@ -37,14 +37,14 @@ app.kubernetes.io/name: {{ include "nftpol.name" . }}
 The arguments of `nftpol run` from .Values.agent, as a JSON list: a bool
 gives the switch when true; "" or null gives nothing (the binary's default);
 anything else gives --flag=value (whole numbers without an exponent: Helm
-reads YAML numbers as floats). failClosedNewPods gives
---fail-closed-new-pods=true|false; podCidr (one or a list) one --pod-cidr
+reads YAML numbers as floats). failClosedNewPods and revokeEstablished
+give --fail-closed-new-pods=true|false and --revoke-established=true|false; podCidr (one or a list) one --pod-cidr
 each. Then .Values.extraArgs.
 */}}
 {{- define "nftpol.args" -}}
 {{- $a := .Values.agent }}
 {{- $args := list "run" }}
-{{- range $f := list (list "--listen" $a.listen) (list "--nft" $a.nft) (list "--kubeconfig" $a.kubeconfig) (list "--context" $a.context) (list "--min-interval" $a.minInterval) (list "--max-delay" $a.maxDelay) (list "--resync" $a.resync) (list "--nft-timeout" $a.nftTimeout) (list "--liveness-stall" $a.livenessStall) (list "--log-json" $a.logJson) (list "--log-drops" $a.logDrops) (list "--log-group" $a.logGroup) (list "--log-rate" $a.logRate) (list "--log-burst" $a.logBurst) (list "--revoke-established" $a.revokeEstablished) (list "--status-interval" $a.statusInterval) (list "--status-namespace" $a.statusNamespace) }}
+{{- range $f := list (list "--listen" $a.listen) (list "--nft" $a.nft) (list "--kubeconfig" $a.kubeconfig) (list "--context" $a.context) (list "--min-interval" $a.minInterval) (list "--max-delay" $a.maxDelay) (list "--resync" $a.resync) (list "--nft-timeout" $a.nftTimeout) (list "--liveness-stall" $a.livenessStall) (list "--log-json" $a.logJson) (list "--log-drops" $a.logDrops) (list "--log-group" $a.logGroup) (list "--log-rate" $a.logRate) (list "--log-burst" $a.logBurst) (list "--status-interval" $a.statusInterval) (list "--status-namespace" $a.statusNamespace) }}
 {{- $flag := index $f 0 }}
 {{- $v := index $f 1 }}
 {{- if kindIs "bool" $v }}
@@ -60,7 +60,7 @@ each. Then .Values.extraArgs.
 {{- end }}
 {{- /* A switch with a value (false must reach the binary too), and a
 repeatable flag (one CIDR or a list: one flag each). */}}
-{{- range $f := list (list "--fail-closed-new-pods" $a.failClosedNewPods) (list "--pod-cidr" $a.podCidr) }}
+{{- range $f := list (list "--fail-closed-new-pods" $a.failClosedNewPods) (list "--revoke-established" $a.revokeEstablished) (list "--pod-cidr" $a.podCidr) }}
 {{- $vs := index $f 1 }}
 {{- if not (kindIs "slice" $vs) }}
 {{- $vs = list $vs }}
