@@ -205,6 +205,10 @@ fn measure(
         t.elapsed().as_secs_f64()
     );
 
+    // The churn's kernel listener hears the agent's first table too.
+    let monitor = churn.map(|_| {
+        nftpol_testkit::nftmon::Monitor::start().expect("listening to nftables notifications")
+    });
     let started = Instant::now();
     let agent = agent::AgentProcess::spawn(
         Command::new(BIN)
@@ -322,8 +326,8 @@ fn measure(
         ms(pct(&mut full, 0.99)),
         rss,
     );
-    if let Some(cfg) = churn {
-        churn::run(&rt, &client, objs, agent.pid(), scale.nodes, cfg);
+    if let (Some(cfg), Some(monitor)) = (churn, monitor) {
+        churn::run(&rt, &client, objs, agent.pid(), scale.nodes, cfg, monitor);
     }
     drop(agent);
     drop(rt);

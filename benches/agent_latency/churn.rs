@@ -1,10 +1,10 @@
 //! The churn scenario: pod events at a fixed rate (creates, deletes,
 //! relabels, spread over the cluster) while the agent runs, each timed from
 //! its write to the first committed nftables transaction in node-01's
-//! namespace that adds or deletes an element keyed by the pod's IPv4
-//! address (`nftpol_testkit::nftmon`: the kernel's own notifications, not
-//! the agent's counters, so one latency per event even when applies overlap
-//! events). Also the agent's CPU (utime + stime, and its `nft` children's)
+//! namespace that changes the sets holding the pod's IPv4 address
+//! (`nftpol_testkit::nftmon`: the kernel's own notifications, replayed; not
+//! the agent's apply counters, which cannot say which of many overlapping
+//! events an apply carried). Also the agent's CPU (utime + stime, and its `nft` children's)
 //! over the run as % of one core, and its peak RSS.
 //!
 //! `NFTPOL_CHURN_SECS` and `NFTPOL_CHURN_RATE` (events per second) set the
@@ -152,7 +152,8 @@ fn loadavg() -> String {
 }
 
 /// Runs the churn against the agent `pid` (already settled) on the cluster
-/// `objs` already written through `client`; prints the figures.
+/// `objs` already written through `client`; `monitor` has listened since
+/// before the agent started. Prints the figures.
 pub fn run(
     rt: &tokio::runtime::Runtime,
     client: &kube::Client,
@@ -160,6 +161,7 @@ pub fn run(
     pid: u32,
     nodes: usize,
     cfg: Config,
+    monitor: Monitor,
 ) {
     let mut rng = Rng::new(7);
     // (pod, IPv4) of every pod that may still be touched; created pods never are.
@@ -189,7 +191,6 @@ pub fn run(
             }
         }
     }
-    let monitor = Monitor::start().expect("listening to nftables notifications");
     let applies0 = agent::applies(METRICS).expect("the agent's metrics");
     let cpu0 = nftmon::cpu_seconds(pid);
     let load0 = loadavg();
@@ -286,36 +287,40 @@ pub fn run(
     let (txns, overruns) = monitor.snapshot();
     drop(monitor);
 
-    // Match each event to the first transaction after its write that touches
-    // its address: exact in an element delta, and for a create in a full
-    // replacement too (the address is there); a delete or relabel first seen
-    // in a full replacement is ambiguous (a table compiled before the event
-    // holds the address as well) and left out.
-    let mut lat = Vec::new();
+    // Each event's latency: from its write to the first transaction after
+    // it that changes the sets its address is in on node-01 (replayed from
+    // every transaction since the agent's first: `nftmon::timelines`).
+    // Exact for a create (absent -> present) and a delete (present ->
+    // absent) whether it came as an element delta or inside a full
+    // replacement; for a relabel any change of membership counts, which
+    // another event's structural change could also cause (an upper bound on
+    // how early it is seen, rare).
+    let lines = nftmon::timelines(&txns);
+    let full_at: std::collections::BTreeSet<Instant> =
+        txns.iter().filter(|t| t.full).map(|t| t.at).collect();
+    let mut lat: BTreeMap<Kind, Vec<Duration>> = BTreeMap::new();
     let mut by_kind: BTreeMap<(Kind, &str), usize> = BTreeMap::new();
     let failed = done.iter().filter(|d| d.start.is_none()).count();
     for d in &done {
         let Some(start) = d.start else { continue };
-        let hit = txns.iter().find(|t| {
-            t.at > start
-                && match d.kind {
-                    Kind::Create => t.added.contains(&d.ip),
-                    Kind::Delete => t.deleted.contains(&d.ip),
-                    Kind::Relabel => t.added.contains(&d.ip) || t.deleted.contains(&d.ip),
-                }
-        });
+        let hit = lines
+            .get(&d.ip)
+            .and_then(|l| l.iter().find(|(at, _)| *at > start));
         let class = match hit {
-            Some(t) if !t.full || d.kind == Kind::Create => {
-                lat.push(t.at - start);
-                if t.full { "full" } else { "delta" }
+            Some((at, _)) => {
+                lat.entry(d.kind).or_default().push(*at - start);
+                if full_at.contains(at) {
+                    "in a full replacement"
+                } else {
+                    "in a delta"
+                }
             }
-            Some(_) => "ambiguous",
             None => "no change on node-01",
         };
         *by_kind.entry((d.kind, class)).or_insert(0) += 1;
     }
-    lat.sort();
-    let fulls = txns.iter().filter(|t| t.full).count();
+    let during = txns.iter().filter(|t| t.at >= t0).count();
+    let fulls = txns.iter().filter(|t| t.at >= t0 && t.full).count();
     let (self_cpu, child_cpu) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     println!(
         "churn: {} events in {:.1} s ({:.1}/s issued; writes done at {:.1} s; {failed} failed, {skipped} skipped); settled at {wall:.1} s; load average {load0} -> {load1}",
@@ -325,20 +330,26 @@ pub fn run(
         written.as_secs_f64(),
     );
     println!("churn: events by kind and how node-01's kernel saw them: {by_kind:?}");
-    if lat.is_empty() {
-        println!("churn: no event reached node-01's kernel");
-    } else {
+    let mut all: Vec<Duration> = lat.values().flatten().copied().collect();
+    for (kind, v) in lat
+        .iter_mut()
+        .map(|(k, v)| (format!("{k:?}"), v))
+        .chain([("all".to_string(), &mut all)])
+    {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort();
         println!(
-            "churn: event -> kernel ({} events): p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
-            lat.len(),
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            pct(&lat, 1.0),
+            "churn: event -> kernel, {kind} ({} events): p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            v.len(),
+            pct(v, 0.5),
+            pct(v, 0.99),
+            pct(v, 1.0),
         );
     }
     println!(
-        "churn: kernel transactions {} ({fulls} full), notification overruns {overruns}; applies full/delta/unchanged +{}/+{}/+{}",
-        txns.len(),
+        "churn: kernel transactions {during} ({fulls} full), notification overruns {overruns}; applies full/delta/unchanged +{}/+{}/+{}",
         applies1.0 - applies0.0,
         applies1.1 - applies0.1,
         applies1.2 - applies0.2,

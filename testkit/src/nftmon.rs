@@ -6,12 +6,13 @@
 //! Every committed transaction in the namespace of the thread that called
 //! [`Monitor::start`] is reported as one [`Txn`]: when its last notification
 //! (NEWGEN) arrived, whether it replaced a table (NEWTABLE or DELTABLE: a
-//! full replacement) and the IPv4 addresses that lead the keys of the set
+//! full replacement) and the IPv4 addresses (with the set's name) that lead
+//! the keys of the set
 //! elements it added and deleted (a key of 4 bytes, or a concatenation that
 //! starts with one; IPv6 keys of this project's pods start with `fd00` and
 //! never look like the `10.x` addresses the benches look for).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +26,41 @@ pub struct Txn {
     pub at: Instant,
     /// A table was created or deleted in it (a whole-table replacement).
     pub full: bool,
-    /// IPv4 addresses (host order) leading added element keys.
-    pub added: BTreeSet<u32>,
-    /// IPv4 addresses leading deleted element keys.
-    pub deleted: BTreeSet<u32>,
+    /// (IPv4 address in host order, set name) of the added element keys
+    /// that start with an address.
+    pub added: BTreeSet<(u32, String)>,
+    /// The same for deleted elements.
+    pub deleted: BTreeSet<(u32, String)>,
+}
+
+/// The sets each address was in after each transaction, replayed from
+/// `txns` (in order; the first one must be the table's first full load): a
+/// full replacement starts from nothing. Per address, the times its
+/// membership changed and the new membership.
+pub fn timelines(txns: &[Txn]) -> HashMap<u32, Vec<(Instant, BTreeSet<String>)>> {
+    let mut now: HashMap<u32, BTreeSet<String>> = HashMap::new();
+    let mut out: HashMap<u32, Vec<(Instant, BTreeSet<String>)>> = HashMap::new();
+    for t in txns {
+        let mut next = if t.full { HashMap::new() } else { now.clone() };
+        for (ip, set) in &t.deleted {
+            if let Some(v) = next.get_mut(ip) {
+                v.remove(set);
+            }
+        }
+        for (ip, set) in &t.added {
+            next.entry(*ip).or_default().insert(set.clone());
+        }
+        next.retain(|_, v| !v.is_empty());
+        let ips: BTreeSet<u32> = now.keys().chain(next.keys()).copied().collect();
+        for ip in ips {
+            if now.get(&ip) != next.get(&ip) {
+                let m = next.get(&ip).cloned().unwrap_or_default();
+                out.entry(ip).or_default().push((t.at, m));
+            }
+        }
+        now = next;
+    }
+    out
 }
 
 /// The listener; its thread stops when it is dropped.
@@ -132,9 +164,17 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 /// The IPv4 addresses leading the element keys of a SETELEM message body
 /// (after the nfgenmsg header).
-fn element_ips(body: &[u8], out: &mut BTreeSet<u32>) {
-    // NFTA_SET_ELEM_LIST_ELEMENTS (3) > NFTA_LIST_ELEM (1) > NFTA_SET_ELEM_KEY (1)
-    // > NFTA_DATA_VALUE (1).
+fn element_ips(body: &[u8], out: &mut BTreeSet<(u32, String)>) {
+    // NFTA_SET_ELEM_LIST_SET (2): the set's name; NFTA_SET_ELEM_LIST_ELEMENTS
+    // (3) > NFTA_LIST_ELEM (1) > NFTA_SET_ELEM_KEY (1) > NFTA_DATA_VALUE (1).
+    let set = attrs(body)
+        .find(|(ty, _)| *ty == 2)
+        .map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .trim_end_matches('\0')
+                .to_string()
+        })
+        .unwrap_or_default();
     for (ty, list) in attrs(body) {
         if ty != 3 {
             continue;
@@ -149,7 +189,8 @@ fn element_ips(body: &[u8], out: &mut BTreeSet<u32>) {
                 }
                 for (ty, value) in attrs(key) {
                     if ty == 1 && value.len() >= 4 && value.len() % 4 == 0 {
-                        out.insert(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
+                        let ip = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
+                        out.insert((ip, set.clone()));
                     }
                 }
             }
@@ -300,10 +341,23 @@ mod tests {
             let (t, overruns) = m.snapshot();
             assert_eq!(overruns, 0);
             let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
-            assert!(t[0].full && t[0].added.contains(&ip("10.1.2.3")), "{t:?}");
+            let e = |a: &str, s: &str| (ip(a), s.to_string());
+            assert!(
+                t[0].full && t[0].added.contains(&e("10.1.2.3", "s")),
+                "{t:?}"
+            );
             assert!(!t[1].full, "{t:?}");
-            assert_eq!(t[1].added, [ip("10.1.2.4"), ip("10.1.2.5")].into(), "{t:?}");
-            assert_eq!(t[1].deleted, [ip("10.1.2.3")].into(), "{t:?}");
+            assert_eq!(t[1].added, [e("10.1.2.4", "s"), e("10.1.2.5", "c")].into());
+            assert_eq!(t[1].deleted, [e("10.1.2.3", "s")].into(), "{t:?}");
+            let tl = timelines(&t[..2]);
+            let sets = |ip_: &str| -> Vec<Vec<String>> {
+                tl[&ip(ip_)]
+                    .iter()
+                    .map(|(_, m)| m.iter().cloned().collect())
+                    .collect()
+            };
+            assert_eq!(sets("10.1.2.3"), [vec!["s".to_string()], vec![]]);
+            assert_eq!(sets("10.1.2.5"), [vec!["c".to_string()]]);
         });
     }
 }
