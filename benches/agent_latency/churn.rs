@@ -57,6 +57,9 @@ impl Config {
     }
 }
 
+/// Transactions after a relabel's write that may carry it (see `run`).
+const RELABEL_WINDOW: usize = 2;
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Kind {
     Create,
@@ -292,9 +295,12 @@ pub fn run(
     // every transaction since the agent's first: `nftmon::timelines`).
     // Exact for a create (absent -> present) and a delete (present ->
     // absent) whether it came as an element delta or inside a full
-    // replacement; for a relabel any change of membership counts, which
-    // another event's structural change could also cause (an upper bound on
-    // how early it is seen, rare).
+    // replacement. For a relabel any change of membership counts, but
+    // another event's structural change can also cause one (a set appearing
+    // or going away), so a relabel that changed nothing on node-01 would be
+    // matched to some later apply: only the first `RELABEL_WINDOW`
+    // transactions after its write count (the apply running when it was
+    // written, and the next one, which starts after it and carries it).
     let lines = nftmon::timelines(&txns);
     let full_at: std::collections::BTreeSet<Instant> =
         txns.iter().filter(|t| t.full).map(|t| t.at).collect();
@@ -303,9 +309,18 @@ pub fn run(
     let failed = done.iter().filter(|d| d.start.is_none()).count();
     for d in &done {
         let Some(start) = d.start else { continue };
-        let hit = lines
-            .get(&d.ip)
-            .and_then(|l| l.iter().find(|(at, _)| *at > start));
+        let window_end = match d.kind {
+            Kind::Relabel => txns
+                .iter()
+                .filter(|t| t.at > start)
+                .nth(RELABEL_WINDOW - 1)
+                .map(|t| t.at),
+            _ => None,
+        };
+        let hit = lines.get(&d.ip).and_then(|l| {
+            l.iter()
+                .find(|(at, _)| *at > start && window_end.is_none_or(|end| *at <= end))
+        });
         let class = match hit {
             Some((at, _)) => {
                 lat.entry(d.kind).or_default().push(*at - start);
@@ -315,7 +330,7 @@ pub fn run(
                     "in a delta"
                 }
             }
-            None => "no change on node-01",
+            None => "no change on node-01 (relabels: within 2 transactions)",
         };
         *by_kind.entry((d.kind, class)).or_insert(0) += 1;
     }
