@@ -346,6 +346,8 @@ pub fn run(
     );
     println!("churn: events by kind and how node-01's kernel saw them: {by_kind:?}");
     let mut all: Vec<Duration> = lat.values().flatten().copied().collect();
+    assert_eq!(overruns, 0, "nftables notifications were lost: no figures");
+    assert!(!all.is_empty(), "no event reached node-01's kernel");
     for (kind, v) in lat
         .iter_mut()
         .map(|(k, v)| (format!("{k:?}"), v))
