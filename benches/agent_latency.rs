@@ -15,10 +15,20 @@
 //! apply coalesced, at most 1 s). `NFTPOL_SCALES=small` picks scales. The cluster is written
 //! with the admin's client certificate through `kube` (a few dozen requests
 //! in flight), not kubectl.
+//!
+//! Scales: `small` and `large` are `synth`'s; `realistic` is
+//! `nftpol_testkit::realistic` (a real cluster's statistics), where the
+//! churn scenario (`churn.rs`: pod events at `NFTPOL_CHURN_RATE` per second
+//! for `NFTPOL_CHURN_SECS`, 100/s for 60 s by default) runs after the
+//! single-change samples. The smoke run churns the small cluster for 2 s at
+//! 20/s.
+
+#[path = "agent_latency/churn.rs"]
+mod churn;
 
 use nftpol_testkit::agent;
 use nftpol_testkit::control_plane::{self, ControlPlane};
-use nftpol_testkit::synth;
+use nftpol_testkit::{realistic, synth};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,7 +169,12 @@ fn settle(quiet: Duration, max: Duration) -> (f64, f64, f64) {
     last
 }
 
-fn measure(scale: synth::Scale, samples: usize) {
+fn measure(
+    scale: synth::Scale,
+    objs: &nftpol::core::k8s::Objects,
+    samples: usize,
+    churn: Option<churn::Config>,
+) {
     let t = Instant::now();
     let cp = ControlPlane::start();
     let cp_up = t.elapsed();
@@ -178,9 +193,8 @@ fn measure(scale: synth::Scale, samples: usize) {
             .unwrap();
         kube::Client::try_from(conf).unwrap()
     });
-    let objs = synth::generate(scale, 42);
     let t = Instant::now();
-    rt.block_on(write_cluster(&client, &objs));
+    rt.block_on(write_cluster(&client, objs));
     eprintln!(
         "{}: control plane up in {:.1} s; {} namespaces, {} pods (+ status), {} policies written in {:.1} s",
         scale.name,
@@ -191,6 +205,10 @@ fn measure(scale: synth::Scale, samples: usize) {
         t.elapsed().as_secs_f64()
     );
 
+    // The churn's kernel listener hears the agent's first table too.
+    let monitor = churn.map(|_| {
+        nftpol_testkit::nftmon::Monitor::start().expect("listening to nftables notifications")
+    });
     let started = Instant::now();
     let agent = agent::AgentProcess::spawn(
         Command::new(BIN)
@@ -233,7 +251,13 @@ fn measure(scale: synth::Scale, samples: usize) {
     // joins existing peer sets (an element delta) when it gets its IP. The
     // pod is created without one first (whatever the agent does with that
     // settles), then the clock runs from the status write.
-    let template = objs.pods[1].1.clone();
+    let template = objs
+        .pods
+        .iter()
+        .map(|(_, p)| p)
+        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-01"))
+        .expect("a pod on node-01")
+        .clone();
     let ns = template.metadata.namespace.clone().unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let mut delta = Vec::new();
@@ -270,7 +294,7 @@ fn measure(scale: synth::Scale, samples: usize) {
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
     let mut full = Vec::new();
     for i in 0..samples {
-        // Selects every pod of the namespace of pod 1 (which runs on node-01).
+        // Selects every pod of the template's namespace (it runs on node-01).
         let pol: NetworkPolicy = serde_json::from_value(json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": format!("latency-{i}"), "namespace": ns},
@@ -289,11 +313,12 @@ fn measure(scale: synth::Scale, samples: usize) {
         full.push(took);
     }
     let rss = peak_rss_mb(agent.pid());
+    let (pods_n, pols_n) = (objs.pods.len(), objs.policies.len());
     println!(
         "{:<7} pods {:>6} policies {:>5} | start to first table {} | new pod ({kinds:?}): p50 {} p99 {} | new policy (full): p50 {} p99 {} | agent peak RSS {:.0} MB",
         scale.name,
-        scale.pods,
-        scale.policies,
+        pods_n,
+        pols_n,
         ms(first),
         ms(pct(&mut delta, 0.5)),
         ms(pct(&mut delta, 0.99)),
@@ -301,6 +326,9 @@ fn measure(scale: synth::Scale, samples: usize) {
         ms(pct(&mut full, 0.99)),
         rss,
     );
+    if let (Some(cfg), Some(monitor)) = (churn, monitor) {
+        churn::run(&rt, &client, objs, agent.pid(), scale.nodes, cfg, monitor);
+    }
     drop(agent);
     drop(rt);
     drop(cp);
@@ -313,17 +341,26 @@ fn main() {
     control_plane::ensure_binaries();
     nftpol_testkit::netns::in_new_netns(move || {
         if bench {
-            // `NFTPOL_SCALES=small,large` (the default) picks scales.
-            let names = std::env::var("NFTPOL_SCALES").unwrap_or_else(|_| "small,large".into());
+            // `NFTPOL_SCALES=small,large,realistic` (the default) picks scales.
+            let names =
+                std::env::var("NFTPOL_SCALES").unwrap_or_else(|_| "small,large,realistic".into());
             for name in names.split(',') {
+                if name == realistic::SCALE.name {
+                    let objs = realistic::generate(42);
+                    let cfg = churn::Config::from_env(60.0, 100.0);
+                    measure(realistic::SCALE, &objs, 30, Some(cfg));
+                    continue;
+                }
                 let Some(scale) = synth::SCALES.iter().find(|s| s.name == name) else {
                     eprintln!("NFTPOL_SCALES: unknown scale {name:?}");
                     std::process::exit(1);
                 };
-                measure(*scale, 30);
+                measure(*scale, &synth::generate(*scale, 42), 30, None);
             }
         } else {
-            measure(synth::SCALES[0], 3);
+            let scale = synth::SCALES[0];
+            let cfg = churn::Config::from_env(2.0, 20.0);
+            measure(scale, &synth::generate(scale, 42), 3, Some(cfg));
         }
     });
 }

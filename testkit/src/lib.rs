@@ -7,11 +7,13 @@
 //!   two-node spec ([`TopoSpec::two_nodes`]) defined once; [`server`], [`probe`], [`sctp`],
 //!   [`sock`] and [`held`] are its servers, probes and long-lived connections.
 //! - [`listing`]: the kernel listing normaliser (counters zeroed or kept).
-//! - [`wait`]: deadline-bounded polling; [`agent`]: driving `nftpol run` (metrics, process).
+//! - [`wait`]: deadline-bounded polling; [`agent`]: driving `nftpol run` (metrics, process);
+//!   [`nftmon`]: timestamps of committed nftables transactions (netlink).
 //! - [`conformance`]: the runner for `testdata/upstream/`.
 //! - [`control_plane`]: the real etcd + kube-apiserver (`hack/control-plane.sh`) and `kubectl`.
 //! - [`trace`]: the packet tracer over the typed ruleset (the kernel's verdict, without a kernel).
-//! - [`synth`] and [`plot`]: the benches' synthetic clusters and PNG plots.
+//! - [`synth`] and [`plot`]: the benches' synthetic clusters and PNG plots; [`realistic`]: a
+//!   cluster with a real one's statistics.
 //!
 //! Real-kernel use needs root:
 //!
@@ -32,9 +34,11 @@ pub mod control_plane;
 pub mod held;
 pub mod listing;
 pub mod netns;
+pub mod nftmon;
 pub mod oracle;
 pub mod plot;
 pub mod probe;
+pub mod realistic;
 pub mod sctp;
 pub mod server;
 pub mod sock;

@@ -77,7 +77,8 @@ fn ns_name(i: usize) -> String {
     format!("ns-{i:04}")
 }
 
-fn pod_ips(i: usize, node: usize) -> (String, String) {
+/// Pod `i` of node `node`'s addresses (IPv4, IPv6).
+pub fn pod_ips(i: usize, node: usize) -> (String, String) {
     // Node d owns 10.(100+d).0.0/16 and fd00:10:(100+d)::/48, in blocks of 250 pods.
     let block = i / 250;
     let host = i % 250 + 2;
