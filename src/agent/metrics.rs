@@ -23,6 +23,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `path` label of compiles: incremental, full.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// Which compile path ran.
+    pub path: String,
+}
+
 /// `reason` label of failures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -170,6 +177,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Seconds spent compiling (convert + graph + compile).
     pub compile_seconds: Histogram,
+    /// Compiles by path (incremental, full).
+    pub compile_paths: Family<PathLabel, Counter>,
     /// Seconds spent applying, by kind.
     pub apply_seconds: Family<KindLabel, Histogram>,
     /// Applies by kind.
@@ -276,8 +285,9 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "nftpol_compile_duration_seconds",
+        "nftpol_compile_path_total",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
         "nftpol_apply_failures_total",
@@ -312,6 +322,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("nftpol");
         let compile_seconds = seconds_histogram();
+        let compile_paths = Family::<PathLabel, Counter>::default();
         let apply_seconds = Family::<KindLabel, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -336,6 +347,14 @@ impl Metrics {
             "Time to compile the cluster state into a ruleset",
             compile_seconds.clone(),
         );
+        registry.register(
+            "compile_path",
+            "Compiles by path: incremental (pod changes edited into the previous ruleset) or full",
+            compile_paths.clone(),
+        );
+        for path in ["incremental", "full"] {
+            drop(compile_paths.get_or_create(&PathLabel { path: path.into() }));
+        }
         registry.register(
             "apply_duration_seconds",
             "Time to apply a ruleset to the kernel, by kind",
@@ -459,6 +478,7 @@ impl Metrics {
         let m = Metrics {
             registry,
             compile_seconds,
+            compile_paths,
             apply_seconds,
             applies,
             failures,

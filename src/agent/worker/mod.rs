@@ -38,10 +38,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::droplog::DropLogFeed;
-use super::metrics::{Metrics, ObjectLabel, ReasonLabel};
+use super::metrics::{Metrics, ObjectLabel, PathLabel, ReasonLabel};
 use super::status::{self, Feed};
 use super::{Config, http, stopped};
-use crate::core::compile::Options;
+use crate::core::compile::{Options, incremental};
 use crate::core::k8s::cache::ClusterCache;
 use crate::core::k8s::node_status::Held;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod};
@@ -81,6 +81,9 @@ pub struct Worker {
     /// The model, converted incrementally (only changed objects); taken out
     /// while a blocking compile runs.
     model: Option<ClusterCache>,
+    /// The previous compile and its index, for the incremental path; taken
+    /// out with the model.
+    compiler: Option<incremental::State>,
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
     drop_log: DropLogFeed,
@@ -101,6 +104,7 @@ impl Worker {
             cfg,
             enforcer: Some(enforcer),
             model: Some(ClusterCache::new()),
+            compiler: Some(incremental::State::default()),
             metrics,
             health,
             status: None,
@@ -200,9 +204,13 @@ impl Worker {
         let new_pods = self.cfg.new_pods.clone();
         let revoke_established = self.cfg.revoke_established;
         let mut model = self.model.take().expect("model present between applies");
+        let mut compiler = self
+            .compiler
+            .take()
+            .expect("compiler present between applies");
         self.health.busy("compile");
         let t = std::time::Instant::now();
-        let (model, compiled) = tokio::task::spawn_blocking(move || {
+        let (model, compiler, compiled, path) = tokio::task::spawn_blocking(move || {
             let mut stats = model.update(
                 state.namespaces.iter().map(|o| &**o),
                 state.pods.iter().map(|o| &**o),
@@ -221,9 +229,13 @@ impl Worker {
                 reused = stats.reused,
                 "model updated"
             );
-            let compiled = crate::core::compile::compile_cluster(
+            // Pod-only changes edit the previous ruleset; anything else (or
+            // a pod change it cannot prove element-only) compiles in full.
+            let changes = model.take_changes();
+            let (compiled, path) = compiler.compile(
                 model.cluster(),
                 model.diagnostics(),
+                &changes,
                 &Options {
                     node: Some(node),
                     drop_log,
@@ -231,11 +243,21 @@ impl Worker {
                     revoke_established,
                 },
             );
-            (model, compiled)
+            (model, compiler, compiled, path)
         })
         .await
         .expect("the compiler does not panic");
         self.model = Some(model);
+        self.compiler = Some(compiler);
+        self.metrics
+            .compile_paths
+            .get_or_create(&PathLabel {
+                path: path.as_str().into(),
+            })
+            .inc();
+        if let incremental::Path::Full(reason) = path {
+            tracing::debug!(reason, "full compile");
+        }
         self.metrics
             .compile_seconds
             .observe(t.elapsed().as_secs_f64());
