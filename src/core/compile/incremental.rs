@@ -548,3 +548,6 @@ impl Index {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

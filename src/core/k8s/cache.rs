@@ -369,6 +369,47 @@ mod tests {
         check(&namespaces, &pods, &policies, 0, 3);
     }
 
+    /// `take_changes` names the pods whose model changed (by value: a new
+    /// resourceVersion alone is no change) and flags every other kind.
+    #[test]
+    fn changes_name_the_pods_and_flag_the_rest() {
+        let mut cache = ClusterCache::new();
+        let namespaces = vec![ns("a", "1", "x")];
+        let mut pods = vec![
+            pod("p1", "2", "web", "10.0.0.1"),
+            pod("p2", "3", "db", "10.0.0.2"),
+        ];
+        let mut policies = vec![pol("allow", "4", "web")];
+        let id = |n: &str| ObjectRef::new("a", n);
+        cache.update(&namespaces, &pods, &policies);
+        let first = cache.take_changes();
+        assert!(first.other);
+        assert_eq!(first.pods, BTreeSet::from([id("p1"), id("p2")]));
+        cache.update(&namespaces, &pods, &policies);
+        assert_eq!(cache.take_changes(), Changes::default(), "nothing changed");
+        pods[0] = pod("p1", "5", "web", "10.0.0.1");
+        cache.update(&namespaces, &pods, &policies);
+        assert_eq!(cache.take_changes(), Changes::default(), "same content");
+        pods[1] = pod("p2", "6", "web", "10.0.0.2");
+        cache.update(&namespaces, &pods, &policies);
+        let relabel = Changes {
+            pods: BTreeSet::from([id("p2")]),
+            other: false,
+        };
+        assert_eq!(cache.take_changes(), relabel);
+        pods.remove(0);
+        policies[0] = pol("allow", "7", "db");
+        cache.update(&namespaces, &pods, &policies);
+        // Changes accumulate until taken.
+        pods[0] = pod("p2", "8", "db", "10.0.0.2");
+        cache.update(&namespaces, &pods, &policies);
+        let both = Changes {
+            pods: BTreeSet::from([id("p1"), id("p2")]),
+            other: true,
+        };
+        assert_eq!(cache.take_changes(), both);
+    }
+
     fn cnp(name: &str, rv: &str, priority: i64) -> ClusterNetworkPolicy {
         serde_json::from_value(json!({
             "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
