@@ -18,6 +18,12 @@
 //!   dirty, and the enforcer (its mirror forgotten) repairs in full. The
 //!   same listing gives the kernel's drop counters to the metrics.
 //!
+//! Compile: the model is converted incrementally (`ClusterCache`); when
+//! only pods changed, `core::compile::incremental` edits the previous
+//! ruleset's elements instead of compiling in full (its index falls back to
+//! the full compile for anything structural); `nftpol_compile_path_total`
+//! counts which path ran, the debug log says why a compile was full.
+//!
 //! Status: after every apply (ok or failed) the [`status::Feed`] records
 //! what the kernel holds; at most every `--status-interval` the worker
 //! hashes the kernel's ruleset (only when its generation moved) and hands a

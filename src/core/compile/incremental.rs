@@ -121,7 +121,11 @@ impl State {
         let mut all = diagnostics;
         all.append(&mut out.diagnostics);
         out.diagnostics = all;
-        self.index = Index::build(cluster, out.clone(), sources, opts);
+        // The tiered layout is not indexed: no copy of the result for it.
+        self.index = match cluster.cluster_policies.is_empty() {
+            true => Index::build(cluster, out.clone(), sources, opts),
+            false => None,
+        };
         (out, Path::Full(reason))
     }
 }
