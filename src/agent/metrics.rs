@@ -23,6 +23,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `path` label of compiles: incremental, full.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// Which compile path ran.
+    pub path: String,
+}
+
 /// `reason` label of failures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -170,6 +177,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Seconds spent compiling (convert + graph + compile).
     pub compile_seconds: Histogram,
+    /// Compiles by path (incremental, full).
+    pub compile_paths: Family<PathLabel, Counter>,
     /// Seconds spent applying, by kind.
     pub apply_seconds: Family<KindLabel, Histogram>,
     /// Applies by kind.
@@ -276,8 +285,9 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "nftpol_compile_duration_seconds",
+        "nftpol_compile_path_total",
         "nftpol_apply_duration_seconds",
         "nftpol_applies_total",
         "nftpol_apply_failures_total",
@@ -312,6 +322,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("nftpol");
         let compile_seconds = seconds_histogram();
+        let compile_paths = Family::<PathLabel, Counter>::default();
         let apply_seconds = Family::<KindLabel, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -336,6 +347,14 @@ impl Metrics {
             "Time to compile the cluster state into a ruleset",
             compile_seconds.clone(),
         );
+        registry.register(
+            "compile_path",
+            "Compiles by path: incremental (pod changes edited into the previous ruleset) or full",
+            compile_paths.clone(),
+        );
+        for path in ["incremental", "full"] {
+            drop(compile_paths.get_or_create(&PathLabel { path: path.into() }));
+        }
         registry.register(
             "apply_duration_seconds",
             "Time to apply a ruleset to the kernel, by kind",
@@ -459,6 +478,7 @@ impl Metrics {
         let m = Metrics {
             registry,
             compile_seconds,
+            compile_paths,
             apply_seconds,
             applies,
             failures,
@@ -539,58 +559,4 @@ impl Default for Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dropped_packets_is_listed_before_and_after_its_first_sample() {
-        let m = Metrics::new();
-        assert!(m.encode().contains("# TYPE nftpol_dropped_packets counter"));
-        m.dropped_packets.inc(DropLabel {
-            namespace: "shop".into(),
-            pod: "db".into(),
-            direction: "ingress".into(),
-        });
-        let text = m.encode();
-        assert!(
-            text.contains(
-                "nftpol_dropped_packets_total{namespace=\"shop\",pod=\"db\",direction=\"ingress\"} 1"
-            ),
-            "{text}"
-        );
-        assert_eq!(text.matches("# TYPE nftpol_dropped_packets ").count(), 1);
-        m.dropped_packets.retain(|l| l.pod != "db");
-        assert!(
-            !m.encode().contains("pod=\"db\""),
-            "a deleted series is gone"
-        );
-    }
-
-    #[test]
-    fn chain_drops_build_info_and_reader_state() {
-        let m = Metrics::new();
-        let text = m.encode();
-        assert!(text.contains("# TYPE nftpol_chain_dropped_packets counter"));
-        assert!(text.contains(&format!(
-            "nftpol_build_info{{version=\"{}\",commit=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            Metrics::COMMIT
-        )));
-        assert!(text.contains("nftpol_drop_log_reader_state{state=\"off\"} 1"));
-        assert!(text.contains("nftpol_drop_log_reader_state{state=\"running\"} 0"));
-        m.set_chain_drops(BTreeMap::from([("ingress-group-AAAA".to_string(), 7)]));
-        m.set_reader_state(ReaderState::Failed);
-        let text = m.encode();
-        assert!(
-            text.contains("nftpol_chain_dropped_packets_total{chain=\"ingress-group-AAAA\"} 7"),
-            "{text}"
-        );
-        assert!(text.contains("nftpol_drop_log_reader_state{state=\"off\"} 0"));
-        assert!(text.contains("nftpol_drop_log_reader_state{state=\"failed\"} 1"));
-        m.set_chain_drops(BTreeMap::new());
-        assert!(
-            !m.encode().contains("ingress-group-AAAA"),
-            "a chain that is gone"
-        );
-    }
-}
+mod tests;

@@ -18,6 +18,12 @@
 //!   dirty, and the enforcer (its mirror forgotten) repairs in full. The
 //!   same listing gives the kernel's drop counters to the metrics.
 //!
+//! Compile: the model is converted incrementally (`ClusterCache`); when
+//! only pods changed, `core::compile::incremental` edits the previous
+//! ruleset's elements instead of compiling in full (its index falls back to
+//! the full compile for anything structural); `nftpol_compile_path_total`
+//! counts which path ran, the debug log says why a compile was full.
+//!
 //! Status: after every apply (ok or failed) the [`status::Feed`] records
 //! what the kernel holds; at most every `--status-interval` the worker
 //! hashes the kernel's ruleset (only when its generation moved) and hands a
@@ -38,10 +44,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::droplog::DropLogFeed;
-use super::metrics::{Metrics, ObjectLabel, ReasonLabel};
+use super::metrics::{Metrics, ObjectLabel, PathLabel, ReasonLabel};
 use super::status::{self, Feed};
 use super::{Config, http, stopped};
-use crate::core::compile::Options;
+use crate::core::compile::{Options, incremental};
 use crate::core::k8s::cache::ClusterCache;
 use crate::core::k8s::node_status::Held;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod};
@@ -81,6 +87,9 @@ pub struct Worker {
     /// The model, converted incrementally (only changed objects); taken out
     /// while a blocking compile runs.
     model: Option<ClusterCache>,
+    /// The previous compile and its index, for the incremental path; taken
+    /// out with the model.
+    compiler: Option<incremental::State>,
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
     drop_log: DropLogFeed,
@@ -101,6 +110,7 @@ impl Worker {
             cfg,
             enforcer: Some(enforcer),
             model: Some(ClusterCache::new()),
+            compiler: Some(incremental::State::default()),
             metrics,
             health,
             status: None,
@@ -200,9 +210,13 @@ impl Worker {
         let new_pods = self.cfg.new_pods.clone();
         let revoke_established = self.cfg.revoke_established;
         let mut model = self.model.take().expect("model present between applies");
+        let mut compiler = self
+            .compiler
+            .take()
+            .expect("compiler present between applies");
         self.health.busy("compile");
         let t = std::time::Instant::now();
-        let (model, compiled) = tokio::task::spawn_blocking(move || {
+        let (model, compiler, compiled, path) = tokio::task::spawn_blocking(move || {
             let mut stats = model.update(
                 state.namespaces.iter().map(|o| &**o),
                 state.pods.iter().map(|o| &**o),
@@ -221,9 +235,13 @@ impl Worker {
                 reused = stats.reused,
                 "model updated"
             );
-            let compiled = crate::core::compile::compile_cluster(
+            // Pod-only changes edit the previous ruleset; anything else (or
+            // a pod change it cannot prove element-only) compiles in full.
+            let changes = model.take_changes();
+            let (compiled, path) = compiler.compile(
                 model.cluster(),
                 model.diagnostics(),
+                &changes,
                 &Options {
                     node: Some(node),
                     drop_log,
@@ -231,11 +249,21 @@ impl Worker {
                     revoke_established,
                 },
             );
-            (model, compiled)
+            (model, compiler, compiled, path)
         })
         .await
         .expect("the compiler does not panic");
         self.model = Some(model);
+        self.compiler = Some(compiler);
+        self.metrics
+            .compile_paths
+            .get_or_create(&PathLabel {
+                path: path.as_str().into(),
+            })
+            .inc();
+        if let incremental::Path::Full(reason) = path {
+            tracing::debug!(reason, "full compile");
+        }
         self.metrics
             .compile_seconds
             .observe(t.elapsed().as_secs_f64());

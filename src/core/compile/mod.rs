@@ -23,6 +23,7 @@
 
 mod dispatch;
 pub mod droplog;
+pub mod incremental;
 pub mod new_pods;
 mod policy;
 mod revoke;
@@ -162,6 +163,17 @@ pub fn compile_cluster(
 
 /// Model + selector graph → ruleset (diagnostics: the compiler's findings only).
 pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Compiled {
+    compile_recording(cluster, graph, opts, false).0
+}
+
+/// [`compile`], also returning (when `record`) where each pod-dependent set
+/// came from, for [`incremental`]'s index.
+fn compile_recording(
+    cluster: &Cluster,
+    graph: &SelectorGraph,
+    opts: &Options,
+    record: bool,
+) -> (Compiled, BTreeMap<String, incremental::SetSource>) {
     let mut c = Compiler {
         cluster,
         graph,
@@ -181,14 +193,16 @@ pub fn compile(cluster: &Cluster, graph: &SelectorGraph, opts: &Options) -> Comp
                 .any(|p| p.tier == Tier::Baseline),
         ),
         np_audit: false,
+        sources: record.then(BTreeMap::new),
     };
     c.run(opts);
-    Compiled {
+    let compiled = Compiled {
         ruleset: c.rs,
         diagnostics: c.diags,
         enforced_pods: c.enforced.len(),
         drop_log: c.drop_log,
-    }
+    };
+    (compiled, c.sources.unwrap_or_default())
 }
 
 /// One compilation: the inputs, and the ruleset being built. Its methods live
@@ -210,9 +224,18 @@ struct Compiler<'a> {
     /// Whether some pod here is selected only by audited NetworkPolicies
     /// (its audit group chain continues after the NetworkPolicy stage).
     np_audit: bool,
+    /// When recording (for [`incremental`]): pod-dependent set name → what it holds.
+    sources: Option<BTreeMap<String, incremental::SetSource>>,
 }
 
 impl Compiler<'_> {
+    /// Records where a pod-dependent set came from, when recording.
+    fn source(&mut self, set: &str, what: impl FnOnce() -> incremental::SetSource) {
+        if let Some(s) = self.sources.as_mut() {
+            s.insert(set.to_string(), what());
+        }
+    }
+
     /// Base chains and dispatch maps, group chains, then the chain of every
     /// policy a group uses (each naming the sets it needs).
     fn run(&mut self, opts: &Options) {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::Compiler;
+use super::incremental::SetSource;
 use crate::core::model::{
     Cidr, Family, IpBlock, ObjectRef, Peer, Pod, PodMatch, Port, PortMatch, Protocol, Selector,
 };
@@ -110,6 +111,9 @@ impl Compiler<'_> {
         if !self.rs.sets.contains_key(&set) {
             let elements =
                 self.named_port_elements(name, proto, f, |p, _| self.enforced.contains(&p.id));
+            self.source(&set, || {
+                SetSource::LocalNamedPort(name.to_string(), proto, f)
+            });
             self.rs.sets.insert(
                 set.clone(),
                 Set {
@@ -139,6 +143,9 @@ impl Compiler<'_> {
         if self.rs.sets.contains_key(&set) {
             return set;
         }
+        self.source(&set, || {
+            SetSource::PeerNamedPort(peer.cloned(), name.to_string(), proto, f)
+        });
         let (what, elements) = match peer {
             None => (
                 "all pods".to_string(),
@@ -247,6 +254,7 @@ impl Compiler<'_> {
                 .filter(|ip| Family::of(ip) == f)
                 .map(|ip| Element::Addr(*ip))
                 .collect();
+            self.source(&name, || SetSource::Pods(m.clone(), f));
             self.rs.sets.insert(
                 name.clone(),
                 Set {

@@ -8,7 +8,7 @@
 //! gives for the same objects (tested below), so the compiler's output does
 //! not depend on which path built the model.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::cnp::ClusterNetworkPolicy;
 use super::convert;
+use crate::core::compile::incremental::Changes;
 use crate::core::diag::{Diagnostic, Source};
 use crate::core::model::{Cluster, ObjectRef};
 
@@ -47,6 +48,8 @@ pub struct ClusterCache {
     policies: Seen,
     cluster_policies: Seen,
     nodes: Seen,
+    /// What changed in the model since [`ClusterCache::take_changes`].
+    changes: Changes,
 }
 
 fn key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
@@ -78,7 +81,9 @@ impl Seen {
     /// Applies `objs` (the complete current set of one kind) to the model:
     /// `convert` turns a changed object into its model entry (or None when
     /// the model leaves it out), `insert`/`remove` edit the model.
-    fn update<'a, K: 'a, V>(
+    /// Keys whose model entry appeared, went or changed are added to `changed`.
+    #[allow(clippy::too_many_arguments)]
+    fn update<'a, K: 'a, V: PartialEq>(
         &mut self,
         objs: impl IntoIterator<Item = &'a K>,
         meta: impl Fn(&K) -> &ObjectMeta,
@@ -86,6 +91,7 @@ impl Seen {
         mut convert: impl FnMut(&K, &mut Vec<Diagnostic>) -> Option<V>,
         model: &mut BTreeMap<ObjectRef, V>,
         stats: &mut UpdateStats,
+        changed: &mut BTreeSet<ObjectRef>,
     ) {
         let mut present: HashSet<ObjectRef> = HashSet::with_capacity(self.version.len());
         for o in objs {
@@ -97,13 +103,14 @@ impl Seen {
                 stats.reused += 1;
             } else {
                 let mut d = Vec::new();
-                match convert(o, &mut d) {
-                    Some(v) => {
-                        model.insert(k.clone(), v);
-                    }
-                    None => {
-                        model.remove(&k);
-                    }
+                let differs = match convert(o, &mut d) {
+                    Some(v) => model
+                        .insert(k.clone(), v)
+                        .is_none_or(|old| Some(&old) != model.get(&k)),
+                    None => model.remove(&k).is_some(),
+                };
+                if differs {
+                    changed.insert(k.clone());
                 }
                 if d.is_empty() {
                     self.diags.remove(&k);
@@ -127,6 +134,7 @@ impl Seen {
         for k in gone {
             model.remove(&k);
             stats.removed += 1;
+            changed.insert(k);
         }
         self.version.retain(|k, _| present.contains(k));
         self.diags.retain(|k, _| present.contains(k));
@@ -136,7 +144,13 @@ impl Seen {
 impl ClusterCache {
     /// An empty cache.
     pub fn new() -> ClusterCache {
-        ClusterCache::default()
+        ClusterCache {
+            changes: Changes {
+                pods: BTreeSet::new(),
+                other: true,
+            },
+            ..ClusterCache::default()
+        }
     }
 
     /// Brings the model to exactly the given objects (each iterator is the
@@ -150,6 +164,7 @@ impl ClusterCache {
     ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
+        let mut other = BTreeSet::new();
 
         // Namespaces are keyed by name in the model; reuse the generic
         // bookkeeping over an ObjectRef-keyed view and copy changes across.
@@ -165,6 +180,7 @@ impl ClusterCache {
             |n, d| convert::namespace(n, Some(&src), d),
             &mut ns_model,
             &mut stats,
+            &mut other,
         );
         self.cluster.namespaces = ns_model.into_iter().map(|(k, v)| (k.name, v)).collect();
 
@@ -175,6 +191,7 @@ impl ClusterCache {
             |p, d| convert::pod(p, Some(&src), d),
             &mut self.cluster.pods,
             &mut stats,
+            &mut self.changes.pods,
         );
         self.policies.update(
             policies,
@@ -183,7 +200,9 @@ impl ClusterCache {
             |p, d| convert::policy(p, Some(&src), d),
             &mut self.cluster.policies,
             &mut stats,
+            &mut other,
         );
+        self.changes.other |= !other.is_empty();
         stats
     }
 
@@ -199,6 +218,7 @@ impl ClusterCache {
     ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
+        let mut other = BTreeSet::new();
         let mut model = by_name(std::mem::take(&mut self.cluster.cluster_policies));
         self.cluster_policies.update(
             cluster_policies,
@@ -207,6 +227,7 @@ impl ClusterCache {
             |p, d| convert::cluster_policy(p, Some(&src), d),
             &mut model,
             &mut stats,
+            &mut other,
         );
         self.cluster.cluster_policies = model.into_iter().map(|(k, v)| (k.name, v)).collect();
         let mut model = by_name(std::mem::take(&mut self.cluster.nodes));
@@ -217,9 +238,18 @@ impl ClusterCache {
             |n, d| convert::node(n, Some(&src), d),
             &mut model,
             &mut stats,
+            &mut other,
         );
         self.cluster.nodes = model.into_iter().map(|(k, v)| (k.name, v)).collect();
+        self.changes.other |= !other.is_empty();
         stats
+    }
+
+    /// What changed in the model (by value, not by resourceVersion) since
+    /// the last call, for [`crate::core::compile::incremental`]; a new cache
+    /// starts with everything changed.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// The model as of the last update.
@@ -337,6 +367,47 @@ mod tests {
         namespaces.remove(1);
         policies.clear();
         check(&namespaces, &pods, &policies, 0, 3);
+    }
+
+    /// `take_changes` names the pods whose model changed (by value: a new
+    /// resourceVersion alone is no change) and flags every other kind.
+    #[test]
+    fn changes_name_the_pods_and_flag_the_rest() {
+        let mut cache = ClusterCache::new();
+        let namespaces = vec![ns("a", "1", "x")];
+        let mut pods = vec![
+            pod("p1", "2", "web", "10.0.0.1"),
+            pod("p2", "3", "db", "10.0.0.2"),
+        ];
+        let mut policies = vec![pol("allow", "4", "web")];
+        let id = |n: &str| ObjectRef::new("a", n);
+        cache.update(&namespaces, &pods, &policies);
+        let first = cache.take_changes();
+        assert!(first.other);
+        assert_eq!(first.pods, BTreeSet::from([id("p1"), id("p2")]));
+        cache.update(&namespaces, &pods, &policies);
+        assert_eq!(cache.take_changes(), Changes::default(), "nothing changed");
+        pods[0] = pod("p1", "5", "web", "10.0.0.1");
+        cache.update(&namespaces, &pods, &policies);
+        assert_eq!(cache.take_changes(), Changes::default(), "same content");
+        pods[1] = pod("p2", "6", "web", "10.0.0.2");
+        cache.update(&namespaces, &pods, &policies);
+        let relabel = Changes {
+            pods: BTreeSet::from([id("p2")]),
+            other: false,
+        };
+        assert_eq!(cache.take_changes(), relabel);
+        pods.remove(0);
+        policies[0] = pol("allow", "7", "db");
+        cache.update(&namespaces, &pods, &policies);
+        // Changes accumulate until taken.
+        pods[0] = pod("p2", "8", "db", "10.0.0.2");
+        cache.update(&namespaces, &pods, &policies);
+        let both = Changes {
+            pods: BTreeSet::from([id("p1"), id("p2")]),
+            other: true,
+        };
+        assert_eq!(cache.take_changes(), both);
     }
 
     fn cnp(name: &str, rv: &str, priority: i64) -> ClusterNetworkPolicy {

@@ -1,0 +1,182 @@
+//! Incremental vs full compile for one pod relabel, as the agent runs them.
+//!
+//! `cargo bench --bench incremental` generates the synthetic cluster
+//! (`NFTPOL_SCALES`, default `large`), loads it into a `ClusterCache` and an
+//! `incremental::State` (one full compile), picks a pod whose `app` relabel
+//! takes the incremental path both ways, then alternates, round by round,
+//! on the same model: the relabel (and back) through `State::compile` (the
+//! incremental path, including the copy of the ruleset it hands out), and a
+//! full `compile_cluster` of the same model. Both views: node-01's table and
+//! every pod. Prints medians of wall and thread CPU time, their ratio and the
+//! load average before and after, and the CPU time of copying a result
+//! (the incremental path hands out a copy of the ruleset it keeps). The cache's conversion of the one pod is
+//! common to both paths and not timed. `NFTPOL_ROUNDS` sets the rounds
+//! (default 11; each is one incremental and one full compile per direction).
+//! Under `cargo test` it runs the small scale with 2 rounds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use nftpol::core::compile::incremental::{Path, State};
+use nftpol::core::compile::{Options, compile_cluster};
+use nftpol::core::k8s::Objects;
+use nftpol::core::k8s::cache::ClusterCache;
+use nftpol::core::nft::render::script;
+use nftpol_testkit::synth;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// (wall, thread CPU) of `f`, and its value.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
+    let (c, t) = (thread_cpu(), Instant::now());
+    let v = f();
+    (v, t.elapsed(), thread_cpu() - c)
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn update(cache: &mut ClusterCache, objs: &Objects) {
+    cache.update(
+        objs.namespaces.iter().map(|o| &o.1),
+        objs.pods.iter().map(|o| &o.1),
+        objs.policies.iter().map(|o| &o.1),
+    );
+}
+
+/// `objs` with pod `k`'s `app` label moved `step` values on.
+fn relabelled(objs: &Objects, k: usize, step: usize) -> (Objects, String) {
+    let mut changed = objs.clone();
+    let p = &mut changed.pods[k].1;
+    let labels = p.metadata.labels.get_or_insert_with(Default::default);
+    let app = labels.get("app").cloned().unwrap_or_default();
+    let n: usize = app.trim_start_matches("app-").parse().unwrap_or(0);
+    let to = format!("app-{}", (n + step) % 5);
+    labels.insert("app".into(), to.clone());
+    p.metadata.resource_version = Some("2".into());
+    let what = format!(
+        "{}/{} app={app} -> {to}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    );
+    (changed, what)
+}
+
+fn view(scale: synth::Scale, objs: &Objects, node: Option<&str>, rounds: usize) -> Result<()> {
+    let opts = Options {
+        node: node.map(String::from),
+        ..Options::default()
+    };
+    let mut cache = ClusterCache::new();
+    let mut state = State::default();
+    let compile = |cache: &mut ClusterCache, state: &mut State, objs: &Objects| {
+        update(cache, objs);
+        let changes = cache.take_changes();
+        state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts)
+    };
+    compile(&mut cache, &mut state, objs);
+    // A relabel that is incremental there and back.
+    let mut found = None;
+    'search: for k in 0..objs.pods.len().min(200) {
+        for step in 1..5 {
+            let (changed, what) = relabelled(objs, k, step);
+            let there = compile(&mut cache, &mut state, &changed).1;
+            let back = compile(&mut cache, &mut state, objs).1;
+            if there == Path::Incremental && back == Path::Incremental {
+                found = Some((changed, what));
+                break 'search;
+            }
+        }
+    }
+    let (changed, what) = found.context("no incremental relabel among the first pods")?;
+    let (mut inc_wall, mut inc_cpu, mut full_wall, mut full_cpu) = (vec![], vec![], vec![], vec![]);
+    let mut copy_cpu = vec![];
+    let load_before = loadavg();
+    for _ in 0..rounds {
+        for target in [&changed, objs] {
+            update(&mut cache, target);
+            let changes = cache.take_changes();
+            let ((got, path), w, c) =
+                timed(|| state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts));
+            ensure!(path == Path::Incremental, "took {path:?}");
+            inc_wall.push(w);
+            inc_cpu.push(c);
+            // The part of it that is the copy of the result it hands out.
+            copy_cpu.push(timed(|| got.clone()).2);
+            let (want, w, c) =
+                timed(|| compile_cluster(cache.cluster(), cache.diagnostics(), &opts));
+            full_wall.push(w);
+            full_cpu.push(c);
+            ensure!(
+                script(&got.ruleset) == script(&want.ruleset),
+                "incremental and full differ"
+            );
+        }
+    }
+    let (iw, ic, fw, fc) = (
+        median(inc_wall),
+        median(inc_cpu),
+        median(full_wall),
+        median(full_cpu),
+    );
+    println!(
+        "  {}/{}: {what}: incremental {iw:.2} ms wall / {ic:.2} ms CPU, full {fw:.1} ms wall / \
+         {fc:.1} ms CPU; full/incremental {:.0}x (CPU); copying the result {:.2} ms CPU; \
+         load {load_before} -> {}",
+        scale.name,
+        if node.is_some() { "node" } else { "all" },
+        fc / ic.max(1e-6),
+        median(copy_cpu),
+        loadavg()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let names = std::env::var("NFTPOL_SCALES")
+        .unwrap_or_else(|_| if bench { "large" } else { "small" }.to_string());
+    let rounds: usize = std::env::var("NFTPOL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 11 } else { 2 });
+    println!(
+        "== one pod relabel: incremental vs full compile (median of {rounds} rounds x 2 directions)"
+    );
+    for name in names.split(',') {
+        let scale = *synth::SCALES
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no scale {name}"))?;
+        let mut objs = synth::generate(scale, 42);
+        for (_, o) in &mut objs.namespaces {
+            o.metadata.resource_version = Some("1".into());
+        }
+        for (_, o) in &mut objs.pods {
+            o.metadata.resource_version = Some("1".into());
+        }
+        for (_, o) in &mut objs.policies {
+            o.metadata.resource_version = Some("1".into());
+        }
+        for node in [Some("node-01"), None] {
+            view(scale, &objs, node, rounds)?;
+        }
+    }
+    Ok(())
+}

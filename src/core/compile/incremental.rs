@@ -1,0 +1,557 @@
+//! Incremental compile: a pod added, deleted, relabelled or readdressed
+//! becomes an edit of the previous compile's ruleset, at the cost of the
+//! selectors and policies of the pod's own namespace, instead of a new
+//! selector graph and a new ruleset.
+//!
+//! The full compile ([`super::compile`]) stays the reference: the index is
+//! built from its result (the compiler records which selector, named port or
+//! peer each pod-dependent set holds, [`SetSource`]), and every change this
+//! module cannot prove element-only falls back to it. A pod contributes only
+//! elements:
+//!
+//! - `self-v4/v6` and the new-pod guard's `local-pods-v4/v6` (enforced pods);
+//! - the dispatch maps `ingress/egress-pods-*` (enforced pods that some
+//!   policy isolates): address → its group chain, which must already exist;
+//! - `pods-…` peer sets (every pod the selector matches, cluster-wide);
+//! - named-port sets (`addr . proto . port`: enforced pods for ingress, the
+//!   peer's pods for egress);
+//! - the drop-log index's address → pod (when some group logs).
+//!
+//! Falls back (the [`Path::Full`] reason says why) when anything but pods
+//! changed (namespaces, policies, ClusterNetworkPolicies, nodes, options);
+//! when the cluster has ClusterNetworkPolicies (the tiered layout is not
+//! indexed); when a pod's isolating policies form a group that has no chain
+//! yet, or the last pod of a group leaves it (a chain, and maybe policy
+//! chains, appear or go); when a touched address belongs to more than one pod
+//! before or after (elements are keyed by address); and when the change list
+//! does not account for the model's pod count.
+//!
+//! Every collection of elements in [`Ruleset`] is sorted (`BTreeSet`,
+//! `BTreeMap`), so removing a pod's old elements and adding its new ones
+//! yields exactly the full compile's ruleset; `tests/incremental.rs` checks
+//! the rendering byte for byte after every event of random sequences.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::{Compiled, Options};
+use crate::core::diag::Diagnostic;
+use crate::core::graph::SelectorGraph;
+use crate::core::model::{
+    Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, PodMatch, Protocol, Range,
+    Selector,
+};
+use crate::core::nft::names;
+use crate::core::nft::ruleset::{Element, Ruleset};
+
+/// What a pod-dependent set holds (recorded by the compiler for the index).
+#[derive(Debug, Clone)]
+pub(super) enum SetSource {
+    /// `pods-…`: addresses of the pods a peer selector matches.
+    Pods(PodMatch, Family),
+    /// A named port of the enforced pods (ingress).
+    LocalNamedPort(String, Protocol, Family),
+    /// A named port of a peer's pods (egress; `None`: every pod).
+    PeerNamedPort(Option<Peer>, String, Protocol, Family),
+}
+
+/// Which path produced a ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The previous ruleset, edited by the changed pods' elements.
+    Incremental,
+    /// A full compile, and why.
+    Full(&'static str),
+}
+
+impl Path {
+    /// `incremental` or `full` (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Incremental => "incremental",
+            Path::Full(_) => "full",
+        }
+    }
+}
+
+/// What changed in the model since the previous compile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Pods added, removed or changed.
+    pub pods: BTreeSet<ObjectRef>,
+    /// Anything else changed (namespaces, policies, ClusterNetworkPolicies, nodes).
+    pub other: bool,
+}
+
+/// The compiler with memory: the previous compile and its index. Start with
+/// [`State::default`]; the first compile is full.
+#[derive(Debug, Default)]
+pub struct State {
+    index: Option<Index>,
+}
+
+impl State {
+    /// The ruleset for `cluster`, incrementally from the previous one when
+    /// `changes` allow it, else by a full compile (which rebuilds the
+    /// index). `diagnostics` are the conversion's, as for
+    /// [`super::compile_cluster`]; the result equals its result.
+    pub fn compile(
+        &mut self,
+        cluster: &Cluster,
+        diagnostics: Vec<Diagnostic>,
+        changes: &Changes,
+        opts: &Options,
+    ) -> (Compiled, Path) {
+        let reason = match self.index.as_mut() {
+            None => "no index (first compile, or ClusterNetworkPolicies)",
+            Some(_) if changes.other => "namespaces, policies or nodes changed",
+            Some(ix) if !ix.same_options(opts) => "options changed",
+            Some(ix) => match ix.update(cluster, &changes.pods) {
+                Ok(()) => {
+                    let mut out = ix.compiled.clone();
+                    out.diagnostics = diagnostics;
+                    return (out, Path::Incremental);
+                }
+                Err(reason) => reason,
+            },
+        };
+        let graph = SelectorGraph::build(cluster);
+        let (mut out, sources) = super::compile_recording(cluster, &graph, opts, true);
+        drop(graph);
+        let mut all = diagnostics;
+        all.append(&mut out.diagnostics);
+        out.diagnostics = all;
+        // The tiered layout is not indexed: no copy of the result for it.
+        self.index = match cluster.cluster_policies.is_empty() {
+            true => Index::build(cluster, out.clone(), sources, opts),
+            false => None,
+        };
+        (out, Path::Full(reason))
+    }
+}
+
+/// A policy of a namespace, as far as isolation goes.
+#[derive(Debug)]
+struct Isolator {
+    id: ObjectRef,
+    selector: Selector,
+    ingress: bool,
+    egress: bool,
+    audit: bool,
+}
+
+/// A group chain's key: direction, isolating policies (sorted), audit group.
+type GroupKey = (Direction, Vec<ObjectRef>, bool);
+
+/// Which pods a named-port set holds.
+#[derive(Debug)]
+enum Scope {
+    /// Enforced pods.
+    Local,
+    /// Every pod.
+    All,
+    /// The pods of a peer selector (index into [`Index::matches`]).
+    Pods(usize),
+    /// Pods with an address in these ranges.
+    Block(Vec<Range>),
+    /// No pod (nodes, networks).
+    Nothing,
+}
+
+#[derive(Debug)]
+struct NamedSet {
+    set: String,
+    family: Family,
+    scope: Scope,
+}
+
+/// The previous compile and what finds a pod's elements in it.
+#[derive(Debug)]
+struct Index {
+    node: Option<String>,
+    options: Options,
+    compiled: Compiled,
+    /// The model's pods as compiled.
+    pods: BTreeMap<ObjectRef, Pod>,
+    /// Address → how many pods have it.
+    owners: HashMap<IpAddr, u32>,
+    /// Namespace → its policies that isolate in some direction, sorted.
+    policies: HashMap<String, Vec<Isolator>>,
+    /// Group chain key → (name, enforced pods in it).
+    groups: HashMap<GroupKey, (String, usize)>,
+    /// Distinct peer selectors with their `pods-…` sets per family.
+    matches: Vec<(PodMatch, Vec<(Family, String)>)>,
+    /// Namespace → selectors scoped to it by name.
+    named_scope: HashMap<String, Vec<usize>>,
+    /// Selectors scoped by a namespace selector.
+    selector_scope: Vec<usize>,
+    /// Namespace → the selectors that may match its pods (memo).
+    candidates: HashMap<String, Vec<usize>>,
+    /// (port name, protocol) → the sets of that named port.
+    named_ports: HashMap<(String, Protocol), Vec<NamedSet>>,
+    /// The drop-log index holds pod addresses.
+    logs_any: bool,
+}
+
+/// A pod's part of the ruleset.
+#[derive(Debug)]
+struct Contribution {
+    id: ObjectRef,
+    ips: Vec<IpAddr>,
+    enforced: bool,
+    groups: Vec<GroupKey>,
+    sets: Vec<(String, Element)>,
+    maps: Vec<(String, IpAddr, String)>,
+}
+
+impl Index {
+    /// The index of a full compile; `None` for the tiered layout (with
+    /// ClusterNetworkPolicies) or when the compile and the model disagree.
+    fn build(
+        cluster: &Cluster,
+        compiled: Compiled,
+        sources: BTreeMap<String, SetSource>,
+        opts: &Options,
+    ) -> Option<Index> {
+        if !cluster.cluster_policies.is_empty() || !compiled.drop_log.cluster_rules.is_empty() {
+            return None;
+        }
+        let mut policies: HashMap<String, Vec<Isolator>> = HashMap::new();
+        for p in cluster.policies.values() {
+            if p.ingress.is_none() && p.egress.is_none() {
+                continue;
+            }
+            policies
+                .entry(p.id.namespace.clone())
+                .or_default()
+                .push(Isolator {
+                    id: p.id.clone(),
+                    selector: p.pod_selector.clone(),
+                    ingress: p.ingress.is_some(),
+                    egress: p.egress.is_some(),
+                    audit: p.audit,
+                });
+        }
+        let groups = compiled
+            .drop_log
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                (
+                    (g.direction, g.policies.clone(), g.audit),
+                    (name.clone(), 0),
+                )
+            })
+            .collect();
+        let mut ix = Index {
+            node: opts.node.clone(),
+            options: opts.clone(),
+            logs_any: compiled.drop_log.logs_any(),
+            compiled,
+            pods: cluster.pods.clone(),
+            owners: HashMap::new(),
+            policies,
+            groups,
+            matches: Vec::new(),
+            named_scope: HashMap::new(),
+            selector_scope: Vec::new(),
+            candidates: HashMap::new(),
+            named_ports: HashMap::new(),
+        };
+        let mut by_match: BTreeMap<PodMatch, usize> = BTreeMap::new();
+        let mut match_index = |ix: &mut Index, m: &PodMatch| -> usize {
+            *by_match.entry(m.clone()).or_insert_with(|| {
+                ix.matches.push((m.clone(), Vec::new()));
+                let i = ix.matches.len() - 1;
+                match &m.namespaces {
+                    NamespaceScope::Named(n) => {
+                        ix.named_scope.entry(n.clone()).or_default().push(i)
+                    }
+                    NamespaceScope::Selector(_) => ix.selector_scope.push(i),
+                }
+                i
+            })
+        };
+        for (set, source) in sources {
+            match source {
+                SetSource::Pods(m, f) => {
+                    let i = match_index(&mut ix, &m);
+                    ix.matches[i].1.push((f, set));
+                }
+                SetSource::LocalNamedPort(name, proto, family) => {
+                    ix.named_ports
+                        .entry((name, proto))
+                        .or_default()
+                        .push(NamedSet {
+                            set,
+                            family,
+                            scope: Scope::Local,
+                        });
+                }
+                SetSource::PeerNamedPort(peer, name, proto, family) => {
+                    let scope = match &peer {
+                        None => Scope::All,
+                        Some(Peer::Pods(m)) => Scope::Pods(match_index(&mut ix, m)),
+                        Some(Peer::IpBlock(b)) => Scope::Block(b.ranges()),
+                        Some(Peer::Nodes(_)) | Some(Peer::Networks(_)) => Scope::Nothing,
+                    };
+                    ix.named_ports
+                        .entry((name, proto))
+                        .or_default()
+                        .push(NamedSet { set, family, scope });
+                }
+            }
+        }
+        let pods: Vec<Pod> = ix.pods.values().cloned().collect();
+        for pod in &pods {
+            for ip in &pod.ips {
+                *ix.owners.entry(*ip).or_default() += 1;
+            }
+            for key in ix.group_keys(pod) {
+                ix.groups.get_mut(&key)?.1 += 1;
+            }
+        }
+        if ix.compiled.enforced_pods != pods.iter().filter(|p| ix.enforced(p)).count() {
+            return None;
+        }
+        Some(ix)
+    }
+
+    fn same_options(&self, o: &Options) -> bool {
+        let mine = &self.options;
+        mine.node == o.node
+            && mine.drop_log == o.drop_log
+            && mine.new_pods == o.new_pods
+            && mine.revoke_established == o.revoke_established
+    }
+
+    fn enforced(&self, pod: &Pod) -> bool {
+        self.node.is_none() || pod.node == self.node
+    }
+
+    /// The group keys of a pod, per direction it is isolated in (as
+    /// `dispatch` computes them: enforced policies first, else audited ones).
+    fn group_keys(&self, pod: &Pod) -> Vec<GroupKey> {
+        let mut out = Vec::new();
+        if !self.enforced(pod) {
+            return out;
+        }
+        let pols = self.policies.get(&pod.id.namespace);
+        for dir in Direction::ALL {
+            let (mut enforced, mut audited) = (Vec::new(), Vec::new());
+            for p in pols.into_iter().flatten() {
+                let isolates = match dir {
+                    Direction::Ingress => p.ingress,
+                    Direction::Egress => p.egress,
+                };
+                if isolates && p.selector.matches(&pod.labels) {
+                    match p.audit {
+                        true => audited.push(p.id.clone()),
+                        false => enforced.push(p.id.clone()),
+                    }
+                }
+            }
+            if !enforced.is_empty() {
+                out.push((dir, enforced, false));
+            } else if !audited.is_empty() {
+                out.push((dir, audited, true));
+            }
+        }
+        out
+    }
+
+    /// The peer selectors that may match pods of `ns` (by scope only).
+    fn candidates(&mut self, cluster: &Cluster, ns: &str) -> Vec<usize> {
+        if let Some(c) = self.candidates.get(ns) {
+            return c.clone();
+        }
+        let labels = cluster.namespace_labels(ns);
+        let mut c: Vec<usize> = self.named_scope.get(ns).cloned().unwrap_or_default();
+        c.extend(self.selector_scope.iter().copied().filter(|i| {
+            matches!(&self.matches[*i].0.namespaces, NamespaceScope::Selector(s) if s.matches(&labels))
+        }));
+        self.candidates.insert(ns.to_string(), c.clone());
+        c
+    }
+
+    /// A pod's elements; `Err` when its group has no chain.
+    fn contribution(&mut self, cluster: &Cluster, pod: &Pod) -> Result<Contribution, &'static str> {
+        let enforced = self.enforced(pod);
+        let mut c = Contribution {
+            id: pod.id.clone(),
+            ips: pod.ips.clone(),
+            enforced,
+            groups: self.group_keys(pod),
+            sets: Vec::new(),
+            maps: Vec::new(),
+        };
+        for key in &c.groups {
+            let Some((chain, _)) = self.groups.get(key) else {
+                return Err("a pod's isolating policies form a new group");
+            };
+            for ip in &pod.ips {
+                let map = names::dispatch_map(key.0, Family::of(ip));
+                c.maps.push((map, *ip, chain.clone()));
+            }
+        }
+        let rs = &self.compiled.ruleset;
+        for ip in &pod.ips {
+            let f = Family::of(ip);
+            if enforced {
+                c.sets
+                    .push((names::self_set(f), Element::AddrPair(*ip, *ip)));
+                let local = names::local_pods_set(f);
+                if rs.sets.contains_key(&local) {
+                    c.sets.push((local, Element::Addr(*ip)));
+                }
+            }
+        }
+        let members: BTreeSet<usize> = self
+            .candidates(cluster, &pod.id.namespace)
+            .into_iter()
+            .filter(|i| self.matches[*i].0.pods.matches(&pod.labels))
+            .collect();
+        for i in &members {
+            for (f, set) in &self.matches[*i].1 {
+                for ip in pod.ips.iter().filter(|ip| Family::of(ip) == *f) {
+                    c.sets.push((set.clone(), Element::Addr(*ip)));
+                }
+            }
+        }
+        for (name, (proto, num)) in &pod.named_ports {
+            let Some(sets) = self.named_ports.get(&(name.clone(), *proto)) else {
+                continue;
+            };
+            for s in sets {
+                for ip in pod.ips.iter().filter(|ip| Family::of(ip) == s.family) {
+                    let holds = match &s.scope {
+                        Scope::Local => enforced,
+                        Scope::All => true,
+                        Scope::Pods(i) => members.contains(i),
+                        Scope::Block(ranges) => ranges.iter().any(|r| r.contains(ip)),
+                        Scope::Nothing => false,
+                    };
+                    if holds {
+                        c.sets
+                            .push((s.set.clone(), Element::AddrProtoPort(*ip, *proto, *num)));
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Applies the changed pods to the previous ruleset, or says why it
+    /// cannot (and then changes nothing).
+    fn update(
+        &mut self,
+        cluster: &Cluster,
+        changed: &BTreeSet<ObjectRef>,
+    ) -> Result<(), &'static str> {
+        let mut edits: Vec<(&ObjectRef, Option<Contribution>, Option<Contribution>)> = Vec::new();
+        let mut count = self.pods.len() as isize;
+        let mut group_delta: HashMap<GroupKey, isize> = HashMap::new();
+        let mut owner_delta: HashMap<IpAddr, i64> = HashMap::new();
+        for id in changed {
+            let (old, new) = (self.pods.get(id).cloned(), cluster.pods.get(id));
+            if old.as_ref() == new {
+                continue;
+            }
+            count += new.is_some() as isize - old.is_some() as isize;
+            let before = match &old {
+                Some(p) => Some(self.contribution(cluster, p)?),
+                None => None,
+            };
+            let after = match new {
+                Some(p) => Some(self.contribution(cluster, p)?),
+                None => None,
+            };
+            for (c, sign) in [(&before, -1), (&after, 1)] {
+                for key in c.iter().flat_map(|c| c.groups.iter()) {
+                    *group_delta.entry(key.clone()).or_default() += sign as isize;
+                }
+            }
+            for (p, sign) in [(old.as_ref(), -1), (new, 1)] {
+                for ip in p.iter().flat_map(|p| p.ips.iter()) {
+                    *owner_delta.entry(*ip).or_default() += sign;
+                }
+            }
+            edits.push((id, before, after));
+        }
+        if count != cluster.pods.len() as isize {
+            return Err("the change list does not account for the pods");
+        }
+        for (key, d) in &group_delta {
+            if self.groups[key].1 as isize + d <= 0 {
+                return Err("a group chain loses its last pod");
+            }
+        }
+        for (ip, d) in &owner_delta {
+            let before = i64::from(self.owners.get(ip).copied().unwrap_or(0));
+            if before > 1 || before + d > 1 {
+                return Err("an address is shared by pods");
+            }
+        }
+        // Checked: from here on every edit is element-only.
+        for (key, d) in group_delta {
+            let n = &mut self.groups.get_mut(&key).expect("checked").1;
+            *n = (*n as isize + d) as usize;
+        }
+        for (ip, d) in owner_delta {
+            let n = self.owners.entry(ip).or_default();
+            *n = (i64::from(*n) + d) as u32;
+            if *n == 0 {
+                self.owners.remove(&ip);
+            }
+        }
+        for (_, before, _) in &edits {
+            if let Some(c) = before {
+                self.apply(c, false);
+            }
+        }
+        for (id, before, after) in edits {
+            if let Some(c) = &after {
+                self.apply(c, true);
+            }
+            let enforced = &mut self.compiled.enforced_pods;
+            *enforced -= before.is_some_and(|c| c.enforced) as usize;
+            *enforced += after.is_some_and(|c| c.enforced) as usize;
+            match cluster.pods.get(id) {
+                Some(p) => self.pods.insert(id.clone(), p.clone()),
+                None => self.pods.remove(id),
+            };
+        }
+        Ok(())
+    }
+
+    /// Adds (`add`) or removes a contribution's elements.
+    fn apply(&mut self, c: &Contribution, add: bool) {
+        let rs: &mut Ruleset = &mut self.compiled.ruleset;
+        for (set, el) in &c.sets {
+            let elements = &mut rs.sets.get_mut(set).expect("indexed set").elements;
+            match add {
+                true => elements.insert(el.clone()),
+                false => elements.remove(el),
+            };
+        }
+        for (map, ip, chain) in &c.maps {
+            let elements = &mut rs.maps.get_mut(map).expect("dispatch map").elements;
+            match add {
+                true => elements.insert(*ip, chain.clone()),
+                false => elements.remove(ip),
+            };
+        }
+        if self.logs_any {
+            let pods = &mut self.compiled.drop_log.pods;
+            for ip in &c.ips {
+                match add {
+                    true => pods.insert(*ip, c.id.clone()),
+                    false => pods.remove(ip),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
