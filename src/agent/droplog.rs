@@ -222,43 +222,38 @@ fn would_drop_policies(flow: &DroppedFlow) -> Vec<(String, String)> {
     }
 }
 
+/// One flow's log line: the same fields under the drop and the audit targets
+/// (a tracing target must be a constant, hence a macro).
+macro_rules! log_flow {
+    ($target:literal, $flow:expr) => {{
+        let flow: &DroppedFlow = $flow;
+        tracing::info!(
+            target: $target,
+            direction = flow.direction.as_str(),
+            namespace = %flow.namespace,
+            pod = flow.pod.as_deref().unwrap_or(""),
+            src = %flow.src_name(),
+            src_ip = %flow.src,
+            dst = %flow.dst_name(),
+            dst_ip = %flow.dst,
+            proto = %flow.protocol_name(),
+            sport = flow.sport,
+            dport = flow.dport,
+            policies = %flow.policy_list(),
+            "{flow}"
+        );
+    }};
+}
+
 /// The log line of one flow an audited policy would drop (docs/review.md,
 /// "Audit mode"): the drop line's fields, target `nftpol::audit`.
 fn log_would_drop(flow: &DroppedFlow) {
-    tracing::info!(
-        target: "nftpol::audit",
-        direction = flow.direction.as_str(),
-        namespace = %flow.namespace,
-        pod = flow.pod.as_deref().unwrap_or(""),
-        src = %flow.src_name(),
-        src_ip = %flow.src,
-        dst = %flow.dst_name(),
-        dst_ip = %flow.dst,
-        proto = %flow.protocol_name(),
-        sport = flow.sport,
-        dport = flow.dport,
-        policies = %flow.policy_list(),
-        "{flow}"
-    );
+    log_flow!("nftpol::audit", flow);
 }
 
 /// The log line of one dropped flow (docs/drop-logging.md lists the fields).
 fn log_dropped_flow(flow: &DroppedFlow) {
-    tracing::info!(
-        target: "nftpol::drop",
-        direction = flow.direction.as_str(),
-        namespace = %flow.namespace,
-        pod = flow.pod.as_deref().unwrap_or(""),
-        src = %flow.src_name(),
-        src_ip = %flow.src,
-        dst = %flow.dst_name(),
-        dst_ip = %flow.dst,
-        proto = %flow.protocol_name(),
-        sport = flow.sport,
-        dport = flow.dport,
-        policies = %flow.policy_list(),
-        "{flow}"
-    );
+    log_flow!("nftpol::drop", flow);
 }
 
 #[cfg(test)]

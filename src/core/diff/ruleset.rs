@@ -2,7 +2,7 @@
 //! (with the elements added and removed, as `nft` spells them), chains
 //! added, removed or changed (with their rule counts).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -99,73 +99,68 @@ fn change_of<T>(b: Option<T>, a: Option<T>) -> ObjectChange {
     }
 }
 
+/// The sets (or maps) added, removed or changed between `before` and
+/// `after`: each one's elements (`elements` renders them), whether its
+/// definition changed (`definition_changed` compares two versions), its
+/// comment; unchanged ones are left out.
+fn named_deltas<T>(
+    before: &BTreeMap<String, T>,
+    after: &BTreeMap<String, T>,
+    elements: impl Fn(&T) -> BTreeSet<String>,
+    definition_changed: impl Fn(&T, &T) -> bool,
+    comment: impl Fn(&T) -> &String,
+) -> Vec<SetDelta> {
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let (b, a) = (before.get(name), after.get(name));
+        let els = |x: Option<&T>| x.map(&elements).unwrap_or_default();
+        let (added, removed) = elements_delta(&els(b), &els(a));
+        let definition_changed = match (b, a) {
+            (Some(b), Some(a)) => definition_changed(b, a),
+            _ => false,
+        };
+        if b.is_some()
+            && a.is_some()
+            && added.is_empty()
+            && removed.is_empty()
+            && !definition_changed
+        {
+            continue;
+        }
+        out.push(SetDelta {
+            name: name.clone(),
+            comment: a.or(b).map(|x| comment(x).clone()).unwrap_or_default(),
+            change: change_of(b, a),
+            definition_changed,
+            added,
+            removed,
+        });
+    }
+    out
+}
+
 /// What differs between two rulesets.
 pub fn delta(node: Option<String>, before: &Ruleset, after: &Ruleset) -> RulesetDelta {
-    let mut sets = Vec::new();
-    let names: BTreeSet<&String> = before.sets.keys().chain(after.sets.keys()).collect();
-    for name in names {
-        let (b, a) = (before.sets.get(name), after.sets.get(name));
-        let els = |s: Option<&crate::core::nft::ruleset::Set>| -> BTreeSet<String> {
-            s.map(|s| s.elements.iter().map(render::element).collect())
-                .unwrap_or_default()
-        };
-        let (added, removed) = elements_delta(&els(b), &els(a));
-        let definition_changed = match (b, a) {
-            (Some(b), Some(a)) => b.kind != a.kind || b.comment != a.comment,
-            _ => false,
-        };
-        if b.is_some()
-            && a.is_some()
-            && added.is_empty()
-            && removed.is_empty()
-            && !definition_changed
-        {
-            continue;
-        }
-        sets.push(SetDelta {
-            name: name.clone(),
-            comment: a.or(b).map(|s| s.comment.clone()).unwrap_or_default(),
-            change: change_of(b, a),
-            definition_changed,
-            added,
-            removed,
-        });
-    }
-    let mut maps = Vec::new();
-    let names: BTreeSet<&String> = before.maps.keys().chain(after.maps.keys()).collect();
-    for name in names {
-        let (b, a) = (before.maps.get(name), after.maps.get(name));
-        let els = |m: Option<&crate::core::nft::ruleset::VerdictMap>| -> BTreeSet<String> {
-            m.map(|m| {
-                m.elements
-                    .iter()
-                    .map(|(ip, chain)| format!("{ip} : jump {chain}"))
-                    .collect()
-            })
-            .unwrap_or_default()
-        };
-        let (added, removed) = elements_delta(&els(b), &els(a));
-        let definition_changed = match (b, a) {
-            (Some(b), Some(a)) => b.family != a.family || b.comment != a.comment,
-            _ => false,
-        };
-        if b.is_some()
-            && a.is_some()
-            && added.is_empty()
-            && removed.is_empty()
-            && !definition_changed
-        {
-            continue;
-        }
-        maps.push(SetDelta {
-            name: name.clone(),
-            comment: a.or(b).map(|m| m.comment.clone()).unwrap_or_default(),
-            change: change_of(b, a),
-            definition_changed,
-            added,
-            removed,
-        });
-    }
+    let sets = named_deltas(
+        &before.sets,
+        &after.sets,
+        |s| s.elements.iter().map(render::element).collect(),
+        |b, a| b.kind != a.kind || b.comment != a.comment,
+        |s| &s.comment,
+    );
+    let maps = named_deltas(
+        &before.maps,
+        &after.maps,
+        |m| {
+            m.elements
+                .iter()
+                .map(|(ip, chain)| format!("{ip} : jump {chain}"))
+                .collect()
+        },
+        |b, a| b.family != a.family || b.comment != a.comment,
+        |m| &m.comment,
+    );
     let mut chains = Vec::new();
     let names: BTreeSet<&String> = before
         .chains
