@@ -207,10 +207,21 @@ impl<'a> Compiler<'a> {
         groups: &BTreeMap<GroupKey, String>,
         log: &DropLog,
     ) -> BTreeSet<(Direction, ObjectRef)> {
+        self.chains_of_groups(groups, log, Self::group_chain)
+    }
+
+    /// Builds each group's chain with `chain` and adds them sorted by name;
+    /// returns the (direction, policy) pairs the groups jump to.
+    fn chains_of_groups(
+        &mut self,
+        groups: &BTreeMap<GroupKey, String>,
+        log: &DropLog,
+        chain: fn(&mut Self, Direction, &[ObjectRef], &str, &DropLog) -> Chain,
+    ) -> BTreeSet<(Direction, ObjectRef)> {
         let mut used = BTreeSet::new();
         let mut chains = Vec::new();
         for ((dir, pols), name) in groups {
-            chains.push((name.clone(), self.group_chain(*dir, pols, name, log)));
+            chains.push((name.clone(), chain(self, *dir, pols, name, log)));
             used.extend(pols.iter().map(|p| (*dir, p.clone())));
         }
         chains.sort_by(|a, b| a.0.cmp(&b.0));
@@ -298,15 +309,7 @@ impl Compiler<'_> {
         groups: &BTreeMap<GroupKey, String>,
         log: &DropLog,
     ) -> BTreeSet<(Direction, ObjectRef)> {
-        let mut used = BTreeSet::new();
-        let mut chains = Vec::new();
-        for ((dir, pols), name) in groups {
-            chains.push((name.clone(), self.audit_group_chain(*dir, pols, name, log)));
-            used.extend(pols.iter().map(|p| (*dir, p.clone())));
-        }
-        chains.sort_by(|a, b| a.0.cmp(&b.0));
-        self.rs.chains.extend(chains);
-        used
+        self.chains_of_groups(groups, log, Self::audit_group_chain)
     }
 
     /// One audit group chain (pods that only audited policies select in

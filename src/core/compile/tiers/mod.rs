@@ -245,33 +245,13 @@ impl Compiler<'_> {
                 None => format!("{}[{i}]: {}", dir.as_str(), r.action),
             };
             let logged = log.all_namespaces && r.action == Action::Deny;
-            let key = names::cluster_rule_log_key(pol.tier, dir, &pol.name, i);
             for matches in self.rule_matches(&as_rule, dir) {
                 // The first rule with these matches decides; a later
                 // duplicate could never match first.
                 if seen.insert(matches.clone()) {
                     if logged {
-                        rules.push(rule(
-                            matches.clone(),
-                            Verdict::Log(Log {
-                                group: log.group,
-                                rate: log.rate,
-                                burst: log.burst,
-                                prefix: names::log_prefix(&key),
-                            }),
-                            "log drops (rate-limited)",
-                        ));
-                        self.drop_log.cluster_rules.insert(
-                            key.clone(),
-                            droplog::ClusterRuleDrop {
-                                direction: dir,
-                                tier: pol.tier.api_name(),
-                                policy: pol.name.clone(),
-                                rule: i,
-                                rule_name: r.name.clone(),
-                                audit: false,
-                            },
-                        );
+                        let l = self.cluster_rule_log(matches.clone(), log, pol, dir, i, false);
+                        rules.push(l);
                     }
                     rules.push(rule(matches, verdict.clone(), &names::comment(&label)));
                 }
@@ -321,36 +301,57 @@ impl Compiler<'_> {
             Some(n) => format!("{}[{i}] {n}: {} (audit)", dir.as_str(), r.action),
             None => format!("{}[{i}]: {} (audit)", dir.as_str(), r.action),
         };
-        let key = names::cluster_rule_log_key(pol.tier, dir, &pol.name, i);
         for matches in self.rule_matches(&as_rule, dir) {
             if !seen.insert(matches.clone()) {
                 continue;
             }
             if r.action == Action::Deny {
-                rules.push(rule(
-                    matches.clone(),
-                    Verdict::Log(Log {
-                        group: log.group,
-                        rate: log.rate,
-                        burst: log.burst,
-                        prefix: names::audit_log_prefix(&key),
-                    }),
-                    "audit: would drop (rate-limited log, no drop)",
-                ));
-                self.drop_log.cluster_rules.insert(
-                    key.clone(),
-                    droplog::ClusterRuleDrop {
-                        direction: dir,
-                        tier: pol.tier.api_name(),
-                        policy: pol.name.clone(),
-                        rule: i,
-                        rule_name: r.name.clone(),
-                        audit: true,
-                    },
-                );
+                let l = self.cluster_rule_log(matches.clone(), log, pol, dir, i, true);
+                rules.push(l);
             }
             rules.push(rule(matches, Verdict::Return, &names::comment(&label)));
         }
+    }
+
+    /// The rate-limited log rule of rule `i` of `pol` in `dir` (`audit`: a
+    /// would-drop of an audited policy, with the audit prefix), recorded in
+    /// the drop-log index under the rule's key.
+    fn cluster_rule_log(
+        &mut self,
+        matches: Vec<Match>,
+        log: &DropLog,
+        pol: &ClusterPolicy,
+        dir: Direction,
+        i: usize,
+        audit: bool,
+    ) -> Rule {
+        let key = names::cluster_rule_log_key(pol.tier, dir, &pol.name, i);
+        let (prefix, comment) = if audit {
+            (
+                names::audit_log_prefix(&key),
+                "audit: would drop (rate-limited log, no drop)",
+            )
+        } else {
+            (names::log_prefix(&key), "log drops (rate-limited)")
+        };
+        self.drop_log.cluster_rules.insert(
+            key,
+            droplog::ClusterRuleDrop {
+                direction: dir,
+                tier: pol.tier.api_name(),
+                policy: pol.name.clone(),
+                rule: i,
+                rule_name: pol.rules(dir)[i].name.clone(),
+                audit,
+            },
+        );
+        let log = Log {
+            group: log.group,
+            rate: log.rate,
+            burst: log.burst,
+            prefix,
+        };
+        rule(matches, Verdict::Log(log), comment)
     }
 
     /// The tiered layout's base and stage chains: `filter-forward` and
