@@ -220,6 +220,11 @@ fn measure(
                 METRICS,
                 "--resync",
                 "0s",
+                // No NodeProgramStatus writes: the bench's control plane
+                // has no status Role in the context's namespace, and the
+                // writes are off the event-to-kernel path anyway.
+                "--status-interval",
+                "0s",
                 "--kubeconfig",
             ])
             .arg(&kubeconfig)
