@@ -4,7 +4,9 @@
 //!
 //! - Membership-only changes go in as element deltas (one transaction).
 //! - Anything structural, the first sync, and every sync after a failure go
-//!   in as an atomic whole-table replacement.
+//!   in as an atomic whole-table replacement that keeps the base chains
+//!   ([`render::replacement`]: what it deletes comes from the mirror, or
+//!   from a listing of the kernel when the mirror is not trusted).
 //! - A failed apply leaves the kernel as it was (nft transactions are all or
 //!   nothing); the mirror is then distrusted until a full replacement works.
 //! - `verify` lists the kernel table and compares it with the mirror (chains
@@ -20,7 +22,7 @@
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{Update, diff, generation_script};
+use crate::core::nft::delta::{Present, Update, diff, generation_script, staged};
 use crate::core::nft::render;
 use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
@@ -132,20 +134,48 @@ impl Enforcer {
                 match self.nft.apply(&script) {
                     Ok(()) => Applied::Delta { added, deleted },
                     // The mirror may be wrong (drift): fall back to a full replacement now.
-                    Err(_) => self.full(new)?,
+                    Err(_) => self.full(new, None)?,
                 }
             }
-            Update::Full => self.full(new)?,
+            Update::Full => {
+                let old = self.mirror.take();
+                self.full(new, old.as_ref())?
+            }
         })
     }
 
-    fn full(&mut self, new: &mut Ruleset) -> Result<Applied, ApplyError> {
+    /// Brings the kernel from `old` (the mirror, when trusted) to `new`
+    /// when the structure changed: in stages that keep every packet's walk
+    /// whole (`delta::staged`), or, without a trusted mirror or when a kept
+    /// object cannot be updated in place, in one transaction that keeps the
+    /// base chains (`render::replacement`, told what to delete by the mirror
+    /// or a listing), or, when the kernel cannot even be listed, by deleting
+    /// and creating the table (`render::script`).
+    fn full(&mut self, new: &mut Ruleset, old: Option<&Ruleset>) -> Result<Applied, ApplyError> {
         self.mirror = None;
         if new.generation.is_some() {
             new.generation = Some(self.next_generation());
         }
-        self.nft.apply(&render::script(new))?;
+        if let Some(stages) = old.and_then(|o| staged(o, new)) {
+            for stage in &stages {
+                self.nft.apply(stage)?;
+            }
+            return Ok(Applied::Full);
+        }
+        let present = old.map(Present::of).or_else(|| self.kernel_present());
+        let script = match &present {
+            Some(p) => render::replacement(new, p),
+            None => render::script(new),
+        };
+        self.nft.apply(&script)?;
         Ok(Applied::Full)
+    }
+
+    /// The chains, sets and maps of the kernel's table; `None` when the
+    /// kernel cannot say (no table among other reasons: then there is no
+    /// old base chain to race with either).
+    fn kernel_present(&self) -> Option<Present> {
+        listing::present(&self.nft.list_names().ok()?)
     }
 
     /// The generation to send next (recorded as sent).

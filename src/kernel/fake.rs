@@ -20,9 +20,14 @@ pub struct Call {
 }
 
 impl Call {
-    /// Whether the script replaces the whole table (as opposed to an element delta).
+    /// Whether the script is (a stage of) a structural change, as opposed
+    /// to an element delta.
     pub fn is_full(&self) -> bool {
         self.script.contains("delete table inet")
+            || self.script.contains("flush table inet")
+            || self
+                .script
+                .starts_with(crate::core::nft::delta::STAGE_HEADER)
     }
 }
 

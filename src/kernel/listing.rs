@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::core::model::ipblock::{ip_to_u128, u128_to_ip};
 use crate::core::model::{Cidr, Family, Protocol, Range};
+use crate::core::nft::delta::{BaseChain, Present};
 use crate::core::nft::names;
 use crate::core::nft::ruleset::{Element, Generation, Ruleset, SetKind, TABLE, Verdict};
 
@@ -82,6 +83,36 @@ pub fn generation(json: &str) -> Option<Generation> {
         let mark = u32::try_from(elems(set).first()?.as_u64()?).ok()?;
         Generation::from_stamp(mark)
     })
+}
+
+/// The chains (with their hooks), sets and maps of table `inet nftpol` in a
+/// listing (`nft -j -t list table inet nftpol` is enough: no elements
+/// needed); `None` if the listing is not JSON of that shape.
+pub fn present(json: &str) -> Option<Present> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let mut p = Present::default();
+    for o in v.get("nftables")?.as_array()? {
+        let ours = |x: &Value| {
+            x.get("table").and_then(Value::as_str) == Some(TABLE)
+                && x.get("family").and_then(Value::as_str) == Some("inet")
+        };
+        if let Some(c) = o.get("chain").filter(|c| ours(c)) {
+            let name = c.get("name")?.as_str()?.to_string();
+            let base = match c.get("hook") {
+                Some(h) => Some(BaseChain {
+                    hook: h.as_str()?.to_string(),
+                    priority: i32::try_from(c.get("prio")?.as_i64()?).ok()?,
+                }),
+                None => None,
+            };
+            p.chains.push((name, base));
+        } else if let Some(s) = o.get("set").filter(|s| ours(s)) {
+            p.sets.push(s.get("name")?.as_str()?.to_string());
+        } else if let Some(m) = o.get("map").filter(|m| ours(m)) {
+            p.maps.push(m.get("name")?.as_str()?.to_string());
+        }
+    }
+    Some(p)
 }
 
 fn mark(v: &Value) -> Option<u32> {

@@ -69,6 +69,12 @@ pub trait Nft: Send + std::fmt::Debug {
     fn list_generation(&self) -> Result<String, ApplyError> {
         self.list_table()
     }
+    /// A listing holding at least the table's chains (with their hooks),
+    /// sets and maps (the whole table by default; the real binary lists it
+    /// without elements).
+    fn list_names(&self) -> Result<String, ApplyError> {
+        self.list_table()
+    }
 }
 
 /// The real `nft` binary, run as a child process per call.
@@ -229,6 +235,10 @@ impl Nft for NftCli {
     fn list_generation(&self) -> Result<String, ApplyError> {
         let set = crate::core::nft::names::GENERATION_SET;
         self.run(&["-j", "list", "set", "inet", TABLE, set], None)
+    }
+
+    fn list_names(&self) -> Result<String, ApplyError> {
+        self.run(&["-j", "-t", "list", "table", "inet", TABLE], None)
     }
 }
 

@@ -141,8 +141,7 @@ pub fn trace(rs: &Ruleset, pkt: &Packet) -> Result<Trace, TraceError> {
 }
 
 /// Traces a packet of connection `conn` through every `forward` base chain
-/// of the table in priority order (the filter chain, then the stamping
-/// chain), updating `conn.mark` as the kernel would. The path is every
+/// of the table in priority order, updating `conn.mark` as the kernel would. The path is every
 /// chain's; the outcome is the hook's (dropped if any chain drops).
 pub fn trace_conn(rs: &Ruleset, pkt: &Packet, conn: &mut Conn) -> Result<Trace, TraceError> {
     let mut bases: Vec<(&String, i32)> = rs
@@ -534,8 +533,8 @@ mod tests {
         let t = trace_conn(&allowed, &pkt, &mut est).unwrap();
         assert_eq!(
             (t.outcome, t.path.len()),
-            (Outcome::Accept, 2),
-            "one rule in each base chain: {:?}",
+            (Outcome::Accept, 1),
+            "an established packet costs one rule: {:?}",
             t.path
         );
         let mut rep = conn.established(true);

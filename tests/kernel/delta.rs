@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use nftpol::core::compile::Options;
 use nftpol::core::k8s::Objects;
-use nftpol::core::nft::delta::{Update, diff};
+use nftpol::core::nft::delta::{Present, Update, diff, staged};
 use nftpol_testkit::listing::{self, Counters};
 use nftpol_testkit::netns::{Netns, in_new_netns};
 use serde_json::Value;
@@ -22,6 +22,31 @@ fn nft(ns: &Netns, args: &[&str], stdin: &str) -> String {
 /// The table of `ns`, normalised with counters kept: a delta must not lose them.
 fn table(ns: &Netns) -> Value {
     listing::table_in(ns.name(), Counters::Kept).expect("a table inet nftpol")
+}
+
+/// A listing's objects with chains, sets and maps in name order (a staged structural change
+/// creates chains in another order than a fresh load) and each chain's rules in their order.
+fn canonical(v: &Value) -> Vec<String> {
+    let mut objs: Vec<(String, String)> = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let (kind, body) = o
+                .as_object()
+                .and_then(|m| m.iter().next())
+                .expect("an object");
+            let name = body
+                .get("chain")
+                .or_else(|| body.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (format!("{kind} {name}"), o.to_string())
+        })
+        .collect();
+    // Stable: the rules of one chain keep their order.
+    objs.sort_by(|a, b| a.0.cmp(&b.0));
+    objs.into_iter().map(|(_, o)| o).collect()
 }
 
 /// Deterministic pseudo-random numbers (no dependency, stable across runs).
@@ -147,7 +172,7 @@ spec:
     );
     let mut rng = Lcg(7);
     let mut next_ip = 100u8;
-    let (mut deltas, mut fulls, mut nothing) = (0, 0, 0);
+    let (mut deltas, mut fulls, mut in_one, mut nothing) = (0, 0, 0, 0);
     for step in 0..100 {
         let what = mutate(&mut objs, &mut rng, &mut next_ip);
         let new = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
@@ -157,28 +182,42 @@ spec:
                 deltas += 1;
                 nft(&live, &["-f", "-"], &script);
             }
-            Update::Full => {
-                fulls += 1;
-                nft(
-                    &live,
-                    &["-f", "-"],
-                    &nftpol::core::nft::render::script(&new),
-                );
-            }
+            // What the enforcer does: in stages when every kept object can be
+            // updated in place, otherwise in one transaction keeping the base chains.
+            Update::Full => match staged(&current, &new) {
+                Some(stages) => {
+                    fulls += 1;
+                    for stage in &stages {
+                        nft(&live, &["-f", "-"], stage);
+                    }
+                }
+                None => {
+                    in_one += 1;
+                    nft(
+                        &live,
+                        &["-f", "-"],
+                        &nftpol::core::nft::render::replacement(&new, &Present::of(&current)),
+                    );
+                }
+            },
         }
         nft(
             &fresh,
             &["-f", "-"],
             &nftpol::core::nft::render::script(&new),
         );
-        assert_eq!(
-            table(&live),
-            table(&fresh),
-            "step {step} ({what}): kernel tables differ"
+        let (got, want) = (table(&live), table(&fresh));
+        assert!(
+            canonical(&got) == canonical(&want),
+            "step {step} ({what}): kernel tables differ:\n{}",
+            listing::diff(&got, &want)
         );
         current = new;
     }
-    println!("100 changes: {deltas} element deltas, {fulls} full replacements, {nothing} no-ops");
+    println!(
+        "100 changes: {deltas} element deltas, {fulls} staged structural changes, {in_one} \
+         one-transaction replacements, {nothing} no-ops"
+    );
     assert!(
         deltas >= 30 && deltas > 5 * fulls,
         "membership changes must mostly be deltas ({deltas} deltas, {fulls} full)"
@@ -186,6 +225,95 @@ spec:
     assert!(
         fulls >= 1,
         "a pod joining a new policy group needs a full replacement"
+    );
+}
+
+/// Structural changes (policies removed and restored, pods joining and leaving groups) go in
+/// as the enforcer's stages; after each one the kernel table equals a fresh load, and every
+/// stage is a transaction the kernel accepts (so what stage 1 creates never refers to what
+/// stage 3 deletes).
+#[test]
+fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
+    let dir = nftpol_testkit::cases::case("upstream");
+    let mut objs = Objects::default();
+    let mut diags = Vec::new();
+    for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        nftpol::core::k8s::parse_into(&text, f, &mut objs, &mut diags);
+    }
+    let live = Netns::new("staged").unwrap();
+    let fresh = Netns::new("staged-fresh").unwrap();
+    let opts = Options {
+        node: Some("node-1".to_string()),
+        ..Default::default()
+    };
+    let mut current = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
+    nft(
+        &live,
+        &["-f", "-"],
+        &nftpol::core::nft::render::script(&current),
+    );
+    let mut rng = Lcg(11);
+    let mut next_ip = 100u8;
+    let mut parked = Vec::new();
+    let (mut staged_n, mut in_one, mut stages_seen) = (0, 0, [0usize; 4]);
+    for step in 0..80 {
+        let what = match rng.below(3) {
+            0 if objs.policies.len() > 1 => {
+                let i = rng.below(objs.policies.len());
+                parked.push(objs.policies.remove(i));
+                format!("remove policy {i}")
+            }
+            1 if !parked.is_empty() => {
+                objs.policies.push(parked.remove(rng.below(parked.len())));
+                "restore a policy".to_string()
+            }
+            _ => mutate(&mut objs, &mut rng, &mut next_ip),
+        };
+        let new = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
+        match diff(&current, &new) {
+            Update::None => {}
+            Update::Elements { script, .. } => {
+                nft(&live, &["-f", "-"], &script);
+            }
+            Update::Full => match staged(&current, &new) {
+                Some(stages) => {
+                    staged_n += 1;
+                    stages_seen[stages.len()] += 1;
+                    for stage in &stages {
+                        nft(&live, &["-f", "-"], stage);
+                    }
+                }
+                None => {
+                    in_one += 1;
+                    let script =
+                        nftpol::core::nft::render::replacement(&new, &Present::of(&current));
+                    nft(&live, &["-f", "-"], &script);
+                }
+            },
+        }
+        nft(
+            &fresh,
+            &["-f", "-"],
+            &nftpol::core::nft::render::script(&new),
+        );
+        let (got, want) = (table(&live), table(&fresh));
+        assert!(
+            canonical(&got) == canonical(&want),
+            "step {step} ({what}): kernel tables differ:\n{}",
+            listing::diff(&got, &want)
+        );
+        current = new;
+    }
+    println!(
+        "80 changes: {staged_n} staged structural changes (by number of stages: {:?}), {in_one} \
+         in one transaction",
+        &stages_seen[1..]
+    );
+    assert!(staged_n >= 10, "too few structural changes: {staged_n}");
+    assert!(
+        stages_seen[3] >= 1,
+        "no change needed all three stages: {stages_seen:?}"
     );
 }
 

@@ -3,5 +3,6 @@
 
 mod cases;
 mod delta;
+mod replace;
 mod revoke;
 mod testbed;

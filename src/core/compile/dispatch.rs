@@ -143,8 +143,7 @@ impl<'a> Compiler<'a> {
                     hook: "forward",
                     priority: 0,
                 }),
-                comment: "nftpol: NetworkPolicy for forwarded pod traffic (egress, then ingress)"
-                    .to_string(),
+                comment: names::FORWARD_CHAIN_COMMENT.to_string(),
                 rules: fwd,
             },
         ));

@@ -2,9 +2,10 @@
 //! flows"): a pass over the finished table, kept apart from the layouts so it
 //! composes with whatever else the base chains hold.
 //!
-//! Every connection a base chain accepts after evaluating the policy is
-//! stamped with the ruleset generation in nftpol's bits of `ct mark`
-//! ([`Generation::MASK`]). The generation is data (one element of the set
+//! Every connection the policy accepts is stamped with the ruleset
+//! generation in nftpol's bits of `ct mark` ([`Generation::MASK`]): every
+//! `accept` of the policy walk becomes `goto ct-stamp-accept`, one chain that
+//! stamps and accepts. The generation is data (one element of the set
 //! `ct-generation` and of the map `ct-stamp`), so a new one goes in with the
 //! element delta of the same transaction, without a rule change.
 //!
@@ -15,45 +16,53 @@
 //!   ct direction reply                            accept   other replies: the original direction decides
 //!   ct state related                              accept   ICMP errors of tracked flows
 //!   … the policy, for new flows and established ones with an old stamp;
+//!     every accept: goto ct-stamp-accept
 //!     before every drop: ct mark set ct mark | MASK (revoked)
-//! ct-stamp-HOOK (priority filter + 10: only what filter-HOOK accepted)
-//!   ct mark @ct-generation accept ; ct direction reply accept ; ct state related accept
+//! ct-stamp-accept (a regular chain: reached only by goto)
 //!   ct mark set ct mark & ~MASK                   no stamp (other mark bits in use: evaluate every packet)
 //!   ct mark set ct mark & ~MASK map @ct-stamp     { 0 : current stamp }
+//!   accept
 //! ```
+//!
+//! An earlier layout stamped in a second base chain at priority filter + 10;
+//! every packet then paid two hook traversals (docs/performance.md,
+//! "Revocation").
 
 use super::{Compiler, rule};
 use crate::core::nft::names;
-use crate::core::nft::ruleset::{Chain, Generation, Hook, Match, Rule, Verdict};
-
-/// Priority of the stamping chains: after nftpol's filter chains.
-const STAMP_PRIORITY: i32 = 10;
+use crate::core::nft::ruleset::{Chain, Generation, Match, Rule, Verdict};
 
 impl Compiler<'_> {
-    /// Turns the table's conntrack shortcut into the revocation block, adds
-    /// the stamping chains, marks every drop as a revocation, and declares
-    /// the generation.
+    /// Turns the table's conntrack shortcut into the revocation block, sends
+    /// every accept of the policy walk through the stamping chain, marks
+    /// every drop as a revocation, and declares the generation.
     pub(super) fn revoke_established(&mut self) {
         // Every drop (group chains, ClusterNetworkPolicy Deny) also marks the
         // flow revoked, so its replies stop too. A separate rule, because a
         // `ct mark` expression ends a rule for a packet without conntrack.
+        // Every accept stamps, except neighbour discovery (not tracked).
         for (_, chain) in &mut self.rs.chains {
             let mut rules = Vec::with_capacity(chain.rules.len() + 1);
-            for r in chain.rules.drain(..) {
-                if r.verdict == Verdict::CountedDrop {
-                    rules.push(rule(
+            for mut r in chain.rules.drain(..) {
+                match r.verdict {
+                    Verdict::CountedDrop => rules.push(rule(
                         r.matches.clone(),
                         Verdict::CtRevoke,
                         "revoked: its replies are dropped too",
-                    ));
+                    )),
+                    Verdict::Accept if r.matches != [Match::NeighbourDiscovery] => {
+                        r.verdict = Verdict::Goto(names::STAMP_CHAIN.to_string());
+                    }
+                    _ => {}
                 }
                 rules.push(r);
             }
             chain.rules = rules;
         }
-        let mut hooks = Vec::new();
         for (_, chain) in &mut self.rs.chains {
-            let Some(hook) = chain.hook else { continue };
+            if chain.hook.is_none() {
+                continue;
+            }
             let Some(at) = chain
                 .rules
                 .iter()
@@ -62,23 +71,15 @@ impl Compiler<'_> {
                 continue;
             };
             chain.rules.splice(at..=at, shortcut());
-            hooks.push(hook.hook);
         }
-        for hook in hooks {
-            self.rs.chains.push((
-                names::stamp_chain(hook),
-                Chain {
-                    hook: Some(Hook {
-                        hook,
-                        priority: STAMP_PRIORITY,
-                    }),
-                    comment: format!(
-                        "nftpol: stamp flows filter-{hook} accepted with the ruleset generation"
-                    ),
-                    rules: stamp_rules(),
-                },
-            ));
-        }
+        self.rs.chains.push((
+            names::STAMP_CHAIN.to_string(),
+            Chain {
+                hook: None,
+                comment: "nftpol: accept, stamping the flow with the ruleset generation".into(),
+                rules: stamp_rules(),
+            },
+        ));
         self.rs.generation = Some(Generation::FIRST);
     }
 }
@@ -113,25 +114,11 @@ fn shortcut() -> Vec<Rule> {
 fn stamp_rules() -> Vec<Rule> {
     vec![
         rule(
-            vec![Match::CtStampCurrent],
-            Verdict::Accept,
-            "already stamped",
-        ),
-        rule(
-            vec![Match::CtReply],
-            Verdict::Accept,
-            "replies are not evaluated",
-        ),
-        rule(
-            vec![Match::CtRelated],
-            Verdict::Accept,
-            "nor are ICMP errors",
-        ),
-        rule(
             vec![],
             Verdict::CtClearStamp,
             "no stamp if the other mark bits are in use",
         ),
         rule(vec![], Verdict::CtStamp, "the current generation"),
+        rule(vec![], Verdict::Accept, "allowed"),
     ]
 }

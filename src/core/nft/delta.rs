@@ -3,10 +3,11 @@
 //! additions and deletions in one transaction, leaving every rule, chain and
 //! set definition in place. Anything else needs a whole-table replacement.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::ruleset::{Element, Generation, Ruleset, TABLE};
+use super::ruleset::Chain;
+use super::ruleset::{Element, Generation, Ruleset, Set, TABLE, VerdictMap};
 use super::{names, render};
 
 /// How to go from one ruleset to another.
@@ -42,6 +43,56 @@ pub fn same_structure(a: &Ruleset, b: &Ruleset) -> bool {
         && a.maps.iter().zip(&b.maps).all(|((na, ma), (nb, mb))| {
             na == nb && ma.family == mb.family && ma.comment == mb.comment
         })
+}
+
+/// A base chain as the kernel holds it (what decides whether a full
+/// replacement may keep it: [`render::replacement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    /// Hook name (`forward`).
+    pub hook: String,
+    /// Priority.
+    pub priority: i32,
+}
+
+/// The names a table holds: what a full replacement deletes before it
+/// creates the new content (from the enforcer's mirror, or from a listing of
+/// the kernel when the mirror is not trusted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Present {
+    /// Every chain, with its hook if it is a base chain.
+    pub chains: Vec<(String, Option<BaseChain>)>,
+    /// Sets (the generation's `ct-generation` included).
+    pub sets: Vec<String>,
+    /// Maps (the generation's `ct-stamp` included).
+    pub maps: Vec<String>,
+}
+
+impl Present {
+    /// What the kernel holds after loading `rs`.
+    pub fn of(rs: &Ruleset) -> Present {
+        let base = |c: &Chain| {
+            c.hook.map(|h| BaseChain {
+                hook: h.hook.to_string(),
+                priority: h.priority,
+            })
+        };
+        let mut sets: Vec<String> = rs.sets.keys().cloned().collect();
+        let mut maps: Vec<String> = rs.maps.keys().cloned().collect();
+        if rs.generation.is_some() {
+            sets.push(names::GENERATION_SET.to_string());
+            maps.push(names::STAMP_MAP.to_string());
+        }
+        Present {
+            chains: rs
+                .chains
+                .iter()
+                .map(|(n, c)| (n.clone(), base(c)))
+                .collect(),
+            sets,
+            maps,
+        }
+    }
 }
 
 /// The commands that move the table from generation `old` to `new` (one
@@ -85,49 +136,19 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Update {
     if !same_structure(old, new) {
         return Update::Full;
     }
-    let mut deletes = String::new();
-    let mut adds = String::new();
-    let (mut added, mut deleted) = (0, 0);
+    let mut d = Elements::default();
     for ((name, so), (_, sn)) in old.sets.iter().zip(&new.sets) {
-        let gone: Vec<&Element> = so.elements.difference(&sn.elements).collect();
-        let came: Vec<&Element> = sn.elements.difference(&so.elements).collect();
-        deleted += gone.len();
-        added += came.len();
-        element_cmd(
-            &mut deletes,
-            "delete",
-            name,
-            gone.iter().map(|e| render::element(e)),
-        );
-        element_cmd(
-            &mut adds,
-            "add",
-            name,
-            came.iter().map(|e| render::element(e)),
-        );
+        d.set(name, so, sn);
     }
     for ((name, mo), (_, mn)) in old.maps.iter().zip(&new.maps) {
-        let old_keys: BTreeSet<_> = mo.elements.iter().collect();
-        let new_keys: BTreeSet<_> = mn.elements.iter().collect();
-        let gone: Vec<_> = old_keys.difference(&new_keys).collect();
-        let came: Vec<_> = new_keys.difference(&old_keys).collect();
-        deleted += gone.len();
-        added += came.len();
-        // A key whose verdict changed appears in both: deleted first, re-added.
-        element_cmd(
-            &mut deletes,
-            "delete",
-            name,
-            gone.iter().map(|(ip, _)| ip.to_string()),
-        );
-        element_cmd(
-            &mut adds,
-            "add",
-            name,
-            came.iter()
-                .map(|(ip, chain)| format!("{ip} : jump {chain}")),
-        );
+        d.map(name, mo, mn);
     }
+    let Elements {
+        deletes,
+        adds,
+        added,
+        deleted,
+    } = d;
     if added + deleted == 0 {
         return Update::None;
     }
@@ -136,6 +157,170 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Update {
         added,
         deleted,
     }
+}
+
+/// Element deletions and additions of sets and maps present before and after.
+#[derive(Default)]
+struct Elements {
+    deletes: String,
+    adds: String,
+    added: usize,
+    deleted: usize,
+}
+
+impl Elements {
+    fn set(&mut self, name: &str, old: &Set, new: &Set) {
+        let gone: Vec<&Element> = old.elements.difference(&new.elements).collect();
+        let came: Vec<&Element> = new.elements.difference(&old.elements).collect();
+        self.deleted += gone.len();
+        self.added += came.len();
+        element_cmd(
+            &mut self.deletes,
+            "delete",
+            name,
+            gone.iter().map(|e| render::element(e)),
+        );
+        element_cmd(
+            &mut self.adds,
+            "add",
+            name,
+            came.iter().map(|e| render::element(e)),
+        );
+    }
+
+    fn map(&mut self, name: &str, old: &VerdictMap, new: &VerdictMap) {
+        let old_keys: BTreeSet<_> = old.elements.iter().collect();
+        let new_keys: BTreeSet<_> = new.elements.iter().collect();
+        let gone: Vec<_> = old_keys.difference(&new_keys).collect();
+        let came: Vec<_> = new_keys.difference(&old_keys).collect();
+        self.deleted += gone.len();
+        self.added += came.len();
+        // A key whose verdict changed appears in both: deleted first, re-added.
+        element_cmd(
+            &mut self.deletes,
+            "delete",
+            name,
+            gone.iter().map(|(ip, _)| ip.to_string()),
+        );
+        element_cmd(
+            &mut self.adds,
+            "add",
+            name,
+            came.iter()
+                .map(|(ip, chain)| format!("{ip} : jump {chain}")),
+        );
+    }
+}
+
+/// The first line of every stage of [`staged`].
+pub const STAGE_HEADER: &str = "# nftpol: structural change, stage";
+
+/// A structural change as up to three transactions, so that a packet whose
+/// walk crosses a commit meets only chains and sets that are populated in
+/// both generations (docs/nftables.md, "Replacing the table"):
+///
+/// 1. create what only `new` has (regular chains with their rules, sets and
+///    maps with their elements): nothing in force refers to it yet;
+/// 2. switch: flush and refill the chains both have whose rules differ,
+///    element deltas of the sets and maps both have, the generation, and
+///    base chains only `new` has;
+/// 3. delete what only `old` has: nothing in force refers to it any more.
+///
+/// Why: the kernel walks a packet's rules in the generation it read when it
+/// entered the base chain, but looks set elements up in the current one. A
+/// packet that entered before a commit and looks up after it must not meet
+/// a chain with no rules yet (a dispatch map's new element jumping to a
+/// chain created in the same transaction: it returns, and the packet falls
+/// through to accept) nor a deleted map (its elements are gone: a miss is
+/// "not isolated").
+///
+/// `None` when something both have changed in a way that cannot be updated
+/// in place (a set's type or comment, a chain's hook or comment): then the
+/// caller replaces everything in one transaction.
+pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
+    let old_chains: BTreeMap<&str, &Chain> =
+        old.chains.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    let mut create = String::new();
+    let mut flush = String::new();
+    let mut switch = String::new();
+    for (name, c) in &new.chains {
+        match old_chains.get(name.as_str()) {
+            Some(o) if o.hook != c.hook || o.comment != c.comment => return None,
+            Some(o) if o.rules == c.rules => {}
+            Some(_) => {
+                let _ = writeln!(flush, "flush chain inet {TABLE} {name}");
+                render::chain_decl(&mut switch, name, c);
+            }
+            None if c.hook.is_some() => render::chain_decl(&mut switch, name, c),
+            None => render::chain_decl(&mut create, name, c),
+        }
+    }
+    let mut d = Elements::default();
+    for (name, sn) in &new.sets {
+        match old.sets.get(name) {
+            Some(so) if so.kind != sn.kind || so.comment != sn.comment => return None,
+            Some(so) => d.set(name, so, sn),
+            None => render::set_decl(&mut create, name, sn),
+        }
+    }
+    for (name, mn) in &new.maps {
+        match old.maps.get(name) {
+            Some(mo) if mo.family != mn.family || mo.comment != mn.comment => return None,
+            Some(mo) => d.map(name, mo, mn),
+            None => render::map_decl(&mut create, name, mn),
+        }
+    }
+    let mut remove = String::new();
+    match (old.generation, new.generation) {
+        (Some(o), Some(n)) => d.adds.push_str(&generation_script(o, n)),
+        (None, Some(n)) => render::generation(&mut create, n),
+        (Some(_), None) => {
+            let _ = writeln!(remove, "delete map inet {TABLE} {}", names::STAMP_MAP);
+            let _ = writeln!(remove, "delete set inet {TABLE} {}", names::GENERATION_SET);
+        }
+        (None, None) => {}
+    }
+    let gone_chains: Vec<&str> = old
+        .chains
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| new.chain(n).is_none())
+        .collect();
+    for n in &gone_chains {
+        let _ = writeln!(remove, "flush chain inet {TABLE} {n}");
+    }
+    for n in old.maps.keys().filter(|n| !new.maps.contains_key(*n)) {
+        let _ = writeln!(remove, "delete map inet {TABLE} {n}");
+    }
+    for n in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        let _ = writeln!(remove, "delete set inet {TABLE} {n}");
+    }
+    for n in &gone_chains {
+        let _ = writeln!(remove, "delete chain inet {TABLE} {n}");
+    }
+    let block = |body: &str| format!("table inet {TABLE} {{\n{body}}}\n");
+    let mut stages: Vec<String> = Vec::new();
+    if !create.is_empty() {
+        stages.push(block(&create));
+    }
+    let mut second = format!("{flush}{}{}", d.deletes, d.adds);
+    if !switch.is_empty() {
+        second.push_str(&block(&switch));
+    }
+    if !second.is_empty() {
+        stages.push(second);
+    }
+    if !remove.is_empty() {
+        stages.push(remove);
+    }
+    let n = stages.len();
+    Some(
+        stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| format!("{STAGE_HEADER} {} of {n}\n{s}", i + 1))
+            .collect(),
+    )
 }
 
 fn element_cmd(out: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = String>) {

@@ -43,6 +43,12 @@ pub const MAX_COMMENT: usize = 128;
 /// The base chain (hook forward): egress dispatch, then `goto` [`INGRESS_CHAIN`].
 pub const FORWARD_CHAIN: &str = "filter-forward";
 
+/// The comment of [`FORWARD_CHAIN`], the same in both layouts: a full
+/// replacement keeps the base chain, and the kernel does not update a kept
+/// chain's comment.
+pub const FORWARD_CHAIN_COMMENT: &str =
+    "nftpol: policy for pod traffic this node forwards (egress, then ingress)";
+
 /// The chain that dispatches on the destination pod.
 pub const INGRESS_CHAIN: &str = "pod-ingress";
 
@@ -231,10 +237,9 @@ pub const STAMP_COMMENT: &str =
 /// the current stamp.
 pub const STAMP_MAP: &str = "ct-stamp";
 
-/// The base chain (after `filter-HOOK`) that stamps what `filter-HOOK` accepted.
-pub fn stamp_chain(hook: &str) -> String {
-    format!("ct-stamp-{hook}")
-}
+/// The chain every accept of the policy walk goes to when revocation is on:
+/// it stamps the flow with the ruleset generation, then accepts.
+pub const STAMP_CHAIN: &str = "ct-stamp-accept";
 
 /// The NetworkPolicy egress stage as a chain of its own (only with
 /// ClusterNetworkPolicies, where an Admin `Pass` continues there).

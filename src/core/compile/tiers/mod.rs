@@ -462,11 +462,7 @@ impl Compiler<'_> {
         };
         self.rs.chains.push((
             names::FORWARD_CHAIN.to_string(),
-            base(
-                "forward",
-                "nftpol: cluster and namespace policy for forwarded pod traffic (egress, then ingress)",
-                fwd,
-            ),
+            base("forward", names::FORWARD_CHAIN_COMMENT, fwd),
         ));
         self.rs.chains.push((
             names::INPUT_CHAIN.to_string(),

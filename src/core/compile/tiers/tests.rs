@@ -143,7 +143,10 @@ fn tiered_layout_dispatches_each_tier_by_address() {
         text.contains("goto pod-egress comment \"egress[0] to-db: Pass\""),
         "{text}"
     );
-    assert!(text.contains("fib daddr type local accept"), "{text}");
+    assert!(
+        text.contains("fib daddr type local goto ct-stamp-accept"),
+        "{text}"
+    );
     // Deterministic.
     let again = compile_cluster(&cluster(), Vec::new(), &Options::default());
     assert_eq!(text, render(&again.ruleset));
