@@ -9,7 +9,8 @@
 //! namespace and the new-pod guard; node view with all of them off; the
 //! all-pods view with defaults). Structural events must take the full path.
 //!
-//! `NFTPOL_INCR_CASES` sets the number of sequences (default 256).
+//! `NFTPOL_INCR_CASES` sets the number of sequences (default 1,000, each run with
+//! the three option sets).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -393,7 +394,7 @@ fn cases() -> u32 {
     std::env::var("NFTPOL_INCR_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(1000)
 }
 
 /// Events per sequence.
