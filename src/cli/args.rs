@@ -350,6 +350,10 @@ pub struct LintArgs {
     /// of the input's Services.
     #[arg(long = "service-cidr", value_name = "CIDR")]
     pub service_cidrs: Vec<String>,
+    /// At most this many warnings per lint, then one line saying how many
+    /// more there are (0: all).
+    #[arg(long = "lint-limit", value_name = "N", default_value_t = 20)]
+    pub lint_limit: usize,
 }
 
 /// `nftpol apply`.
@@ -561,7 +565,10 @@ impl LintArgs {
             .iter()
             .map(|c| crate::core::model::Cidr::parse(c).map_err(|e| format!("--service-cidr: {e}")))
             .collect::<Result<_, _>>()?;
-        Ok(crate::core::lint::LintOptions { service_cidrs })
+        Ok(crate::core::lint::LintOptions {
+            service_cidrs,
+            limit: (self.lint_limit > 0).then_some(self.lint_limit),
+        })
     }
 }
 

@@ -33,6 +33,9 @@ pub struct LintOptions {
     /// The cluster's Service CIDRs (`--service-cidr`), in addition to the
     /// ClusterIPs of the Services in the input.
     pub service_cidrs: Vec<Cidr>,
+    /// At most this many warnings per lint, then one line saying how many
+    /// more there are (`--lint-limit`; `None`: all of them).
+    pub limit: Option<usize>,
 }
 
 /// Every lint over the cluster, in a fixed order: by lint, then object.
@@ -48,6 +51,45 @@ pub fn lint(
     dns::egress_without_dns(cluster, graph, input, &mut out);
     apiserver::port_after_dnat(cluster, graph, input, &mut out);
     priority::same_priority(cluster, graph, input, &mut out);
+    match opts.limit {
+        Some(limit) => cap(out, limit),
+        None => out,
+    }
+}
+
+/// The lint code of a lint's warning (`[lint CODE] …`).
+fn code(d: &Diagnostic) -> Option<&str> {
+    d.message.strip_prefix("[lint ")?.split(']').next()
+}
+
+/// Keeps the first `limit` warnings of each lint (they come grouped by lint)
+/// and says after them how many were left out: on a large cluster one lint
+/// can warn thousands of times, and a review reads the first few.
+fn cap(diags: Vec<Diagnostic>, limit: usize) -> Vec<Diagnostic> {
+    let mut out = Vec::with_capacity(diags.len().min(limit * 8 + 8));
+    let mut run: Option<(String, usize)> = None;
+    let close = |out: &mut Vec<Diagnostic>, run: Option<(String, usize)>| {
+        if let Some((code, n)) = run.filter(|(_, n)| *n > limit) {
+            out.push(Diagnostic::warning(format!(
+                "[lint {code}] {} more warnings of this lint not shown (--lint-limit 0 shows all)",
+                n - limit
+            )));
+        }
+    };
+    for d in diags {
+        let c = code(&d).unwrap_or_default().to_string();
+        match &mut run {
+            Some((code, n)) if *code == c => *n += 1,
+            _ => {
+                close(&mut out, run.take());
+                run = Some((c, 1));
+            }
+        }
+        if run.as_ref().is_some_and(|(_, n)| *n <= limit) {
+            out.push(d);
+        }
+    }
+    close(&mut out, run);
     out
 }
 

@@ -84,6 +84,7 @@ spec: {{podSelector: {{}}, policyTypes: [Ingress], ingress: [{{from: [{{ipBlock:
     };
     let svc = LintOptions {
         service_cidrs: vec![Cidr::parse("10.96.0.0/12").unwrap()],
+        limit: None,
     };
     let w = run(&policy("10.0.0.0/8"), &svc);
     assert_eq!(w.len(), 2, "{w:#?}");
@@ -158,4 +159,58 @@ spec:
         "{}",
         w[0]
     );
+}
+
+#[test]
+fn a_lint_warning_thousands_of_times_is_capped_with_a_count() {
+    let mut yaml = String::new();
+    for i in 0..30 {
+        yaml.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: n{i}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: p, namespace: n{i}}}
+spec: {{nodeName: node-1, containers: [{{name: c, image: i}}]}}
+status: {{phase: Running, podIPs: [{{ip: 10.244.1.{}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny, namespace: n{i}}}
+spec: {{podSelector: {{}}, policyTypes: [Egress]}}
+",
+            i + 10
+        ));
+    }
+    let all = run(&yaml, &LintOptions::default());
+    assert_eq!(
+        all.len(),
+        30,
+        "one warning per policy without a limit: {all:#?}"
+    );
+    let capped = run(
+        &yaml,
+        &LintOptions {
+            limit: Some(5),
+            ..LintOptions::default()
+        },
+    );
+    assert_eq!(capped.len(), 6, "{capped:#?}");
+    assert_eq!(capped[..5], all[..5], "the first five, unchanged");
+    assert!(
+        capped[5].contains("[lint egress-without-dns] 25 more warnings of this lint not shown"),
+        "{}",
+        capped[5]
+    );
+    let exact = run(
+        &yaml,
+        &LintOptions {
+            limit: Some(30),
+            ..LintOptions::default()
+        },
+    );
+    assert_eq!(exact, all, "no summary line when nothing is left out");
 }
