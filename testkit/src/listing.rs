@@ -1,6 +1,8 @@
-//! Kernel listings made comparable: `nft -j list table inet nftpol` with handles dropped and
-//! element lists sorted, so tables built by different histories (a full load, a run of element
-//! deltas, an agent restart) compare equal. Counters are zeroed or kept by parameter: the
+//! Kernel listings made comparable: `nft -j list table inet nftpol` with handles dropped,
+//! element lists sorted and objects in name order (each chain's rules keep their order), so
+//! tables built by different histories (a full load, a run of element deltas, a structural
+//! change in stages that creates chains after the existing ones, an agent restart) compare
+//! equal. Counters are zeroed or kept by parameter: the
 //! agent end-to-end tests compare tables that saw different traffic, the delta tests compare
 //! tables that must carry the same counters.
 
@@ -47,7 +49,27 @@ pub fn normalize(v: &mut Value, counters: Counters) {
 pub fn parse(text: &str, counters: Counters) -> Value {
     let mut v: Value = serde_json::from_str(text).expect("nft -j prints JSON");
     normalize(&mut v, counters);
+    sort_objects(&mut v);
     v
+}
+
+/// Puts the listing's objects in (kind, name) order; a rule's name is its chain's, and the
+/// sort is stable, so each chain's rules keep their order.
+fn sort_objects(v: &mut Value) {
+    if let Some(Value::Array(objs)) = v.get_mut("nftables") {
+        objs.sort_by_cached_key(|o| {
+            let Some((kind, body)) = o.as_object().and_then(|m| m.iter().next()) else {
+                return (String::new(), String::new());
+            };
+            let name = body
+                .get("chain")
+                .filter(|_| kind == "rule")
+                .or_else(|| body.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            (kind.clone(), name.to_string())
+        });
+    }
 }
 
 /// The normalised `inet nftpol` table of named namespace `ns`; None without a table.
