@@ -22,7 +22,7 @@
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{Present, Update, diff, generation_script, staged};
+use crate::core::nft::delta::{Present, Update, diff, generation_script, staged, staged_over};
 use crate::core::nft::render;
 use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
@@ -146,11 +146,12 @@ impl Enforcer {
 
     /// Brings the kernel from `old` (the mirror, when trusted) to `new`
     /// when the structure changed: in stages that keep every packet's walk
-    /// whole (`delta::staged`), or, without a trusted mirror or when a kept
-    /// object cannot be updated in place, in one transaction that keeps the
-    /// base chains (`render::replacement`, told what to delete by the mirror
-    /// or a listing), or, when the kernel cannot even be listed, by deleting
-    /// and creating the table (`render::script`).
+    /// whole (`delta::staged`); without a trusted mirror, in the same stages
+    /// over the names a listing gives (`delta::staged_over`: what both have
+    /// is flushed and refilled); when a stage is refused or a name changed
+    /// kind, in one transaction that keeps the base chains
+    /// (`render::replacement`); when the kernel cannot even be listed, by
+    /// deleting and creating the table (`render::script`).
     fn full(&mut self, new: &mut Ruleset, old: Option<&Ruleset>) -> Result<Applied, ApplyError> {
         self.mirror = None;
         if new.generation.is_some() {
@@ -163,7 +164,26 @@ impl Enforcer {
             return Ok(Applied::Full);
         }
         let present = old.map(Present::of).or_else(|| self.kernel_present());
-        let script = match &present {
+        if let Some(stages) = present.as_ref().and_then(|p| staged_over(p, new)) {
+            if stages.iter().try_for_each(|s| self.nft.apply(s)).is_ok() {
+                return Ok(Applied::Full);
+            }
+            // A stage was refused (say a kept set's type changed): what the
+            // kernel holds now may include what the first stage created.
+            let present = self.kernel_present();
+            return self.replace_in_one(new, present.as_ref());
+        }
+        self.replace_in_one(new, present.as_ref())
+    }
+
+    /// The whole table in one transaction: keeping the base chains when the
+    /// kernel's names are known, otherwise deleting and creating the table.
+    fn replace_in_one(
+        &mut self,
+        new: &Ruleset,
+        present: Option<&Present>,
+    ) -> Result<Applied, ApplyError> {
+        let script = match present {
             Some(p) => render::replacement(new, p),
             None => render::script(new),
         };

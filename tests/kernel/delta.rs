@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use nftpol::core::compile::Options;
 use nftpol::core::k8s::Objects;
-use nftpol::core::nft::delta::{Present, Update, diff, staged};
+use nftpol::core::nft::delta::{Present, Update, diff, staged, staged_over};
 use nftpol_testkit::listing::{self, Counters};
 use nftpol_testkit::netns::{Netns, in_new_netns};
 use serde_json::Value;
@@ -204,7 +204,8 @@ spec:
 }
 
 /// Structural changes (policies removed and restored, pods joining and leaving groups) go in
-/// as the enforcer's stages; after each one the kernel table equals a fresh load, and every
+/// as the enforcer's stages (every other one from the names a terse listing gives, as after a
+/// restart); after each one the kernel table equals a fresh load, and every
 /// stage is a transaction the kernel accepts (so what stage 1 creates never refers to what
 /// stage 3 deletes).
 #[test]
@@ -231,7 +232,7 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
     let mut rng = Lcg(11);
     let mut next_ip = 100u8;
     let mut parked = Vec::new();
-    let (mut staged_n, mut in_one, mut stages_seen) = (0, 0, [0usize; 4]);
+    let (mut staged_n, mut in_one, mut over_names, mut stages_seen) = (0, 0, 0, [0usize; 4]);
     for step in 0..80 {
         let what = match rng.below(3) {
             0 if objs.policies.len() > 1 => {
@@ -250,6 +251,16 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
             Update::None => {}
             Update::Elements { script, .. } => {
                 nft(&live, &["-f", "-"], &script);
+            }
+            // Every other one as after a restart: only the names the kernel lists are known.
+            Update::Full if step % 2 == 1 => {
+                let names = nft(&live, &["-j", "-t", "list", "table", "inet", "nftpol"], "");
+                let present = nftpol::kernel::listing::present(&names).expect("a listing");
+                let stages = staged_over(&present, &new).expect("no chain changes kind");
+                over_names += 1;
+                for stage in &stages {
+                    nft(&live, &["-f", "-"], stage);
+                }
             }
             Update::Full => match staged(&current, &new) {
                 Some(stages) => {
@@ -281,11 +292,15 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
         current = new;
     }
     println!(
-        "80 changes: {staged_n} staged structural changes (by number of stages: {:?}), {in_one} \
-         in one transaction",
+        "80 changes: {staged_n} staged structural changes (by number of stages: {:?}), \
+         {over_names} staged over the listed names, {in_one} in one transaction",
         &stages_seen[1..]
     );
-    assert!(staged_n >= 10, "too few structural changes: {staged_n}");
+    assert!(staged_n >= 5, "too few structural changes: {staged_n}");
+    assert!(
+        over_names >= 5,
+        "too few changes over listed names: {over_names}"
+    );
     assert!(
         stages_seen[3] >= 1,
         "no change needed all three stages: {stages_seen:?}"

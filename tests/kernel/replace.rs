@@ -141,8 +141,10 @@ fn flood(ns: &str, to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> std::thread::J
 enum How {
     /// `render::script`: delete the table, create it.
     DeleteTable,
-    /// The enforcer: keep the base chains.
+    /// The enforcer: keep the base chains; stages from its mirror.
     Enforcer,
+    /// A new enforcer each time (as after a restart): stages from a listing's names.
+    FreshEnforcer,
 }
 
 /// Loads the first table, then the slow table, then floods a → b while replacing nftpol's
@@ -181,6 +183,12 @@ fn run(how: How) -> (usize, usize) {
                 let applied = netns::in_netns(&n1, || enforcer.sync(rs)).unwrap().unwrap();
                 assert_eq!(applied, Applied::Full, "swap {i} is structural");
             }
+            How::FreshEnforcer => {
+                let applied = netns::in_netns(&n1, || Enforcer::new("nft").sync(rs))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(applied, Applied::Full, "swap {i}: a new enforcer replaces");
+            }
         }
     }
     let took = t.elapsed();
@@ -198,6 +206,13 @@ fn run(how: How) -> (usize, usize) {
 fn a_full_replacement_lets_no_packet_past_both_tables() {
     let (sent, through) = run(How::Enforcer);
     assert!(sent > 0, "the flood sent nothing");
+    let (fresh_sent, fresh_through) = run(How::FreshEnforcer);
+    assert!(fresh_sent > 0, "the flood sent nothing");
+    assert_eq!(
+        fresh_through, 0,
+        "a new enforcer's replacement (stages over listed names) let {fresh_through} of \
+         {fresh_sent} denied datagrams through"
+    );
     let (control_sent, control_through) = run(How::DeleteTable);
     assert!(control_sent > 0, "the control flood sent nothing");
     assert_eq!(

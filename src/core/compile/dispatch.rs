@@ -151,7 +151,7 @@ impl<'a> Compiler<'a> {
             names::INGRESS_CHAIN.to_string(),
             Chain {
                 hook: None,
-                comment: "ingress: dispatch on the destination pod".to_string(),
+                comment: names::INGRESS_CHAIN_COMMENT.to_string(),
                 rules: ingress,
             },
         ));

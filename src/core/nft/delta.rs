@@ -298,29 +298,125 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
     for n in &gone_chains {
         let _ = writeln!(remove, "delete chain inet {TABLE} {n}");
     }
-    let block = |body: &str| format!("table inet {TABLE} {{\n{body}}}\n");
-    let mut stages: Vec<String> = Vec::new();
-    if !create.is_empty() {
-        stages.push(block(&create));
-    }
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
-    if !switch.is_empty() {
-        second.push_str(&block(&switch));
+    second.push_str(&block_or_empty(&switch));
+    Some(stages_of(create, second, remove))
+}
+
+/// [`staged`] when only the names of what the kernel holds are known (the
+/// agent's first sync, a sync after a failure or drift, `nftpol apply`):
+/// the chains, sets and maps both have are flushed and refilled instead of
+/// updated. A walk crossing the switch's commit survives that too: a
+/// flushed and re-added element is replaced in the same step, and a kept
+/// chain keeps its old rules in the old generation. `None` when a name
+/// changes between base and regular chain or hook (then one transaction).
+/// A kept set whose type changed makes the kernel refuse the switch.
+pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<String>> {
+    let chains: BTreeMap<&str, &Option<BaseChain>> = present
+        .chains
+        .iter()
+        .map(|(n, b)| (n.as_str(), b))
+        .collect();
+    let sets: BTreeSet<&str> = present.sets.iter().map(String::as_str).collect();
+    let maps: BTreeSet<&str> = present.maps.iter().map(String::as_str).collect();
+    let mut create = String::new();
+    let mut flush = String::new();
+    let mut switch = String::new();
+    for (name, c) in &new.chains {
+        match chains.get(name.as_str()) {
+            Some(base) => {
+                let same = match (base, c.hook) {
+                    (Some(b), Some(h)) => b.hook == h.hook && b.priority == h.priority,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return None;
+                }
+                let _ = writeln!(flush, "flush chain inet {TABLE} {name}");
+                render::chain_decl(&mut switch, name, c);
+            }
+            None if c.hook.is_some() => render::chain_decl(&mut switch, name, c),
+            None => render::chain_decl(&mut create, name, c),
+        }
     }
-    if !second.is_empty() {
-        stages.push(second);
+    for (name, set) in &new.sets {
+        if sets.contains(name.as_str()) {
+            let _ = writeln!(flush, "flush set inet {TABLE} {name}");
+            render::set_decl(&mut switch, name, set);
+        } else {
+            render::set_decl(&mut create, name, set);
+        }
     }
-    if !remove.is_empty() {
-        stages.push(remove);
+    for (name, map) in &new.maps {
+        if maps.contains(name.as_str()) {
+            let _ = writeln!(flush, "flush map inet {TABLE} {name}");
+            render::map_decl(&mut switch, name, map);
+        } else {
+            render::map_decl(&mut create, name, map);
+        }
     }
+    let (gen_set, gen_map) = (names::GENERATION_SET, names::STAMP_MAP);
+    if let Some(g) = new.generation {
+        if sets.contains(gen_set) && maps.contains(gen_map) {
+            let _ = writeln!(flush, "flush set inet {TABLE} {gen_set}");
+            let _ = writeln!(flush, "flush map inet {TABLE} {gen_map}");
+            render::generation(&mut switch, g);
+        } else if !sets.contains(gen_set) && !maps.contains(gen_map) {
+            render::generation(&mut create, g);
+        } else {
+            return None;
+        }
+    }
+    let kept_set = |n: &str| new.sets.contains_key(n) || (new.generation.is_some() && n == gen_set);
+    let kept_map = |n: &str| new.maps.contains_key(n) || (new.generation.is_some() && n == gen_map);
+    let gone_chains: Vec<&str> = present
+        .chains
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| new.chain(n).is_none())
+        .collect();
+    let mut remove = String::new();
+    for n in &gone_chains {
+        let _ = writeln!(remove, "flush chain inet {TABLE} {n}");
+    }
+    for n in maps.iter().filter(|n| !kept_map(n)) {
+        let _ = writeln!(remove, "delete map inet {TABLE} {n}");
+    }
+    for n in sets.iter().filter(|n| !kept_set(n)) {
+        let _ = writeln!(remove, "delete set inet {TABLE} {n}");
+    }
+    for n in &gone_chains {
+        let _ = writeln!(remove, "delete chain inet {TABLE} {n}");
+    }
+    Some(stages_of(
+        create,
+        format!("{flush}{}", block_or_empty(&switch)),
+        remove,
+    ))
+}
+
+/// `table inet nftpol { body }`, or nothing for an empty body.
+fn block_or_empty(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!("table inet {TABLE} {{\n{body}}}\n")
+    }
+}
+
+/// The non-empty stages, each headed by [`STAGE_HEADER`].
+fn stages_of(create: String, switch: String, remove: String) -> Vec<String> {
+    let stages: Vec<String> = [block_or_empty(&create), switch, remove]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
     let n = stages.len();
-    Some(
-        stages
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| format!("{STAGE_HEADER} {} of {n}\n{s}", i + 1))
-            .collect(),
-    )
+    stages
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("{STAGE_HEADER} {} of {n}\n{s}", i + 1))
+        .collect()
 }
 
 fn element_cmd(out: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = String>) {

@@ -52,6 +52,11 @@ pub const FORWARD_CHAIN_COMMENT: &str =
 /// The chain that dispatches on the destination pod.
 pub const INGRESS_CHAIN: &str = "pod-ingress";
 
+/// The comment of [`INGRESS_CHAIN`], the same in both layouts (a structural
+/// change keeps the chain, and the kernel keeps a kept chain's comment).
+pub const INGRESS_CHAIN_COMMENT: &str =
+    "ingress: dispatch on the destination pod (NetworkPolicy, then the Baseline tier if any)";
+
 /// Every nftpol drop-log prefix starts with this; the group chain's name follows.
 pub const LOG_PREFIX: &str = "nftpol drop ";
 

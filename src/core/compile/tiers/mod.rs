@@ -506,7 +506,7 @@ impl Compiler<'_> {
             names::INGRESS_CHAIN.to_string(),
             Chain {
                 hook: None,
-                comment: "ingress: NetworkPolicy, then the Baseline tier".to_string(),
+                comment: names::INGRESS_CHAIN_COMMENT.to_string(),
                 rules: ingress,
             },
         ));
