@@ -150,14 +150,18 @@ fn agent_enforces_cluster_network_policies_live() {
                 rule("lab", "Deny", "lab")
             ]),
         ));
-        // The agent asks for CNPs every 30-60 s while the CRD is missing.
+        // The agent asks for CNPs every 30-60 s while the CRD is missing. The layout change is
+        // staged (docs/nftables.md, "Atomic replacement"): the new chains exist a moment
+        // before the switch that hooks `input` and dispatches to them, so wait for the switch.
         wait_for(
             "the CNP enforced after the CRD appeared",
             Duration::from_secs(75),
             || {
-                chain_comments(&table(), "guard")
-                    .iter()
-                    .any(|c| c.contains("from-tools"))
+                let t = table();
+                t.contains("hook input")
+                    && chain_comments(&t, "guard")
+                        .iter()
+                        .any(|c| c.contains("from-tools"))
             },
         );
         let t = table();
