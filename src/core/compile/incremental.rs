@@ -115,6 +115,9 @@ impl State {
                 Err(reason) => reason,
             },
         };
+        // The old index is of no use to a full compile: freed first, its
+        // copies of the ruleset and of the pods are not held beside the new.
+        self.index = None;
         let graph = SelectorGraph::build(cluster);
         let (mut out, sources) = super::compile_recording(cluster, &graph, opts, true);
         drop(graph);
