@@ -473,7 +473,13 @@ fn run(name: &str, objs: Objects) {
     t.row("  resync: verify (the kernel's listing read and compared)");
 
     // A new pod on another node: a replica of the first pod of a namespace.
-    let model_pod = stores.pods.0.state()[0].clone();
+    // The store is a hash map: pick by name, so every run adds the same pod.
+    let mut pods = stores.pods.0.state();
+    pods.sort_by(|a, b| {
+        let key = |p: &Pod| (p.metadata.namespace.clone(), p.metadata.name.clone());
+        key(a).cmp(&key(b))
+    });
+    let model_pod = pods[0].clone();
     let mut p = (*model_pod).clone();
     p.metadata.name = Some("memory-bench-new".into());
     p.metadata.resource_version = Some("9000001".into());
@@ -498,11 +504,8 @@ fn run(name: &str, objs: Objects) {
 
     // A new policy isolating a namespace with pods on node-01 (a structural
     // change: a new policy chain and group).
-    let local = stores
-        .pods
-        .0
-        .state()
-        .into_iter()
+    let local = pods
+        .iter()
         .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-01"))
         .expect("a pod on node-01");
     let pol: NetworkPolicy = serde_json::from_value(json!({
