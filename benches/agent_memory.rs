@@ -566,7 +566,16 @@ fn run(name: &str, objs: Objects) {
         }),
     );
     let c = agent.model.cluster();
-    holder("model: pods", bytes_of(|| c.pods.clone()));
+    // The pods themselves, not pointers to them (the model shares them).
+    holder(
+        "model: pods",
+        bytes_of(|| {
+            c.pods
+                .iter()
+                .map(|(k, p)| (k.clone(), nftpol::core::model::Pod::clone(p)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }),
+    );
     holder("model: policies", bytes_of(|| c.policies.clone()));
     holder("model: namespaces", bytes_of(|| c.namespaces.clone()));
     let n = agent.model.diagnostics().len();
