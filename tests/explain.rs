@@ -453,7 +453,8 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                         node: Some("node-1".into()),
                         ips,
                         named_ports,
-                    },
+                    }
+                    .into(),
                 );
             }
             for (i, (pod_selector, ingress, egress, invalid, ns, audit)) in

@@ -220,7 +220,7 @@ fn cluster(r: &mut Rng) -> Cluster {
     }
     for i in 0..r.below(10) + 2 {
         let p = pod(r, i);
-        c.pods.insert(p.id.clone(), p);
+        c.pods.insert(p.id.clone(), p.into());
     }
     for i in 0..r.below(6) + 1 {
         let p = policy(r, &format!("pol{i}"));
@@ -241,7 +241,7 @@ fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
             *next += 1;
             let p = pod(r, 100 + *next);
             ch.pods.insert(p.id.clone());
-            c.pods.insert(p.id.clone(), p);
+            c.pods.insert(p.id.clone(), p.into());
         }
         3..=4 => {
             if let Some(id) = some(r) {
@@ -251,25 +251,26 @@ fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
         }
         5..=9 => {
             if let Some(id) = some(r) {
-                c.pods.get_mut(&id).unwrap().labels = labels(r);
+                std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap()).labels = labels(r);
                 ch.pods.insert(id);
             }
         }
         10..=12 => {
             if let Some(id) = some(r) {
-                c.pods.get_mut(&id).unwrap().ips = pod_ips(r);
+                std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap()).ips = pod_ips(r);
                 ch.pods.insert(id);
             }
         }
         13 => {
             if let Some(id) = some(r) {
-                c.pods.get_mut(&id).unwrap().named_ports = named_ports(r);
+                std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap()).named_ports = named_ports(r);
                 ch.pods.insert(id);
             }
         }
         14 => {
             if let Some(id) = some(r) {
-                c.pods.get_mut(&id).unwrap().node = Some(pick(r, &NODES).to_string());
+                std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap()).node =
+                    Some(pick(r, &NODES).to_string());
                 ch.pods.insert(id);
             }
         }
@@ -277,7 +278,7 @@ fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
             // Several pods at once (a batch the worker coalesced).
             for _ in 0..2 {
                 if let Some(id) = some(r) {
-                    let p = c.pods.get_mut(&id).unwrap();
+                    let p = std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap());
                     p.labels = labels(r);
                     p.ips = pod_ips(r);
                     ch.pods.insert(id);

@@ -14,6 +14,8 @@ use crate::core::nft::delta::{BaseChain, Present};
 use crate::core::nft::names;
 use crate::core::nft::ruleset::{Element, Generation, Ruleset, SetKind, TABLE, Verdict};
 
+mod stream;
+
 /// What verify compares, per object: `chain NAME` → its rule count,
 /// `set NAME` → its elements, `map NAME` → its address → chain entries.
 /// Elements are compared by value (a swapped address is drift even when the
@@ -130,95 +132,113 @@ pub fn parse(json: &str) -> Option<Content> {
     read(json).0
 }
 
-/// [`parse`] and the [`DropCounters`] of the same listing, reading the JSON once.
+/// [`parse`] and the [`DropCounters`] of the same listing, reading the JSON
+/// once and one object of the `nftables` array at a time ([`stream`]): the
+/// whole listing as one `serde_json::Value` took about twenty times the
+/// listing's size (a node's table: tens of MB at every resync).
 pub fn read(json: &str) -> (Option<Content>, DropCounters) {
-    match serde_json::from_str::<Value>(json) {
-        Ok(v) => (parse_value(&v), drop_counters(&v)),
+    // `content` is None until the array starts, and once one of its
+    // objects is not a shape nftpol emits.
+    let (mut content, mut drops) = (None, DropCounters::new());
+    let streamed = stream::objects(json, |obj| match obj {
+        None => {
+            content = Some(Content::new());
+            drops = DropCounters::new();
+        }
+        Some(obj) => {
+            count_drops(&mut drops, &obj);
+            if content
+                .as_mut()
+                .is_some_and(|c| parse_object(c, &obj).is_none())
+            {
+                content = None;
+            }
+        }
+    });
+    match streamed {
+        Ok(()) => (content, drops),
         Err(_) => (None, DropCounters::new()),
     }
 }
 
-fn drop_counters(v: &Value) -> DropCounters {
-    let mut out = DropCounters::new();
-    let objects = v.get("nftables").and_then(Value::as_array);
-    for r in objects.into_iter().flatten().filter_map(|o| o.get("rule")) {
-        let (Some(chain), Some(expr)) = (
-            r.get("chain").and_then(Value::as_str),
-            r.get("expr").and_then(Value::as_array),
-        ) else {
-            continue;
-        };
-        let drops = expr.iter().any(|e| e.get("drop").is_some());
-        let packets = expr
-            .iter()
-            .find_map(|e| e.get("counter")?.get("packets")?.as_u64());
-        if let (true, Some(n)) = (drops, packets) {
-            *out.entry(chain.to_string()).or_default() += n;
-        }
+/// Adds a rule's counted drops (`counter … drop`) to its chain's.
+fn count_drops(out: &mut DropCounters, obj: &Value) {
+    let Some(r) = obj.get("rule") else {
+        return;
+    };
+    let (Some(chain), Some(expr)) = (
+        r.get("chain").and_then(Value::as_str),
+        r.get("expr").and_then(Value::as_array),
+    ) else {
+        return;
+    };
+    let drops = expr.iter().any(|e| e.get("drop").is_some());
+    let packets = expr
+        .iter()
+        .find_map(|e| e.get("counter")?.get("packets")?.as_u64());
+    if let (true, Some(n)) = (drops, packets) {
+        *out.entry(chain.to_string()).or_default() += n;
     }
-    out
 }
 
-fn parse_value(v: &Value) -> Option<Content> {
-    let mut s = Content::new();
-    for obj in v.get("nftables")?.as_array()? {
-        if let Some(c) = obj.get("chain") {
-            s.entry(format!("chain {}", c.get("name")?.as_str()?))
-                .or_insert(Object::Chain(0));
-        } else if let Some(r) = obj.get("rule") {
-            let chain = s
-                .entry(format!("chain {}", r.get("chain")?.as_str()?))
-                .or_insert(Object::Chain(0));
-            if let Object::Chain(n) = chain {
-                *n += 1;
-            }
-        } else if let Some(set) = obj.get("set").filter(|s| s["type"] == "mark") {
-            let marks = elems(set).iter().map(mark).collect::<Option<_>>()?;
-            s.insert(
-                format!("set {}", set.get("name")?.as_str()?),
-                Object::Marks(marks),
-            );
-        } else if let Some(m) = obj.get("map").filter(|m| m["map"] == "mark") {
-            let entries = elems(m)
-                .iter()
-                .map(|e| {
-                    let pair = e.as_array()?;
-                    Some((mark(pair.first()?)?, mark(pair.get(1)?)?))
-                })
-                .collect::<Option<_>>()?;
-            s.insert(
-                format!("map {}", m.get("name")?.as_str()?),
-                Object::MarkMap(entries),
-            );
-        } else if let Some(set) = obj.get("set") {
-            let interval = set
-                .get("flags")
-                .and_then(|f| f.as_array())
-                .is_some_and(|f| f.iter().any(|x| x == "interval"));
-            let elements = elems(set)
-                .iter()
-                .map(|e| parse_element(e, interval))
-                .collect::<Option<_>>()?;
-            s.insert(
-                format!("set {}", set.get("name")?.as_str()?),
-                Object::Set(elements),
-            );
-        } else if let Some(m) = obj.get("map") {
-            let entries = elems(m)
-                .iter()
-                .map(|e| {
-                    let pair = e.as_array()?;
-                    let target = pair.get(1)?.get("jump")?.get("target")?.as_str()?;
-                    Some((parse_ip(pair.first()?)?, target.to_string()))
-                })
-                .collect::<Option<_>>()?;
-            s.insert(
-                format!("map {}", m.get("name")?.as_str()?),
-                Object::Map(entries),
-            );
+/// Adds one listed object to `s`; `None` if it is not a shape nftpol emits.
+fn parse_object(s: &mut Content, obj: &Value) -> Option<()> {
+    if let Some(c) = obj.get("chain") {
+        s.entry(format!("chain {}", c.get("name")?.as_str()?))
+            .or_insert(Object::Chain(0));
+    } else if let Some(r) = obj.get("rule") {
+        let chain = s
+            .entry(format!("chain {}", r.get("chain")?.as_str()?))
+            .or_insert(Object::Chain(0));
+        if let Object::Chain(n) = chain {
+            *n += 1;
         }
+    } else if let Some(set) = obj.get("set").filter(|s| s["type"] == "mark") {
+        let marks = elems(set).iter().map(mark).collect::<Option<_>>()?;
+        s.insert(
+            format!("set {}", set.get("name")?.as_str()?),
+            Object::Marks(marks),
+        );
+    } else if let Some(m) = obj.get("map").filter(|m| m["map"] == "mark") {
+        let entries = elems(m)
+            .iter()
+            .map(|e| {
+                let pair = e.as_array()?;
+                Some((mark(pair.first()?)?, mark(pair.get(1)?)?))
+            })
+            .collect::<Option<_>>()?;
+        s.insert(
+            format!("map {}", m.get("name")?.as_str()?),
+            Object::MarkMap(entries),
+        );
+    } else if let Some(set) = obj.get("set") {
+        let interval = set
+            .get("flags")
+            .and_then(|f| f.as_array())
+            .is_some_and(|f| f.iter().any(|x| x == "interval"));
+        let elements = elems(set)
+            .iter()
+            .map(|e| parse_element(e, interval))
+            .collect::<Option<_>>()?;
+        s.insert(
+            format!("set {}", set.get("name")?.as_str()?),
+            Object::Set(elements),
+        );
+    } else if let Some(m) = obj.get("map") {
+        let entries = elems(m)
+            .iter()
+            .map(|e| {
+                let pair = e.as_array()?;
+                let target = pair.get(1)?.get("jump")?.get("target")?.as_str()?;
+                Some((parse_ip(pair.first()?)?, target.to_string()))
+            })
+            .collect::<Option<_>>()?;
+        s.insert(
+            format!("map {}", m.get("name")?.as_str()?),
+            Object::Map(entries),
+        );
     }
-    Some(s)
+    Some(())
 }
 
 fn elems(obj: &serde_json::Value) -> &[serde_json::Value] {

@@ -34,6 +34,7 @@ impl<'a> Compiler<'a> {
             .cluster
             .pods
             .values()
+            .map(|p| &**p)
             .filter(|p| node.is_none() || p.node.as_deref() == node)
             .collect();
         self.enforced = enforced.iter().map(|p| p.id.clone()).collect();

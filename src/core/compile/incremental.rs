@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::{Compiled, Options};
 use crate::core::diag::Diagnostic;
@@ -115,6 +116,9 @@ impl State {
                 Err(reason) => reason,
             },
         };
+        // The old index is of no use to a full compile: freed first, its
+        // copies of the ruleset and of the pods are not held beside the new.
+        self.index = None;
         let graph = SelectorGraph::build(cluster);
         let (mut out, sources) = super::compile_recording(cluster, &graph, opts, true);
         drop(graph);
@@ -171,8 +175,9 @@ struct Index {
     node: Option<String>,
     options: Options,
     compiled: Compiled,
-    /// The model's pods as compiled.
-    pods: BTreeMap<ObjectRef, Pod>,
+    /// The model's pods as compiled (shared with the model: a pod the model
+    /// replaces stays here until the next compile).
+    pods: BTreeMap<ObjectRef, Arc<Pod>>,
     /// Address → how many pods have it.
     owners: HashMap<IpAddr, u32>,
     /// Namespace → its policies that isolate in some direction, sorted.
@@ -302,7 +307,7 @@ impl Index {
                 }
             }
         }
-        let pods: Vec<Pod> = ix.pods.values().cloned().collect();
+        let pods: Vec<Arc<Pod>> = ix.pods.values().cloned().collect();
         for pod in &pods {
             for ip in &pod.ips {
                 *ix.owners.entry(*ip).or_default() += 1;

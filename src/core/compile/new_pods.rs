@@ -254,7 +254,7 @@ mod tests {
             pod("a", "n1", &["10.244.1.10", "fd00:10:244:1::10"]),
             pod("b", "n2", &["10.244.2.10"]),
         ] {
-            c.pods.insert(p.id.clone(), p);
+            c.pods.insert(p.id.clone(), p.into());
         }
         let rs = compiled(&c, Some("n1"));
         let text = crate::core::nft::render::script(&rs);
@@ -297,7 +297,7 @@ mod tests {
         // A new pod on n1: elements only.
         let mut c2 = c.clone();
         let p = pod("c", "n1", &["10.244.1.11"]);
-        c2.pods.insert(p.id.clone(), p);
+        c2.pods.insert(p.id.clone(), p.into());
         assert!(matches!(
             crate::core::nft::delta::diff(&rs, &compiled(&c2, Some("n1"))),
             crate::core::nft::delta::Update::Elements { .. }

@@ -153,13 +153,14 @@ fn lookup<'a>(cluster: &'a Cluster, e: &Endpoint) -> Result<Option<&'a Pod>, Exp
         Endpoint::Pod(id) => cluster
             .pods
             .get(id)
-            .map(Some)
+            .map(|p| Some(&**p))
             .ok_or_else(|| ExplainError::UnknownPod(id.clone())),
         Endpoint::Ip(ip) => {
             let owners: Vec<&Pod> = cluster
                 .pods
                 .values()
                 .filter(|p| p.ips.contains(ip))
+                .map(|p| &**p)
                 .collect();
             match owners.as_slice() {
                 [] => Ok(None),

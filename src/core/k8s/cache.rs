@@ -9,6 +9,7 @@
 //! not depend on which path built the model.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
@@ -188,7 +189,7 @@ impl ClusterCache {
             pods,
             |p: &core::Pod| &p.metadata,
             true,
-            |p, d| convert::pod(p, Some(&src), d),
+            |p, d| convert::pod(p, Some(&src), d).map(Arc::new),
             &mut self.cluster.pods,
             &mut stats,
             &mut self.changes.pods,

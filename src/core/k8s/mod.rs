@@ -36,7 +36,7 @@ pub fn to_cluster(objs: &Objects) -> (Cluster, Vec<Diagnostic>) {
     }
     for (src, p) in &objs.pods {
         if let Some(p) = convert::pod(p, Some(src), &mut d)
-            && let Some(old) = c.pods.insert(p.id.clone(), p)
+            && let Some(old) = c.pods.insert(p.id.clone(), p.into())
         {
             d.push(dup("Pod", &old.id.to_string(), src));
         }

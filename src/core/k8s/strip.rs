@@ -1,45 +1,50 @@
 //! Dropping what nftpol never reads from API objects, so the agent's stores
-//! stay small at 10k pods: managed fields, owner references, annotations
-//! other than nftpol's own, and the parts of a pod spec and status (volumes,
-//! env, probes, container statuses ...) that never reach the model.
+//! stay small at 10k pods. Objects are rebuilt from the fields conversion
+//! reads (everything else left at its default, which holds no heap memory):
+//! metadata keeps name, namespace, labels, resourceVersion and nftpol's own
+//! annotations; a pod keeps `spec.nodeName`, `spec.hostNetwork`, each
+//! container's name and ports (and an init container's `restartPolicy`: a
+//! sidecar serves ports), `status.phase`, `status.podIP(s)`. Containers are
+//! kept even without ports, so a diagnostic's field path
+//! (`spec.containers[2].ports[0]`) names the same container.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec, NodeStatus, Pod};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Strips a pod down to what conversion reads.
 pub fn pod(p: &mut Pod) {
     meta(&mut p.metadata);
-    if let Some(spec) = p.spec.as_mut() {
-        spec.volumes = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        for c in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-            c.command = None;
-            c.args = None;
-            c.resources = None;
-            c.liveness_probe = None;
-            c.readiness_probe = None;
-            c.startup_probe = None;
-        }
-    }
-    if let Some(st) = p.status.as_mut() {
-        st.conditions = None;
-        st.container_statuses = None;
-        st.init_container_statuses = None;
-    }
+    let container = |c: Container| Container {
+        name: c.name,
+        ports: c.ports,
+        restart_policy: c.restart_policy,
+        ..Container::default()
+    };
+    p.spec = p.spec.take().map(|s| PodSpec {
+        containers: s.containers.into_iter().map(container).collect(),
+        init_containers: s
+            .init_containers
+            .map(|cs| cs.into_iter().map(container).collect()),
+        host_network: s.host_network,
+        node_name: s.node_name,
+        ..PodSpec::default()
+    });
+    p.status = p.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        pod_ip: s.pod_ip,
+        pod_ips: s.pod_ips,
+        ..PodStatus::default()
+    });
 }
 
-/// Strips a namespace's metadata.
+/// Strips a namespace to its metadata (its spec and status are never read).
 pub fn namespace(n: &mut Namespace) {
     meta(&mut n.metadata);
+    n.spec = None;
+    n.status = None;
 }
 
 /// Strips a network policy's metadata (its spec is all read).
@@ -82,12 +87,19 @@ pub fn node(n: &mut Node) {
 }
 
 fn meta(m: &mut ObjectMeta) {
-    m.managed_fields = None;
-    m.owner_references = None;
-    if let Some(a) = m.annotations.as_mut() {
+    let annotations = m.annotations.take().map(|mut a| {
         // Only nftpol's own annotations are ever read.
         a.retain(|k, _| k.starts_with("nftpol.io/"));
-    }
+        a
+    });
+    *m = ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        labels: m.labels.take(),
+        annotations,
+        resource_version: m.resource_version.take(),
+        ..ObjectMeta::default()
+    };
 }
 
 #[cfg(test)]
@@ -131,6 +143,70 @@ mod tests {
         assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
         assert!(spec.containers[0].ports.is_some(), "named ports stay");
         assert!(p.status.as_ref().unwrap().conditions.is_none());
+    }
+
+    /// Sidecars, a container without ports, a bad port (its diagnostic's
+    /// field path), a uid and defaults the API server fills in: the model and
+    /// the diagnostics are the same after stripping, and exactly the fields
+    /// conversion reads are left.
+    #[test]
+    fn a_stripped_pod_converts_the_same_and_keeps_only_what_is_read() {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "a", "labels": {"app": "web"},
+                         "uid": "u", "resourceVersion": "9", "generation": 1,
+                         "creationTimestamp": "2026-12-04T10:00:00Z",
+                         "annotations": {"nftpol.io/x": "1", "other": "2"}},
+            "spec": {
+                "nodeName": "n1", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+                "containers": [
+                    {"name": "bare", "image": "i", "imagePullPolicy": "Always"},
+                    {"name": "c", "image": "i", "terminationMessagePath": "/dev/termination-log",
+                     "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                               {"name": "bad", "containerPort": 0}]}],
+                "initContainers": [
+                    {"name": "init", "image": "i", "ports": [{"name": "once", "containerPort": 1}]},
+                    {"name": "sidecar", "image": "i", "restartPolicy": "Always",
+                     "ports": [{"name": "proxy", "containerPort": 15001, "protocol": "TCP"}]}]
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                       "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}],
+                       "hostIP": "192.168.0.1", "qosClass": "BestEffort",
+                       "startTime": "2026-12-04T10:00:01Z"}
+        }))
+        .unwrap();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
+        let model = |p: &Pod| {
+            let mut c = ClusterCache::new();
+            c.update([&ns], [p], std::iter::empty());
+            let diags: Vec<String> = c.diagnostics().iter().map(|d| d.to_string()).collect();
+            format!("{:?} {diags:?}", c.cluster())
+        };
+        let before = model(&p);
+        assert!(before.contains("containerPort"), "{before}");
+        pod(&mut p);
+        assert_eq!(model(&p), before, "the model and diagnostics do not change");
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "a", "labels": {"app": "web"},
+                             "resourceVersion": "9", "annotations": {"nftpol.io/x": "1"}},
+                "spec": {
+                    "nodeName": "n1",
+                    "containers": [
+                        {"name": "bare"},
+                        {"name": "c", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                                {"name": "bad", "containerPort": 0}]}],
+                    "initContainers": [
+                        {"name": "init", "ports": [{"name": "once", "containerPort": 1}]},
+                        {"name": "sidecar", "restartPolicy": "Always",
+                         "ports": [{"name": "proxy", "containerPort": 15001, "protocol": "TCP"}]}]
+                },
+                "status": {"phase": "Running", "podIP": "10.0.0.1",
+                           "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}
+            })
+        );
     }
 
     #[test]

@@ -48,7 +48,12 @@ pub(super) fn egress_without_dns(
         return;
     }
     let is_dns = |p: &Pod| p.labels.get(DNS_LABEL.0).is_some_and(|v| v == DNS_LABEL.1);
-    let real: Vec<&Pod> = cluster.pods.values().filter(|p| is_dns(p)).collect();
+    let real: Vec<&Pod> = cluster
+        .pods
+        .values()
+        .map(|p| &**p)
+        .filter(|p| is_dns(p))
+        .collect();
     // With no kube-dns pod in the input, answer over a copy holding a stand-in.
     let owned;
     let (cluster, graph, targets, target_text) = if real.is_empty() {
@@ -59,7 +64,7 @@ pub(super) fn egress_without_dns(
             DNS_LABEL.0, DNS_LABEL.1
         );
         let id = pod.id.clone();
-        c.pods.insert(id.clone(), pod);
+        c.pods.insert(id.clone(), pod.into());
         let g = SelectorGraph::build(&c);
         owned = (c, g);
         (&owned.0, &owned.1, vec![id], text)

@@ -12,6 +12,7 @@ pub mod selector;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use cluster_policy::{Action, ClusterPolicy, ClusterRule, Node, Tier};
 pub use ipblock::{Cidr, Family, Range};
@@ -298,8 +299,9 @@ impl Policy {
 pub struct Cluster {
     /// Namespaces by name.
     pub namespaces: BTreeMap<String, Namespace>,
-    /// Active pods by namespace/name.
-    pub pods: BTreeMap<ObjectRef, Pod>,
+    /// Active pods by namespace/name (shared: the incremental compile's
+    /// index holds the same pods, not copies).
+    pub pods: BTreeMap<ObjectRef, Arc<Pod>>,
     /// Policies by namespace/name.
     pub policies: BTreeMap<ObjectRef, Policy>,
     /// ClusterNetworkPolicies by name.

@@ -80,7 +80,7 @@ fn cluster() -> Cluster {
         pod("c1", "api", "10.0.1.3"),
         pod("d1", "db", "10.0.1.4"),
     ] {
-        c.pods.insert(p.id.clone(), p);
+        c.pods.insert(p.id.clone(), p.into());
     }
     for p in [
         policy("web-in", sel("app", "web"), Some(from_app("api")), None),
@@ -119,29 +119,28 @@ fn pod_add_relabel_readdress_and_delete_are_incremental() {
     let mut state = State::default();
     assert!(matches!(step(&mut state, &c, &[], false), Path::Full(_)));
     let p = pod("w2", "web", "10.0.1.5");
-    c.pods.insert(p.id.clone(), p);
+    c.pods.insert(p.id.clone(), p.into());
     assert_eq!(
         step(&mut state, &c, &["w2"], false),
         Path::Incremental,
         "add"
     );
-    c.pods.get_mut(&ObjectRef::new("a", "c1")).unwrap().labels =
+    std::sync::Arc::make_mut(c.pods.get_mut(&ObjectRef::new("a", "c1")).unwrap()).labels =
         [("app".into(), "web".into())].into();
     assert_eq!(
         step(&mut state, &c, &["c1"], false),
         Path::Incremental,
         "relabel"
     );
-    c.pods.get_mut(&ObjectRef::new("a", "w1")).unwrap().ips = vec!["10.0.1.9".parse().unwrap()];
+    std::sync::Arc::make_mut(c.pods.get_mut(&ObjectRef::new("a", "w1")).unwrap()).ips =
+        vec!["10.0.1.9".parse().unwrap()];
     assert_eq!(
         step(&mut state, &c, &["w1"], false),
         Path::Incremental,
         "new IP"
     );
-    c.pods
-        .get_mut(&ObjectRef::new("a", "w1"))
-        .unwrap()
-        .named_ports = Default::default();
+    std::sync::Arc::make_mut(c.pods.get_mut(&ObjectRef::new("a", "w1")).unwrap()).named_ports =
+        Default::default();
     assert_eq!(
         step(&mut state, &c, &["w1"], false),
         Path::Incremental,
@@ -166,7 +165,8 @@ fn structural_changes_fall_back() {
     let mut state = State::default();
     step(&mut state, &c, &[], false);
     // The last db pod leaves its group: the group chain goes.
-    c.pods.get_mut(&ObjectRef::new("a", "d1")).unwrap().labels = Default::default();
+    std::sync::Arc::make_mut(c.pods.get_mut(&ObjectRef::new("a", "d1")).unwrap()).labels =
+        Default::default();
     assert_eq!(
         step(&mut state, &c, &["d1"], false),
         Path::Full("a group chain loses its last pod")
@@ -174,14 +174,14 @@ fn structural_changes_fall_back() {
     // The first tier=x pod: a group with no chain yet.
     let mut p = pod("x1", "none", "10.0.1.7");
     p.labels.insert("tier".into(), "x".into());
-    c.pods.insert(p.id.clone(), p);
+    c.pods.insert(p.id.clone(), p.into());
     assert_eq!(
         step(&mut state, &c, &["x1"], false),
         Path::Full("a pod's isolating policies form a new group")
     );
     // Two pods with one address.
     let p = pod("dup", "api", "10.0.1.7");
-    c.pods.insert(p.id.clone(), p);
+    c.pods.insert(p.id.clone(), p.into());
     assert_eq!(
         step(&mut state, &c, &["dup"], false),
         Path::Full("an address is shared by pods")

@@ -39,7 +39,7 @@ pub(crate) fn cluster() -> Cluster {
         pod("db", "pg", "pg", "10.244.1.20"),
         pod("other", "x", "x", "10.244.1.30"),
     ] {
-        c.pods.insert(p.id.clone(), p);
+        c.pods.insert(p.id.clone(), p.into());
     }
     let admin = ClusterPolicy {
         name: "guard".to_string(),
