@@ -270,34 +270,26 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
             None => render::map_decl(&mut create, name, mn),
         }
     }
-    let mut remove = String::new();
     match (old.generation, new.generation) {
         (Some(o), Some(n)) => d.adds.push_str(&generation_script(o, n)),
         (None, Some(n)) => render::generation(&mut create, n),
-        (Some(_), None) => {
-            let _ = writeln!(remove, "delete map inet {TABLE} {}", names::STAMP_MAP);
-            let _ = writeln!(remove, "delete set inet {TABLE} {}", names::GENERATION_SET);
-        }
-        (None, None) => {}
+        (Some(_), None) | (None, None) => {}
     }
-    let gone_chains: Vec<&str> = old
-        .chains
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .filter(|n| new.chain(n).is_none())
-        .collect();
-    for n in &gone_chains {
-        let _ = writeln!(remove, "flush chain inet {TABLE} {n}");
-    }
-    for n in old.maps.keys().filter(|n| !new.maps.contains_key(*n)) {
-        let _ = writeln!(remove, "delete map inet {TABLE} {n}");
-    }
-    for n in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
-        let _ = writeln!(remove, "delete set inet {TABLE} {n}");
-    }
-    for n in &gone_chains {
-        let _ = writeln!(remove, "delete chain inet {TABLE} {n}");
-    }
+    let gen_gone = old.generation.is_some() && new.generation.is_none();
+    let remove = removal(
+        old.chains.iter().map(|(n, _)| n.as_str()),
+        old.maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !new.maps.contains_key(*n))
+            .chain(gen_gone.then_some(names::STAMP_MAP)),
+        old.sets
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !new.sets.contains_key(*n))
+            .chain(gen_gone.then_some(names::GENERATION_SET)),
+        new,
+    );
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
     second.push_str(&block_or_empty(&switch));
     Some(stages_of(create, second, remove))
@@ -370,30 +362,43 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<String>> {
     }
     let kept_set = |n: &str| new.sets.contains_key(n) || (new.generation.is_some() && n == gen_set);
     let kept_map = |n: &str| new.maps.contains_key(n) || (new.generation.is_some() && n == gen_map);
-    let gone_chains: Vec<&str> = present
-        .chains
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .filter(|n| new.chain(n).is_none())
-        .collect();
-    let mut remove = String::new();
-    for n in &gone_chains {
-        let _ = writeln!(remove, "flush chain inet {TABLE} {n}");
-    }
-    for n in maps.iter().filter(|n| !kept_map(n)) {
-        let _ = writeln!(remove, "delete map inet {TABLE} {n}");
-    }
-    for n in sets.iter().filter(|n| !kept_set(n)) {
-        let _ = writeln!(remove, "delete set inet {TABLE} {n}");
-    }
-    for n in &gone_chains {
-        let _ = writeln!(remove, "delete chain inet {TABLE} {n}");
-    }
+    let remove = removal(
+        present.chains.iter().map(|(n, _)| n.as_str()),
+        maps.iter().copied().filter(|n| !kept_map(n)),
+        sets.iter().copied().filter(|n| !kept_set(n)),
+        new,
+    );
     Some(stages_of(
         create,
         format!("{flush}{}", block_or_empty(&switch)),
         remove,
     ))
+}
+
+/// The last stage: flush the chains of `chains` that `new` does not have
+/// (their rules hold references to the rest), then delete the maps and sets
+/// given, and those chains.
+fn removal<'a>(
+    chains: impl Iterator<Item = &'a str>,
+    maps: impl Iterator<Item = &'a str>,
+    sets: impl Iterator<Item = &'a str>,
+    new: &Ruleset,
+) -> String {
+    let gone: Vec<&str> = chains.filter(|n| new.chain(n).is_none()).collect();
+    let mut o = String::new();
+    for n in &gone {
+        let _ = writeln!(o, "flush chain inet {TABLE} {n}");
+    }
+    for n in maps {
+        let _ = writeln!(o, "delete map inet {TABLE} {n}");
+    }
+    for n in sets {
+        let _ = writeln!(o, "delete set inet {TABLE} {n}");
+    }
+    for n in &gone {
+        let _ = writeln!(o, "delete chain inet {TABLE} {n}");
+    }
+    o
 }
 
 /// `table inet nftpol { body }`, or nothing for an empty body.
