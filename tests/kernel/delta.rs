@@ -24,6 +24,18 @@ fn table(ns: &Netns) -> Value {
     listing::table_in(ns.name(), Counters::Kept).expect("a table inet nftpol")
 }
 
+/// The upstream cluster with the upstream-xyz policies, and the loader's diagnostics.
+fn upstream() -> (Objects, Vec<nftpol::core::diag::Diagnostic>) {
+    let dir = nftpol_testkit::cases::case("upstream");
+    let mut objs = Objects::default();
+    let mut diags = Vec::new();
+    for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        nftpol::core::k8s::parse_into(&text, f, &mut objs, &mut diags);
+    }
+    (objs, diags)
+}
+
 /// Deterministic pseudo-random numbers (no dependency, stable across runs).
 struct Lcg(u64);
 
@@ -105,13 +117,7 @@ fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
 
 #[test]
 fn element_deltas_reach_the_same_kernel_table_as_full_loads() {
-    let dir = nftpol_testkit::cases::case("upstream");
-    let mut objs = Objects::default();
-    let mut diags = Vec::new();
-    for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        nftpol::core::k8s::parse_into(&text, f, &mut objs, &mut diags);
-    }
+    let (mut objs, mut diags) = upstream();
     // Policies whose selectors the random relabels keep moving pods in and out of.
     let extra = r#"
 apiVersion: networking.k8s.io/v1
@@ -210,13 +216,7 @@ spec:
 /// stage 3 deletes).
 #[test]
 fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
-    let dir = nftpol_testkit::cases::case("upstream");
-    let mut objs = Objects::default();
-    let mut diags = Vec::new();
-    for f in ["cluster.yaml", "../upstream-xyz/policies.yaml"] {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        nftpol::core::k8s::parse_into(&text, f, &mut objs, &mut diags);
-    }
+    let (mut objs, _) = upstream();
     let live = Netns::new("staged").unwrap();
     let fresh = Netns::new("staged-fresh").unwrap();
     let opts = Options {
