@@ -45,6 +45,7 @@ pub mod sock;
 pub mod synth;
 pub mod topology;
 pub mod trace;
+pub mod udp;
 pub mod verdicts;
 pub mod wait;
 

@@ -33,8 +33,7 @@
 
 use nftpol_testkit as kit;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +53,8 @@ const METRICS: &str = "127.0.0.1:9752";
 const PORT: u16 = 80;
 /// The counting sinks' UDP port (no server of the topology uses it).
 const SINK: u16 = 7777;
+/// Senders send one datagram to each destination every 2 ms.
+const PAUSE: Option<Duration> = Some(Duration::from_millis(2));
 /// Pod namespaces on node 1 that take turns being new pods, concurrently.
 const SLOTS: usize = 5;
 /// How long anything may take on this loaded 2-core machine before the test gives up.
@@ -96,53 +97,6 @@ fn pod(ns: &str, name: &str, node: &str, ips: Option<[IpAddr; 2]>, labels: Value
             "podIPs": [{"ip": a.to_string()}, {"ip": b.to_string()}]});
     }
     p
-}
-
-/// A dual-stack UDP socket bound to `[::]:SINK` in `ns`; a thread counts datagrams per source
-/// address (IPv4 ones unmapped) until `stop`.
-fn sink(ns: &str, stop: Arc<AtomicBool>) -> Arc<Mutex<HashMap<IpAddr, usize>>> {
-    let s = netns::in_netns(ns, || UdpSocket::bind(("::", SINK)))
-        .unwrap()
-        .expect("binding the sink");
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let counts: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let c = counts.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((_, from)) = s.recv_from(&mut buf) {
-                *c.lock()
-                    .unwrap()
-                    .entry(from.ip().to_canonical())
-                    .or_default() += 1;
-            }
-        }
-    });
-    counts
-}
-
-/// Sends one datagram to each of `to` every 2 ms from namespace `ns` until `stop`; returns how
-/// many it sent.
-fn sender(ns: &str, to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    let socks = netns::in_netns(ns, || {
-        [UdpSocket::bind("0.0.0.0:0"), UdpSocket::bind("[::]:0")]
-    })
-    .unwrap();
-    let [v4, v6] = socks.map(|s| s.expect("a sender socket"));
-    std::thread::spawn(move || {
-        let mut sent = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for a in &to {
-                let s = if a.is_ipv4() { &v4 } else { &v6 };
-                // A send error (no route yet, ...) sends nothing; only what left counts.
-                if s.send_to(b"new-pod-window", a).is_ok() {
-                    sent += 1;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        sent
-    })
 }
 
 fn tcp_reaches(ns: &str, to: SocketAddr, timeout: Duration) -> bool {
@@ -267,12 +221,12 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
 
     let stop = Arc::new(AtomicBool::new(false));
     let secret_counts = [
-        sink(topo.pod_netns("secret-a"), stop.clone()),
-        sink(topo.pod_netns("secret-b"), stop.clone()),
+        kit::udp::sink(topo.pod_netns("secret-a"), SINK, stop.clone()),
+        kit::udp::sink(topo.pod_netns("secret-b"), SINK, stop.clone()),
     ];
     let slot_counts: Vec<_> = slots
         .iter()
-        .map(|s| sink(topo.pod_netns(s), stop.clone()))
+        .map(|s| kit::udp::sink(topo.pod_netns(s), SINK, stop.clone()))
         .collect();
     // `talker` sends to every slot (ingress: the guard, then new's default-deny) and, as the
     // positive control, to secret-a (neither end isolated: must arrive).
@@ -282,7 +236,7 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
         .map(|ip| SocketAddr::new(ip, SINK))
         .collect();
     talker_to.extend(ips("secret-a").map(|ip| SocketAddr::new(ip, SINK)));
-    let talker = sender(topo.pod_netns("talker"), talker_to, stop.clone());
+    let talker = kit::udp::sender(topo.pod_netns("talker"), talker_to, PAUSE, stop.clone());
 
     let forbidden: Vec<SocketAddr> = ["secret-a", "secret-b"]
         .iter()
@@ -321,7 +275,7 @@ fn run_shape(shape: Shape, trials: usize) -> ShapeResult {
                     );
                     // 2. Sending to forbidden destinations from before the pod exists.
                     let stop_one = Arc::new(AtomicBool::new(false));
-                    let tx = sender(&ns, forbidden.clone(), stop_one.clone());
+                    let tx = kit::udp::sender(&ns, forbidden.clone(), PAUSE, stop_one.clone());
                     std::thread::sleep(Duration::from_millis(30));
                     // 3. The Pod, first without an address, then with it.
                     netns::in_netns(n1, || {

@@ -16,11 +16,10 @@
 //!
 //! Needs root and network namespaces.
 
-use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nftpol::core::nft::render;
@@ -94,49 +93,6 @@ fn slow_table() -> String {
     s
 }
 
-/// Counts datagrams arriving at `PORT` in `ns` until `stop`.
-fn sink(ns: &str, stop: Arc<AtomicBool>) -> Arc<Mutex<HashMap<IpAddr, usize>>> {
-    let s = netns::in_netns(ns, || UdpSocket::bind(("::", PORT)))
-        .unwrap()
-        .expect("binding the sink");
-    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let counts: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let c = counts.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((_, from)) = s.recv_from(&mut buf) {
-                *c.lock()
-                    .unwrap()
-                    .entry(from.ip().to_canonical())
-                    .or_default() += 1;
-            }
-        }
-    });
-    counts
-}
-
-/// Sends to `to` from `ns` as fast as it can until `stop`; returns how many datagrams left.
-fn flood(ns: &str, to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    let socks = netns::in_netns(ns, || {
-        [UdpSocket::bind("0.0.0.0:0"), UdpSocket::bind("[::]:0")]
-    })
-    .unwrap();
-    let [v4, v6] = socks.map(|s| s.expect("a sender socket"));
-    std::thread::spawn(move || {
-        let mut sent = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for a in &to {
-                let s = if a.is_ipv4() { &v4 } else { &v6 };
-                if s.send_to(b"replace", a).is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        sent
-    })
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum How {
     /// `render::script`: delete the table, create it.
@@ -165,11 +121,11 @@ fn run(how: How) -> (usize, usize) {
     netns::exec(&n1, &["nft", "-f", "-"], Some(&slow_table())).expect("the slow table");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let counts = sink(topo.pod_netns("b"), stop.clone());
+    let counts = kit::udp::sink(topo.pod_netns("b"), PORT, stop.clone());
     let to = [Family::V4, Family::V6]
         .map(|f| SocketAddr::new(topo.pod_ip("b", f), PORT))
         .to_vec();
-    let tx = flood(topo.pod_netns("a"), to, stop.clone());
+    let tx = kit::udp::sender(topo.pod_netns("a"), to, None, stop.clone());
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
     for i in 1..=SWAPS {
