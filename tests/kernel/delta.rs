@@ -36,6 +36,27 @@ fn upstream() -> (Objects, Vec<nftpol::core::diag::Diagnostic>) {
     (objs, diags)
 }
 
+/// Two namespaces (`live` with the node-1 table of `objs` loaded, `fresh` empty), the
+/// options, and that table.
+fn start(
+    objs: &Objects,
+    live: &str,
+    fresh: &str,
+) -> (Netns, Netns, Options, nftpol::core::nft::ruleset::Ruleset) {
+    let (live, fresh) = (Netns::new(live).unwrap(), Netns::new(fresh).unwrap());
+    let opts = Options {
+        node: Some("node-1".to_string()),
+        ..Default::default()
+    };
+    let current = nftpol::core::compile::compile_objects(objs, &opts).ruleset;
+    nft(
+        &live,
+        &["-f", "-"],
+        &nftpol::core::nft::render::script(&current),
+    );
+    (live, fresh, opts, current)
+}
+
 /// Deterministic pseudo-random numbers (no dependency, stable across runs).
 struct Lcg(u64);
 
@@ -139,18 +160,7 @@ spec:
         !objs.pods.is_empty() && objs.policies.len() >= 3,
         "{diags:?}"
     );
-    let live = Netns::new("live").unwrap();
-    let fresh = Netns::new("fresh").unwrap();
-    let opts = Options {
-        node: Some("node-1".to_string()),
-        ..Default::default()
-    };
-    let mut current = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
-    nft(
-        &live,
-        &["-f", "-"],
-        &nftpol::core::nft::render::script(&current),
-    );
+    let (live, fresh, opts, mut current) = start(&objs, "live", "fresh");
     let mut rng = Lcg(7);
     let mut next_ip = 100u8;
     let (mut deltas, mut fulls, mut in_one, mut nothing) = (0, 0, 0, 0);
@@ -217,18 +227,7 @@ spec:
 #[test]
 fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
     let (mut objs, _) = upstream();
-    let live = Netns::new("staged").unwrap();
-    let fresh = Netns::new("staged-fresh").unwrap();
-    let opts = Options {
-        node: Some("node-1".to_string()),
-        ..Default::default()
-    };
-    let mut current = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
-    nft(
-        &live,
-        &["-f", "-"],
-        &nftpol::core::nft::render::script(&current),
-    );
+    let (live, fresh, opts, mut current) = start(&objs, "staged", "staged-fresh");
     let mut rng = Lcg(11);
     let mut next_ip = 100u8;
     let mut parked = Vec::new();

@@ -107,6 +107,16 @@ mod tests {
     use super::*;
     use crate::core::k8s::cache::ClusterCache;
 
+    /// The model a cache builds from namespace `a` and `p`, and its diagnostics (both as text).
+    fn model_of(p: &Pod) -> (String, String) {
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
+        let mut c = ClusterCache::new();
+        c.update([&ns], [p], std::iter::empty());
+        let diags: Vec<String> = c.diagnostics().iter().map(|d| d.to_string()).collect();
+        (format!("{:?}", c.cluster()), format!("{diags:?}"))
+    }
+
     #[test]
     fn stripping_keeps_what_the_model_reads() {
         let mut p: Pod = serde_json::from_value(serde_json::json!({
@@ -126,13 +136,7 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap();
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
-        let model = |p: &Pod| {
-            let mut c = ClusterCache::new();
-            c.update([&ns], [p], std::iter::empty());
-            format!("{:?}", c.cluster())
-        };
+        let model = |p: &Pod| model_of(p).0;
         let before = model(&p);
         pod(&mut p);
         assert_eq!(model(&p), before, "the model does not change");
@@ -174,13 +178,9 @@ mod tests {
                        "startTime": "2026-12-04T10:00:01Z"}
         }))
         .unwrap();
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
         let model = |p: &Pod| {
-            let mut c = ClusterCache::new();
-            c.update([&ns], [p], std::iter::empty());
-            let diags: Vec<String> = c.diagnostics().iter().map(|d| d.to_string()).collect();
-            format!("{:?} {diags:?}", c.cluster())
+            let (cluster, diags) = model_of(p);
+            format!("{cluster} {diags}")
         };
         let before = model(&p);
         assert!(before.contains("containerPort"), "{before}");
