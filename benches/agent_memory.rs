@@ -36,13 +36,14 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use nftpol::core::compile::Options;
-use nftpol::core::compile::incremental::{Path, State};
+use nftpol::core::compile::incremental::{Output, Path, State};
 use nftpol::core::k8s::cache::ClusterCache;
 use nftpol::core::k8s::node_status::Held;
 use nftpol::core::k8s::{ClusterNetworkPolicy, Objects, strip};
@@ -325,8 +326,9 @@ fn options() -> Options {
     }
 }
 
-/// What the worker's apply does: model update, compile, sync, drop-log
-/// index handed over, status' policy list (see `agent::worker`).
+/// What the worker's apply does: model update, the status' policy list
+/// (only when some policy's resourceVersion moved), compile (edits on the
+/// incremental path), sync, drop-log index handed over (see `agent::worker`).
 struct Agent {
     model: ClusterCache,
     compiler: State,
@@ -334,38 +336,72 @@ struct Agent {
     nft: NullNft,
     drop_log: Option<Arc<nftpol::core::compile::droplog::Index>>,
     held: Held,
+    held_version: Option<u64>,
+}
+
+/// Wall time of an apply's steps (CPU-bound here: the `nft` does nothing).
+#[derive(Debug, Default)]
+struct Steps {
+    model: Duration,
+    held: Duration,
+    compile: Duration,
+    sync: Duration,
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "model {:.1} ms, status list {:.1} ms, compile {:.1} ms, sync {:.1} ms",
+            ms(self.model),
+            ms(self.held),
+            ms(self.compile),
+            ms(self.sync)
+        )
+    }
 }
 
 impl Agent {
-    fn apply(&mut self, s: &Stores) -> (Path, Applied) {
+    fn apply(&mut self, s: &Stores) -> (Path, Applied, Steps) {
+        let mut steps = Steps::default();
+        let t = Instant::now();
         let (ns, pods, pols) = (
             s.namespaces.0.state(),
             s.pods.0.state(),
             s.policies.0.state(),
         );
         let (cnps, nodes) = (s.cluster_policies.0.state(), s.nodes.0.state());
-        let held = Held::of(pols.iter().map(|o| &**o), cnps.iter().map(|o| &**o));
-        self.model.update(
-            ns.iter().map(|o| &**o),
-            pods.iter().map(|o| &**o),
-            pols.iter().map(|o| &**o),
-        );
-        self.model
-            .update_cluster_scoped(cnps.iter().map(|o| &**o), nodes.iter().map(|o| &**o));
+        self.model.update(&ns, &pods, &pols);
+        self.model.update_cluster_scoped(&cnps, &nodes);
+        steps.model = t.elapsed();
+        let t = Instant::now();
+        let versions = self.model.policy_versions();
+        if self.held_version != Some(versions) {
+            self.held = Held::of(pols.iter().map(|o| &**o), cnps.iter().map(|o| &**o));
+            self.held_version = Some(versions);
+        }
+        steps.held = t.elapsed();
+        let t = Instant::now();
         let changes = self.model.take_changes();
-        let (compiled, path) = self.compiler.compile(
+        let (out, path) = self.compiler.compile_edits(
             self.model.cluster(),
             self.model.diagnostics(),
             &changes,
             &options(),
         );
-        let applied = self
-            .enforcer
-            .sync_owned(compiled.ruleset)
-            .expect("null nft");
-        self.drop_log = Some(Arc::new(compiled.drop_log));
-        self.held = held;
-        (path, applied)
+        steps.compile = t.elapsed();
+        let t = Instant::now();
+        let (applied, drop_log) = match out {
+            Output::Full(c) => (self.enforcer.sync_owned(c.ruleset), c.drop_log),
+            Output::Edited(e) => (
+                self.enforcer.sync_edits(&e.edits).expect("a mirror"),
+                e.drop_log,
+            ),
+        };
+        steps.sync = t.elapsed();
+        self.drop_log = Some(Arc::new(drop_log));
+        (path, applied.expect("null nft"), steps)
     }
 }
 
@@ -424,6 +460,7 @@ fn run(name: &str, objs: Objects) {
         nft,
         drop_log: None,
         held: Held::default(),
+        held_version: None,
     };
     {
         let (ns, pods, pols) = (
@@ -431,20 +468,15 @@ fn run(name: &str, objs: Objects) {
             stores.pods.0.state(),
             stores.policies.0.state(),
         );
-        agent.model.update(
-            ns.iter().map(|o| &**o),
-            pods.iter().map(|o| &**o),
-            pols.iter().map(|o| &**o),
-        );
-        agent
-            .model
-            .update_cluster_scoped(std::iter::empty(), std::iter::empty());
+        agent.model.update(&ns, &pods, &pols);
+        agent.model.update_cluster_scoped(&[], &[]);
     }
     t.row("+ ClusterCache (model, versions, diagnostics)");
     agent.held = Held::of(
         stores.policies.0.state().iter().map(|o| &**o),
         std::iter::empty(),
     );
+    agent.held_version = Some(agent.model.policy_versions());
     t.row("+ status: policies held (Held)");
     let changes = agent.model.take_changes();
     let (compiled, path) = agent.compiler.compile(
@@ -496,7 +528,7 @@ fn run(name: &str, objs: Objects) {
     ]);
     stores.pods.1.apply_watcher_event(&Event::Apply(p));
     reset_peak();
-    let (path, applied) = agent.apply(&stores);
+    let (path, applied, pod_steps) = agent.apply(&stores);
     t.row(format!(
         "pod added on node-02: {path:?}, {}",
         applied.kind()
@@ -517,7 +549,7 @@ fn run(name: &str, objs: Objects) {
     .unwrap();
     stores.policies.1.apply_watcher_event(&Event::Apply(pol));
     reset_peak();
-    let (path, applied) = agent.apply(&stores);
+    let (path, applied, policy_steps) = agent.apply(&stores);
     let reason = match path {
         Path::Full(r) => format!("full ({r})"),
         Path::Incremental => "incremental".into(),
@@ -525,6 +557,9 @@ fn run(name: &str, objs: Objects) {
     t.row(format!("policy added: {reason}, {}", applied.kind()));
     let overall = t.rows.iter().skip(1).map(|r| r.2).max().unwrap_or(0);
     println!("  peak over the agent's steps: {:.1} MB", mb(overall));
+    println!("  time (wall, one sample, counting allocator on):");
+    println!("    pod added:    {pod_steps}");
+    println!("    policy added: {policy_steps}");
 
     // The holders, each as the bytes a copy of it allocates.
     println!("  holders (deep size of a copy):");

@@ -52,11 +52,16 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The cache brought to `objs` (every object in a new `Arc`, as after a
+/// relist: read, converted only where the resourceVersion is new; not timed).
 fn update(cache: &mut ClusterCache, objs: &Objects) {
+    fn arcs<K: Clone>(v: &[(nftpol::core::diag::Source, K)]) -> Vec<std::sync::Arc<K>> {
+        v.iter().map(|o| std::sync::Arc::new(o.1.clone())).collect()
+    }
     cache.update(
-        objs.namespaces.iter().map(|o| &o.1),
-        objs.pods.iter().map(|o| &o.1),
-        objs.policies.iter().map(|o| &o.1),
+        &arcs(&objs.namespaces),
+        &arcs(&objs.pods),
+        &arcs(&objs.policies),
     );
 }
 

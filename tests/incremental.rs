@@ -15,13 +15,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use nftpol::core::compile::incremental::{Changes, Path, State};
+use nftpol::core::compile::incremental::{Changes, Output, Path, State};
 use nftpol::core::compile::{Compiled, DropLog, NewPods, Options, compile_cluster};
 use nftpol::core::model::{
     Cidr, Cluster, IpBlock, NAMESPACE_NAME_LABEL, Namespace, NamespaceScope, Node, ObjectRef, Peer,
     Pod, PodMatch, Policy, Port, PortMatch, Protocol, Requirement, Rule, Selector,
 };
+use nftpol::core::nft::delta::diff;
 use nftpol::core::nft::render::script;
+use nftpol::core::nft::ruleset::Ruleset;
 use nftpol_testkit::synth::Rng;
 use proptest::prelude::*;
 
@@ -372,9 +374,10 @@ fn run(seed: u64, events: usize) -> (usize, usize) {
         assert!(matches!(path, Path::Full(_)), "the first compile is full");
         same(what, 0, &first, &compile_cluster(&c, vec![], &opts), path);
         let mut next = 0;
+        let mut prev = first.ruleset;
         for step in 1..=events {
             let (changes, structural) = event(&mut r, &mut c, &mut next);
-            let (got, path) = state.compile(&c, vec![], &changes, &opts);
+            let (got, path) = compile_checking_edits(&mut state, &c, &changes, &opts, &prev, step);
             if structural {
                 assert!(
                     matches!(path, Path::Full(_)),
@@ -386,9 +389,50 @@ fn run(seed: u64, events: usize) -> (usize, usize) {
                 Path::Full(_) => tally.1 += 1,
             }
             same(what, step, &got, &compile_cluster(&c, vec![], &opts), path);
+            prev = got.ruleset;
         }
     }
     tally
+}
+
+/// `State::compile_edits` (the agent's path) as a whole result; on the
+/// incremental path its edits, applied to the previous ruleset, must give
+/// the new one, and their script must be what `diff` says of the two.
+fn compile_checking_edits(
+    state: &mut State,
+    c: &Cluster,
+    changes: &Changes,
+    opts: &Options,
+    prev: &Ruleset,
+    step: usize,
+) -> (Compiled, Path) {
+    match state.compile_edits(c, vec![], changes, opts) {
+        (Output::Full(got), path) => (got, path),
+        (Output::Edited(e), path) => {
+            let current = state
+                .current()
+                .expect("an edited result is indexed")
+                .clone();
+            let mut edited = prev.clone();
+            assert!(
+                e.edits.apply(&mut edited),
+                "event {step}: edits name a missing set"
+            );
+            assert_eq!(edited, current, "event {step}: previous + edits != new");
+            assert_eq!(
+                e.edits.script(),
+                diff(prev, &current),
+                "event {step}: edits' script != diff"
+            );
+            let got = Compiled {
+                ruleset: current,
+                diagnostics: e.diagnostics,
+                enforced_pods: e.enforced_pods,
+                drop_log: e.drop_log,
+            };
+            (got, path)
+        }
+    }
 }
 
 fn cases() -> u32 {

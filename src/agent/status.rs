@@ -87,20 +87,23 @@ impl Feed {
         }
     }
 
-    /// A successful sync of the policies `held`; `changed` when it changed
-    /// the kernel (a new generation).
-    pub fn succeeded(&mut self, held: Held, changed: bool) {
+    /// A successful sync of the policies `held` (`None`: the same as at the
+    /// last successful sync); `changed` when it changed the kernel (a new
+    /// generation).
+    pub fn succeeded(&mut self, held: Option<Held>, changed: bool) {
         let now = rfc3339(SystemTime::now());
         if changed {
             self.state.generation += 1;
             self.state.applied_at = Some(now.clone());
         }
         self.state.synced_at = Some(now);
-        if self.state.held != held || self.state.error.is_some() {
+        if held.as_ref().is_some_and(|h| *h != self.state.held) || self.state.error.is_some() {
             self.major = true;
         }
         self.pending |= changed || self.major;
-        self.state.held = held;
+        if let Some(held) = held {
+            self.state.held = held;
+        }
         self.state.error = None;
     }
 
@@ -226,7 +229,7 @@ mod tests {
         let (tx, mut rx) = watch::channel(None);
         let mut f = Feed::new("n1", Duration::from_secs(5), tx);
         assert!(!f.due(), "nothing to say yet");
-        f.succeeded(Held::default(), true);
+        f.succeeded(Some(Held::default()), true);
         assert!(f.due() && f.needs_hash());
         f.publish(Some("sha256:aa".into()));
         let p = rx.borrow_and_update().clone().unwrap();
@@ -252,13 +255,13 @@ mod tests {
             since,
             "since the first failure"
         );
-        f.succeeded(Held::default(), false);
+        f.succeeded(Some(Held::default()), false);
         assert_eq!((f.state.generation, f.state.error.is_none()), (1, true));
         f.publish(None);
         // A new generation with the same policies waits MINOR_FACTOR intervals;
         // a policy change only one.
         tokio::time::advance(Duration::from_secs(5)).await;
-        f.succeeded(Held::default(), true);
+        f.succeeded(Some(Held::default()), true);
         assert!(!f.due(), "pod churn alone: later");
         tokio::time::advance(Duration::from_secs(5 * u64::from(MINOR_FACTOR))).await;
         assert!(f.due());
@@ -266,10 +269,14 @@ mod tests {
         let mut held = Held::default();
         held.cluster_network_policies.insert("c".into(), "1".into());
         tokio::time::advance(Duration::from_secs(5)).await;
-        f.succeeded(held.clone(), false);
+        f.succeeded(Some(held.clone()), false);
         assert!(f.due(), "a policy change: after one interval");
         f.publish(None);
-        f.succeeded(held, false);
+        f.succeeded(Some(held.clone()), false);
         assert_eq!(f.wake(), None, "an unchanged sync writes nothing");
+        // `None`: the policies did not change since the last sync.
+        f.succeeded(None, false);
+        assert_eq!(f.wake(), None);
+        assert_eq!(f.state.held, held, "the policies held are kept");
     }
 }

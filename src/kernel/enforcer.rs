@@ -22,7 +22,9 @@
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{Present, Update, diff, generation_script, staged, staged_over};
+use crate::core::nft::delta::{
+    Edits, Present, Update, diff, generation_script, staged, staged_over,
+};
 use crate::core::nft::render;
 use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
@@ -104,6 +106,46 @@ impl Enforcer {
             self.mirror = Some(new);
         }
         Ok(applied)
+    }
+
+    /// Brings the kernel from the mirror to the mirror with `edits` applied
+    /// (the incremental compile's element changes of the ruleset the mirror
+    /// holds), without comparing the whole tables. `None`, and nothing
+    /// done, when there is no mirror or the edits name a set or map it does
+    /// not have: the caller then syncs the whole new ruleset.
+    pub fn sync_edits(&mut self, edits: &Edits) -> Option<Result<Applied, ApplyError>> {
+        let mut new = self.mirror.take()?;
+        if !edits.apply(&mut new) {
+            // Nothing was applied: the mirror is still what the kernel holds.
+            self.mirror = Some(new);
+            return None;
+        }
+        let (mut script, added, deleted) = match edits.script() {
+            Update::Elements {
+                script,
+                added,
+                deleted,
+            } => (script, added, deleted),
+            _ => {
+                self.mirror = Some(new);
+                return Some(Ok(Applied::Unchanged));
+            }
+        };
+        if let Some(old) = new.generation {
+            let next = self.next_generation();
+            script.push_str(&generation_script(old, next));
+            new.generation = Some(next);
+        }
+        let applied = match self.nft.apply(&script) {
+            Ok(()) => Ok(Applied::Delta { added, deleted }),
+            // The kernel may not hold what the mirror says (drift): a full
+            // replacement now, as `sync` does.
+            Err(_) => self.full(&mut new, None),
+        };
+        if applied.is_ok() {
+            self.mirror = Some(new);
+        }
+        Some(applied)
     }
 
     /// The generation the kernel's table holds now, as far as this enforcer knows.
@@ -342,5 +384,76 @@ mod tests {
         assert_eq!(e.sync(&first).unwrap(), Applied::Full, "repaired in full");
         nft.set_listing(None);
         assert!(!e.verify().unwrap(), "a deleted table is drift");
+    }
+
+    /// `sync_edits` sends what `sync` of the edited ruleset sends and keeps
+    /// the same mirror; without a mirror it does nothing; a refused edit
+    /// falls back to a full replacement.
+    #[test]
+    fn edits_sync_as_the_delta_of_the_edited_ruleset() {
+        use crate::core::compile::incremental::{Changes, Output, State};
+        use crate::core::nft::names;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (objs, _) = crate::core::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let opts = crate::core::compile::Options::default();
+        let (mut cluster, _) = crate::core::k8s::to_cluster(&objs);
+        let mut state = State::default();
+        let first = state
+            .compile(&cluster, vec![], &Changes::default(), &opts)
+            .0
+            .ruleset;
+        let gone = cluster.pods.keys().next().cloned().expect("pods");
+        cluster.pods.remove(&gone);
+        let changes = Changes {
+            pods: [gone].into(),
+            other: false,
+        };
+        let (Output::Edited(e), _) = state.compile_edits(&cluster, vec![], &changes, &opts) else {
+            panic!("a pod removed is an element change");
+        };
+        let second = state.current().expect("indexed").clone();
+        let elements_only = |script: &str| -> Vec<String> {
+            script
+                .lines()
+                .filter(|l| !l.contains(names::GENERATION_SET) && !l.contains(names::STAMP_MAP))
+                .map(str::to_string)
+                .collect()
+        };
+        let without_generation = |r: Option<&Ruleset>| {
+            let mut r = r.cloned().expect("a mirror");
+            r.generation = None;
+            r
+        };
+        let (nft_a, nft_b) = (FakeNft::new(), FakeNft::new());
+        let (mut a, mut b) = (Enforcer::with(nft_a.clone()), Enforcer::with(nft_b.clone()));
+        a.sync(&first).unwrap();
+        b.sync(&first).unwrap();
+        let g1 = b.generation();
+        let want = a.sync(&second).unwrap();
+        assert!(matches!(want, Applied::Delta { .. }), "{want:?}");
+        assert_eq!(b.sync_edits(&e.edits).expect("a mirror").unwrap(), want);
+        let last = |n: &FakeNft| n.calls().last().expect("a call").script.clone();
+        assert_eq!(elements_only(&last(&nft_b)), elements_only(&last(&nft_a)));
+        assert_eq!(
+            without_generation(b.mirror()),
+            without_generation(a.mirror())
+        );
+        assert!(b.generation() > g1, "a new generation");
+
+        assert!(
+            Enforcer::with(FakeNft::new())
+                .sync_edits(&e.edits)
+                .is_none()
+        );
+
+        let nft_c = FakeNft::new();
+        let mut c = Enforcer::with(nft_c.clone());
+        c.sync(&first).unwrap();
+        nft_c.fail_next(1);
+        assert_eq!(c.sync_edits(&e.edits).unwrap().unwrap(), Applied::Full);
+        assert_eq!(
+            without_generation(c.mirror()),
+            without_generation(a.mirror())
+        );
     }
 }

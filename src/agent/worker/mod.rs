@@ -95,6 +95,9 @@ pub struct Worker {
     drop_log: DropLogFeed,
     /// This node's NodeProgramStatus, when published.
     status: Option<Feed>,
+    /// The model's [`ClusterCache::policy_versions`] when the status feed
+    /// last took the policies held (they are rebuilt only when it moves).
+    held_version: Option<u64>,
 }
 
 impl Worker {
@@ -114,6 +117,7 @@ impl Worker {
             metrics,
             health,
             status: None,
+            held_version: None,
         }
     }
 
@@ -199,12 +203,8 @@ impl Worker {
     /// Compiles the source and brings the kernel to the result; true on success.
     async fn apply_once(&mut self, source: &dyn Source) -> bool {
         let state = source.state();
-        let held = self.status.is_some().then(|| {
-            Held::of(
-                state.policies.iter().map(|o| &**o),
-                state.cluster_policies.iter().map(|o| &**o),
-            )
-        });
+        let status = self.status.is_some();
+        let held_version = self.held_version;
         let node = self.cfg.node.clone();
         let drop_log = self.cfg.drop_log.clone();
         let new_pods = self.cfg.new_pods.clone();
@@ -216,43 +216,46 @@ impl Worker {
             .expect("compiler present between applies");
         self.health.busy("compile");
         let t = std::time::Instant::now();
-        let (model, compiler, compiled, path) = tokio::task::spawn_blocking(move || {
-            let mut stats = model.update(
-                state.namespaces.iter().map(|o| &**o),
-                state.pods.iter().map(|o| &**o),
-                state.policies.iter().map(|o| &**o),
-            );
-            let scoped = model.update_cluster_scoped(
-                state.cluster_policies.iter().map(|o| &**o),
-                state.nodes.iter().map(|o| &**o),
-            );
-            stats.converted += scoped.converted;
-            stats.removed += scoped.removed;
-            stats.reused += scoped.reused;
-            tracing::debug!(
-                converted = stats.converted,
-                removed = stats.removed,
-                reused = stats.reused,
-                "model updated"
-            );
-            // Pod-only changes edit the previous ruleset; anything else (or
-            // a pod change it cannot prove element-only) compiles in full.
-            let changes = model.take_changes();
-            let (compiled, path) = compiler.compile(
-                model.cluster(),
-                model.diagnostics(),
-                &changes,
-                &Options {
-                    node: Some(node),
-                    drop_log,
-                    new_pods,
-                    revoke_established,
-                },
-            );
-            (model, compiler, compiled, path)
-        })
-        .await
-        .expect("the compiler does not panic");
+        let (model, compiler, compiled, path, (versions, held)) =
+            tokio::task::spawn_blocking(move || {
+                let mut stats = model.update(&state.namespaces, &state.pods, &state.policies);
+                let scoped = model.update_cluster_scoped(&state.cluster_policies, &state.nodes);
+                stats.converted += scoped.converted;
+                stats.removed += scoped.removed;
+                stats.reused += scoped.reused;
+                // The policies the status lists: rebuilt only when some policy's
+                // name or resourceVersion changed (a walk over every policy).
+                let versions = model.policy_versions();
+                let held = (status && held_version != Some(versions)).then(|| {
+                    Held::of(
+                        state.policies.iter().map(|o| &**o),
+                        state.cluster_policies.iter().map(|o| &**o),
+                    )
+                });
+                tracing::debug!(
+                    converted = stats.converted,
+                    removed = stats.removed,
+                    reused = stats.reused,
+                    "model updated"
+                );
+                // Pod-only changes edit the previous ruleset; anything else (or
+                // a pod change it cannot prove element-only) compiles in full.
+                let changes = model.take_changes();
+                let (compiled, path) = compiler.compile_edits(
+                    model.cluster(),
+                    model.diagnostics(),
+                    &changes,
+                    &Options {
+                        node: Some(node),
+                        drop_log,
+                        new_pods,
+                        revoke_established,
+                    },
+                );
+                (model, compiler, compiled, path, (versions, held))
+            })
+            .await
+            .expect("the compiler does not panic");
         self.model = Some(model);
         self.compiler = Some(compiler);
         self.metrics
@@ -267,29 +270,51 @@ impl Worker {
         self.metrics
             .compile_seconds
             .observe(t.elapsed().as_secs_f64());
-        let invalid = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+        // A full compile hands over its ruleset; the incremental path its
+        // element edits of the previous one, which the enforcer applies to
+        // its mirror of the kernel (no copy, no comparison of whole tables).
+        let (diagnostics, enforced_pods, drop_index, output) = match compiled {
+            incremental::Output::Full(c) => {
+                (c.diagnostics, c.enforced_pods, c.drop_log, Ok(c.ruleset))
+            }
+            incremental::Output::Edited(e) => {
+                (e.diagnostics, e.enforced_pods, e.drop_log, Err(e.edits))
+            }
+        };
+        let invalid = diagnostics.iter().filter(|d| d.is_error()).count();
         self.metrics.invalid_policies.set(invalid as i64);
-        for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
+        for d in diagnostics.iter().filter(|d| d.is_error()) {
             tracing::warn!(diagnostic = %d, "invalid object (fails closed)");
         }
-        let enforced_pods = compiled.enforced_pods;
-        let drop_index = compiled.drop_log;
-        let ruleset = compiled.ruleset;
-        let s = ruleset.stats();
         let mut enforcer = self
             .enforcer
             .take()
             .expect("enforcer present between applies");
+        let compiler = self
+            .compiler
+            .take()
+            .expect("compiler present between applies");
         self.health.busy("apply");
         let t = std::time::Instant::now();
-        let (enforcer, result) = tokio::task::spawn_blocking(move || {
-            let r = enforcer.sync_owned(ruleset);
-            (enforcer, r)
+        let (enforcer, compiler, result, s) = tokio::task::spawn_blocking(move || {
+            let r = match output {
+                Ok(ruleset) => enforcer.sync_owned(ruleset),
+                // Without a mirror (after a failure or drift) the enforcer
+                // cannot apply edits: the whole edited ruleset then.
+                Err(edits) => enforcer.sync_edits(&edits).unwrap_or_else(|| {
+                    let current = compiler.current().expect("edited: indexed");
+                    enforcer.sync_owned(current.clone())
+                }),
+            };
+            let s = compiler.current().or(enforcer.mirror()).map(|r| r.stats());
+            (enforcer, compiler, r, s)
         })
         .await
         .expect("the enforcer does not panic");
         self.health.idle();
         self.enforcer = Some(enforcer);
+        self.compiler = Some(compiler);
+        let s = s.unwrap_or_default();
         match result {
             Ok(applied) => {
                 let kind = applied.kind();
@@ -323,7 +348,8 @@ impl Worker {
                 self.health.ready.store(true, Ordering::Relaxed);
                 self.drop_log.publish(drop_index);
                 if let Some(f) = self.status.as_mut() {
-                    f.succeeded(held.unwrap_or_default(), applied != Applied::Unchanged);
+                    f.succeeded(held, applied != Applied::Unchanged);
+                    self.held_version = Some(versions);
                 }
                 if !matches!(applied, Applied::Unchanged) {
                     tracing::info!(kind, rules = s.rules, elements = s.elements, took = ?t.elapsed(), "applied");

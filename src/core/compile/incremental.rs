@@ -42,6 +42,7 @@ use crate::core::model::{
     Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, PodMatch, Protocol, Range,
     Selector,
 };
+use crate::core::nft::delta::Edits;
 use crate::core::nft::names;
 use crate::core::nft::ruleset::{Element, Ruleset};
 
@@ -91,6 +92,30 @@ pub struct State {
     index: Option<Index>,
 }
 
+/// A compile's result: a new ruleset, or element edits of the previous one.
+#[derive(Debug)]
+pub enum Output {
+    /// A full compile.
+    Full(Compiled),
+    /// The previous result, edited.
+    Edited(Edited),
+}
+
+/// The incremental path's result: what turns the previous compile's
+/// ruleset into this one ([`State::current`] holds it), and the rest of
+/// [`Compiled`].
+#[derive(Debug)]
+pub struct Edited {
+    /// The element changes.
+    pub edits: Edits,
+    /// As [`Compiled::diagnostics`].
+    pub diagnostics: Vec<Diagnostic>,
+    /// As [`Compiled::enforced_pods`].
+    pub enforced_pods: usize,
+    /// As [`Compiled::drop_log`].
+    pub drop_log: super::droplog::Index,
+}
+
 impl State {
     /// The ruleset for `cluster`, incrementally from the previous one when
     /// `changes` allow it, else by a full compile (which rebuilds the
@@ -103,15 +128,45 @@ impl State {
         changes: &Changes,
         opts: &Options,
     ) -> (Compiled, Path) {
+        match self.compile_edits(cluster, diagnostics, changes, opts) {
+            (Output::Full(c), path) => (c, path),
+            (Output::Edited(e), path) => {
+                let ruleset = self.current().expect("edited: indexed").clone();
+                let out = Compiled {
+                    ruleset,
+                    diagnostics: e.diagnostics,
+                    enforced_pods: e.enforced_pods,
+                    drop_log: e.drop_log,
+                };
+                (out, path)
+            }
+        }
+    }
+
+    /// [`State::compile`], giving the incremental path's result as edits of
+    /// the previous ruleset instead of a copy of the whole new one (the
+    /// agent's path: a node's table costs milliseconds to copy and to
+    /// compare).
+    pub fn compile_edits(
+        &mut self,
+        cluster: &Cluster,
+        diagnostics: Vec<Diagnostic>,
+        changes: &Changes,
+        opts: &Options,
+    ) -> (Output, Path) {
         let reason = match self.index.as_mut() {
             None => "no index (first compile, or ClusterNetworkPolicies)",
             Some(_) if changes.other => "namespaces, policies or nodes changed",
             Some(ix) if !ix.same_options(opts) => "options changed",
             Some(ix) => match ix.update(cluster, &changes.pods) {
-                Ok(()) => {
-                    let mut out = ix.compiled.clone();
-                    out.diagnostics = diagnostics;
-                    return (out, Path::Incremental);
+                Ok(edits) => {
+                    let out = Edited {
+                        edits,
+                        diagnostics,
+                        enforced_pods: ix.compiled.enforced_pods,
+                        drop_log: ix.compiled.drop_log.clone(),
+                    };
+                    return (Output::Edited(out), Path::Incremental);
                 }
                 Err(reason) => reason,
             },
@@ -130,7 +185,13 @@ impl State {
             true => Index::build(cluster, out.clone(), sources, opts),
             false => None,
         };
-        (out, Path::Full(reason))
+        (Output::Full(out), Path::Full(reason))
+    }
+
+    /// The ruleset of the last compile, when it is indexed (the edits of
+    /// the next incremental compile apply to it).
+    pub fn current(&self) -> Option<&Ruleset> {
+        self.index.as_ref().map(|ix| &ix.compiled.ruleset)
     }
 }
 
@@ -452,7 +513,7 @@ impl Index {
         &mut self,
         cluster: &Cluster,
         changed: &BTreeSet<ObjectRef>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Edits, &'static str> {
         let mut edits: Vec<(&ObjectRef, Option<Contribution>, Option<Contribution>)> = Vec::new();
         let mut count = self.pods.len() as isize;
         let mut group_delta: HashMap<GroupKey, isize> = HashMap::new();
@@ -509,14 +570,15 @@ impl Index {
                 self.owners.remove(&ip);
             }
         }
+        let mut out = Edits::default();
         for (_, before, _) in &edits {
             if let Some(c) = before {
-                self.apply(c, false);
+                self.apply(c, false, &mut out);
             }
         }
         for (id, before, after) in edits {
             if let Some(c) = &after {
-                self.apply(c, true);
+                self.apply(c, true, &mut out);
             }
             let enforced = &mut self.compiled.enforced_pods;
             *enforced -= before.is_some_and(|c| c.enforced) as usize;
@@ -526,25 +588,34 @@ impl Index {
                 None => self.pods.remove(id),
             };
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Adds (`add`) or removes a contribution's elements.
-    fn apply(&mut self, c: &Contribution, add: bool) {
+    /// Adds (`add`) or removes a contribution's elements, recording the
+    /// net changes in `edits`.
+    fn apply(&mut self, c: &Contribution, add: bool, edits: &mut Edits) {
         let rs: &mut Ruleset = &mut self.compiled.ruleset;
         for (set, el) in &c.sets {
             let elements = &mut rs.sets.get_mut(set).expect("indexed set").elements;
             match add {
-                true => elements.insert(el.clone()),
-                false => elements.remove(el),
-            };
+                true if elements.insert(el.clone()) => edits.set_added(set, el),
+                false if elements.remove(el) => edits.set_deleted(set, el),
+                _ => {}
+            }
         }
         for (map, ip, chain) in &c.maps {
             let elements = &mut rs.maps.get_mut(map).expect("dispatch map").elements;
             match add {
-                true => elements.insert(*ip, chain.clone()),
-                false => elements.remove(ip),
-            };
+                true => {
+                    let was = elements.insert(*ip, chain.clone());
+                    edits.map_added(map, *ip, chain, was.as_deref());
+                }
+                false => {
+                    if let Some(was) = elements.remove(ip) {
+                        edits.map_deleted(map, *ip, &was);
+                    }
+                }
+            }
         }
         if self.logs_any {
             let pods = &mut self.compiled.drop_log.pods;

@@ -32,25 +32,56 @@ pub struct UpdateStats {
     pub reused: usize,
 }
 
-/// Per-kind bookkeeping: the resourceVersion each object was converted at
-/// and the diagnostics its conversion produced.
-#[derive(Debug, Default)]
-struct Seen {
-    version: HashMap<ObjectRef, String>,
+/// Per-kind bookkeeping: the objects last seen, the resourceVersion each
+/// was converted at and the diagnostics its conversion produced.
+///
+/// Every update walks a whole store (tens of thousands of objects) for what
+/// is usually one changed object, so the walk must not touch the objects: a
+/// store hands an unchanged object over as the same `Arc`, and `objects`
+/// (which holds each, so its address cannot be reused) recognises it by its
+/// address alone. Only objects with a new address are read: converted if
+/// their resourceVersion is new (a relist hands over new `Arc`s of the same
+/// versions: not converted again).
+#[derive(Debug)]
+struct Seen<K> {
+    /// Namespace → name → the resourceVersion converted (`None`: the object
+    /// had none, and is converted whenever it has a new address).
+    versions: HashMap<String, HashMap<String, Option<String>>>,
+    /// Address → the object, and the last update that saw it there.
+    objects: HashMap<usize, (Arc<K>, u64)>,
+    /// Bumped by every update.
+    epoch: u64,
     diags: BTreeMap<ObjectRef, Vec<Diagnostic>>,
 }
 
+impl<K> Default for Seen<K> {
+    fn default() -> Self {
+        Seen {
+            versions: HashMap::new(),
+            objects: HashMap::new(),
+            epoch: 0,
+            diags: BTreeMap::new(),
+        }
+    }
+}
+
+fn address<K>(o: &Arc<K>) -> usize {
+    Arc::as_ptr(o) as usize
+}
 /// The model of the cluster, updated incrementally. See the module docs.
 #[derive(Debug, Default)]
 pub struct ClusterCache {
     cluster: Cluster,
-    namespaces: Seen,
-    pods: Seen,
-    policies: Seen,
-    cluster_policies: Seen,
-    nodes: Seen,
+    namespaces: Seen<core::Namespace>,
+    pods: Seen<core::Pod>,
+    policies: Seen<net::NetworkPolicy>,
+    cluster_policies: Seen<ClusterNetworkPolicy>,
+    nodes: Seen<core::Node>,
     /// What changed in the model since [`ClusterCache::take_changes`].
     changes: Changes,
+    /// Bumped by every update in which a NetworkPolicy or
+    /// ClusterNetworkPolicy was new, had a new resourceVersion or went away.
+    policy_versions: u64,
 }
 
 fn key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
@@ -78,67 +109,112 @@ pub fn api_source() -> Source {
     }
 }
 
-impl Seen {
+impl<K> Seen<K> {
+    /// The same objects as last time, at the same addresses: nothing to do.
+    fn unchanged(&self, objs: &[Arc<K>]) -> bool {
+        objs.len() == self.objects.len()
+            && objs.iter().all(|o| self.objects.contains_key(&address(o)))
+    }
+
     /// Applies `objs` (the complete current set of one kind) to the model:
     /// `convert` turns a changed object into its model entry (or None when
     /// the model leaves it out), `insert`/`remove` edit the model.
     /// Keys whose model entry appeared, went or changed are added to `changed`.
+    /// True when some object was new, had a new resourceVersion or went away.
     #[allow(clippy::too_many_arguments)]
-    fn update<'a, K: 'a, V: PartialEq>(
+    fn update<V: PartialEq>(
         &mut self,
-        objs: impl IntoIterator<Item = &'a K>,
+        objs: &[Arc<K>],
         meta: impl Fn(&K) -> &ObjectMeta,
         namespaced: bool,
         mut convert: impl FnMut(&K, &mut Vec<Diagnostic>) -> Option<V>,
         model: &mut BTreeMap<ObjectRef, V>,
         stats: &mut UpdateStats,
         changed: &mut BTreeSet<ObjectRef>,
-    ) {
-        let mut present: HashSet<ObjectRef> = HashSet::with_capacity(self.version.len());
+    ) -> bool {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        // Objects seen again at their address (distinct).
+        let mut again = 0;
+        let mut touched = false;
+        // Objects at a new address, and their keys.
+        let mut fresh: Vec<&Arc<K>> = Vec::new();
+        let mut fresh_keys: HashSet<ObjectRef> = HashSet::new();
         for o in objs {
+            if let Some((_, seen)) = self.objects.get_mut(&address(o)) {
+                again += (*seen != epoch) as usize;
+                *seen = epoch;
+                stats.reused += 1;
+                continue;
+            }
+            fresh.push(o);
             let m = meta(o);
             let k = key(m, namespaced);
             let rv = m.resource_version.as_deref();
-            let unchanged = rv.is_some() && self.version.get(&k).map(String::as_str) == rv;
-            if unchanged {
+            fresh_keys.insert(k.clone());
+            let version = self
+                .versions
+                .entry(k.namespace.clone())
+                .or_default()
+                .entry(k.name.clone())
+                .or_insert(None);
+            if rv.is_some() && version.as_deref() == rv {
                 stats.reused += 1;
+                continue;
+            }
+            // An object without a resourceVersion is converted every time.
+            *version = rv.map(str::to_string);
+            touched = true;
+            let mut d = Vec::new();
+            let differs = match convert(o, &mut d) {
+                Some(v) => model
+                    .insert(k.clone(), v)
+                    .is_none_or(|old| Some(&old) != model.get(&k)),
+                None => model.remove(&k).is_some(),
+            };
+            if d.is_empty() {
+                self.diags.remove(&k);
             } else {
-                let mut d = Vec::new();
-                let differs = match convert(o, &mut d) {
-                    Some(v) => model
-                        .insert(k.clone(), v)
-                        .is_none_or(|old| Some(&old) != model.get(&k)),
-                    None => model.remove(&k).is_some(),
-                };
-                if differs {
+                self.diags.insert(k.clone(), d);
+            }
+            if differs {
+                changed.insert(k);
+            }
+            stats.converted += 1;
+        }
+        if again != self.objects.len() {
+            // Objects not handed over again: replaced (their key came at a
+            // new address) or gone.
+            let left: Vec<usize> = self
+                .objects
+                .iter()
+                .filter(|(_, (_, seen))| *seen != epoch)
+                .map(|(a, _)| *a)
+                .collect();
+            for a in left {
+                let (old, _) = self.objects.remove(&a).expect("listed");
+                let k = key(meta(&old), namespaced);
+                if fresh_keys.contains(&k) {
+                    continue;
+                }
+                touched = true;
+                if let Some(names) = self.versions.get_mut(&k.namespace) {
+                    names.remove(&k.name);
+                    if names.is_empty() {
+                        self.versions.remove(&k.namespace);
+                    }
+                }
+                if model.remove(&k).is_some() {
+                    stats.removed += 1;
                     changed.insert(k.clone());
                 }
-                if d.is_empty() {
-                    self.diags.remove(&k);
-                } else {
-                    self.diags.insert(k.clone(), d);
-                }
-                // An object without a resourceVersion is converted every time.
-                match rv {
-                    Some(rv) => self.version.insert(k.clone(), rv.to_string()),
-                    None => self.version.remove(&k),
-                };
-                stats.converted += 1;
+                self.diags.remove(&k);
             }
-            present.insert(k);
         }
-        let gone: Vec<ObjectRef> = model
-            .keys()
-            .filter(|k| !present.contains(*k))
-            .cloned()
-            .collect();
-        for k in gone {
-            model.remove(&k);
-            stats.removed += 1;
-            changed.insert(k);
+        for o in fresh {
+            self.objects.insert(address(o), (o.clone(), epoch));
         }
-        self.version.retain(|k, _| present.contains(k));
-        self.diags.retain(|k, _| present.contains(k));
+        touched
     }
 }
 
@@ -154,19 +230,56 @@ impl ClusterCache {
         }
     }
 
-    /// Brings the model to exactly the given objects (each iterator is the
+    /// Brings the model to exactly the given objects (each slice is the
     /// complete current set of its kind, e.g. a reflector store's state),
-    /// converting only objects that are new or whose resourceVersion changed.
-    pub fn update<'a>(
+    /// converting only objects that are new or whose resourceVersion changed
+    /// (an object handed over as the same `Arc` as last time is not read).
+    pub fn update(
         &mut self,
-        namespaces: impl IntoIterator<Item = &'a core::Namespace>,
-        pods: impl IntoIterator<Item = &'a core::Pod>,
-        policies: impl IntoIterator<Item = &'a net::NetworkPolicy>,
+        namespaces: &[Arc<core::Namespace>],
+        pods: &[Arc<core::Pod>],
+        policies: &[Arc<net::NetworkPolicy>],
     ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
         let mut other = BTreeSet::new();
 
+        if self.namespaces.unchanged(namespaces) {
+            stats.reused += namespaces.len();
+        } else {
+            self.update_namespaces(namespaces, &mut stats, &mut other);
+        }
+        self.pods.update(
+            pods,
+            |p: &core::Pod| &p.metadata,
+            true,
+            |p, d| convert::pod(p, Some(&src), d).map(Arc::new),
+            &mut self.cluster.pods,
+            &mut stats,
+            &mut self.changes.pods,
+        );
+        if self.policies.update(
+            policies,
+            |p: &net::NetworkPolicy| &p.metadata,
+            true,
+            |p, d| convert::policy(p, Some(&src), d),
+            &mut self.cluster.policies,
+            &mut stats,
+            &mut other,
+        ) {
+            self.policy_versions += 1;
+        }
+        self.changes.other |= !other.is_empty();
+        stats
+    }
+
+    fn update_namespaces(
+        &mut self,
+        namespaces: &[Arc<core::Namespace>],
+        stats: &mut UpdateStats,
+        other: &mut BTreeSet<ObjectRef>,
+    ) {
+        let src = api_source();
         // Namespaces are keyed by name in the model; reuse the generic
         // bookkeeping over an ObjectRef-keyed view and copy changes across.
         let mut ns_model: BTreeMap<ObjectRef, crate::core::model::Namespace> =
@@ -180,31 +293,10 @@ impl ClusterCache {
             false,
             |n, d| convert::namespace(n, Some(&src), d),
             &mut ns_model,
-            &mut stats,
-            &mut other,
+            stats,
+            other,
         );
         self.cluster.namespaces = ns_model.into_iter().map(|(k, v)| (k.name, v)).collect();
-
-        self.pods.update(
-            pods,
-            |p: &core::Pod| &p.metadata,
-            true,
-            |p, d| convert::pod(p, Some(&src), d).map(Arc::new),
-            &mut self.cluster.pods,
-            &mut stats,
-            &mut self.changes.pods,
-        );
-        self.policies.update(
-            policies,
-            |p: &net::NetworkPolicy| &p.metadata,
-            true,
-            |p, d| convert::policy(p, Some(&src), d),
-            &mut self.cluster.policies,
-            &mut stats,
-            &mut other,
-        );
-        self.changes.other |= !other.is_empty();
-        stats
     }
 
     /// Brings the ClusterNetworkPolicies and Nodes of the model to exactly
@@ -212,16 +304,20 @@ impl ClusterCache {
     /// converting only those that are new or whose resourceVersion changed.
     /// Separate from [`ClusterCache::update`] so a driver that does not
     /// watch them yet leaves them empty.
-    pub fn update_cluster_scoped<'a>(
+    pub fn update_cluster_scoped(
         &mut self,
-        cluster_policies: impl IntoIterator<Item = &'a ClusterNetworkPolicy>,
-        nodes: impl IntoIterator<Item = &'a core::Node>,
+        cluster_policies: &[Arc<ClusterNetworkPolicy>],
+        nodes: &[Arc<core::Node>],
     ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
         let mut other = BTreeSet::new();
+        if self.cluster_policies.unchanged(cluster_policies) && self.nodes.unchanged(nodes) {
+            stats.reused += cluster_policies.len() + nodes.len();
+            return stats;
+        }
         let mut model = by_name(std::mem::take(&mut self.cluster.cluster_policies));
-        self.cluster_policies.update(
+        if self.cluster_policies.update(
             cluster_policies,
             |p: &ClusterNetworkPolicy| &p.metadata,
             false,
@@ -229,7 +325,9 @@ impl ClusterCache {
             &mut model,
             &mut stats,
             &mut other,
-        );
+        ) {
+            self.policy_versions += 1;
+        }
         self.cluster.cluster_policies = model.into_iter().map(|(k, v)| (k.name, v)).collect();
         let mut model = by_name(std::mem::take(&mut self.cluster.nodes));
         self.nodes.update(
@@ -253,6 +351,13 @@ impl ClusterCache {
         std::mem::take(&mut self.changes)
     }
 
+    /// Changes when the (cluster) network policies' names or
+    /// resourceVersions may have changed; the same value means they did not
+    /// (what the NodeProgramStatus lists need not be rebuilt).
+    pub fn policy_versions(&self) -> u64 {
+        self.policy_versions
+    }
+
     /// The model as of the last update.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
@@ -263,14 +368,14 @@ impl ClusterCache {
     /// namespace/name.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
         [
-            &self.namespaces,
-            &self.pods,
-            &self.policies,
-            &self.nodes,
-            &self.cluster_policies,
+            &self.namespaces.diags,
+            &self.pods.diags,
+            &self.policies.diags,
+            &self.nodes.diags,
+            &self.cluster_policies.diags,
         ]
         .iter()
-        .flat_map(|s| s.diags.values().flatten().cloned())
+        .flat_map(|d| d.values().flatten().cloned())
         .collect()
     }
 }
@@ -308,6 +413,12 @@ mod tests {
         .unwrap()
     }
 
+    /// A store's state: each object in an `Arc` (new ones: every object is
+    /// read again, as after a relist).
+    fn arcs<K: Clone>(objs: &[K]) -> Vec<Arc<K>> {
+        objs.iter().cloned().map(Arc::new).collect()
+    }
+
     fn objects(n: &[core::Namespace], p: &[core::Pod], q: &[net::NetworkPolicy]) -> Objects {
         let src = api_source;
         Objects {
@@ -335,7 +446,7 @@ mod tests {
                          q: &[net::NetworkPolicy],
                          expect_converted: usize,
                          expect_removed: usize| {
-            let stats = cache.update(n, p, q);
+            let stats = cache.update(&arcs(n), &arcs(p), &arcs(q));
             let (fresh, fresh_diags) = to_cluster(&objects(n, p, q));
             assert_eq!(
                 cache.cluster(),
@@ -368,6 +479,63 @@ mod tests {
         namespaces.remove(1);
         policies.clear();
         check(&namespaces, &pods, &policies, 0, 3);
+        // One pod goes and another comes in the same update.
+        pods[0] = pod("p9", "11", "db", "10.0.0.9");
+        check(&namespaces, &pods, &policies, 1, 1);
+        // Back to nothing, then the same objects again.
+        check(&[], &[], &[], 0, 3);
+        check(&namespaces, &pods, &policies, 3, 0);
+    }
+
+    /// A store hands unchanged objects over as the same `Arc`s: those are
+    /// not read; a replaced `Arc` is (converted only if its version is new);
+    /// an `Arc` no longer handed over is gone unless its key came again.
+    #[test]
+    fn objects_are_recognised_by_address() {
+        let mut cache = ClusterCache::new();
+        let namespaces = arcs(&[ns("a", "1", "x")]);
+        let mut pods = arcs(&[
+            pod("p1", "2", "web", "10.0.0.1"),
+            pod("p2", "3", "db", "10.0.0.2"),
+        ]);
+        let policies = arcs(&[pol("allow", "4", "web")]);
+        let check = |cache: &mut ClusterCache, pods: &[Arc<core::Pod>], conv, rem| {
+            let stats = cache.update(&namespaces, pods, &policies);
+            assert_eq!((stats.converted, stats.removed), (conv, rem), "{stats:?}");
+            assert_eq!(
+                stats.converted + stats.reused,
+                1 + pods.len() + 1,
+                "{stats:?}"
+            );
+            let plain = |v: &[Arc<core::Pod>]| v.iter().map(|o| (**o).clone()).collect::<Vec<_>>();
+            let nss: Vec<_> = namespaces.iter().map(|o| (**o).clone()).collect();
+            let pols: Vec<_> = policies.iter().map(|o| (**o).clone()).collect();
+            let (fresh, _) = to_cluster(&objects(&nss, &plain(pods), &pols));
+            assert_eq!(cache.cluster(), &fresh);
+        };
+        check(&mut cache, &pods, 4, 0);
+        let v = cache.policy_versions();
+        check(&mut cache, &pods, 0, 0);
+        // The same objects in new `Arc`s (a relist): read, not converted.
+        let relisted = arcs(&pods.iter().map(|o| (**o).clone()).collect::<Vec<_>>());
+        check(&mut cache, &relisted, 0, 0);
+        check(&mut cache, &pods, 0, 0);
+        // One pod replaced, one added, in the same update.
+        pods[0] = Arc::new(pod("p1", "5", "db", "10.0.0.1"));
+        pods.push(Arc::new(pod("p3", "6", "web", "10.0.0.3")));
+        check(&mut cache, &pods, 2, 0);
+        assert_eq!(
+            cache.take_changes().pods.len(),
+            3,
+            "p1, p2, p3 (p2 from the start)"
+        );
+        // One gone, and another replaced by an object of the same version.
+        pods.remove(1);
+        pods[0] = Arc::new((*pods[0]).clone());
+        check(&mut cache, &pods, 0, 1);
+        let gone = cache.take_changes();
+        assert_eq!(gone.pods, BTreeSet::from([ObjectRef::new("a", "p2")]));
+        assert_eq!(cache.policy_versions(), v, "no policy changed");
     }
 
     /// `take_changes` names the pods whose model changed (by value: a new
@@ -382,17 +550,17 @@ mod tests {
         ];
         let mut policies = vec![pol("allow", "4", "web")];
         let id = |n: &str| ObjectRef::new("a", n);
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         let first = cache.take_changes();
         assert!(first.other);
         assert_eq!(first.pods, BTreeSet::from([id("p1"), id("p2")]));
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         assert_eq!(cache.take_changes(), Changes::default(), "nothing changed");
         pods[0] = pod("p1", "5", "web", "10.0.0.1");
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         assert_eq!(cache.take_changes(), Changes::default(), "same content");
         pods[1] = pod("p2", "6", "web", "10.0.0.2");
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         let relabel = Changes {
             pods: BTreeSet::from([id("p2")]),
             other: false,
@@ -400,10 +568,10 @@ mod tests {
         assert_eq!(cache.take_changes(), relabel);
         pods.remove(0);
         policies[0] = pol("allow", "7", "db");
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         // Changes accumulate until taken.
         pods[0] = pod("p2", "8", "db", "10.0.0.2");
-        cache.update(&namespaces, &pods, &policies);
+        cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
         let both = Changes {
             pods: BTreeSet::from([id("p1"), id("p2")]),
             other: true,
@@ -434,7 +602,7 @@ mod tests {
     fn cluster_scoped_objects_are_cached_too() {
         let mut cache = ClusterCache::new();
         let mut check = |c: &[ClusterNetworkPolicy], n: &[core::Node], converted, removed| {
-            let stats = cache.update_cluster_scoped(c, n);
+            let stats = cache.update_cluster_scoped(&arcs(c), &arcs(n));
             let objs = Objects {
                 cluster_policies: c.iter().map(|o| (api_source(), o.clone())).collect(),
                 nodes: n.iter().map(|o| (api_source(), o.clone())).collect(),

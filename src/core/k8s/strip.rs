@@ -106,13 +106,14 @@ fn meta(m: &mut ObjectMeta) {
 mod tests {
     use super::*;
     use crate::core::k8s::cache::ClusterCache;
+    use std::sync::Arc;
 
     /// The model a cache builds from namespace `a` and `p`, and its diagnostics (both as text).
     fn model_of(p: &Pod) -> (String, String) {
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
         let mut c = ClusterCache::new();
-        c.update([&ns], [p], std::iter::empty());
+        c.update(&[Arc::new(ns)], &[Arc::new(p.clone())], &[]);
         let diags: Vec<String> = c.diagnostics().iter().map(|d| d.to_string()).collect();
         (format!("{:?}", c.cluster()), format!("{diags:?}"))
     }
@@ -224,7 +225,7 @@ mod tests {
         .unwrap();
         let model = |n: &Node| {
             let mut c = ClusterCache::new();
-            c.update_cluster_scoped(std::iter::empty(), [n]);
+            c.update_cluster_scoped(&[], &[Arc::new(n.clone())]);
             format!("{:?}", c.cluster())
         };
         let before = model(&n);
