@@ -553,6 +553,7 @@ fn run(name: &str, objs: Objects) {
     let reason = match path {
         Path::Full(r) => format!("full ({r})"),
         Path::Incremental => "incremental".into(),
+        Path::Partial => "partial".into(),
     };
     t.row(format!("policy added: {reason}, {}", applied.kind()));
     let overall = t.rows.iter().skip(1).map(|r| r.2).max().unwrap_or(0);

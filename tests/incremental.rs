@@ -363,9 +363,9 @@ fn same(what: &str, step: usize, got: &Compiled, want: &Compiled, path: Path) {
     );
 }
 
-/// Runs one sequence; returns (incremental, full) compile counts.
-fn run(seed: u64, events: usize) -> (usize, usize) {
-    let mut tally = (0, 0);
+/// Runs one sequence; returns (incremental, partial, full) compile counts.
+fn run(seed: u64, events: usize) -> (usize, usize, usize) {
+    let mut tally = (0, 0, 0);
     for (what, opts) in option_sets() {
         let mut r = Rng::new(seed);
         let mut c = cluster(&mut r);
@@ -386,7 +386,8 @@ fn run(seed: u64, events: usize) -> (usize, usize) {
             }
             match path {
                 Path::Incremental => tally.0 += 1,
-                Path::Full(_) => tally.1 += 1,
+                Path::Partial => tally.1 += 1,
+                Path::Full(_) => tally.2 += 1,
             }
             same(what, step, &got, &compile_cluster(&c, vec![], &opts), path);
             prev = got.ruleset;
@@ -454,19 +455,22 @@ proptest! {
     }
 }
 
-/// Not vacuous: over fixed seeds most events take the incremental path.
+/// Not vacuous: over fixed seeds most events take the incremental path,
+/// and pods joining or leaving groups take the partial one.
 #[test]
 fn most_pod_events_are_incremental() {
-    let (mut inc, mut full) = (0, 0);
+    let (mut inc, mut partial, mut full) = (0, 0, 0);
     for seed in 0..64 {
-        let (i, f) = run(seed, EVENTS);
+        let (i, p, f) = run(seed, EVENTS);
         inc += i;
+        partial += p;
         full += f;
     }
-    eprintln!("incremental {inc}, full {full}");
+    eprintln!("incremental {inc}, partial {partial}, full {full}");
     assert!(
-        inc * 2 > inc + full,
-        "incremental {inc} of {} compiles",
-        inc + full
+        (inc + partial) * 2 > inc + partial + full,
+        "incremental {inc} + partial {partial} of {} compiles",
+        inc + partial + full
     );
+    assert!(partial * 50 > inc + partial + full, "partial {partial}");
 }

@@ -349,10 +349,10 @@ impl Metrics {
         );
         registry.register(
             "compile_path",
-            "Compiles by path: incremental (pod changes edited into the previous ruleset) or full",
+            "Compiles by path: incremental (pod changes edited into the previous ruleset), partial (also group chains that came or went) or full",
             compile_paths.clone(),
         );
-        for path in ["incremental", "full"] {
+        for path in ["incremental", "partial", "full"] {
             drop(compile_paths.get_or_create(&PathLabel { path: path.into() }));
         }
         registry.register(

@@ -51,7 +51,7 @@ impl<'a> Compiler<'a> {
         for pod in enforced {
             for dir in Direction::ALL {
                 let (audited, pols): (Vec<ObjectRef>, Vec<ObjectRef>) = self
-                    .graph
+                    .graph()
                     .isolating_policies(&pod.id, dir)
                     .into_iter()
                     .partition(|id| self.cluster.policies.get(id).is_some_and(|p| p.audit));
@@ -231,7 +231,7 @@ impl<'a> Compiler<'a> {
 
     /// One group chain: jump to each policy's chain, log if the namespace
     /// logs drops, then drop. Records the group in the drop-log index.
-    fn group_chain(
+    pub(super) fn group_chain(
         &mut self,
         dir: Direction,
         pols: &[ObjectRef],
@@ -320,7 +320,7 @@ impl Compiler<'_> {
     /// audited policy allows is logged as "would drop" (rate-limited,
     /// whatever the drop-logging settings) and returns, so evaluation goes
     /// on exactly as for a pod no policy isolates. Never drops.
-    fn audit_group_chain(
+    pub(super) fn audit_group_chain(
         &mut self,
         dir: Direction,
         pols: &[ObjectRef],

@@ -17,14 +17,23 @@
 //!   peer's pods for egress);
 //! - the drop-log index's address → pod (when some group logs).
 //!
+//! When a pod's isolating policies form a group that has no chain yet, or
+//! the last pod of a group leaves it, the group's chain comes or goes, with
+//! the policy chains only it jumps to and the sets only those name
+//! ([`Path::Partial`]): the compiler builds just those chains (the same
+//! code as the full compile, members found by a scan instead of the
+//! selector graph, revocation applied per chain), and they are put where
+//! the full compile puts them (group, audit group, policy chains, each
+//! section sorted by name). The result is a whole ruleset again (the
+//! enforcer stages the structural change).
+//!
 //! Falls back (the [`Path::Full`] reason says why) when anything but pods
 //! changed (namespaces, policies, ClusterNetworkPolicies, nodes, options);
 //! when the cluster has ClusterNetworkPolicies (the tiered layout is not
-//! indexed); when a pod's isolating policies form a group that has no chain
-//! yet, or the last pod of a group leaves it (a chain, and maybe policy
-//! chains, appear or go); when a touched address belongs to more than one pod
-//! before or after (elements are keyed by address); and when the change list
-//! does not account for the model's pod count.
+//! indexed); when a group coming or going would turn the drop-log index's
+//! pod addresses on or off; when a touched address belongs to more than one
+//! pod before or after (elements are keyed by address); and when the change
+//! list does not account for the model's pod count.
 //!
 //! Every collection of elements in [`Ruleset`] is sorted (`BTreeSet`,
 //! `BTreeMap`), so removing a pod's old elements and adding its new ones
@@ -62,6 +71,10 @@ pub(super) enum SetSource {
 pub enum Path {
     /// The previous ruleset, edited by the changed pods' elements.
     Incremental,
+    /// The previous ruleset, edited by the changed pods' elements and by
+    /// the group chains (with the policy chains and sets only they use)
+    /// that appeared or went with them.
+    Partial,
     /// A full compile, and why.
     Full(&'static str),
 }
@@ -71,6 +84,7 @@ impl Path {
     pub fn as_str(self) -> &'static str {
         match self {
             Path::Incremental => "incremental",
+            Path::Partial => "partial",
             Path::Full(_) => "full",
         }
     }
@@ -159,7 +173,12 @@ impl State {
             Some(_) if changes.other => "namespaces, policies or nodes changed",
             Some(ix) if !ix.same_options(opts) => "options changed",
             Some(ix) => match ix.update(cluster, &changes.pods) {
-                Ok(edits) => {
+                Ok(Step::Structural) => {
+                    let mut out = ix.compiled.clone();
+                    out.diagnostics = diagnostics;
+                    return (Output::Full(out), Path::Partial);
+                }
+                Ok(Step::Elements(edits)) => {
                     let out = Edited {
                         edits,
                         diagnostics,
@@ -175,14 +194,14 @@ impl State {
         // copies of the ruleset and of the pods are not held beside the new.
         self.index = None;
         let graph = SelectorGraph::build(cluster);
-        let (mut out, sources) = super::compile_recording(cluster, &graph, opts, true);
+        let (mut out, recorded) = super::compile_recording(cluster, &graph, opts, true);
         drop(graph);
         let mut all = diagnostics;
         all.append(&mut out.diagnostics);
         out.diagnostics = all;
         // The tiered layout is not indexed: no copy of the result for it.
         self.index = match cluster.cluster_policies.is_empty() {
-            true => Index::build(cluster, out.clone(), sources, opts),
+            true => Index::build(cluster, out.clone(), recorded, opts),
             false => None,
         };
         (Output::Full(out), Path::Full(reason))
@@ -257,6 +276,20 @@ struct Index {
     named_ports: HashMap<(String, Protocol), Vec<NamedSet>>,
     /// The drop-log index holds pod addresses.
     logs_any: bool,
+    /// Peer selector → its index in `matches`.
+    by_match: BTreeMap<PodMatch, usize>,
+    /// Generated set name → its key (the compile's, for hash collisions).
+    set_keys: BTreeMap<String, String>,
+    /// (direction, policy) → how many group chains jump to its chain.
+    policy_uses: HashMap<(Direction, ObjectRef), usize>,
+}
+
+/// What [`Index::update`] did.
+enum Step {
+    /// Only elements changed: these.
+    Elements(Edits),
+    /// Group chains (and maybe policy chains and sets) came or went.
+    Structural,
 }
 
 /// A pod's part of the ruleset.
@@ -276,7 +309,7 @@ impl Index {
     fn build(
         cluster: &Cluster,
         compiled: Compiled,
-        sources: BTreeMap<String, SetSource>,
+        recorded: super::Recorded,
         opts: &Options,
     ) -> Option<Index> {
         if !cluster.cluster_policies.is_empty() || !compiled.drop_log.cluster_rules.is_empty() {
@@ -323,50 +356,17 @@ impl Index {
             selector_scope: Vec::new(),
             candidates: HashMap::new(),
             named_ports: HashMap::new(),
+            by_match: BTreeMap::new(),
+            set_keys: recorded.set_keys,
+            policy_uses: HashMap::new(),
         };
-        let mut by_match: BTreeMap<PodMatch, usize> = BTreeMap::new();
-        let mut match_index = |ix: &mut Index, m: &PodMatch| -> usize {
-            *by_match.entry(m.clone()).or_insert_with(|| {
-                ix.matches.push((m.clone(), Vec::new()));
-                let i = ix.matches.len() - 1;
-                match &m.namespaces {
-                    NamespaceScope::Named(n) => {
-                        ix.named_scope.entry(n.clone()).or_default().push(i)
-                    }
-                    NamespaceScope::Selector(_) => ix.selector_scope.push(i),
-                }
-                i
-            })
-        };
-        for (set, source) in sources {
-            match source {
-                SetSource::Pods(m, f) => {
-                    let i = match_index(&mut ix, &m);
-                    ix.matches[i].1.push((f, set));
-                }
-                SetSource::LocalNamedPort(name, proto, family) => {
-                    ix.named_ports
-                        .entry((name, proto))
-                        .or_default()
-                        .push(NamedSet {
-                            set,
-                            family,
-                            scope: Scope::Local,
-                        });
-                }
-                SetSource::PeerNamedPort(peer, name, proto, family) => {
-                    let scope = match &peer {
-                        None => Scope::All,
-                        Some(Peer::Pods(m)) => Scope::Pods(match_index(&mut ix, m)),
-                        Some(Peer::IpBlock(b)) => Scope::Block(b.ranges()),
-                        Some(Peer::Nodes(_)) | Some(Peer::Networks(_)) => Scope::Nothing,
-                    };
-                    ix.named_ports
-                        .entry((name, proto))
-                        .or_default()
-                        .push(NamedSet { set, family, scope });
-                }
+        for (dir, pols, _) in ix.groups.keys() {
+            for p in pols {
+                *ix.policy_uses.entry((*dir, p.clone())).or_default() += 1;
             }
+        }
+        for (set, source) in recorded.sources {
+            ix.add_source(set, source);
         }
         let pods: Vec<Arc<Pod>> = ix.pods.values().cloned().collect();
         for pod in &pods {
@@ -383,6 +383,67 @@ impl Index {
         Some(ix)
     }
 
+    /// The index of selector `m` in `matches` (added if new).
+    fn match_index(&mut self, m: &PodMatch) -> usize {
+        if let Some(i) = self.by_match.get(m) {
+            return *i;
+        }
+        self.matches.push((m.clone(), Vec::new()));
+        let i = self.matches.len() - 1;
+        match &m.namespaces {
+            NamespaceScope::Named(n) => self.named_scope.entry(n.clone()).or_default().push(i),
+            NamespaceScope::Selector(_) => self.selector_scope.push(i),
+        }
+        self.by_match.insert(m.clone(), i);
+        // A new selector may match pods of namespaces already memoised.
+        self.candidates.clear();
+        i
+    }
+
+    /// Indexes a pod-dependent set.
+    fn add_source(&mut self, set: String, source: SetSource) {
+        match source {
+            SetSource::Pods(m, f) => {
+                let i = self.match_index(&m);
+                self.matches[i].1.push((f, set));
+            }
+            SetSource::LocalNamedPort(name, proto, family) => {
+                self.named_ports
+                    .entry((name, proto))
+                    .or_default()
+                    .push(NamedSet {
+                        set,
+                        family,
+                        scope: Scope::Local,
+                    });
+            }
+            SetSource::PeerNamedPort(peer, name, proto, family) => {
+                let scope = match &peer {
+                    None => Scope::All,
+                    Some(Peer::Pods(m)) => Scope::Pods(self.match_index(m)),
+                    Some(Peer::IpBlock(b)) => Scope::Block(b.ranges()),
+                    Some(Peer::Nodes(_)) | Some(Peer::Networks(_)) => Scope::Nothing,
+                };
+                self.named_ports
+                    .entry((name, proto))
+                    .or_default()
+                    .push(NamedSet { set, family, scope });
+            }
+        }
+    }
+
+    /// Forgets a set the ruleset no longer has.
+    fn remove_source(&mut self, set: &str) {
+        for (_, sets) in self.matches.iter_mut() {
+            sets.retain(|(_, s)| s != set);
+        }
+        for sets in self.named_ports.values_mut() {
+            sets.retain(|s| s.set != set);
+        }
+        self.named_ports.retain(|_, sets| !sets.is_empty());
+        self.set_keys.remove(set);
+    }
+
     fn same_options(&self, o: &Options) -> bool {
         let mine = &self.options;
         mine.node == o.node
@@ -392,7 +453,7 @@ impl Index {
     }
 
     fn enforced(&self, pod: &Pod) -> bool {
-        self.node.is_none() || pod.node == self.node
+        enforced_on(&self.node, pod)
     }
 
     /// The group keys of a pod, per direction it is isolated in (as
@@ -513,10 +574,12 @@ impl Index {
         &mut self,
         cluster: &Cluster,
         changed: &BTreeSet<ObjectRef>,
-    ) -> Result<Edits, &'static str> {
-        let mut edits: Vec<(&ObjectRef, Option<Contribution>, Option<Contribution>)> = Vec::new();
+    ) -> Result<Step, &'static str> {
+        // (pod, as indexed, as now)
+        type Edit<'a> = (&'a ObjectRef, Option<Arc<Pod>>, Option<&'a Arc<Pod>>);
+        let mut edits: Vec<Edit> = Vec::new();
         let mut count = self.pods.len() as isize;
-        let mut group_delta: HashMap<GroupKey, isize> = HashMap::new();
+        let mut group_delta: BTreeMap<GroupKey, isize> = BTreeMap::new();
         let mut owner_delta: HashMap<IpAddr, i64> = HashMap::new();
         for id in changed {
             let (old, new) = (self.pods.get(id).cloned(), cluster.pods.get(id));
@@ -524,33 +587,19 @@ impl Index {
                 continue;
             }
             count += new.is_some() as isize - old.is_some() as isize;
-            let before = match &old {
-                Some(p) => Some(self.contribution(cluster, p)?),
-                None => None,
-            };
-            let after = match new {
-                Some(p) => Some(self.contribution(cluster, p)?),
-                None => None,
-            };
-            for (c, sign) in [(&before, -1), (&after, 1)] {
-                for key in c.iter().flat_map(|c| c.groups.iter()) {
-                    *group_delta.entry(key.clone()).or_default() += sign as isize;
+            for (p, sign) in [(old.as_deref(), -1), (new.map(|p| &**p), 1)] {
+                let Some(p) = p else { continue };
+                for key in self.group_keys(p) {
+                    *group_delta.entry(key).or_default() += sign as isize;
                 }
-            }
-            for (p, sign) in [(old.as_ref(), -1), (new, 1)] {
-                for ip in p.iter().flat_map(|p| p.ips.iter()) {
+                for ip in &p.ips {
                     *owner_delta.entry(*ip).or_default() += sign;
                 }
             }
-            edits.push((id, before, after));
+            edits.push((id, old, new));
         }
         if count != cluster.pods.len() as isize {
             return Err("the change list does not account for the pods");
-        }
-        for (key, d) in &group_delta {
-            if self.groups[key].1 as isize + d <= 0 {
-                return Err("a group chain loses its last pod");
-            }
         }
         for (ip, d) in &owner_delta {
             let before = i64::from(self.owners.get(ip).copied().unwrap_or(0));
@@ -558,10 +607,40 @@ impl Index {
                 return Err("an address is shared by pods");
             }
         }
-        // Checked: from here on every edit is element-only.
+        // Groups that appear (no chain yet) and go (their last pod leaves).
+        let mut came: Vec<GroupKey> = Vec::new();
+        let mut went: Vec<GroupKey> = Vec::new();
+        for (key, d) in &group_delta {
+            match self.groups.get(key) {
+                Some((_, n)) if *n as isize + d <= 0 => went.push(key.clone()),
+                Some(_) => {}
+                None if *d > 0 => came.push(key.clone()),
+                None => return Err("a pod leaves a group that has no chain"),
+            }
+        }
+        let structural = !came.is_empty() || !went.is_empty();
+        if structural && self.logs_flip(cluster, &came, &went) {
+            return Err("drop logging of some group turns on or off");
+        }
+        // Checked: from here on nothing fails. The old contributions go
+        // while the old chains and sets are there; the new ones come once
+        // the new ones are.
+        let mut out = Edits::default();
+        for (_, old, _) in &edits {
+            if let Some(p) = old {
+                let c = self
+                    .contribution(cluster, p)
+                    .expect("an indexed pod's groups have chains");
+                self.apply(&c, false, &mut out);
+            }
+        }
+        if structural {
+            self.restructure(cluster, &came, &went);
+        }
         for (key, d) in group_delta {
-            let n = &mut self.groups.get_mut(&key).expect("checked").1;
-            *n = (*n as isize + d) as usize;
+            if let Some((_, n)) = self.groups.get_mut(&key) {
+                *n = (*n as isize + d) as usize;
+            }
         }
         for (ip, d) in owner_delta {
             let n = self.owners.entry(ip).or_default();
@@ -570,25 +649,174 @@ impl Index {
                 self.owners.remove(&ip);
             }
         }
-        let mut out = Edits::default();
-        for (_, before, _) in &edits {
-            if let Some(c) = before {
-                self.apply(c, false, &mut out);
-            }
-        }
-        for (id, before, after) in edits {
-            if let Some(c) = &after {
-                self.apply(c, true, &mut out);
-            }
+        for (id, old, new) in edits {
             let enforced = &mut self.compiled.enforced_pods;
-            *enforced -= before.is_some_and(|c| c.enforced) as usize;
-            *enforced += after.is_some_and(|c| c.enforced) as usize;
-            match cluster.pods.get(id) {
+            *enforced -= old.as_ref().is_some_and(|p| enforced_on(&self.node, p)) as usize;
+            if let Some(p) = new {
+                let c = self
+                    .contribution(cluster, p)
+                    .expect("chains of new groups were added");
+                self.apply(&c, true, &mut out);
+                self.compiled.enforced_pods += c.enforced as usize;
+            }
+            match new {
                 Some(p) => self.pods.insert(id.clone(), p.clone()),
                 None => self.pods.remove(id),
             };
         }
-        Ok(out)
+        Ok(match structural {
+            true => Step::Structural,
+            false => Step::Elements(out),
+        })
+    }
+
+    /// Whether adding `came` and removing `went` would turn the drop-log
+    /// index's pod addresses on or off (the full compile's index holds them
+    /// only while some group logs): left to the full compile.
+    fn logs_flip(&self, cluster: &Cluster, came: &[GroupKey], went: &[GroupKey]) -> bool {
+        let dl = &self.compiled.drop_log;
+        let gone: BTreeSet<&str> = went
+            .iter()
+            .filter_map(|k| self.groups.get(k).map(|(n, _)| n.as_str()))
+            .collect();
+        let stays = dl
+            .groups
+            .iter()
+            .any(|(name, g)| g.logged && !gone.contains(name.as_str()));
+        let comes = came.iter().any(|(_, pols, audit)| {
+            *audit || {
+                let ns = pols
+                    .first()
+                    .map(|p| p.namespace.as_str())
+                    .unwrap_or_default();
+                cluster
+                    .namespaces
+                    .get(ns)
+                    .and_then(|n| n.log_drops)
+                    .unwrap_or(self.options.drop_log.all_namespaces)
+            }
+        });
+        (stays || comes) != self.logs_any
+    }
+
+    /// Removes the chains of the groups in `went` (and the policy chains
+    /// and sets only they used), adds those of `came` (and the policy
+    /// chains and sets they need), each where the full compile puts it.
+    fn restructure(&mut self, cluster: &Cluster, came: &[GroupKey], went: &[GroupKey]) {
+        use crate::core::nft::ruleset::Chain;
+        let mut gone_chains: BTreeSet<String> = BTreeSet::new();
+        for key in went {
+            let (name, _) = self.groups.remove(key).expect("a group that went");
+            self.compiled.drop_log.groups.remove(&name);
+            gone_chains.insert(name);
+            for p in &key.1 {
+                let uses = self.policy_uses.get_mut(&(key.0, p.clone())).expect("used");
+                *uses -= 1;
+                if *uses == 0 {
+                    self.policy_uses.remove(&(key.0, p.clone()));
+                    gone_chains.insert(names::policy_chain(key.0, p));
+                }
+            }
+        }
+        let mut new_policies: BTreeSet<(Direction, ObjectRef)> = BTreeSet::new();
+        for key in came {
+            for p in &key.1 {
+                let uses = self.policy_uses.entry((key.0, p.clone())).or_default();
+                if *uses == 0 {
+                    new_policies.insert((key.0, p.clone()));
+                }
+                *uses += 1;
+            }
+        }
+        // A policy chain that goes and comes back in the same change stays.
+        for (dir, p) in &new_policies {
+            gone_chains.remove(&names::policy_chain(*dir, p));
+        }
+        new_policies.retain(|(dir, p)| {
+            !self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .any(|(n, _)| *n == names::policy_chain(*dir, p))
+        });
+        let rs = &mut self.compiled.ruleset;
+        let mut maybe_unused: BTreeSet<String> = BTreeSet::new();
+        rs.chains.retain(|(name, chain)| {
+            if !gone_chains.contains(name) {
+                return true;
+            }
+            maybe_unused.extend(chain_sets(chain));
+            false
+        });
+        // The pods enforced here after the change (local named-port sets).
+        let enforced: BTreeSet<ObjectRef> = cluster
+            .pods
+            .values()
+            .filter(|p| self.enforced(p))
+            .map(|p| p.id.clone())
+            .collect();
+        let groups: Vec<(Direction, Vec<ObjectRef>, bool)> = came.to_vec();
+        let partial = super::partial(
+            cluster,
+            &self.options,
+            &mut self.compiled.ruleset,
+            &mut self.set_keys,
+            &mut self.compiled.drop_log,
+            enforced,
+            &groups,
+            &new_policies,
+        );
+        for (key, (name, _)) in came.iter().zip(&partial.groups) {
+            self.groups.insert(key.clone(), (name.clone(), 0));
+        }
+        let rank = |ix: &Index, name: &str| -> u8 {
+            if name == names::FORWARD_CHAIN || name == names::INGRESS_CHAIN {
+                0
+            } else if name == names::STAMP_CHAIN {
+                4
+            } else {
+                match ix.compiled.drop_log.groups.get(name) {
+                    Some(g) if g.audit => 2,
+                    Some(_) => 1,
+                    None => 3,
+                }
+            }
+        };
+        let new_chains: Vec<(String, Chain)> =
+            partial.groups.into_iter().chain(partial.policies).collect();
+        for (name, chain) in new_chains {
+            let r = rank(self, &name);
+            let at = self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .position(|(n, _)| {
+                    let rn = rank(self, n);
+                    rn > r || (rn == r && n.as_str() > name.as_str())
+                })
+                .unwrap_or(self.compiled.ruleset.chains.len());
+            self.compiled.ruleset.chains.insert(at, (name, chain));
+        }
+        for (set, source) in partial.sources {
+            self.add_source(set, source);
+        }
+        // Sets only the removed chains named go with them.
+        if !maybe_unused.is_empty() {
+            let used: BTreeSet<String> = self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .flat_map(|(_, c)| chain_sets(c))
+                .collect();
+            for set in maybe_unused.difference(&used) {
+                self.compiled.ruleset.sets.remove(set);
+                self.compiled.ruleset.maps.remove(set);
+                self.remove_source(set);
+            }
+        }
     }
 
     /// Adds (`add`) or removes a contribution's elements, recording the
@@ -631,3 +859,30 @@ impl Index {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `pod` is enforced by the table of `node` (`None`: every pod).
+fn enforced_on(node: &Option<String>, pod: &Pod) -> bool {
+    node.is_none() || pod.node == *node
+}
+
+/// The sets and maps a chain's rules name.
+fn chain_sets(chain: &crate::core::nft::ruleset::Chain) -> Vec<String> {
+    use crate::core::nft::ruleset::{Match, Verdict};
+    let mut out = Vec::new();
+    for r in &chain.rules {
+        for m in &r.matches {
+            match m {
+                Match::SelfPair(_, s)
+                | Match::AddrIn(_, _, s)
+                | Match::AddrNotIn(_, _, s)
+                | Match::ProtoPortIn(s)
+                | Match::DstProtoPortIn(_, s) => out.push(s.clone()),
+                _ => {}
+            }
+        }
+        if let Verdict::AddrVmap(_, _, m) = &r.verdict {
+            out.push(m.clone());
+        }
+    }
+    out
+}

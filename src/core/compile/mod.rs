@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::core::diag::Diagnostic;
 use crate::core::graph::SelectorGraph;
 use crate::core::model::{Cluster, Family, ObjectRef, Tier};
-use crate::core::nft::ruleset::{Match, Rule, Ruleset, Verdict};
+use crate::core::nft::ruleset::{Chain, Match, Rule, Ruleset, Verdict};
 
 pub use new_pods::NewPods;
 
@@ -173,10 +173,10 @@ fn compile_recording(
     graph: &SelectorGraph,
     opts: &Options,
     record: bool,
-) -> (Compiled, BTreeMap<String, incremental::SetSource>) {
+) -> (Compiled, Recorded) {
     let mut c = Compiler {
         cluster,
-        graph,
+        graph: Some(graph),
         rs: Ruleset::default(),
         diags: Vec::new(),
         set_keys: BTreeMap::new(),
@@ -202,7 +202,95 @@ fn compile_recording(
         enforced_pods: c.enforced.len(),
         drop_log: c.drop_log,
     };
-    (compiled, c.sources.unwrap_or_default())
+    let recorded = Recorded {
+        sources: c.sources.unwrap_or_default(),
+        set_keys: c.set_keys,
+    };
+    (compiled, recorded)
+}
+
+/// What a recording compile tells [`incremental`] besides its result.
+#[derive(Debug, Default)]
+struct Recorded {
+    /// Pod-dependent set name → what it holds.
+    sources: BTreeMap<String, incremental::SetSource>,
+    /// Generated set name → the key it was made for (see [`Compiler::unique`]).
+    set_keys: BTreeMap<String, String>,
+}
+
+/// The chains a partial compile adds: group chains and policy chains, in
+/// the shape the full compile gives them (revocation applied when on).
+struct Partial {
+    groups: Vec<(String, Chain)>,
+    policies: Vec<(String, Chain)>,
+    sources: BTreeMap<String, incremental::SetSource>,
+}
+
+/// The part of a full compile that a new pod group needs, for
+/// [`incremental`] (the layout without ClusterNetworkPolicies): the chains
+/// of `groups` (direction, isolating policies, audit) and of the
+/// (direction, policy) pairs in `policies`, creating in `rs` the sets they
+/// name that it lacks; `enforced` are the pods enforced here (the elements
+/// of local named-port sets); the groups go into `drop_log`.
+#[allow(clippy::too_many_arguments)]
+fn partial(
+    cluster: &Cluster,
+    opts: &Options,
+    rs: &mut Ruleset,
+    set_keys: &mut BTreeMap<String, String>,
+    drop_log: &mut droplog::Index,
+    enforced: BTreeSet<ObjectRef>,
+    groups: &[(crate::core::model::Direction, Vec<ObjectRef>, bool)],
+    policies: &BTreeSet<(crate::core::model::Direction, ObjectRef)>,
+) -> Partial {
+    let mut c = Compiler {
+        cluster,
+        graph: None,
+        rs: std::mem::take(rs),
+        diags: Vec::new(),
+        set_keys: std::mem::take(set_keys),
+        enforced,
+        drop_log: std::mem::take(drop_log),
+        tiers: (false, false),
+        np_audit: false,
+        sources: Some(BTreeMap::new()),
+    };
+    let mut out = Partial {
+        groups: Vec::new(),
+        policies: Vec::new(),
+        sources: BTreeMap::new(),
+    };
+    for (dir, pols, audit) in groups {
+        let (name, chain) = match audit {
+            false => {
+                let name = crate::core::nft::names::group_chain(*dir, pols);
+                let chain = c.group_chain(*dir, pols, &name, &opts.drop_log);
+                (name, chain)
+            }
+            true => {
+                let name = crate::core::nft::names::audit_group_chain(*dir, pols);
+                let chain = c.audit_group_chain(*dir, pols, &name, &opts.drop_log);
+                (name, chain)
+            }
+        };
+        out.groups.push((name, chain));
+    }
+    for (dir, id) in policies {
+        let pol = &cluster.policies[id];
+        let chain = c.policy_chain(pol, *dir);
+        out.policies
+            .push((crate::core::nft::names::policy_chain(*dir, id), chain));
+    }
+    if opts.revoke_established {
+        for (_, chain) in out.groups.iter_mut().chain(out.policies.iter_mut()) {
+            revoke::revoke_in(chain);
+        }
+    }
+    *rs = c.rs;
+    *set_keys = c.set_keys;
+    *drop_log = c.drop_log;
+    out.sources = c.sources.unwrap_or_default();
+    out
 }
 
 /// One compilation: the inputs, and the ruleset being built. Its methods live
@@ -210,7 +298,9 @@ fn compile_recording(
 /// chains) and `sets` (the sets rules name).
 struct Compiler<'a> {
     cluster: &'a Cluster,
-    graph: &'a SelectorGraph,
+    /// The selector graph; `None` for [`incremental`]'s partial compiles
+    /// (group and policy chains only: members are found by a scan).
+    graph: Option<&'a SelectorGraph>,
     rs: Ruleset,
     diags: Vec<Diagnostic>,
     /// Generated name → the canonical key it was made for, to detect hash collisions.
@@ -229,6 +319,37 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    /// The graph of a full compile.
+    fn graph(&self) -> &SelectorGraph {
+        self.graph.expect("a full compile has its selector graph")
+    }
+
+    /// The pods `m` selects, sorted (from the graph, or by a scan of the
+    /// cluster with the graph's semantics).
+    fn members(&self, m: &crate::core::model::PodMatch) -> Vec<ObjectRef> {
+        if let Some(g) = self.graph {
+            return g.members(m);
+        }
+        use crate::core::model::NamespaceScope;
+        let mut in_scope: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut out: Vec<ObjectRef> = self
+            .cluster
+            .pods
+            .values()
+            .filter(|p| {
+                let ns = p.id.namespace.as_str();
+                let scoped = *in_scope.entry(ns).or_insert_with(|| match &m.namespaces {
+                    NamespaceScope::Named(n) => n == ns,
+                    NamespaceScope::Selector(s) => s.matches(&self.cluster.namespace_labels(ns)),
+                });
+                scoped && m.pods.matches(&p.labels)
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Records where a pod-dependent set came from, when recording.
     fn source(&mut self, set: &str, what: impl FnOnce() -> incremental::SetSource) {
         if let Some(s) = self.sources.as_mut() {

@@ -26,7 +26,7 @@ impl Compiler<'_> {
     /// egress match continues with `goto pod-ingress`, so both ends are checked.
     /// An audited policy's match continues as for an unisolated pod (the
     /// same, unless a Baseline tier follows).
-    fn policy_chain(&mut self, pol: &Policy, dir: Direction) -> Chain {
+    pub(super) fn policy_chain(&mut self, pol: &Policy, dir: Direction) -> Chain {
         let verdict = match dir {
             _ if pol.audit => self.after_np_stage(dir),
             Direction::Ingress => Verdict::Accept,

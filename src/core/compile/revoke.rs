@@ -42,22 +42,7 @@ impl Compiler<'_> {
         // `ct mark` expression ends a rule for a packet without conntrack.
         // Every accept stamps, except neighbour discovery (not tracked).
         for (_, chain) in &mut self.rs.chains {
-            let mut rules = Vec::with_capacity(chain.rules.len() + 1);
-            for mut r in chain.rules.drain(..) {
-                match r.verdict {
-                    Verdict::CountedDrop => rules.push(rule(
-                        r.matches.clone(),
-                        Verdict::CtRevoke,
-                        "revoked: its replies are dropped too",
-                    )),
-                    Verdict::Accept if r.matches != [Match::NeighbourDiscovery] => {
-                        r.verdict = Verdict::Goto(names::STAMP_CHAIN.to_string());
-                    }
-                    _ => {}
-                }
-                rules.push(r);
-            }
-            chain.rules = rules;
+            revoke_in(chain);
         }
         for (_, chain) in &mut self.rs.chains {
             if chain.hook.is_none() {
@@ -85,6 +70,27 @@ impl Compiler<'_> {
 }
 
 /// What replaces `ct state established,related accept`.
+/// One chain's part of [`Compiler::revoke_established`]: a drop also
+/// revokes the flow; an accept (but neighbour discovery's) stamps it.
+pub(super) fn revoke_in(chain: &mut Chain) {
+    let mut rules = Vec::with_capacity(chain.rules.len() + 1);
+    for mut r in chain.rules.drain(..) {
+        match r.verdict {
+            Verdict::CountedDrop => rules.push(rule(
+                r.matches.clone(),
+                Verdict::CtRevoke,
+                "revoked: its replies are dropped too",
+            )),
+            Verdict::Accept if r.matches != [Match::NeighbourDiscovery] => {
+                r.verdict = Verdict::Goto(names::STAMP_CHAIN.to_string());
+            }
+            _ => {}
+        }
+        rules.push(r);
+    }
+    chain.rules = rules;
+}
+
 fn shortcut() -> Vec<Rule> {
     vec![
         rule(

@@ -152,7 +152,7 @@ impl Compiler<'_> {
                 self.named_port_elements(name, proto, f, |_, _| true),
             ),
             Some(Peer::Pods(m)) => {
-                let members: BTreeSet<ObjectRef> = self.graph.members(m).into_iter().collect();
+                let members: BTreeSet<ObjectRef> = self.members(m).into_iter().collect();
                 let keep = |p: &Pod, _: &IpAddr| members.contains(&p.id);
                 (
                     m.to_string(),
@@ -247,7 +247,6 @@ impl Compiler<'_> {
         let name = self.unique(names::pods_set(m, f));
         if !self.rs.sets.contains_key(&name) {
             let elements = self
-                .graph
                 .members(m)
                 .iter()
                 .flat_map(|id| self.cluster.pods[id].ips.iter())

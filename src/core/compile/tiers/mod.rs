@@ -73,7 +73,7 @@ impl Compiler<'_> {
             for tier in Tier::ALL {
                 for dir in Direction::ALL {
                     let pols: Vec<String> = self
-                        .graph
+                        .graph()
                         .cluster_policies(&pod.id, tier, dir)
                         .into_iter()
                         .map(|(_, n)| n)
