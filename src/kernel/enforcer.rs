@@ -120,28 +120,8 @@ impl Enforcer {
             self.mirror = Some(new);
             return None;
         }
-        let (mut script, added, deleted) = match edits.script() {
-            Update::Elements {
-                script,
-                added,
-                deleted,
-            } => (script, added, deleted),
-            _ => {
-                self.mirror = Some(new);
-                return Some(Ok(Applied::Unchanged));
-            }
-        };
-        if let Some(old) = new.generation {
-            let next = self.next_generation();
-            script.push_str(&generation_script(old, next));
-            new.generation = Some(next);
-        }
-        let applied = match self.nft.apply(&script) {
-            Ok(()) => Ok(Applied::Delta { added, deleted }),
-            // The kernel may not hold what the mirror says (drift): a full
-            // replacement now, as `sync` does.
-            Err(_) => self.full(&mut new, None),
-        };
+        let old = new.generation;
+        let applied = self.apply_update(edits.script(), old, &mut new);
         if applied.is_ok() {
             self.mirror = Some(new);
         }
@@ -160,6 +140,18 @@ impl Enforcer {
             Some(old) => diff(old, new),
             None => Update::Full,
         };
+        let old = self.mirror.as_ref().and_then(|m| m.generation);
+        self.apply_update(update, old, new)
+    }
+
+    /// Carries out `update` towards `new`; an element delta also moves the
+    /// generation on from `old` (when both tables have one).
+    fn apply_update(
+        &mut self,
+        update: Update,
+        old: Option<Generation>,
+        new: &mut Ruleset,
+    ) -> Result<Applied, ApplyError> {
         Ok(match update {
             Update::None => Applied::Unchanged,
             Update::Elements {
@@ -167,7 +159,6 @@ impl Enforcer {
                 added,
                 deleted,
             } => {
-                let old = self.mirror.as_ref().and_then(|m| m.generation);
                 if let (Some(old), Some(_)) = (old, new.generation) {
                     let next = self.next_generation();
                     script.push_str(&generation_script(old, next));
