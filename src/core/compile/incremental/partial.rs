@@ -1,0 +1,198 @@
+//! The partial path: group chains (with the policy chains and sets only
+//! they use) coming and going with the pods that change.
+
+use std::collections::BTreeSet;
+
+use super::{GroupKey, Index};
+use crate::core::model::{Cluster, Direction, ObjectRef};
+use crate::core::nft::names;
+
+impl Index {
+    /// Forgets a set the ruleset no longer has.
+    pub(super) fn remove_source(&mut self, set: &str) {
+        for (_, sets) in self.matches.iter_mut() {
+            sets.retain(|(_, s)| s != set);
+        }
+        for sets in self.named_ports.values_mut() {
+            sets.retain(|s| s.set != set);
+        }
+        self.named_ports.retain(|_, sets| !sets.is_empty());
+        self.set_keys.remove(set);
+    }
+
+    /// Whether adding `came` and removing `went` would turn the drop-log
+    /// index's pod addresses on or off (the full compile's index holds them
+    /// only while some group logs): left to the full compile.
+    pub(super) fn logs_flip(
+        &self,
+        cluster: &Cluster,
+        came: &[GroupKey],
+        went: &[GroupKey],
+    ) -> bool {
+        let dl = &self.compiled.drop_log;
+        let gone: BTreeSet<&str> = went
+            .iter()
+            .filter_map(|k| self.groups.get(k).map(|(n, _)| n.as_str()))
+            .collect();
+        let stays = dl
+            .groups
+            .iter()
+            .any(|(name, g)| g.logged && !gone.contains(name.as_str()));
+        let comes = came.iter().any(|(_, pols, audit)| {
+            *audit || {
+                let ns = pols
+                    .first()
+                    .map(|p| p.namespace.as_str())
+                    .unwrap_or_default();
+                cluster
+                    .namespaces
+                    .get(ns)
+                    .and_then(|n| n.log_drops)
+                    .unwrap_or(self.options.drop_log.all_namespaces)
+            }
+        });
+        (stays || comes) != self.logs_any
+    }
+
+    /// Removes the chains of the groups in `went` (and the policy chains
+    /// and sets only they used), adds those of `came` (and the policy
+    /// chains and sets they need), each where the full compile puts it.
+    pub(super) fn restructure(&mut self, cluster: &Cluster, came: &[GroupKey], went: &[GroupKey]) {
+        use crate::core::nft::ruleset::Chain;
+        let mut gone_chains: BTreeSet<String> = BTreeSet::new();
+        for key in went {
+            let (name, _) = self.groups.remove(key).expect("a group that went");
+            self.compiled.drop_log.groups.remove(&name);
+            gone_chains.insert(name);
+            for p in &key.1 {
+                let uses = self.policy_uses.get_mut(&(key.0, p.clone())).expect("used");
+                *uses -= 1;
+                if *uses == 0 {
+                    self.policy_uses.remove(&(key.0, p.clone()));
+                    gone_chains.insert(names::policy_chain(key.0, p));
+                }
+            }
+        }
+        let mut new_policies: BTreeSet<(Direction, ObjectRef)> = BTreeSet::new();
+        for key in came {
+            for p in &key.1 {
+                let uses = self.policy_uses.entry((key.0, p.clone())).or_default();
+                if *uses == 0 {
+                    new_policies.insert((key.0, p.clone()));
+                }
+                *uses += 1;
+            }
+        }
+        // A policy chain that goes and comes back in the same change stays.
+        for (dir, p) in &new_policies {
+            gone_chains.remove(&names::policy_chain(*dir, p));
+        }
+        new_policies.retain(|(dir, p)| {
+            !self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .any(|(n, _)| *n == names::policy_chain(*dir, p))
+        });
+        let rs = &mut self.compiled.ruleset;
+        let mut maybe_unused: BTreeSet<String> = BTreeSet::new();
+        rs.chains.retain(|(name, chain)| {
+            if !gone_chains.contains(name) {
+                return true;
+            }
+            maybe_unused.extend(chain_sets(chain));
+            false
+        });
+        // The pods enforced here after the change (local named-port sets).
+        let enforced: BTreeSet<ObjectRef> = cluster
+            .pods
+            .values()
+            .filter(|p| self.enforced(p))
+            .map(|p| p.id.clone())
+            .collect();
+        let groups: Vec<(Direction, Vec<ObjectRef>, bool)> = came.to_vec();
+        let partial = crate::core::compile::partial(
+            cluster,
+            &self.options,
+            &mut self.compiled.ruleset,
+            &mut self.set_keys,
+            &mut self.compiled.drop_log,
+            enforced,
+            &groups,
+            &new_policies,
+        );
+        for (key, (name, _)) in came.iter().zip(&partial.groups) {
+            self.groups.insert(key.clone(), (name.clone(), 0));
+        }
+        let rank = |ix: &Index, name: &str| -> u8 {
+            if name == names::FORWARD_CHAIN || name == names::INGRESS_CHAIN {
+                0
+            } else if name == names::STAMP_CHAIN {
+                4
+            } else {
+                match ix.compiled.drop_log.groups.get(name) {
+                    Some(g) if g.audit => 2,
+                    Some(_) => 1,
+                    None => 3,
+                }
+            }
+        };
+        let new_chains: Vec<(String, Chain)> =
+            partial.groups.into_iter().chain(partial.policies).collect();
+        for (name, chain) in new_chains {
+            let r = rank(self, &name);
+            let at = self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .position(|(n, _)| {
+                    let rn = rank(self, n);
+                    rn > r || (rn == r && n.as_str() > name.as_str())
+                })
+                .unwrap_or(self.compiled.ruleset.chains.len());
+            self.compiled.ruleset.chains.insert(at, (name, chain));
+        }
+        for (set, source) in partial.sources {
+            self.add_source(set, source);
+        }
+        // Sets only the removed chains named go with them.
+        if !maybe_unused.is_empty() {
+            let used: BTreeSet<String> = self
+                .compiled
+                .ruleset
+                .chains
+                .iter()
+                .flat_map(|(_, c)| chain_sets(c))
+                .collect();
+            for set in maybe_unused.difference(&used) {
+                self.compiled.ruleset.sets.remove(set);
+                self.compiled.ruleset.maps.remove(set);
+                self.remove_source(set);
+            }
+        }
+    }
+}
+
+/// The sets and maps a chain's rules name.
+fn chain_sets(chain: &crate::core::nft::ruleset::Chain) -> Vec<String> {
+    use crate::core::nft::ruleset::{Match, Verdict};
+    let mut out = Vec::new();
+    for r in &chain.rules {
+        for m in &r.matches {
+            match m {
+                Match::SelfPair(_, s)
+                | Match::AddrIn(_, _, s)
+                | Match::AddrNotIn(_, _, s)
+                | Match::ProtoPortIn(s)
+                | Match::DstProtoPortIn(_, s) => out.push(s.clone()),
+                _ => {}
+            }
+        }
+        if let Verdict::AddrVmap(_, _, m) = &r.verdict {
+            out.push(m.clone());
+        }
+    }
+    out
+}
