@@ -87,14 +87,17 @@ impl Index {
         for (dir, p) in &new_policies {
             gone_chains.remove(&names::policy_chain(*dir, p));
         }
-        new_policies.retain(|(dir, p)| {
-            !self
+        if !new_policies.is_empty() {
+            let existing: BTreeSet<&str> = self
                 .compiled
                 .ruleset
                 .chains
                 .iter()
-                .any(|(n, _)| *n == names::policy_chain(*dir, p))
-        });
+                .map(|(n, _)| n.as_str())
+                .collect();
+            new_policies
+                .retain(|(dir, p)| !existing.contains(names::policy_chain(*dir, p).as_str()));
+        }
         let rs = &mut self.compiled.ruleset;
         let mut maybe_unused: BTreeSet<String> = BTreeSet::new();
         rs.chains.retain(|(name, chain)| {
