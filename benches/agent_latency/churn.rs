@@ -195,6 +195,7 @@ pub fn run(
         }
     }
     let applies0 = agent::applies(METRICS).expect("the agent's metrics");
+    let paths0 = agent::compile_paths(METRICS).expect("the agent's metrics");
     let cpu0 = nftmon::cpu_seconds(pid);
     let load0 = loadavg();
     let total = (cfg.secs * cfg.rate).round() as usize;
@@ -286,6 +287,7 @@ pub fn run(
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = nftmon::cpu_seconds(pid);
     let applies1 = agent::applies(METRICS).expect("the agent's metrics");
+    let paths1 = agent::compile_paths(METRICS).expect("the agent's metrics");
     let load1 = loadavg();
     let (txns, overruns) = monitor.snapshot();
     drop(monitor);
@@ -370,6 +372,12 @@ pub fn run(
         applies1.0 - applies0.0,
         applies1.1 - applies0.1,
         applies1.2 - applies0.2,
+    );
+    println!(
+        "churn: compiles by path incremental/partial/full +{}/+{}/+{}",
+        paths1.0 - paths0.0,
+        paths1.1 - paths0.1,
+        paths1.2 - paths0.2,
     );
     println!(
         "churn: agent CPU {:.1} % of one core (self {self_cpu:.1} s, nft children {child_cpu:.1} s, over {wall:.1} s: {:.1} % self, {:.1} % children); peak RSS {:.0} MB",

@@ -62,6 +62,20 @@ pub fn applies(addr: &str) -> Option<(f64, f64, f64)> {
     Some((get("full"), get("delta"), get("unchanged")))
 }
 
+/// The agent's `nftpol_compile_path_total` (incremental, partial, full)
+/// scraped from `addr`; `None` while it does not answer.
+pub fn compile_paths(addr: &str) -> Option<(f64, f64, f64)> {
+    let body = metrics_text(addr)?;
+    let get = |path: &str| {
+        metric_in(
+            &body,
+            "nftpol_compile_path_total",
+            &format!("path=\"{path}\""),
+        )
+    };
+    Some((get("incremental"), get("partial"), get("full")))
+}
+
 /// `nftpol run` (the binary at `bin`) for `node`, serving on `listen`, with
 /// the API server of `kubeconfig` and the tests' quick timings
 /// (`--min-interval 50ms --max-delay 300ms --resync 1s`), its NodeProgramStatus
