@@ -254,12 +254,7 @@ impl<'a> Compiler<'a> {
             .first()
             .map(|p| p.namespace.clone())
             .unwrap_or_default();
-        let logged = self
-            .cluster
-            .namespaces
-            .get(&namespace)
-            .and_then(|n| n.log_drops)
-            .unwrap_or(log.all_namespaces);
+        let logged = log.logs(self.cluster, &namespace);
         if logged {
             // Right before the drop: nothing that any policy accepts gets here.
             rules.push(rule(

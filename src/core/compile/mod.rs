@@ -92,6 +92,18 @@ impl DropLog {
     pub const DEFAULT_BURST: u32 = 20;
 }
 
+impl DropLog {
+    /// Whether the group chains of pods in `namespace` log their drops: the
+    /// namespace's `nftpol.io/log-drops` annotation, else `all_namespaces`.
+    pub(crate) fn logs(&self, cluster: &Cluster, namespace: &str) -> bool {
+        cluster
+            .namespaces
+            .get(namespace)
+            .and_then(|n| n.log_drops)
+            .unwrap_or(self.all_namespaces)
+    }
+}
+
 impl Default for DropLog {
     fn default() -> Self {
         DropLog {

@@ -44,11 +44,7 @@ impl Index {
                     .first()
                     .map(|p| p.namespace.as_str())
                     .unwrap_or_default();
-                cluster
-                    .namespaces
-                    .get(ns)
-                    .and_then(|n| n.log_drops)
-                    .unwrap_or(self.options.drop_log.all_namespaces)
+                self.options.drop_log.logs(cluster, ns)
             }
         });
         (stays || comes) != self.logs_any
