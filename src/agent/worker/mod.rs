@@ -79,6 +79,14 @@ pub trait Source: Send + Sync {
     fn state(&self) -> StoreState;
 }
 
+/// What a compile hands the enforcer.
+enum Handover {
+    /// A whole ruleset (full or partial compile).
+    Ruleset(crate::core::nft::ruleset::Ruleset),
+    /// Element edits of the previous one (the incremental path).
+    Edits(crate::core::nft::delta::Edits),
+}
+
 /// The apply loop's state. See the module docs.
 pub struct Worker {
     cfg: Config,
@@ -274,12 +282,18 @@ impl Worker {
         // element edits of the previous one, which the enforcer applies to
         // its mirror of the kernel (no copy, no comparison of whole tables).
         let (diagnostics, enforced_pods, drop_index, output) = match compiled {
-            incremental::Output::Full(c) => {
-                (c.diagnostics, c.enforced_pods, c.drop_log, Ok(c.ruleset))
-            }
-            incremental::Output::Edited(e) => {
-                (e.diagnostics, e.enforced_pods, e.drop_log, Err(e.edits))
-            }
+            incremental::Output::Full(c) => (
+                c.diagnostics,
+                c.enforced_pods,
+                c.drop_log,
+                Handover::Ruleset(c.ruleset),
+            ),
+            incremental::Output::Edited(e) => (
+                e.diagnostics,
+                e.enforced_pods,
+                e.drop_log,
+                Handover::Edits(e.edits),
+            ),
         };
         let invalid = diagnostics.iter().filter(|d| d.is_error()).count();
         self.metrics.invalid_policies.set(invalid as i64);
@@ -298,10 +312,10 @@ impl Worker {
         let t = std::time::Instant::now();
         let (enforcer, compiler, result, s) = tokio::task::spawn_blocking(move || {
             let r = match output {
-                Ok(ruleset) => enforcer.sync_owned(ruleset),
+                Handover::Ruleset(ruleset) => enforcer.sync_owned(ruleset),
                 // Without a mirror (after a failure or drift) the enforcer
                 // cannot apply edits: the whole edited ruleset then.
-                Err(edits) => enforcer.sync_edits(&edits).unwrap_or_else(|| {
+                Handover::Edits(edits) => enforcer.sync_edits(&edits).unwrap_or_else(|| {
                     let current = compiler.current().expect("edited: indexed");
                     enforcer.sync_owned(current.clone())
                 }),
