@@ -22,9 +22,7 @@
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{
-    Edits, Present, Update, diff, generation_script, staged, staged_over,
-};
+use crate::core::nft::delta::{Edits, ElementChange, Present, staged, staged_over};
 use crate::core::nft::render;
 use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
@@ -121,7 +119,7 @@ impl Enforcer {
             return None;
         }
         let old = new.generation;
-        let applied = self.apply_update(edits.script(), old, &mut new);
+        let applied = self.apply_edits(edits, old, &mut new);
         if applied.is_ok() {
             self.mirror = Some(new);
         }
@@ -136,45 +134,49 @@ impl Enforcer {
     /// Applies the difference between the mirror and `new`; the caller
     /// records `new` as the mirror unless nothing changed.
     fn bring(&mut self, new: &mut Ruleset) -> Result<Applied, ApplyError> {
-        let update = match &self.mirror {
-            Some(old) => diff(old, new),
-            None => Update::Full,
-        };
-        let old = self.mirror.as_ref().and_then(|m| m.generation);
-        self.apply_update(update, old, new)
+        let edits = self
+            .mirror
+            .as_ref()
+            .and_then(|old| Edits::between(old, new));
+        match edits {
+            Some(edits) => {
+                let old = self.mirror.as_ref().and_then(|m| m.generation);
+                self.apply_edits(&edits, old, new)
+            }
+            None => {
+                let old = self.mirror.take();
+                self.full(new, old.as_ref())
+            }
+        }
     }
 
-    /// Carries out `update` towards `new`; an element delta also moves the
-    /// generation on from `old` (when both tables have one).
-    fn apply_update(
+    /// Sends `edits` (the element changes towards `new`) as one transaction,
+    /// which also moves the generation on from `old` (when both tables have
+    /// one); when the kernel refuses, replaces the whole table instead.
+    fn apply_edits(
         &mut self,
-        update: Update,
+        edits: &Edits,
         old: Option<Generation>,
         new: &mut Ruleset,
     ) -> Result<Applied, ApplyError> {
-        Ok(match update {
-            Update::None => Applied::Unchanged,
-            Update::Elements {
-                mut script,
-                added,
-                deleted,
-            } => {
-                if let (Some(old), Some(_)) = (old, new.generation) {
-                    let next = self.next_generation();
-                    script.push_str(&generation_script(old, next));
-                    new.generation = Some(next);
-                }
-                match self.nft.apply(&script) {
-                    Ok(()) => Applied::Delta { added, deleted },
-                    // The mirror may be wrong (drift): fall back to a full replacement now.
-                    Err(_) => self.full(new, None)?,
-                }
-            }
-            Update::Full => {
-                let old = self.mirror.take();
-                self.full(new, old.as_ref())?
-            }
-        })
+        if edits.is_empty() {
+            return Ok(Applied::Unchanged);
+        }
+        let mut change = ElementChange {
+            edits,
+            generation: None,
+        };
+        if let (Some(old), Some(_)) = (old, new.generation) {
+            let next = self.next_generation();
+            change.generation = Some((old, next));
+            new.generation = Some(next);
+        }
+        let (added, deleted) = edits.counts();
+        match self.nft.apply_elements(&change) {
+            Ok(()) => Ok(Applied::Delta { added, deleted }),
+            // The mirror may be wrong (drift): fall back to a full replacement now.
+            Err(_) => self.full(new, None),
+        }
     }
 
     /// Brings the kernel from `old` (the mirror, when trusted) to `new`

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::core::nft::delta::ElementChange;
 use crate::core::nft::ruleset::TABLE;
 
 /// Why an `nft` call failed.
@@ -58,6 +59,13 @@ impl ApplyError {
 pub trait Nft: Send + std::fmt::Debug {
     /// Loads `script` as one transaction (`nft -f -`): all of it or nothing.
     fn apply(&self, script: &str) -> Result<(), ApplyError>;
+    /// Applies element changes (and the generation step with them) as one
+    /// transaction; by default as their `nft -f` script. The agent's
+    /// transport (`kernel::netlink::NetlinkElements`) sends them as one
+    /// netlink batch instead, without a process.
+    fn apply_elements(&self, change: &ElementChange) -> Result<(), ApplyError> {
+        self.apply(&change.script())
+    }
     /// Checks `script` without changing the kernel (`nft -c -f -`).
     fn check(&self, script: &str) -> Result<(), ApplyError>;
     /// The `inet nftpol` table as `nft -j list table inet nftpol` prints it.

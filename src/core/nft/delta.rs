@@ -11,6 +11,9 @@ use super::ruleset::Chain;
 use super::ruleset::{Element, Generation, Ruleset, Set, TABLE, VerdictMap};
 use super::{names, render};
 
+mod edits;
+pub use edits::{Edits, ElementChange, MapElements};
+
 /// How to go from one ruleset to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
@@ -134,17 +137,10 @@ pub fn generation_script(old: Generation, new: Generation) -> String {
 /// applies the update picks the new generation and adds
 /// [`generation_script`].
 pub fn diff(old: &Ruleset, new: &Ruleset) -> Update {
-    if !same_structure(old, new) {
-        return Update::Full;
+    match Edits::between(old, new) {
+        Some(edits) => edits.script(),
+        None => Update::Full,
     }
-    let mut d = Elements::default();
-    for ((name, so), (_, sn)) in old.sets.iter().zip(&new.sets) {
-        d.set(name, so, sn);
-    }
-    for ((name, mo), (_, mn)) in old.maps.iter().zip(&new.maps) {
-        d.map(name, mo, mn);
-    }
-    d.update()
 }
 
 /// Element deletions and additions of sets and maps present before and after.
@@ -234,118 +230,6 @@ impl Elements {
             added: self.added,
             deleted: self.deleted,
         }
-    }
-}
-
-/// A verdict map's elements: address → the chain it jumps to.
-pub type MapElements = BTreeMap<IpAddr, String>;
-
-/// Element changes to a ruleset, as recorded by whoever made them (the
-/// incremental compile): applying them to the old ruleset gives the new one,
-/// and [`Edits::script`] is what [`diff`] of the two would say, without
-/// comparing the whole tables. Net changes only: an element deleted and
-/// added back is in neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Edits {
-    /// Set → (elements deleted, elements added).
-    pub sets: BTreeMap<String, (BTreeSet<Element>, BTreeSet<Element>)>,
-    /// Verdict map → (elements deleted, elements added); a key whose
-    /// verdict changed is in both.
-    pub maps: BTreeMap<String, (MapElements, MapElements)>,
-}
-
-impl Edits {
-    /// No element changes.
-    pub fn is_empty(&self) -> bool {
-        self.sets
-            .values()
-            .all(|(d, a)| d.is_empty() && a.is_empty())
-            && self
-                .maps
-                .values()
-                .all(|(d, a)| d.is_empty() && a.is_empty())
-    }
-
-    /// Records that `el` left `set` (it was there).
-    pub fn set_deleted(&mut self, set: &str, el: &Element) {
-        let (deleted, added) = self.sets.entry(set.to_string()).or_default();
-        if !added.remove(el) {
-            deleted.insert(el.clone());
-        }
-    }
-
-    /// Records that `el` joined `set` (it was not there).
-    pub fn set_added(&mut self, set: &str, el: &Element) {
-        let (deleted, added) = self.sets.entry(set.to_string()).or_default();
-        if !deleted.remove(el) {
-            added.insert(el.clone());
-        }
-    }
-
-    /// Records that `map` lost `ip`, which jumped to `was`.
-    pub fn map_deleted(&mut self, map: &str, ip: IpAddr, was: &str) {
-        let (deleted, added) = self.maps.entry(map.to_string()).or_default();
-        // Added by these edits: the addition is undone (an original
-        // element, if there was one, stays deleted).
-        if added.remove(&ip).is_none() {
-            deleted.insert(ip, was.to_string());
-        }
-    }
-
-    /// Records that `map` has `ip` → `chain`; `was` is what `ip` jumped to
-    /// just before (`None`: it was not in the map).
-    pub fn map_added(&mut self, map: &str, ip: IpAddr, chain: &str, was: Option<&str>) {
-        if let Some(was) = was {
-            if was == chain {
-                return;
-            }
-            self.map_deleted(map, ip, was);
-        }
-        let (deleted, added) = self.maps.entry(map.to_string()).or_default();
-        if deleted.get(&ip).is_some_and(|c| c == chain) {
-            deleted.remove(&ip);
-        } else {
-            added.insert(ip, chain.to_string());
-        }
-    }
-
-    /// Applies the edits to `rs`; false (and `rs` unchanged) when a set or
-    /// map they name is not in it.
-    pub fn apply(&self, rs: &mut Ruleset) -> bool {
-        if !self.sets.keys().all(|s| rs.sets.contains_key(s))
-            || !self.maps.keys().all(|m| rs.maps.contains_key(m))
-        {
-            return false;
-        }
-        for (name, (deleted, added)) in &self.sets {
-            let elements = &mut rs.sets.get_mut(name).expect("checked").elements;
-            for e in deleted {
-                elements.remove(e);
-            }
-            elements.extend(added.iter().cloned());
-        }
-        for (name, (deleted, added)) in &self.maps {
-            let elements = &mut rs.maps.get_mut(name).expect("checked").elements;
-            for ip in deleted.keys() {
-                elements.remove(ip);
-            }
-            elements.extend(added.iter().map(|(ip, c)| (*ip, c.clone())));
-        }
-        true
-    }
-
-    /// The element deletions and additions as one script (what [`diff`]
-    /// gives for the same change, byte for byte), with counts; `Update::None`
-    /// when there are none.
-    pub fn script(&self) -> Update {
-        let mut d = Elements::default();
-        for (name, (deleted, added)) in &self.sets {
-            d.set_changes(name, deleted.iter(), added.iter());
-        }
-        for (name, (deleted, added)) in &self.maps {
-            d.map_changes(name, deleted.keys(), added.iter());
-        }
-        d.update()
     }
 }
 
