@@ -1,6 +1,7 @@
 //! How an element delta reaches the kernel (issue 14, item 3): one `nft -f -`
-//! process per transaction (what the enforcer does) against one long-lived
-//! `nft -i` process fed one transaction per line.
+//! process per transaction (`--element-updates nft`) against one long-lived
+//! `nft -i` process fed one transaction per line, and one netlink batch
+//! from the agent's own socket.
 //!
 //! `cargo bench --bench nft_transport` compiles node-01's table of the
 //! synthetic cluster (`NFTPOL_SCALES`, default `small,large`), loads it into
@@ -28,10 +29,12 @@
 //! `ip netns exec`). At the
 //! end the set must hold exactly the last address added (checked through
 //! the enforcer's listing path). Prints p50 / p90 / max per transport and
-//! the ratio of the medians, with the load average. The third option of the
-//! issue (netlink batches from the agent) is not measured: see
-//! docs/performance.md. Under `cargo test` it runs the small scale with 2
-//! rounds of 5.
+//! the ratio of the medians, with the load average. The fourth transport is
+//! the third option of the issue, what the agent uses: the same change as
+//! one nftables netlink batch from a socket kept open
+//! (`kernel::netlink::NetlinkElements::apply_elements`), timed to the
+//! kernel's acknowledgement of every message. Under `cargo test` it runs the
+//! small scale with 2 rounds of 5.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -41,9 +44,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nftpol::core::compile::{Options, compile_objects};
 use nftpol::core::model::Family;
+use nftpol::core::nft::delta::{Edits, ElementChange};
 use nftpol::core::nft::names;
-use nftpol::core::nft::ruleset::{SetKind, TABLE};
+use nftpol::core::nft::ruleset::{Element, SetKind, TABLE};
 use nftpol::kernel::enforcer::{Applied, Enforcer};
+use nftpol::kernel::netlink::NetlinkElements;
+use nftpol::kernel::nft::{Nft, NftCli};
 use nftpol_testkit::{netns, synth};
 
 fn pct(v: &[Duration], p: f64) -> f64 {
@@ -102,6 +108,27 @@ fn spawn_one(script: &str) -> Result<Duration> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(d)
+}
+
+/// Transaction `i` as one netlink batch through the agent's transport,
+/// timed to its acknowledgement.
+fn netlink_one(nl: &NetlinkElements, set: &str, i: usize) -> Result<Duration> {
+    let el = |i: usize| -> Result<Element> {
+        let a: std::net::IpAddr = addr(i).parse()?;
+        Ok(Element::AddrPair(a, a))
+    };
+    let mut edits = Edits::default();
+    if i > 0 {
+        edits.set_deleted(set, &el(i - 1)?);
+    }
+    edits.set_added(set, &el(i)?);
+    let change = ElementChange {
+        edits: &edits,
+        generation: None,
+    };
+    let t = Instant::now();
+    nl.apply_elements(&change)?;
+    Ok(t.elapsed())
 }
 
 /// A long-lived `nft -i`, its stdin, and its stdout lines; with `echo`,
@@ -197,23 +224,25 @@ fn run(scale: synth::Scale, rounds: usize, txns: usize) -> Result<()> {
     let s = rs.stats();
     let ns = netns::Netns::new("transport")?;
     let load = loadavg();
-    let (spawned, (resident, marked), held) = ns.run(|| -> Result<_> {
+    let (spawned, (resident, marked), (netlink, held)) = ns.run(|| -> Result<_> {
         let mut e = Enforcer::new("nft");
         ensure!(e.sync(&rs)? == Applied::Full, "first load");
         let mut echoing = Resident::start(true)?;
         let mut marked = Resident::start(false)?;
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let nl = NetlinkElements::open(NftCli::new("nft"))?;
+        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut i = 0;
         for round in 0..rounds {
             // Rotate which transport goes first in a round.
-            for k in 0..3 {
+            for k in 0..4 {
                 for _ in 0..txns {
                     let script = txn(&set, i);
                     i += 1;
-                    match (round + k) % 3 {
+                    match (round + k) % 4 {
                         0 => a.push(spawn_one(&script)?),
                         1 => b.push(echoing.send(&script, &element(i - 1))?),
-                        _ => c.push(marked.send(&script, &element(i - 1))?),
+                        2 => c.push(marked.send(&script, &element(i - 1))?),
+                        _ => d.push(netlink_one(&nl, &set, i - 1)?),
                     }
                 }
             }
@@ -253,7 +282,7 @@ fn run(scale: synth::Scale, rounds: usize, txns: usize) -> Result<()> {
             .output()?;
         let text = String::from_utf8_lossy(&listing.stdout).to_string();
         e.remove_table()?;
-        Ok((a, (b, c), (text, i, mean)))
+        Ok((a, (b, c), (d, (text, i, mean))))
     })??;
     let (text, n, quiet_mean) = held;
     let last = addr(n - 1);
@@ -272,6 +301,7 @@ fn run(scale: synth::Scale, rounds: usize, txns: usize) -> Result<()> {
         ("nft -f per transaction", &spawned),
         ("one nft -e -i (echo)", &resident),
         ("one nft -i + list tables", &marked),
+        ("netlink batch (agent)", &netlink),
     ] {
         println!(
             "    {what:<24} {} txns: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
@@ -286,9 +316,10 @@ fn run(scale: synth::Scale, rounds: usize, txns: usize) -> Result<()> {
         quiet_mean.as_secs_f64() * 1e3
     );
     println!(
-        "    spawn / long-lived, echo / marker (p50): {:.1}x / {:.1}x; load {load} -> {}",
+        "    spawn / long-lived, echo / marker / netlink (p50): {:.1}x / {:.1}x / {:.1}x; load {load} -> {}",
         pct(&spawned, 0.5) / pct(&resident, 0.5).max(1e-6),
         pct(&spawned, 0.5) / pct(&marked, 0.5).max(1e-6),
+        pct(&spawned, 0.5) / pct(&netlink, 0.5).max(1e-6),
         loadavg()
     );
     Ok(())

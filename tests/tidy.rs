@@ -41,6 +41,11 @@ const RULES: &[Rule] = &[
         allowed: &["src/kernel/"],
     },
     Rule {
+        what: "only kernel opens netlink sockets (netlink_sys, netlink_packet_*)",
+        needle: |l| l.contains("netlink_sys") || l.contains("netlink_packet_"),
+        allowed: &["src/kernel/"],
+    },
+    Rule {
         what: "no unsafe code (the NFLOG reader's syscalls are netlink-sys's)",
         needle: |l| word(l, "unsafe"),
         allowed: &[],
@@ -378,6 +383,15 @@ fn a_process_spawned_in_the_compiler_is_caught() {
         "{v:?}"
     );
     assert!(violations("src/kernel/apply.rs", src).is_empty());
+}
+
+#[test]
+fn a_netlink_socket_in_the_agent_is_caught() {
+    let src = "use netlink_sys::Socket;\n";
+    let v = violations("src/agent/worker/mod.rs", src);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("only kernel opens netlink sockets"), "{v:?}");
+    assert!(violations("src/kernel/netlink/mod.rs", src).is_empty());
 }
 
 #[test]

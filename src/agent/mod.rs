@@ -39,6 +39,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::kernel::enforcer::Enforcer;
+use crate::kernel::netlink::NetlinkElements;
 use crate::kernel::nft::NftCli;
 use metrics::Metrics;
 
@@ -55,6 +56,9 @@ pub struct Config {
     pub nft: String,
     /// Longest one `nft` call may run before it is killed (a failed apply).
     pub nft_timeout: Duration,
+    /// Element changes as netlink batches (`--element-updates netlink`),
+    /// not `nft` processes.
+    pub netlink_elements: bool,
     /// Longest a worker step may run before /healthz fails.
     pub liveness_stall: Duration,
     /// Address of the /healthz, /readyz and /metrics server.
@@ -118,7 +122,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("synced; taking over table inet nftpol");
 
-    let enforcer = Enforcer::with(NftCli::with_timeout(cfg.nft.clone(), cfg.nft_timeout));
+    let enforcer = enforcer(&cfg);
     let feed = (!cfg.status_interval.is_zero()).then(|| {
         let ns = cfg
             .status_namespace
@@ -155,4 +159,28 @@ fn shutdown_signal() -> std::io::Result<tokio::sync::watch::Receiver<bool>> {
 /// Resolves once shutdown was requested.
 async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// The enforcer over `nft` and, unless `--element-updates nft`, a netlink
+/// socket for element changes (opened here, in the agent's network
+/// namespace); without a socket, element changes go through `nft` too.
+fn enforcer(cfg: &Config) -> Enforcer {
+    let cli = NftCli::with_timeout(cfg.nft.clone(), cfg.nft_timeout);
+    if !cfg.netlink_elements {
+        tracing::info!("element changes through nft (--element-updates nft)");
+        return Enforcer::with(cli);
+    }
+    match NetlinkElements::open(cli.clone()) {
+        Ok(nl) => {
+            tracing::info!(
+                max_batch = nl.max_batch(),
+                "element changes as netlink batches"
+            );
+            Enforcer::with(nl)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink socket: element changes through nft");
+            Enforcer::with(cli)
+        }
+    }
 }

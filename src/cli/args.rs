@@ -58,6 +58,15 @@ pub struct CrdArgs {
     pub which: CrdName,
 }
 
+/// `nftpol run --element-updates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ElementUpdates {
+    /// One nftables netlink batch per change (no process).
+    Netlink,
+    /// `nft -f` per change.
+    Nft,
+}
+
 /// The CRDs nftpol generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CrdName {
@@ -172,6 +181,10 @@ pub struct RunArgs {
     /// Longest one nft call may run; a hung nft is killed (a failed apply, retried).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub nft_timeout: std::time::Duration,
+    /// How element changes (pods coming and going) reach the kernel: one
+    /// netlink batch from the agent's socket, or an nft process each.
+    #[arg(long, value_enum, default_value = "netlink")]
+    pub element_updates: ElementUpdates,
     /// /healthz fails once a compile, apply or verify has run this long
     /// (must exceed twice --nft-timeout: an apply may run nft twice).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

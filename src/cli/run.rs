@@ -45,6 +45,7 @@ pub fn run(a: RunArgs) -> Outcome {
         context: a.context,
         nft: a.nft,
         nft_timeout: a.nft_timeout,
+        netlink_elements: a.element_updates == crate::cli::args::ElementUpdates::Netlink,
         liveness_stall: a.liveness_stall,
         listen: a.listen,
         min_interval: a.min_interval,

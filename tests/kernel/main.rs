@@ -3,6 +3,7 @@
 
 mod cases;
 mod delta;
+mod netlink;
 mod replace;
 mod revoke;
 mod testbed;

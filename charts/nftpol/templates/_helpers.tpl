@@ -44,7 +44,7 @@ each. Then .Values.extraArgs.
 {{- define "nftpol.args" -}}
 {{- $a := .Values.agent }}
 {{- $args := list "run" }}
-{{- range $f := list (list "--listen" $a.listen) (list "--nft" $a.nft) (list "--kubeconfig" $a.kubeconfig) (list "--context" $a.context) (list "--min-interval" $a.minInterval) (list "--max-delay" $a.maxDelay) (list "--resync" $a.resync) (list "--nft-timeout" $a.nftTimeout) (list "--liveness-stall" $a.livenessStall) (list "--log-json" $a.logJson) (list "--log-drops" $a.logDrops) (list "--log-group" $a.logGroup) (list "--log-rate" $a.logRate) (list "--log-burst" $a.logBurst) (list "--status-interval" $a.statusInterval) (list "--status-namespace" $a.statusNamespace) }}
+{{- range $f := list (list "--listen" $a.listen) (list "--nft" $a.nft) (list "--kubeconfig" $a.kubeconfig) (list "--context" $a.context) (list "--min-interval" $a.minInterval) (list "--max-delay" $a.maxDelay) (list "--resync" $a.resync) (list "--nft-timeout" $a.nftTimeout) (list "--element-updates" $a.elementUpdates) (list "--liveness-stall" $a.livenessStall) (list "--log-json" $a.logJson) (list "--log-drops" $a.logDrops) (list "--log-group" $a.logGroup) (list "--log-rate" $a.logRate) (list "--log-burst" $a.logBurst) (list "--status-interval" $a.statusInterval) (list "--status-namespace" $a.statusNamespace) }}
 {{- $flag := index $f 0 }}
 {{- $v := index $f 1 }}
 {{- if kindIs "bool" $v }}

@@ -172,6 +172,7 @@ impl Run {
             context: None,
             nft: "nft".into(),
             nft_timeout: Duration::from_secs(10),
+            netlink_elements: false,
             liveness_stall: stall,
             listen: "127.0.0.1:0".parse().expect("address"),
             min_interval: MIN,

@@ -74,6 +74,15 @@ impl Protocol {
         }
     }
 
+    /// The IP protocol number (`inet_proto` in a set key).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
     /// All protocols, in canonical order.
     pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
 }

@@ -1,0 +1,363 @@
+//! Element changes as nftables netlink messages, and the kernel's replies.
+//! No IO here: [`batch`] gives the bytes one `send` hands the kernel,
+//! [`replies`] reads what comes back.
+//!
+//! Layout (the kernel's `include/uapi/linux/netfilter/nf_tables.h`, and
+//! what `nft --debug=netlink` prints for the same `add element`): a key is
+//! its fields one after the other, each padded to 4 bytes — an IPv4
+//! address 4 bytes, IPv6 16 (network order), `inet_proto` its number in
+//! the first byte of 4, `inet_service` the port big-endian in the first two
+//! of 4; `mark` (the generation's set and map) is a host-order `u32`. A
+//! dispatch map's value is a verdict: `jump` and the chain's name.
+//! Interval sets (ipBlocks, numeric port ranges) are not encoded: their
+//! elements are ranges whose kernel form depends on the set's backend, and
+//! element churn never touches them; a change naming one goes as a script.
+
+use std::net::IpAddr;
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+    SetElementMessage, Verdict, VerdictAttribute,
+};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use crate::core::nft::delta::{ElementChange, MapElements};
+use crate::core::nft::names;
+use crate::core::nft::ruleset::{Element, TABLE};
+
+/// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch begins and ends for.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// `NLMSG_ERROR`: an acknowledgement (error 0) or an error.
+const NLMSG_ERROR: u16 = 2;
+/// Elements per message: keeps one message far below the socket buffer.
+const ELEMENTS_PER_MESSAGE: usize = 512;
+
+/// One element of a set or map as the kernel takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Elem {
+    key: Vec<u8>,
+    /// A map's value.
+    data: Option<DataAttribute>,
+}
+
+/// The messages of one transaction, ready to send.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Batch begin, the element messages, batch end.
+    pub bytes: Vec<u8>,
+    /// Sequence numbers of the element messages (each asks for an
+    /// acknowledgement), with what each does (for error messages).
+    pub acked: Vec<(u32, String)>,
+}
+
+/// The address's bytes as the kernel keys it (network order).
+fn addr(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// A set element's key, or `None` for an interval element (not encoded).
+fn key(e: &Element) -> Option<Vec<u8>> {
+    Some(match e {
+        Element::Addr(ip) => addr(ip),
+        Element::AddrPair(a, b) => [addr(a), addr(b)].concat(),
+        Element::AddrProtoPort(ip, proto, port) => {
+            let [hi, lo] = port.to_be_bytes();
+            [addr(ip), vec![proto.number(), 0, 0, 0], vec![hi, lo, 0, 0]].concat()
+        }
+        Element::Range(_) | Element::ProtoPort(..) => return None,
+    })
+}
+
+fn jump(chain: &str) -> DataAttribute {
+    DataAttribute::Verdict(vec![
+        VerdictAttribute::Code(Verdict::Jump),
+        VerdictAttribute::Chain(chain.to_string()),
+    ])
+}
+
+fn map_elems(m: &MapElements) -> Vec<Elem> {
+    m.iter()
+        .map(|(ip, chain)| Elem {
+            key: addr(ip),
+            data: Some(jump(chain)),
+        })
+        .collect()
+}
+
+fn set_elems(s: &std::collections::BTreeSet<Element>) -> Option<Vec<Elem>> {
+    s.iter()
+        .map(|e| key(e).map(|key| Elem { key, data: None }))
+        .collect()
+}
+
+/// What one transaction does, in the order the script would: every
+/// deletion (sets, then maps), every addition, then the generation step.
+/// `None` when an element cannot be encoded.
+fn operations(change: &ElementChange) -> Option<Vec<(bool, String, Vec<Elem>)>> {
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    for (name, (deleted, added)) in &change.edits.sets {
+        deletes.push((false, name.clone(), set_elems(deleted)?));
+        adds.push((true, name.clone(), set_elems(added)?));
+    }
+    for (name, (deleted, added)) in &change.edits.maps {
+        deletes.push((false, name.clone(), map_elems(deleted)));
+        adds.push((true, name.clone(), map_elems(added)));
+    }
+    let mut ops = deletes;
+    ops.extend(adds);
+    if let Some((old, new)) = change.generation {
+        let mark = |m: u32| m.to_ne_bytes().to_vec();
+        let gen_set = names::GENERATION_SET.to_string();
+        let stamp_map = names::STAMP_MAP.to_string();
+        let set_elem = |m: u32| Elem {
+            key: mark(m),
+            data: None,
+        };
+        let stamp = |m: u32| Elem {
+            key: mark(0),
+            data: Some(DataAttribute::Value(mark(m))),
+        };
+        ops.push((false, gen_set.clone(), vec![set_elem(old.stamp())]));
+        ops.push((false, stamp_map.clone(), vec![stamp(old.stamp())]));
+        ops.push((true, gen_set, vec![set_elem(new.stamp())]));
+        ops.push((true, stamp_map, vec![stamp(new.stamp())]));
+    }
+    ops.retain(|(_, _, elems)| !elems.is_empty());
+    Some(ops)
+}
+
+fn emit(m: &mut NetlinkMessage<NetfilterMessage>, out: &mut Vec<u8>) {
+    m.finalize();
+    let start = out.len();
+    out.resize(start + m.header.length as usize, 0);
+    m.serialize(&mut out[start..]);
+}
+
+fn control(
+    inner: netlink_packet_netfilter::none::ControlMessage,
+    seq: u32,
+) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+        inner,
+    ));
+    m.header.flags = NLM_F_REQUEST;
+    m.header.sequence_number = seq;
+    m
+}
+
+/// The transaction as one batch whose sequence numbers start at `seq`;
+/// `None` when it holds an element this encoder does not write (an
+/// interval: the caller sends the script instead), or nothing to do.
+pub fn batch(change: &ElementChange, seq: u32) -> Option<Batch> {
+    let ops = operations(change)?;
+    if ops.is_empty() {
+        return None;
+    }
+    use netlink_packet_netfilter::none::ControlMessage;
+    let mut out = Vec::new();
+    let mut seq = seq;
+    emit(&mut control(ControlMessage::BatchBegin, seq), &mut out);
+    let mut acked = Vec::new();
+    for (add, set, elems) in ops {
+        for chunk in elems.chunks(ELEMENTS_PER_MESSAGE) {
+            seq = seq.wrapping_add(1);
+            let list = chunk
+                .iter()
+                .map(|e| {
+                    let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(
+                        e.key.clone(),
+                    ))];
+                    if let Some(d) = &e.data {
+                        attrs.push(SetElementAttribute::Data(d.clone()));
+                    }
+                    ListAttribute::Element(attrs)
+                })
+                .collect();
+            let msg = SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(TABLE.to_string()),
+                    SetElementList::Set(set.clone()),
+                    SetElementList::Elements(list),
+                ],
+            };
+            let inner = if add {
+                NfTablesMessage::NewSetElement(msg)
+            } else {
+                NfTablesMessage::DeleteSetElement(msg)
+            };
+            let mut m = NetlinkMessage::from(NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+                inner,
+            ));
+            m.header.flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
+            m.header.sequence_number = seq;
+            emit(&mut m, &mut out);
+            let verb = if add { "add" } else { "delete" };
+            acked.push((seq, format!("{verb} {} element(s) in {set}", chunk.len())));
+        }
+    }
+    seq = seq.wrapping_add(1);
+    emit(&mut control(ControlMessage::BatchEnd, seq), &mut out);
+    Some(Batch { bytes: out, acked })
+}
+
+/// The acknowledgements and errors in a datagram from the kernel: each
+/// `NLMSG_ERROR`'s sequence number and code (0: acknowledged; negative:
+/// `-errno`). Anything else, or a truncated message, is skipped.
+pub fn replies(mut buf: &[u8]) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    while let Ok(m) = NetlinkBuffer::new_checked(buf) {
+        let len = m.length() as usize;
+        if m.message_type() == NLMSG_ERROR
+            && let Some(code) = m.payload().get(..4)
+        {
+            let code = i32::from_ne_bytes(code.try_into().expect("4 bytes"));
+            out.push((m.sequence_number(), code));
+        }
+        let next = (len + 3) & !3;
+        if next == 0 || next > buf.len() {
+            break;
+        }
+        buf = &buf[next..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::Protocol;
+    use crate::core::nft::delta::Edits;
+    use crate::core::nft::ruleset::Generation;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The key bytes are what `nft --debug=netlink` shows for the same
+    /// elements (its words are printed in host order: `0302010a` is
+    /// 10.1.2.3; `0000901f` is port 8080 in the first two bytes).
+    #[test]
+    fn keys_are_laid_out_as_nft_lays_them_out() {
+        assert_eq!(key(&Element::Addr(ip("10.1.2.3"))), Some(vec![10, 1, 2, 3]));
+        assert_eq!(
+            key(&Element::Addr(ip("fd00::1"))),
+            Some([vec![0xfd], vec![0; 14], vec![1]].concat())
+        );
+        assert_eq!(
+            key(&Element::AddrPair(ip("10.1.2.3"), ip("10.1.2.4"))),
+            Some(vec![10, 1, 2, 3, 10, 1, 2, 4])
+        );
+        assert_eq!(
+            key(&Element::AddrProtoPort(ip("10.1.2.3"), Protocol::Tcp, 8080)),
+            Some(vec![10, 1, 2, 3, 6, 0, 0, 0, 0x1f, 0x90, 0, 0])
+        );
+        assert_eq!(key(&Element::ProtoPort(Protocol::Udp, 53, 53)), None);
+    }
+
+    #[test]
+    fn a_batch_is_begin_the_element_messages_and_end() {
+        let mut edits = Edits::default();
+        edits.set_added(
+            "self-v4",
+            &Element::AddrPair(ip("10.0.0.9"), ip("10.0.0.9")),
+        );
+        edits.set_deleted(
+            "self-v4",
+            &Element::AddrPair(ip("10.0.0.8"), ip("10.0.0.8")),
+        );
+        edits.map_added("ingress-pods-v4", ip("10.0.0.9"), "ns-a", None);
+        let change = ElementChange {
+            edits: &edits,
+            generation: Some((Generation::new(5), Generation::new(6))),
+        };
+        let b = batch(&change, 100).expect("encodable");
+        // delete in self-v4; add in self-v4, the map; the generation's two deletes and two adds.
+        let seqs: Vec<u32> = b.acked.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [101, 102, 103, 104, 105, 106, 107]);
+        assert!(b.acked[0].1.starts_with("delete 1 element(s) in self-v4"));
+        assert!(b.acked[2].1.contains("ingress-pods-v4"));
+        // Walk the messages: types and flags.
+        let mut types = Vec::new();
+        let mut buf = &b.bytes[..];
+        while let Ok(m) = NetlinkBuffer::new_checked(buf) {
+            types.push((m.message_type(), m.flags()));
+            buf = &buf[((m.length() as usize) + 3) & !3..];
+        }
+        let (req, ack, create) = (NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE);
+        let (new, del) = ((10 << 8) | 12, (10 << 8) | 14);
+        assert_eq!(types.first(), Some(&(16, req)), "batch begin");
+        assert_eq!(types.last(), Some(&(17, req)), "batch end");
+        assert_eq!(types[1], (del, req | ack));
+        assert_eq!(types[2], (new, req | ack | create));
+        assert_eq!(types.len(), 9);
+        // The generation's set key is the stamp in host order.
+        let stamp = Generation::new(6).stamp().to_ne_bytes();
+        assert!(b.bytes.windows(4).any(|w| w == stamp));
+    }
+
+    #[test]
+    fn intervals_and_empty_changes_are_not_encoded() {
+        let mut edits = Edits::default();
+        edits.set_added("ports", &Element::ProtoPort(Protocol::Tcp, 80, 90));
+        let change = ElementChange {
+            edits: &edits,
+            generation: None,
+        };
+        assert!(batch(&change, 1).is_none());
+        let none = Edits::default();
+        let change = ElementChange {
+            edits: &none,
+            generation: None,
+        };
+        assert!(batch(&change, 1).is_none());
+    }
+
+    #[test]
+    fn large_changes_are_split_into_messages() {
+        let mut edits = Edits::default();
+        for i in 0..1200u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            edits.set_added("pods-v4", &Element::Addr(a));
+        }
+        let change = ElementChange {
+            edits: &edits,
+            generation: None,
+        };
+        let b = batch(&change, 0).unwrap();
+        let counts: Vec<&str> = b.acked.iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(
+            counts,
+            [
+                "add 512 element(s) in pods-v4",
+                "add 512 element(s) in pods-v4",
+                "add 176 element(s) in pods-v4"
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_read_acknowledgements_and_errors_and_skip_the_rest() {
+        let reply = |seq: u32, code: i32, ty: u16| {
+            let mut r = Vec::new();
+            r.extend(36u32.to_ne_bytes());
+            r.extend(ty.to_ne_bytes());
+            r.extend(0u16.to_ne_bytes());
+            r.extend(seq.to_ne_bytes());
+            r.extend(0u32.to_ne_bytes());
+            r.extend(code.to_ne_bytes());
+            r.extend([0u8; 16]);
+            r
+        };
+        let buf = [reply(7, 0, 2), reply(8, -2, 2), reply(9, 0, 3)].concat();
+        assert_eq!(replies(&buf), [(7, 0), (8, -2)]);
+        assert_eq!(replies(&buf[..40]), [(7, 0)], "a truncated second message");
+        assert_eq!(replies(&[1, 2, 3]), []);
+    }
+}
