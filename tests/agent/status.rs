@@ -73,6 +73,8 @@ impl Agents {
             .args(["--status-interval", "1s", "--status-namespace", "nftpol"])
             .arg("--nft")
             .arg(&self.nft)
+            // The fake stands in for the kernel too: no netlink to the host's.
+            .args(["--element-updates", "nft"])
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .env_remove("KUBECONFIG")
