@@ -1,0 +1,225 @@
+//! Where the time of a structural change goes, compile to kernel: the tail
+//! of the churn scenario (issue 14) is its partial compiles, whose results
+//! reach the kernel as a structural change in up to three `nft -f` stages.
+//!
+//! `cargo bench --bench structural_apply` builds the cluster
+//! (`NFTPOL_SCALES`, default `large,realistic`), compiles node-01's table
+//! through `incremental::State`, loads it into a network namespace of its
+//! own, picks a pod of node-01 whose `app` relabel takes the partial path
+//! both ways (its group chain goes and another comes), then alternates the
+//! relabel and its undoing (`NFTPOL_ROUNDS`, default 10, of both
+//! directions), timing each step the agent takes for it: the partial
+//! compile, the copy of the ruleset it hands out, `delta::staged` (the
+//! comparison of the old and new rulesets and the stage scripts), and each
+//! stage's `nft -f` process. At the end the kernel's table must equal a
+//! fresh compile's (the drift check's comparison). Prints the median of
+//! each, the scripts' sizes and the load average. Under `cargo test` it runs
+//! the small scale with 2 rounds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use nftpol::core::compile::incremental::{Path, State};
+use nftpol::core::compile::{Options, compile_cluster};
+use nftpol::core::k8s::Objects;
+use nftpol::core::k8s::cache::ClusterCache;
+use nftpol::core::nft::delta::staged;
+use nftpol::core::nft::ruleset::Ruleset;
+use nftpol::kernel::enforcer::{Applied, Enforcer};
+use nftpol::kernel::nft::{Nft, NftCli};
+use nftpol_testkit::{netns, realistic, synth};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort();
+    ms(v[v.len() / 2])
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The cache brought to `objs` (every object in a new `Arc`, as after a relist).
+fn update(cache: &mut ClusterCache, objs: &Objects) {
+    fn arcs<K: Clone>(v: &[(nftpol::core::diag::Source, K)]) -> Vec<std::sync::Arc<K>> {
+        v.iter().map(|o| std::sync::Arc::new(o.1.clone())).collect()
+    }
+    cache.update(
+        &arcs(&objs.namespaces),
+        &arcs(&objs.pods),
+        &arcs(&objs.policies),
+    );
+}
+
+/// `objs` with pod `k`'s `app` label set to `to`.
+fn relabelled(objs: &Objects, k: usize, to: &str) -> Objects {
+    let mut changed = objs.clone();
+    let p = &mut changed.pods[k].1;
+    let labels = p.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert("app".into(), to.to_string());
+    p.metadata.resource_version = Some("2".into());
+    changed
+}
+
+fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
+    for (_, o) in &mut objs.namespaces {
+        o.metadata.resource_version = Some("1".into());
+    }
+    for (_, o) in &mut objs.pods {
+        o.metadata.resource_version = Some("1".into());
+    }
+    for (_, o) in &mut objs.policies {
+        o.metadata.resource_version = Some("1".into());
+    }
+    let opts = Options {
+        node: Some("node-01".into()),
+        ..Options::default()
+    };
+    let mut cache = ClusterCache::new();
+    let mut state = State::default();
+    let compile = |cache: &mut ClusterCache, state: &mut State, objs: &Objects| {
+        update(cache, objs);
+        let changes = cache.take_changes();
+        state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts)
+    };
+    let first = compile(&mut cache, &mut state, &objs).0.ruleset;
+    let on_node: Vec<usize> = (0..objs.pods.len())
+        .filter(|k| {
+            objs.pods[*k]
+                .1
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                == Some("node-01")
+        })
+        .take(300)
+        .collect();
+    let mut found = None;
+    'search: for k in on_node {
+        for to in ["nftpol-bench-a", "app-0", "app-1", "web"] {
+            let changed = relabelled(&objs, k, to);
+            let there = compile(&mut cache, &mut state, &changed).1;
+            let back = compile(&mut cache, &mut state, &objs).1;
+            if there == Path::Partial && back == Path::Partial {
+                found = Some((changed, format!("pod {k} app={to}")));
+                break 'search;
+            }
+        }
+    }
+    let (changed, what) = found.context("no relabel on node-01 takes the partial path")?;
+    let ns = netns::Netns::new("structural")?;
+    let load = loadavg();
+    let mut steps: [Vec<Duration>; 3] = Default::default();
+    let mut stages: [Vec<Duration>; 3] = Default::default();
+    let mut totals = Vec::new();
+    let mut sizes = [0usize; 3];
+    let mut counts = Vec::new();
+    let held = ns.run(|| -> Result<String> {
+        let nft = NftCli::new("nft");
+        let mut e = Enforcer::new("nft");
+        ensure!(e.sync(&first)? == Applied::Full, "first load");
+        let mut old: Ruleset = e.mirror().context("a mirror")?.clone();
+        for _ in 0..rounds {
+            for target in [&changed, &objs] {
+                // The cache update is not timed: here every object is a new
+                // `Arc` (the agent's watches hand over the same ones).
+                update(&mut cache, target);
+                let changes = cache.take_changes();
+                let t0 = Instant::now();
+                let t = Instant::now();
+                let out =
+                    state.compile_edits(cache.cluster(), cache.diagnostics(), &changes, &opts);
+                ensure!(out.1 == Path::Partial, "took {:?}", out.1);
+                steps[0].push(t.elapsed());
+                let t = Instant::now();
+                let mut new = state.current().context("indexed")?.clone();
+                steps[1].push(t.elapsed());
+                new.generation = old.generation.map(|g| g.next());
+                let t = Instant::now();
+                let scripts = staged(&old, &new).context("stages")?;
+                steps[2].push(t.elapsed());
+                counts.push(scripts.len());
+                for (i, s) in scripts.iter().enumerate() {
+                    let t = Instant::now();
+                    nft.apply(s)?;
+                    stages[i].push(t.elapsed());
+                    sizes[i] = sizes[i].max(s.len());
+                }
+                totals.push(t0.elapsed());
+                old = new;
+            }
+        }
+        let listing = nft.list_table()?;
+        Ok(listing)
+    })??;
+    let want = compile_cluster(cache.cluster(), cache.diagnostics(), &opts).ruleset;
+    let (got, _) = nftpol::kernel::listing::read(&held);
+    let mut want_gen = want.clone();
+    want_gen.generation = nftpol::kernel::listing::generation(&held);
+    ensure!(
+        got == Some(nftpol::kernel::listing::expected(&want_gen)),
+        "the kernel's table is not the fresh compile's"
+    );
+    let s = want.stats();
+    println!(
+        "  {name}: node-01 table {} chains, {} rules, {} sets, {} elements; {what}",
+        s.chains, s.rules, s.sets, s.elements
+    );
+    println!(
+        "    {} changes (stages per change {:?}), medians: partial compile {:.2} ms, copy {:.2} ms, \
+         staged() {:.2} ms, nft -f stage 1/2/3 {:.2} / {:.2} / {:.2} ms (largest scripts {} / {} / {} bytes); \
+         total {:.2} ms; load {load} -> {}",
+        totals.len(),
+        counts
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        median(steps[0].clone()),
+        median(steps[1].clone()),
+        median(steps[2].clone()),
+        median(stages[0].clone()),
+        median(stages[1].clone()),
+        median(stages[2].clone()),
+        sizes[0],
+        sizes[1],
+        sizes[2],
+        median(totals),
+        loadavg()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let names = std::env::var("NFTPOL_SCALES")
+        .unwrap_or_else(|_| if bench { "large,realistic" } else { "small" }.to_string());
+    let rounds: usize = std::env::var("NFTPOL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 10 } else { 2 });
+    println!(
+        "== a structural change (a partial compile) to the kernel, step by step; {rounds} rounds x 2 directions"
+    );
+    for name in names.split(',') {
+        let objs = match name {
+            "realistic" => realistic::generate(42),
+            _ => synth::generate(
+                *synth::SCALES
+                    .iter()
+                    .find(|s| s.name == name)
+                    .with_context(|| format!("no scale {name}"))?,
+                42,
+            ),
+        };
+        run(name, objs, rounds)?;
+    }
+    Ok(())
+}
