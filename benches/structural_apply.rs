@@ -11,7 +11,10 @@
 //! directions), timing each step the agent takes for it: the partial
 //! compile, the copy of the ruleset it hands out, `delta::staged` (the
 //! comparison of the old and new rulesets and the stage scripts), and each
-//! stage's `nft -f` process. At the end the kernel's table must equal a
+//! stage's transaction — rounds alternate the transport: every stage as its
+//! `nft -f` script, or as the agent sends them (`NetlinkElements`: a stage
+//! that only changes elements or only deletes as a netlink batch, the one
+//! that creates chains through `nft`). At the end the kernel's table must equal a
 //! fresh compile's (the drift check's comparison). Prints the median of
 //! each, the scripts' sizes and the load average. Under `cargo test` it runs
 //! the small scale with 2 rounds.
@@ -26,6 +29,7 @@ use nftpol::core::k8s::cache::ClusterCache;
 use nftpol::core::nft::delta::staged;
 use nftpol::core::nft::ruleset::Ruleset;
 use nftpol::kernel::enforcer::{Applied, Enforcer};
+use nftpol::kernel::netlink::NetlinkElements;
 use nftpol::kernel::nft::{Nft, NftCli};
 use nftpol_testkit::{netns, realistic, synth};
 
@@ -118,16 +122,20 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
     let ns = netns::Netns::new("structural")?;
     let load = loadavg();
     let mut steps: [Vec<Duration>; 3] = Default::default();
-    let mut stages: [Vec<Duration>; 3] = Default::default();
-    let mut totals = Vec::new();
+    // Per transport (nft, netlink): each stage, and the whole change.
+    let mut stages: [[Vec<Duration>; 3]; 2] = Default::default();
+    let mut totals: [Vec<Duration>; 2] = Default::default();
     let mut sizes = [0usize; 3];
     let mut counts = Vec::new();
     let held = ns.run(|| -> Result<String> {
         let nft = NftCli::new("nft");
+        let nl = NetlinkElements::open(NftCli::new("nft"))?;
         let mut e = Enforcer::new("nft");
         ensure!(e.sync(&first)? == Applied::Full, "first load");
         let mut old: Ruleset = e.mirror().context("a mirror")?.clone();
-        for _ in 0..rounds {
+        for round in 0..rounds {
+            // Rounds alternate the transport (both directions each).
+            let via = round % 2;
             for target in [&changed, &objs] {
                 // The cache update is not timed: here every object is a new
                 // `Arc` (the agent's watches hand over the same ones).
@@ -149,11 +157,14 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
                 counts.push(scripts.len());
                 for (i, s) in scripts.iter().enumerate() {
                     let t = Instant::now();
-                    nft.apply(s)?;
-                    stages[i].push(t.elapsed());
-                    sizes[i] = sizes[i].max(s.len());
+                    match via {
+                        0 => nft.apply(&s.script)?,
+                        _ => nl.apply_stage(s)?,
+                    }
+                    stages[via][i].push(t.elapsed());
+                    sizes[i] = sizes[i].max(s.script.len());
                 }
-                totals.push(t0.elapsed());
+                totals[via].push(t0.elapsed());
                 old = new;
             }
         }
@@ -175,9 +186,8 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
     );
     println!(
         "    {} changes (stages per change {:?}), medians: partial compile {:.2} ms, copy {:.2} ms, \
-         staged() {:.2} ms, nft -f stage 1/2/3 {:.2} / {:.2} / {:.2} ms (largest scripts {} / {} / {} bytes); \
-         total {:.2} ms; load {load} -> {}",
-        totals.len(),
+         staged() {:.2} ms; largest stage scripts {} / {} / {} bytes",
+        counts.len(),
         counts
             .iter()
             .copied()
@@ -185,15 +195,24 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
         median(steps[0].clone()),
         median(steps[1].clone()),
         median(steps[2].clone()),
-        median(stages[0].clone()),
-        median(stages[1].clone()),
-        median(stages[2].clone()),
         sizes[0],
         sizes[1],
         sizes[2],
-        median(totals),
-        loadavg()
     );
+    for (via, what) in ["nft -f per stage", "netlink where it can"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "    {what:<21} stage 1/2/3 {:.2} / {:.2} / {:.2} ms; whole change {:.2} ms ({} changes)",
+            median(stages[via][0].clone()),
+            median(stages[via][1].clone()),
+            median(stages[via][2].clone()),
+            median(totals[via].clone()),
+            totals[via].len()
+        );
+    }
+    println!("    load {load} -> {}", loadavg());
     Ok(())
 }
 

@@ -194,13 +194,17 @@ impl Enforcer {
         }
         if let Some(stages) = old.and_then(|o| staged(o, new)) {
             for stage in &stages {
-                self.nft.apply(stage)?;
+                self.nft.apply_stage(stage)?;
             }
             return Ok(Applied::Full);
         }
         let present = old.map(Present::of).or_else(|| self.kernel_present());
         if let Some(stages) = present.as_ref().and_then(|p| staged_over(p, new)) {
-            if stages.iter().try_for_each(|s| self.nft.apply(s)).is_ok() {
+            if stages
+                .iter()
+                .try_for_each(|s| self.nft.apply_stage(s))
+                .is_ok()
+            {
                 return Ok(Applied::Full);
             }
             // A stage was refused (say a kept set's type changed): what the

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::core::nft::delta::ElementChange;
+use crate::core::nft::delta::{ElementChange, Stage};
 use crate::core::nft::ruleset::TABLE;
 
 /// Why an `nft` call failed.
@@ -65,6 +65,12 @@ pub trait Nft: Send + std::fmt::Debug {
     /// netlink batch instead, without a process.
     fn apply_elements(&self, change: &ElementChange) -> Result<(), ApplyError> {
         self.apply(&change.script())
+    }
+    /// Applies one stage of a structural change as one transaction; by
+    /// default as its script. The netlink transport sends a stage that is
+    /// only element changes or only deletions ([`Stage::ops`]) as a batch.
+    fn apply_stage(&self, stage: &Stage) -> Result<(), ApplyError> {
+        self.apply(&stage.script)
     }
     /// Checks `script` without changing the kernel (`nft -c -f -`).
     fn check(&self, script: &str) -> Result<(), ApplyError>;

@@ -25,7 +25,7 @@ fn table(ns: &Netns) -> Value {
 }
 
 /// The upstream cluster with the upstream-xyz policies, and the loader's diagnostics.
-fn upstream() -> (Objects, Vec<nftpol::core::diag::Diagnostic>) {
+pub(crate) fn upstream() -> (Objects, Vec<nftpol::core::diag::Diagnostic>) {
     let dir = nftpol_testkit::cases::case("upstream");
     let mut objs = Objects::default();
     let mut diags = Vec::new();
@@ -83,7 +83,7 @@ fn set_labels(
 }
 
 /// One random membership change; returns what it did.
-fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
+pub(crate) fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
     let vals = ["a", "b", "c"];
     match rng.below(6) {
         0 | 1 if !objs.pods.is_empty() => {
@@ -179,7 +179,7 @@ spec:
                 Some(stages) => {
                     fulls += 1;
                     for stage in &stages {
-                        nft(&live, &["-f", "-"], stage);
+                        nft(&live, &["-f", "-"], &stage.script);
                     }
                 }
                 None => {
@@ -258,7 +258,7 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
                 let stages = staged_over(&present, &new).expect("no chain changes kind");
                 over_names += 1;
                 for stage in &stages {
-                    nft(&live, &["-f", "-"], stage);
+                    nft(&live, &["-f", "-"], &stage.script);
                 }
             }
             Update::Full => match staged(&current, &new) {
@@ -266,7 +266,7 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
                     staged_n += 1;
                     stages_seen[stages.len()] += 1;
                     for stage in &stages {
-                        nft(&live, &["-f", "-"], stage);
+                        nft(&live, &["-f", "-"], &stage.script);
                     }
                 }
                 None => {

@@ -258,7 +258,7 @@ pub const STAGE_HEADER: &str = "# nftpol: structural change, stage";
 /// `None` when something both have changed in a way that cannot be updated
 /// in place (a set's type or comment, a chain's hook or comment): then the
 /// caller replaces everything in one transaction.
-pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
+pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
     let old_chains: BTreeMap<&str, &Chain> =
         old.chains.iter().map(|(n, c)| (n.as_str(), c)).collect();
     let mut create = String::new();
@@ -311,9 +311,18 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
             .chain(gen_gone.then_some(names::GENERATION_SET)),
         new,
     );
+    // A switch that refills no chain is element changes only: as data too.
+    let switch_ops = (flush.is_empty() && switch.is_empty()).then(|| StageOps::Elements {
+        edits: Edits::of_common(old, new),
+        generation: old.generation.zip(new.generation),
+    });
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
     second.push_str(&block_or_empty(&switch));
-    Some(stages_of(create, second, remove))
+    Some(stages_of(
+        (block_or_empty(&create), None),
+        (second, switch_ops),
+        remove,
+    ))
 }
 
 /// [`staged`] when only the names of what the kernel holds are known (the
@@ -324,7 +333,7 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<String>> {
 /// chain keeps its old rules in the old generation. `None` when a name
 /// changes between base and regular chain or hook (then one transaction).
 /// A kept set whose type changed makes the kernel refuse the switch.
-pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<String>> {
+pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
     let chains: BTreeMap<&str, &Option<BaseChain>> = present
         .chains
         .iter()
@@ -390,36 +399,81 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<String>> {
         new,
     );
     Some(stages_of(
-        create,
-        format!("{flush}{}", block_or_empty(&switch)),
+        (block_or_empty(&create), None),
+        (format!("{flush}{}", block_or_empty(&switch)), None),
         remove,
     ))
 }
 
 /// The last stage: flush the chains of `chains` that `new` does not have
 /// (their rules hold references to the rest), then delete the maps and sets
-/// given, and those chains.
+/// given, and those chains; as a script and as data.
 fn removal<'a>(
     chains: impl Iterator<Item = &'a str>,
     maps: impl Iterator<Item = &'a str>,
     sets: impl Iterator<Item = &'a str>,
     new: &Ruleset,
-) -> String {
-    let gone: Vec<&str> = chains.filter(|n| new.chain(n).is_none()).collect();
+) -> (String, Option<StageOps>) {
+    let r = Removal {
+        chains: chains
+            .filter(|n| new.chain(n).is_none())
+            .map(String::from)
+            .collect(),
+        maps: maps.map(String::from).collect(),
+        sets: sets.map(String::from).collect(),
+    };
     let mut o = String::new();
-    for n in &gone {
+    for n in &r.chains {
         let _ = writeln!(o, "flush chain inet {TABLE} {n}");
     }
-    for n in maps {
+    for n in &r.maps {
         let _ = writeln!(o, "delete map inet {TABLE} {n}");
     }
-    for n in sets {
+    for n in &r.sets {
         let _ = writeln!(o, "delete set inet {TABLE} {n}");
     }
-    for n in &gone {
+    for n in &r.chains {
         let _ = writeln!(o, "delete chain inet {TABLE} {n}");
     }
-    o
+    (o, Some(StageOps::Remove(r)))
+}
+
+/// One transaction of a structural change ([`staged`], [`staged_over`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// The stage as an `nft -f` script, headed by [`STAGE_HEADER`].
+    pub script: String,
+    /// The same transaction as data when it only changes elements or only
+    /// deletes (what a netlink transport sends without `nft`); `None` when
+    /// it creates or refills chains.
+    pub ops: Option<StageOps>,
+}
+
+/// A stage as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOps {
+    /// Element changes of the sets and maps both rulesets have, and the
+    /// generation step (`(from, to)`) when both have one.
+    Elements {
+        /// The element changes.
+        edits: Edits,
+        /// The generation step.
+        generation: Option<(Generation, Generation)>,
+    },
+    /// Deletions.
+    Remove(Removal),
+}
+
+/// What the last stage deletes, in this order: the rules of `chains`, the
+/// maps, the sets, then the chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Chains flushed first and deleted last.
+    pub chains: Vec<String>,
+    /// Maps deleted.
+    pub maps: Vec<String>,
+    /// Sets deleted.
+    pub sets: Vec<String>,
 }
 
 /// `table inet nftpol { body }`, or nothing for an empty body.
@@ -432,16 +486,23 @@ fn block_or_empty(body: &str) -> String {
 }
 
 /// The non-empty stages, each headed by [`STAGE_HEADER`].
-fn stages_of(create: String, switch: String, remove: String) -> Vec<String> {
-    let stages: Vec<String> = [block_or_empty(&create), switch, remove]
+fn stages_of(
+    create: (String, Option<StageOps>),
+    switch: (String, Option<StageOps>),
+    remove: (String, Option<StageOps>),
+) -> Vec<Stage> {
+    let stages: Vec<(String, Option<StageOps>)> = [create, switch, remove]
         .into_iter()
-        .filter(|s| !s.is_empty())
+        .filter(|(s, _)| !s.is_empty())
         .collect();
     let n = stages.len();
     stages
         .into_iter()
         .enumerate()
-        .map(|(i, s)| format!("{STAGE_HEADER} {} of {n}\n{s}", i + 1))
+        .map(|(i, (s, ops))| Stage {
+            script: format!("{STAGE_HEADER} {} of {n}\n{s}", i + 1),
+            ops,
+        })
         .collect()
 }
 

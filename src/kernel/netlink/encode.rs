@@ -1,6 +1,6 @@
-//! Element changes as nftables netlink messages, and the kernel's replies.
-//! No IO here: [`batch`] gives the bytes one `send` hands the kernel,
-//! [`replies`] reads what comes back.
+//! Element changes and deletions as nftables netlink messages, and the
+//! kernel's replies. No IO here: [`batch`] and [`removal`] give the bytes
+//! one `send` hands the kernel, [`replies`] reads what comes back.
 //!
 //! Layout (the kernel's `include/uapi/linux/netfilter/nf_tables.h`, and
 //! what `nft --debug=netlink` prints for the same `add element`): a key is
@@ -17,12 +17,13 @@ use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage};
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage, Verdict, VerdictAttribute,
+    ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementList, SetElementMessage, SetMessage,
+    Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use crate::core::nft::delta::{ElementChange, MapElements};
+use crate::core::nft::delta::{ElementChange, MapElements, Removal};
 use crate::core::nft::names;
 use crate::core::nft::ruleset::{Element, TABLE};
 
@@ -156,17 +157,9 @@ fn control(
 /// interval: the caller sends the script instead), or nothing to do.
 pub fn batch(change: &ElementChange, seq: u32) -> Option<Batch> {
     let ops = operations(change)?;
-    if ops.is_empty() {
-        return None;
-    }
-    use netlink_packet_netfilter::none::ControlMessage;
-    let mut out = Vec::new();
-    let mut seq = seq;
-    emit(&mut control(ControlMessage::BatchBegin, seq), &mut out);
-    let mut acked = Vec::new();
+    let mut messages = Vec::new();
     for (add, set, elems) in ops {
         for chunk in elems.chunks(ELEMENTS_PER_MESSAGE) {
-            seq = seq.wrapping_add(1);
             let list = chunk
                 .iter()
                 .map(|e| {
@@ -186,21 +179,77 @@ pub fn batch(change: &ElementChange, seq: u32) -> Option<Batch> {
                     SetElementList::Elements(list),
                 ],
             };
-            let inner = if add {
-                NfTablesMessage::NewSetElement(msg)
-            } else {
-                NfTablesMessage::DeleteSetElement(msg)
-            };
-            let mut m = NetlinkMessage::from(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
-                inner,
-            ));
-            m.header.flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
-            m.header.sequence_number = seq;
-            emit(&mut m, &mut out);
             let verb = if add { "add" } else { "delete" };
-            acked.push((seq, format!("{verb} {} element(s) in {set}", chunk.len())));
+            let what = format!("{verb} {} element(s) in {set}", chunk.len());
+            messages.push(match add {
+                true => (NfTablesMessage::NewSetElement(msg), NLM_F_CREATE, what),
+                false => (NfTablesMessage::DeleteSetElement(msg), 0, what),
+            });
         }
+    }
+    framed(messages, seq)
+}
+
+/// A removal stage as one batch, in the script's order: each chain's rules
+/// deleted (`flush chain`: a rule deletion naming only the chain), the maps
+/// and sets deleted, then the chains.
+pub fn removal(r: &Removal, seq: u32) -> Option<Batch> {
+    let table = || TABLE.to_string();
+    let mut messages = Vec::new();
+    for c in &r.chains {
+        let attributes = vec![
+            RuleAttribute::Table(table()),
+            RuleAttribute::Chain(c.clone()),
+        ];
+        let m = NfTablesMessage::DeleteRule(RuleMessage { attributes });
+        messages.push((m, 0, format!("flush chain {c}")));
+    }
+    for (kind, name) in r
+        .maps
+        .iter()
+        .map(|m| ("map", m))
+        .chain(r.sets.iter().map(|s| ("set", s)))
+    {
+        let attributes = vec![
+            SetAttribute::Table(table()),
+            SetAttribute::Name(name.clone()),
+        ];
+        let m = NfTablesMessage::DeleteSet(SetMessage { attributes });
+        messages.push((m, 0, format!("delete {kind} {name}")));
+    }
+    for c in &r.chains {
+        let attributes = vec![
+            ChainAttribute::Table(table()),
+            ChainAttribute::Name(c.clone()),
+        ];
+        let m = NfTablesMessage::DeleteChain(ChainMessage { attributes });
+        messages.push((m, 0, format!("delete chain {c}")));
+    }
+    framed(messages, seq)
+}
+
+/// `messages` (each with its extra flags and what it does) between a batch
+/// begin and end, numbered from `seq`, each asking for an acknowledgement;
+/// `None` when there are none.
+fn framed(messages: Vec<(NfTablesMessage, u16, String)>, seq: u32) -> Option<Batch> {
+    use netlink_packet_netfilter::none::ControlMessage;
+    if messages.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut seq = seq;
+    emit(&mut control(ControlMessage::BatchBegin, seq), &mut out);
+    let mut acked = Vec::new();
+    for (inner, flags, what) in messages {
+        seq = seq.wrapping_add(1);
+        let mut m = NetlinkMessage::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+            inner,
+        ));
+        m.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        m.header.sequence_number = seq;
+        emit(&mut m, &mut out);
+        acked.push((seq, what));
     }
     seq = seq.wrapping_add(1);
     emit(&mut control(ControlMessage::BatchEnd, seq), &mut out);

@@ -19,6 +19,12 @@
 //! the enforcer replaces the whole table with `nft` (the same fallback as a
 //! refused script).
 //!
+//! The stages of a structural change (`delta::staged`) go the same way when
+//! they can ([`Nft::apply_stage`]): the switch, when it refills no chain, is
+//! element changes and the generation step; the last stage only deletes
+//! (rule flushes, map, set and chain deletions by name). The first stage,
+//! which creates chains with their rules, goes through `nft`.
+//!
 //! A change holding an interval element (not encoded: [`encode`]) or too
 //! large for one send goes through `nft -f` as its script.
 //!
@@ -36,7 +42,7 @@ use netlink_sys::{Socket, SocketAddr, constants::NETLINK_NETFILTER};
 use socket2::SockRef;
 
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::ElementChange;
+use crate::core::nft::delta::{ElementChange, Stage, StageOps};
 
 /// Element changes over netlink, everything else through [`NftCli`].
 #[derive(Debug)]
@@ -92,6 +98,34 @@ impl NetlinkElements {
     /// The largest batch sent over netlink (larger ones go through `nft`).
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+impl NetlinkElements {
+    /// Sends the batch `encode` gives for the next sequence number; when it
+    /// gives none (an interval element, nothing to do) or one too large,
+    /// runs `script` through `nft` instead.
+    fn send_or(
+        &self,
+        encode: impl FnOnce(u32) -> Option<encode::Batch>,
+        script: impl FnOnce() -> String,
+    ) -> Result<(), ApplyError> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match encode(st.seq) {
+            Some(batch) if batch.bytes.len() <= self.max_batch => {
+                st.seq = st.seq.wrapping_add(batch.acked.len() as u32 + 2);
+                st.send(&batch)?;
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => {
+                drop(st);
+                self.cli.apply(&script())
+            }
+        }
     }
 }
 
@@ -176,18 +210,22 @@ impl Nft for NetlinkElements {
     }
 
     fn apply_elements(&self, change: &ElementChange) -> Result<(), ApplyError> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match encode::batch(change, st.seq) {
-            Some(batch) if batch.bytes.len() <= self.max_batch => {
-                st.seq = st.seq.wrapping_add(batch.acked.len() as u32 + 2);
-                st.send(&batch)?;
-                self.applied.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+        self.send_or(|seq| encode::batch(change, seq), || change.script())
+    }
+
+    fn apply_stage(&self, stage: &Stage) -> Result<(), ApplyError> {
+        match &stage.ops {
+            Some(StageOps::Elements { edits, generation }) => {
+                let change = ElementChange {
+                    edits,
+                    generation: *generation,
+                };
+                self.send_or(|seq| encode::batch(&change, seq), || stage.script.clone())
             }
-            _ => self.cli.apply(&change.script()),
+            Some(StageOps::Remove(r)) => {
+                self.send_or(|seq| encode::removal(r, seq), || stage.script.clone())
+            }
+            None => self.cli.apply(&stage.script),
         }
     }
 

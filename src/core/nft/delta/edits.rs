@@ -29,11 +29,17 @@ impl Edits {
     /// The element changes from `old` to `new`; `None` when their structure
     /// differs ([`super::same_structure`]: then no element change gets there).
     pub fn between(old: &Ruleset, new: &Ruleset) -> Option<Edits> {
-        if !super::same_structure(old, new) {
-            return None;
-        }
+        super::same_structure(old, new).then(|| Edits::of_common(old, new))
+    }
+
+    /// The element changes of the sets and maps `old` and `new` both have
+    /// (by name; the rest is not looked at).
+    pub fn of_common(old: &Ruleset, new: &Ruleset) -> Edits {
         let mut e = Edits::default();
-        for ((name, so), (_, sn)) in old.sets.iter().zip(&new.sets) {
+        for (name, sn) in &new.sets {
+            let Some(so) = old.sets.get(name) else {
+                continue;
+            };
             let deleted: BTreeSet<Element> =
                 so.elements.difference(&sn.elements).cloned().collect();
             let added: BTreeSet<Element> = sn.elements.difference(&so.elements).cloned().collect();
@@ -41,13 +47,16 @@ impl Edits {
                 e.sets.insert(name.clone(), (deleted, added));
             }
         }
-        for ((name, mo), (_, mn)) in old.maps.iter().zip(&new.maps) {
+        for (name, mn) in &new.maps {
+            let Some(mo) = old.maps.get(name) else {
+                continue;
+            };
             let (deleted, added) = (only_in(mo, mn), only_in(mn, mo));
             if !deleted.is_empty() || !added.is_empty() {
                 e.maps.insert(name.clone(), (deleted, added));
             }
         }
-        Some(e)
+        e
     }
 
     /// Elements (map entries included) added and deleted; a map key whose
