@@ -265,6 +265,7 @@ fn every_run_flag_is_a_chart_value_that_reaches_the_agent() {
                 "/etc/nftpol/kubeconfig",
                 "false",
                 "10.99.0.0/16",
+                "nft",
             ]
             .into_iter()
             .find(|c| {
