@@ -23,6 +23,7 @@ use nftpol::core::compile::{Options, compile_cluster};
 use nftpol::core::k8s::Objects;
 use nftpol::core::k8s::cache::ClusterCache;
 use nftpol::core::nft::render::script;
+use nftpol_testkit::bench::{loadavg, median_ms, relist, versioned};
 use nftpol_testkit::synth;
 
 fn thread_cpu() -> Duration {
@@ -40,30 +41,6 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
     let (c, t) = (thread_cpu(), Instant::now());
     let v = f();
     (v, t.elapsed(), thread_cpu() - c)
-}
-
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The cache brought to `objs` (every object in a new `Arc`, as after a
-/// relist: read, converted only where the resourceVersion is new; not timed).
-fn update(cache: &mut ClusterCache, objs: &Objects) {
-    fn arcs<K: Clone>(v: &[(nftpol::core::diag::Source, K)]) -> Vec<std::sync::Arc<K>> {
-        v.iter().map(|o| std::sync::Arc::new(o.1.clone())).collect()
-    }
-    cache.update(
-        &arcs(&objs.namespaces),
-        &arcs(&objs.pods),
-        &arcs(&objs.policies),
-    );
 }
 
 /// `objs` with pod `k`'s `app` label moved `step` values on.
@@ -98,7 +75,7 @@ fn view(
     let mut cache = ClusterCache::new();
     let mut state = State::default();
     let compile = |cache: &mut ClusterCache, state: &mut State, objs: &Objects| {
-        update(cache, objs);
+        relist(cache, objs);
         let changes = cache.take_changes();
         state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts)
     };
@@ -135,7 +112,7 @@ fn view(
     let load_before = loadavg();
     for _ in 0..rounds {
         for target in [&changed, objs] {
-            update(&mut cache, target);
+            relist(&mut cache, target);
             let changes = cache.take_changes();
             let ((got, path), w, c) =
                 timed(|| state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts));
@@ -155,10 +132,10 @@ fn view(
         }
     }
     let (iw, ic, fw, fc) = (
-        median(inc_wall),
-        median(inc_cpu),
-        median(full_wall),
-        median(full_cpu),
+        median_ms(inc_wall),
+        median_ms(inc_cpu),
+        median_ms(full_wall),
+        median_ms(full_cpu),
     );
     println!(
         "  {}/{} {}: {what}: incremental {iw:.2} ms wall / {ic:.2} ms CPU, full {fw:.1} ms wall / \
@@ -168,7 +145,7 @@ fn view(
         want.as_str(),
         if node.is_some() { "node" } else { "all" },
         fc / ic.max(1e-6),
-        median(copy_cpu),
+        median_ms(copy_cpu),
         loadavg()
     );
     Ok(())
@@ -191,15 +168,7 @@ fn main() -> Result<()> {
             .find(|s| s.name == name)
             .with_context(|| format!("no scale {name}"))?;
         let mut objs = synth::generate(scale, 42);
-        for (_, o) in &mut objs.namespaces {
-            o.metadata.resource_version = Some("1".into());
-        }
-        for (_, o) in &mut objs.pods {
-            o.metadata.resource_version = Some("1".into());
-        }
-        for (_, o) in &mut objs.policies {
-            o.metadata.resource_version = Some("1".into());
-        }
+        versioned(&mut objs);
         for want in [Path::Incremental, Path::Partial] {
             for node in [Some("node-01"), None] {
                 view(scale, &objs, node, rounds, want)?;

@@ -50,18 +50,13 @@ use nftpol::core::nft::ruleset::{Element, SetKind, TABLE};
 use nftpol::kernel::enforcer::{Applied, Enforcer};
 use nftpol::kernel::netlink::NetlinkElements;
 use nftpol::kernel::nft::{Nft, NftCli};
+use nftpol_testkit::bench::loadavg;
 use nftpol_testkit::{netns, synth};
 
 fn pct(v: &[Duration], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// The i-th address a transaction adds (outside every generated range).

@@ -553,15 +553,7 @@ fn run(scales: &[synth::Scale], rounds: usize, bench: bool, ns: &str, tmp: &Path
     for &scale in scales {
         let mut objs = synth::generate(scale, 42);
         // As from the API server: every object has a resourceVersion.
-        for (_, o) in &mut objs.namespaces {
-            o.metadata.resource_version = Some("1".into());
-        }
-        for (_, o) in &mut objs.pods {
-            o.metadata.resource_version = Some("1".into());
-        }
-        for (_, o) in &mut objs.policies {
-            o.metadata.resource_version = Some("1".into());
-        }
+        nftpol_testkit::bench::versioned(&mut objs);
         let base_node = compile(&objs, Some(NODE))?;
         let relabel = relabel_one(&objs, &base_node)?;
         let dir = tmp.join(scale.name);

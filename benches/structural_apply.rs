@@ -31,37 +31,8 @@ use nftpol::core::nft::ruleset::Ruleset;
 use nftpol::kernel::enforcer::{Applied, Enforcer};
 use nftpol::kernel::netlink::NetlinkElements;
 use nftpol::kernel::nft::{Nft, NftCli};
+use nftpol_testkit::bench::{loadavg, median_ms, relist, versioned};
 use nftpol_testkit::{netns, realistic, synth};
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<Duration>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort();
-    ms(v[v.len() / 2])
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The cache brought to `objs` (every object in a new `Arc`, as after a relist).
-fn update(cache: &mut ClusterCache, objs: &Objects) {
-    fn arcs<K: Clone>(v: &[(nftpol::core::diag::Source, K)]) -> Vec<std::sync::Arc<K>> {
-        v.iter().map(|o| std::sync::Arc::new(o.1.clone())).collect()
-    }
-    cache.update(
-        &arcs(&objs.namespaces),
-        &arcs(&objs.pods),
-        &arcs(&objs.policies),
-    );
-}
 
 /// `objs` with pod `k`'s `app` label set to `to`.
 fn relabelled(objs: &Objects, k: usize, to: &str) -> Objects {
@@ -74,15 +45,7 @@ fn relabelled(objs: &Objects, k: usize, to: &str) -> Objects {
 }
 
 fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
-    for (_, o) in &mut objs.namespaces {
-        o.metadata.resource_version = Some("1".into());
-    }
-    for (_, o) in &mut objs.pods {
-        o.metadata.resource_version = Some("1".into());
-    }
-    for (_, o) in &mut objs.policies {
-        o.metadata.resource_version = Some("1".into());
-    }
+    versioned(&mut objs);
     let opts = Options {
         node: Some("node-01".into()),
         ..Options::default()
@@ -90,7 +53,7 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
     let mut cache = ClusterCache::new();
     let mut state = State::default();
     let compile = |cache: &mut ClusterCache, state: &mut State, objs: &Objects| {
-        update(cache, objs);
+        relist(cache, objs);
         let changes = cache.take_changes();
         state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts)
     };
@@ -139,7 +102,7 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
             for target in [&changed, &objs] {
                 // The cache update is not timed: here every object is a new
                 // `Arc` (the agent's watches hand over the same ones).
-                update(&mut cache, target);
+                relist(&mut cache, target);
                 let changes = cache.take_changes();
                 let t0 = Instant::now();
                 let t = Instant::now();
@@ -192,9 +155,9 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
             .iter()
             .copied()
             .collect::<std::collections::BTreeSet<_>>(),
-        median(steps[0].clone()),
-        median(steps[1].clone()),
-        median(steps[2].clone()),
+        median_ms(steps[0].clone()),
+        median_ms(steps[1].clone()),
+        median_ms(steps[2].clone()),
         sizes[0],
         sizes[1],
         sizes[2],
@@ -205,10 +168,10 @@ fn run(name: &str, mut objs: Objects, rounds: usize) -> Result<()> {
     {
         println!(
             "    {what:<21} stage 1/2/3 {:.2} / {:.2} / {:.2} ms; whole change {:.2} ms ({} changes)",
-            median(stages[via][0].clone()),
-            median(stages[via][1].clone()),
-            median(stages[via][2].clone()),
-            median(totals[via].clone()),
+            median_ms(stages[via][0].clone()),
+            median_ms(stages[via][1].clone()),
+            median_ms(stages[via][2].clone()),
+            median_ms(totals[via].clone()),
             totals[via].len()
         );
     }

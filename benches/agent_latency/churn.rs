@@ -18,6 +18,7 @@
 
 use super::{METRICS, pod_status};
 use nftpol_testkit::agent;
+use nftpol_testkit::bench::loadavg;
 use nftpol_testkit::nftmon::{self, Monitor};
 use nftpol_testkit::synth::{Rng, pod_ips};
 
@@ -143,15 +144,6 @@ async fn relabel(
 
 fn pct(v: &[Duration], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Runs the churn against the agent `pid` (already settled) on the cluster

@@ -28,6 +28,7 @@
 //! Dropping a `Topology` stops its servers and deletes its namespaces (also on panic).
 
 pub mod agent;
+pub mod bench;
 pub mod cases;
 pub mod conformance;
 pub mod control_plane;

@@ -83,7 +83,7 @@ fn set_labels(
 }
 
 /// One random membership change; returns what it did.
-pub(crate) fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
+fn mutate(objs: &mut Objects, rng: &mut Lcg, next_ip: &mut u8) -> String {
     let vals = ["a", "b", "c"];
     match rng.below(6) {
         0 | 1 if !objs.pods.is_empty() => {
@@ -219,6 +219,31 @@ spec:
     );
 }
 
+/// One random change of the structural tests: a policy removed (parked),
+/// a parked one restored, or a pod change ([`mutate`]); says which.
+pub(crate) fn structural_change(
+    objs: &mut Objects,
+    parked: &mut Vec<(
+        nftpol::core::diag::Source,
+        k8s_openapi::api::networking::v1::NetworkPolicy,
+    )>,
+    rng: &mut Lcg,
+    next_ip: &mut u8,
+) -> String {
+    match rng.below(3) {
+        0 if objs.policies.len() > 1 => {
+            let i = rng.below(objs.policies.len());
+            parked.push(objs.policies.remove(i));
+            format!("remove policy {i}")
+        }
+        1 if !parked.is_empty() => {
+            objs.policies.push(parked.remove(rng.below(parked.len())));
+            "restore a policy".to_string()
+        }
+        _ => mutate(objs, rng, next_ip),
+    }
+}
+
 /// Structural changes (policies removed and restored, pods joining and leaving groups) go in
 /// as the enforcer's stages (every other one from the names a terse listing gives, as after a
 /// restart); after each one the kernel table equals a fresh load, and every
@@ -233,18 +258,7 @@ fn structural_changes_in_stages_reach_the_same_kernel_table_as_full_loads() {
     let mut parked = Vec::new();
     let (mut staged_n, mut in_one, mut over_names, mut stages_seen) = (0, 0, 0, [0usize; 4]);
     for step in 0..80 {
-        let what = match rng.below(3) {
-            0 if objs.policies.len() > 1 => {
-                let i = rng.below(objs.policies.len());
-                parked.push(objs.policies.remove(i));
-                format!("remove policy {i}")
-            }
-            1 if !parked.is_empty() => {
-                objs.policies.push(parked.remove(rng.below(parked.len())));
-                "restore a policy".to_string()
-            }
-            _ => mutate(&mut objs, &mut rng, &mut next_ip),
-        };
+        let what = structural_change(&mut objs, &mut parked, &mut rng, &mut next_ip);
         let new = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
         match diff(&current, &new) {
             Update::None => {}

@@ -284,18 +284,7 @@ fn structural_stages_over_netlink_give_the_same_tables() {
     let mut parked = Vec::new();
     let mut kinds = std::collections::BTreeMap::new();
     for step in 0..60 {
-        let what = match rng.below(3) {
-            0 if objs.policies.len() > 1 => {
-                let i = rng.below(objs.policies.len());
-                parked.push(objs.policies.remove(i));
-                format!("remove policy {i}")
-            }
-            1 if !parked.is_empty() => {
-                objs.policies.push(parked.remove(rng.below(parked.len())));
-                "restore a policy".to_string()
-            }
-            _ => super::delta::mutate(&mut objs, &mut rng, &mut next_ip),
-        };
+        let what = super::delta::structural_change(&mut objs, &mut parked, &mut rng, &mut next_ip);
         let rs = nftpol::core::compile::compile_objects(&objs, &opts).ruleset;
         let got = nl_ns.run(|| nl.sync(&rs)).unwrap().unwrap();
         let want = cli_ns.run(|| cli.sync(&rs)).unwrap().unwrap();
