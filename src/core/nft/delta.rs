@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::ruleset::Chain;
-use super::ruleset::{Element, Generation, Ruleset, Set, TABLE, VerdictMap};
+use super::ruleset::{Element, Generation, Ruleset, TABLE};
 use super::{names, render};
 
 mod edits;
@@ -153,12 +153,16 @@ struct Elements {
 }
 
 impl Elements {
-    fn set(&mut self, name: &str, old: &Set, new: &Set) {
-        self.set_changes(
-            name,
-            old.elements.difference(&new.elements),
-            new.elements.difference(&old.elements),
-        );
+    /// The script lines and counts of `edits`.
+    fn of(edits: &Edits) -> Elements {
+        let mut d = Elements::default();
+        for (name, (deleted, added)) in &edits.sets {
+            d.set_changes(name, deleted.iter(), added.iter());
+        }
+        for (name, (deleted, added)) in &edits.maps {
+            d.map_changes(name, deleted.keys(), added.iter());
+        }
+        d
     }
 
     fn set_changes<'a>(
@@ -182,17 +186,6 @@ impl Elements {
             "add",
             name,
             came.iter().map(|e| render::element(e)),
-        );
-    }
-
-    fn map(&mut self, name: &str, old: &VerdictMap, new: &VerdictMap) {
-        let old_keys: BTreeSet<_> = old.elements.iter().collect();
-        let new_keys: BTreeSet<_> = new.elements.iter().collect();
-        // A key whose verdict changed appears in both: deleted first, re-added.
-        self.map_changes(
-            name,
-            old_keys.difference(&new_keys).map(|(ip, _)| *ip),
-            new_keys.difference(&old_keys).copied(),
         );
     }
 
@@ -276,21 +269,23 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
             None => render::chain_decl(&mut create, name, c),
         }
     }
-    let mut d = Elements::default();
     for (name, sn) in &new.sets {
         match old.sets.get(name) {
             Some(so) if so.kind != sn.kind || so.comment != sn.comment => return None,
-            Some(so) => d.set(name, so, sn),
+            Some(_) => {}
             None => render::set_decl(&mut create, name, sn),
         }
     }
     for (name, mn) in &new.maps {
         match old.maps.get(name) {
             Some(mo) if mo.family != mn.family || mo.comment != mn.comment => return None,
-            Some(mo) => d.map(name, mo, mn),
+            Some(_) => {}
             None => render::map_decl(&mut create, name, mn),
         }
     }
+    // The element changes of what both have: once, for the script and as data.
+    let edits = Edits::of_common(old, new);
+    let mut d = Elements::of(&edits);
     match (old.generation, new.generation) {
         (Some(o), Some(n)) => d.adds.push_str(&generation_script(o, n)),
         (None, Some(n)) => render::generation(&mut create, n),
@@ -313,7 +308,7 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
     );
     // A switch that refills no chain is element changes only: as data too.
     let switch_ops = (flush.is_empty() && switch.is_empty()).then(|| StageOps::Elements {
-        edits: Edits::of_common(old, new),
+        edits,
         generation: old.generation.zip(new.generation),
     });
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
@@ -414,9 +409,12 @@ fn removal<'a>(
     sets: impl Iterator<Item = &'a str>,
     new: &Ruleset,
 ) -> (String, Option<StageOps>) {
+    // By name: a node table has thousands of chains (a scan per chain was
+    // quadratic: milliseconds per structural change).
+    let kept: BTreeSet<&str> = new.chains.iter().map(|(n, _)| n.as_str()).collect();
     let r = Removal {
         chains: chains
-            .filter(|n| new.chain(n).is_none())
+            .filter(|n| !kept.contains(n))
             .map(String::from)
             .collect(),
         maps: maps.map(String::from).collect(),

@@ -151,14 +151,7 @@ impl Edits {
     /// gives for the same change, byte for byte), with counts; `Update::None`
     /// when there are none.
     pub fn script(&self) -> Update {
-        let mut d = Elements::default();
-        for (name, (deleted, added)) in &self.sets {
-            d.set_changes(name, deleted.iter(), added.iter());
-        }
-        for (name, (deleted, added)) in &self.maps {
-            d.map_changes(name, deleted.keys(), added.iter());
-        }
-        d.update()
+        Elements::of(self).update()
     }
 }
 
