@@ -173,7 +173,7 @@ pub struct RunArgs {
     pub min_interval: std::time::Duration,
     /// Longest any event waits for its apply (under constant churn, how
     /// often the agent applies: see docs/performance.md).
-    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub max_delay: std::time::Duration,
     /// How often to verify the kernel table and repair drift (0s = never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
