@@ -13,7 +13,7 @@ pub type MapElements = BTreeMap<IpAddr, String>;
 
 /// Element changes to a ruleset, as recorded by whoever made them (the
 /// incremental compile): applying them to the old ruleset gives the new one,
-/// and [`Edits::script`] is what [`diff`] of the two would say, without
+/// and [`Edits::script`] is what [`super::diff`] of the two would say, without
 /// comparing the whole tables. Net changes only: an element deleted and
 /// added back is in neither.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
