@@ -147,7 +147,7 @@ impl Edits {
         true
     }
 
-    /// The element deletions and additions as one script (what [`diff`]
+    /// The element deletions and additions as one script (what [`super::diff`]
     /// gives for the same change, byte for byte), with counts; `Update::None`
     /// when there are none.
     pub fn script(&self) -> Update {
