@@ -1,13 +1,15 @@
 //! The incremental compile (`core::compile::incremental`) equals the full
 //! compile: over random small clusters and random event sequences (pods
 //! added, deleted, relabelled, readdressed, given other named ports or moved
-//! to another node; and structural events: a policy added or removed, a
-//! namespace relabelled, a shared address), after EVERY event the
+//! to another node; NetworkPolicies added, removed, rewritten or given
+//! another pod selector, alone or with a pod in one batch; and structural
+//! events: a namespace relabelled, a shared address), after EVERY event the
 //! incremental result renders byte for byte like a fresh full compile of the
 //! same model, and carries the same drop-log index and enforced-pod count,
 //! in three option sets (node view with revocation, drop logging of every
 //! namespace and the new-pod guard; node view with all of them off; the
-//! all-pods view with defaults). Structural events must take the full path.
+//! all-pods view with defaults). A namespace change must take the full
+//! path; most policy events must not.
 //!
 //! `NFTPOL_INCR_CASES` sets the number of sequences (default 1,000, each run with
 //! the three option sets).
@@ -117,6 +119,10 @@ fn rules(r: &mut Rng, ns: &str) -> Vec<Rule> {
 
 fn policy(r: &mut Rng, name: &str) -> Policy {
     let ns = pick(r, &NAMESPACES);
+    policy_in(r, ns, name)
+}
+
+fn policy_in(r: &mut Rng, ns: &str, name: &str) -> Policy {
     let (ingress, egress) = match r.below(3) {
         0 => (Some(rules(r, ns)), None),
         1 => (None, Some(rules(r, ns))),
@@ -231,13 +237,41 @@ fn cluster(r: &mut Rng) -> Cluster {
     c
 }
 
-/// Applies one event; returns what changed, and whether the event must take
-/// the full path (structural by construction).
-fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
+/// What an event changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Pods only (or nothing).
+    Pods,
+    /// NetworkPolicies (maybe pods too): the policy step, not a full compile.
+    Policies,
+    /// A namespace: must take the full path.
+    Other,
+}
+
+/// Replaces an existing policy by another version (same name): a new
+/// random one, or the same with another pod selector.
+fn change_policy(r: &mut Rng, c: &mut Cluster, ch: &mut Changes) {
+    let ids: Vec<ObjectRef> = c.policies.keys().cloned().collect();
+    let Some(id) = ids.get(r.below(ids.len().max(1))).cloned() else {
+        return;
+    };
+    let new = match r.below(2) {
+        0 => policy_in(r, &id.namespace, &id.name),
+        _ => Policy {
+            pod_selector: selector(r),
+            ..c.policies[&id].clone()
+        },
+    };
+    c.policies.insert(id.clone(), new);
+    ch.policies.insert(id);
+}
+
+/// Applies one event; returns what changed, and what kind of change it was.
+fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, Kind) {
     let mut ch = Changes::default();
     let ids: Vec<ObjectRef> = c.pods.keys().cloned().collect();
     let some = |r: &mut Rng| ids.get(r.below(ids.len().max(1))).cloned();
-    let kind = r.below(20);
+    let kind = r.below(24);
     match kind {
         0..=2 => {
             *next += 1;
@@ -287,20 +321,29 @@ fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
                 }
             }
         }
-        16 => {
+        16 | 17 => {
             *next += 1;
             let p = policy(r, &format!("new{}", *next));
+            ch.policies.insert(p.id.clone());
             c.policies.insert(p.id.clone(), p);
-            ch.other = true;
-        }
-        17 => {
-            let first = c.policies.keys().next().cloned();
-            if let Some(id) = first {
-                c.policies.remove(&id);
-            }
-            ch.other = true;
         }
         18 => {
+            let ids: Vec<ObjectRef> = c.policies.keys().cloned().collect();
+            if let Some(id) = ids.get(r.below(ids.len().max(1))) {
+                c.policies.remove(id);
+                ch.policies.insert(id.clone());
+            }
+        }
+        19 | 20 => change_policy(r, c, &mut ch),
+        21 => {
+            // A policy and a pod in one batch.
+            change_policy(r, c, &mut ch);
+            if let Some(id) = some(r) {
+                std::sync::Arc::make_mut(c.pods.get_mut(&id).unwrap()).labels = labels(r);
+                ch.pods.insert(id);
+            }
+        }
+        22 => {
             let ns = pick(r, &NAMESPACES[..2]);
             c.namespaces.insert(ns.to_string(), namespace(r, ns));
             ch.other = true;
@@ -309,8 +352,12 @@ fn event(r: &mut Rng, c: &mut Cluster, next: &mut usize) -> (Changes, bool) {
             // Nothing changed.
         }
     }
-    let structural = ch.other;
-    (ch, structural)
+    let kind = match (ch.other, ch.policies.is_empty()) {
+        (true, _) => Kind::Other,
+        (false, false) => Kind::Policies,
+        (false, true) => Kind::Pods,
+    };
+    (ch, kind)
 }
 
 fn option_sets() -> Vec<(&'static str, Options)> {
@@ -363,9 +410,25 @@ fn same(what: &str, step: usize, got: &Compiled, want: &Compiled, path: Path) {
     );
 }
 
-/// Runs one sequence; returns (incremental, partial, full) compile counts.
-fn run(seed: u64, events: usize) -> (usize, usize, usize) {
-    let mut tally = (0, 0, 0);
+/// Compiles by path: (incremental, partial, full), of every event and of
+/// the policy events.
+#[derive(Debug, Default)]
+struct Tally {
+    all: (usize, usize, usize),
+    policies: (usize, usize, usize),
+}
+
+fn count(t: &mut (usize, usize, usize), path: Path) {
+    match path {
+        Path::Incremental => t.0 += 1,
+        Path::Partial => t.1 += 1,
+        Path::Full(_) => t.2 += 1,
+    }
+}
+
+/// Runs one sequence; returns its compile counts.
+fn run(seed: u64, events: usize) -> Tally {
+    let mut tally = Tally::default();
     for (what, opts) in option_sets() {
         let mut r = Rng::new(seed);
         let mut c = cluster(&mut r);
@@ -376,20 +439,20 @@ fn run(seed: u64, events: usize) -> (usize, usize, usize) {
         let mut next = 0;
         let mut prev = first.ruleset;
         for step in 1..=events {
-            let (changes, structural) = event(&mut r, &mut c, &mut next);
+            let (changes, kind) = event(&mut r, &mut c, &mut next);
             let (got, path) = compile_checking_edits(&mut state, &c, &changes, &opts, &prev, step);
-            if structural {
+            if kind == Kind::Other {
                 assert!(
                     matches!(path, Path::Full(_)),
-                    "{what}, event {step}: a structural change took {path:?}"
+                    "{what}, event {step}: a namespace change took {path:?}"
                 );
             }
-            match path {
-                Path::Incremental => tally.0 += 1,
-                Path::Partial => tally.1 += 1,
-                Path::Full(_) => tally.2 += 1,
+            count(&mut tally.all, path);
+            if kind == Kind::Policies {
+                count(&mut tally.policies, path);
             }
-            same(what, step, &got, &compile_cluster(&c, vec![], &opts), path);
+            let what = format!("{what}, {kind:?} {changes:?}");
+            same(&what, step, &got, &compile_cluster(&c, vec![], &opts), path);
             prev = got.ruleset;
         }
     }
@@ -456,17 +519,28 @@ proptest! {
 }
 
 /// Not vacuous: over fixed seeds most events take the incremental path,
-/// and pods joining or leaving groups take the partial one.
+/// pods joining or leaving groups take the partial one, and most policy
+/// events take the policy step (the partial path, or the incremental one
+/// when the policy touches no chain of the node).
 #[test]
 fn most_pod_events_are_incremental() {
     let (mut inc, mut partial, mut full) = (0, 0, 0);
+    let mut policies = (0, 0, 0);
     for seed in 0..64 {
-        let (i, p, f) = run(seed, EVENTS);
-        inc += i;
-        partial += p;
-        full += f;
+        let t = run(seed, EVENTS);
+        inc += t.all.0;
+        partial += t.all.1;
+        full += t.all.2;
+        policies.0 += t.policies.0;
+        policies.1 += t.policies.1;
+        policies.2 += t.policies.2;
     }
-    eprintln!("incremental {inc}, partial {partial}, full {full}");
+    eprintln!("incremental {inc}, partial {partial}, full {full}; policy events {policies:?}");
+    let (pi, pp, pf) = policies;
+    assert!(
+        pp > 0 && (pi + pp) * 3 > (pi + pp + pf) * 2,
+        "policy events by path (incremental, partial, full): {policies:?}"
+    );
     assert!(
         (inc + partial) * 2 > inc + partial + full,
         "incremental {inc} + partial {partial} of {} compiles",

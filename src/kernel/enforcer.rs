@@ -403,7 +403,7 @@ mod tests {
         cluster.pods.remove(&gone);
         let changes = Changes {
             pods: [gone].into(),
-            other: false,
+            ..Changes::default()
         };
         let (Output::Edited(e), _) = state.compile_edits(&cluster, vec![], &changes, &opts) else {
             panic!("a pod removed is an element change");

@@ -20,8 +20,9 @@
 //!
 //! Compile: the model is converted incrementally (`ClusterCache`); when
 //! only pods changed, `core::compile::incremental` edits the previous
-//! ruleset's elements instead of compiling in full (its index falls back to
-//! the full compile for anything structural); `nftpol_compile_path_total`
+//! ruleset's elements instead of compiling in full, and when NetworkPolicies
+//! changed it rebuilds only what they touch (its index falls back to the
+//! full compile for namespaces, nodes, ClusterNetworkPolicies and options); `nftpol_compile_path_total`
 //! counts which path ran, the debug log says why a compile was full.
 //!
 //! Status: after every apply (ok or failed) the [`status::Feed`] records

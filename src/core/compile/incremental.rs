@@ -27,8 +27,16 @@
 //! section sorted by name). The result is a whole ruleset again (the
 //! enforcer stages the structural change).
 //!
+//! A NetworkPolicy added, deleted or changed takes the policy step first
+//! (`incremental/policies.rs`): its chains are rebuilt while some group
+//! still jumps to them, the pods of its namespace whose isolating policies
+//! change move to their new groups (group chains, policy chains and sets
+//! coming and going as on the partial path), then the pods of the same
+//! batch are applied as above.
+//!
 //! Falls back (the [`Path::Full`] reason says why) when anything but pods
-//! changed (namespaces, policies, ClusterNetworkPolicies, nodes, options);
+//! and NetworkPolicies changed (namespaces, ClusterNetworkPolicies, nodes,
+//! options);
 //! when the cluster has ClusterNetworkPolicies (the tiered layout is not
 //! indexed); when a group coming or going would turn the drop-log index's
 //! pod addresses on or off; when a touched address belongs to more than one
@@ -73,7 +81,8 @@ pub enum Path {
     Incremental,
     /// The previous ruleset, edited by the changed pods' elements and by
     /// the group chains (with the policy chains and sets only they use)
-    /// that appeared or went with them.
+    /// that appeared or went with them, or by the changed NetworkPolicies'
+    /// chains and groups.
     Partial,
     /// A full compile, and why.
     Full(&'static str),
@@ -95,7 +104,9 @@ impl Path {
 pub struct Changes {
     /// Pods added, removed or changed.
     pub pods: BTreeSet<ObjectRef>,
-    /// Anything else changed (namespaces, policies, ClusterNetworkPolicies, nodes).
+    /// NetworkPolicies added, removed or changed.
+    pub policies: BTreeSet<ObjectRef>,
+    /// Anything else changed (namespaces, ClusterNetworkPolicies, nodes).
     pub other: bool,
 }
 
@@ -170,9 +181,9 @@ impl State {
     ) -> (Output, Path) {
         let reason = match self.index.as_mut() {
             None => "no index (first compile, or ClusterNetworkPolicies)",
-            Some(_) if changes.other => "namespaces, policies or nodes changed",
+            Some(_) if changes.other => "namespaces, ClusterNetworkPolicies or nodes changed",
             Some(ix) if !ix.same_options(opts) => "options changed",
-            Some(ix) => match ix.update(cluster, &changes.pods) {
+            Some(ix) => match ix.update_all(cluster, changes) {
                 Ok(Step::Structural) => {
                     let mut out = ix.compiled.clone();
                     out.diagnostics = diagnostics;
@@ -288,7 +299,9 @@ struct Index {
 enum Step {
     /// Only elements changed: these.
     Elements(Edits),
-    /// Group chains (and maybe policy chains and sets) came or went.
+    /// Group chains (and maybe policy chains and sets) came, went or were
+    /// rebuilt, or a policy moved pods between groups: the whole ruleset is
+    /// handed over.
     Structural,
 }
 
@@ -428,6 +441,19 @@ impl Index {
         Ok(c)
     }
 
+    /// Applies the changed policies, then the changed pods, to the previous
+    /// ruleset, or says why it cannot (the index is then of no use).
+    fn update_all(&mut self, cluster: &Cluster, changes: &Changes) -> Result<Step, &'static str> {
+        let policies = match changes.policies.is_empty() {
+            true => false,
+            false => self.update_policies(cluster, &changes.policies)?,
+        };
+        match self.update(cluster, &changes.pods)? {
+            Step::Elements(_) if policies => Ok(Step::Structural),
+            step => Ok(step),
+        }
+    }
+
     /// Applies the changed pods to the previous ruleset, or says why it
     /// cannot (and then changes nothing).
     fn update(
@@ -467,17 +493,7 @@ impl Index {
                 return Err("an address is shared by pods");
             }
         }
-        // Groups that appear (no chain yet) and go (their last pod leaves).
-        let mut came: Vec<GroupKey> = Vec::new();
-        let mut went: Vec<GroupKey> = Vec::new();
-        for (key, d) in &group_delta {
-            match self.groups.get(key) {
-                Some((_, n)) if *n as isize + d <= 0 => went.push(key.clone()),
-                Some(_) => {}
-                None if *d > 0 => came.push(key.clone()),
-                None => return Err("a pod leaves a group that has no chain"),
-            }
-        }
+        let (came, went) = self.came_went(&group_delta)?;
         let structural = !came.is_empty() || !went.is_empty();
         if structural && self.logs_flip(cluster, &came, &went) {
             return Err("drop logging of some group turns on or off");
@@ -495,13 +511,9 @@ impl Index {
             }
         }
         if structural {
-            self.restructure(cluster, &came, &went);
+            self.restructure(cluster, &came, &went, &BTreeSet::new());
         }
-        for (key, d) in group_delta {
-            if let Some((_, n)) = self.groups.get_mut(&key) {
-                *n = (*n as isize + d) as usize;
-            }
-        }
+        self.count_groups(group_delta);
         for (ip, d) in owner_delta {
             let n = self.owners.entry(ip).or_default();
             *n = (i64::from(*n) + d) as u32;
@@ -570,6 +582,7 @@ impl Index {
 
 mod build;
 mod partial;
+mod policies;
 
 #[cfg(test)]
 mod tests;

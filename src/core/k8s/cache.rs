@@ -223,8 +223,8 @@ impl ClusterCache {
     pub fn new() -> ClusterCache {
         ClusterCache {
             changes: Changes {
-                pods: BTreeSet::new(),
                 other: true,
+                ..Changes::default()
             },
             ..ClusterCache::default()
         }
@@ -265,7 +265,7 @@ impl ClusterCache {
             |p, d| convert::policy(p, Some(&src), d),
             &mut self.cluster.policies,
             &mut stats,
-            &mut other,
+            &mut self.changes.policies,
         ) {
             self.policy_versions += 1;
         }

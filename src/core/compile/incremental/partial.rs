@@ -1,7 +1,7 @@
 //! The partial path: group chains (with the policy chains and sets only
 //! they use) coming and going with the pods that change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{GroupKey, Index};
 use crate::core::model::{Cluster, Direction, ObjectRef};
@@ -50,10 +50,46 @@ impl Index {
         (stays || comes) != self.logs_any
     }
 
+    /// The groups that appear (no chain yet) and go (their last pod
+    /// leaves) when each group's pod count moves by `delta`.
+    pub(super) fn came_went(
+        &self,
+        delta: &BTreeMap<GroupKey, isize>,
+    ) -> Result<(Vec<GroupKey>, Vec<GroupKey>), &'static str> {
+        let (mut came, mut went) = (Vec::new(), Vec::new());
+        for (key, d) in delta {
+            match self.groups.get(key) {
+                Some((_, n)) if *n as isize + d <= 0 => went.push(key.clone()),
+                Some(_) => {}
+                None if *d > 0 => came.push(key.clone()),
+                None if *d < 0 => return Err("a pod leaves a group that has no chain"),
+                None => {}
+            }
+        }
+        Ok((came, went))
+    }
+
+    /// Moves each remaining group's pod count by `delta`.
+    pub(super) fn count_groups(&mut self, delta: BTreeMap<GroupKey, isize>) {
+        for (key, d) in delta {
+            if let Some((_, n)) = self.groups.get_mut(&key) {
+                *n = (*n as isize + d) as usize;
+            }
+        }
+    }
+
     /// Removes the chains of the groups in `went` (and the policy chains
     /// and sets only they used), adds those of `came` (and the policy
-    /// chains and sets they need), each where the full compile puts it.
-    pub(super) fn restructure(&mut self, cluster: &Cluster, came: &[GroupKey], went: &[GroupKey]) {
+    /// chains and sets they need), each where the full compile puts it; the
+    /// policy chains in `rebuild` are built anew while some group still
+    /// jumps to them (their policy changed), else removed.
+    pub(super) fn restructure(
+        &mut self,
+        cluster: &Cluster,
+        came: &[GroupKey],
+        went: &[GroupKey],
+        rebuild: &BTreeSet<(Direction, ObjectRef)>,
+    ) {
         use crate::core::nft::ruleset::Chain;
         let mut gone_chains: BTreeSet<String> = BTreeSet::new();
         for key in went {
@@ -93,6 +129,12 @@ impl Index {
                 .collect();
             new_policies
                 .retain(|(dir, p)| !existing.contains(names::policy_chain(*dir, p).as_str()));
+        }
+        for (dir, p) in rebuild {
+            gone_chains.insert(names::policy_chain(*dir, p));
+            if self.policy_uses.contains_key(&(*dir, p.clone())) {
+                new_policies.insert((*dir, p.clone()));
+            }
         }
         let rs = &mut self.compiled.ruleset;
         let mut maybe_unused: BTreeSet<String> = BTreeSet::new();

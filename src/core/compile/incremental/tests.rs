@@ -104,6 +104,7 @@ fn step(state: &mut State, c: &Cluster, changed: &[&str], other: bool) -> Path {
     let changes = Changes {
         pods: changed.iter().map(|n| ObjectRef::new("a", *n)).collect(),
         other,
+        ..Changes::default()
     };
     let (got, path) = state.compile(c, vec![], &changes, &opts());
     let want = compile_cluster(c, vec![], &opts());

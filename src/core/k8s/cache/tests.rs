@@ -179,7 +179,7 @@ fn changes_name_the_pods_and_flag_the_rest() {
     cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
     let relabel = Changes {
         pods: BTreeSet::from([id("p2")]),
-        other: false,
+        ..Changes::default()
     };
     assert_eq!(cache.take_changes(), relabel);
     pods.remove(0);
@@ -190,7 +190,8 @@ fn changes_name_the_pods_and_flag_the_rest() {
     cache.update(&arcs(&namespaces), &arcs(&pods), &arcs(&policies));
     let both = Changes {
         pods: BTreeSet::from([id("p1"), id("p2")]),
-        other: true,
+        policies: BTreeSet::from([id("allow")]),
+        other: false,
     };
     assert_eq!(cache.take_changes(), both);
 }
