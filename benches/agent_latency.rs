@@ -3,7 +3,7 @@
 //! from a write to the API server until the agent has applied the resulting
 //! change to the kernel, for a membership change (a pod getting its IP
 //! through the status subresource: element delta) and a structural change
-//! (a new policy: full replacement), at each scale; also the agent's start-up
+//! (a new policy: a structural apply, staged), at each scale; also the agent's start-up
 //! to its first table and its peak RSS (`VmHWM`).
 //!
 //! `cargo bench --bench agent_latency` prints p50/p99 per scale and kind.
@@ -26,6 +26,8 @@
 
 #[path = "agent_latency/churn.rs"]
 mod churn;
+#[path = "agent_latency/write.rs"]
+mod write;
 
 use nftpol_testkit::agent;
 use nftpol_testkit::control_plane::{self, ControlPlane};
@@ -34,16 +36,14 @@ use nftpol_testkit::{realistic, synth};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
+use write::{ms, pct, peak_rss_mb, pod_status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nftpol");
 const METRICS: &str = "127.0.0.1:9750";
-/// Requests in flight while writing the cluster.
-const IN_FLIGHT: usize = 32;
 
 fn applies() -> Option<(f64, f64, f64)> {
     agent::applies(METRICS)
@@ -63,94 +63,6 @@ fn wait_apply(before: (f64, f64, f64), started: Instant) -> ((f64, f64, f64), Du
         },
     );
     (now.expect("the wait ended on a change"), started.elapsed())
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-/// A pod's status as a kubelet writes it: `podIP` is `podIPs[0]`.
-fn pod_status(ips: &[&str]) -> Value {
-    json!({"status": {"phase": "Running", "podIP": ips[0],
-        "podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}})
-}
-
-/// Creates a pod without status, then writes its status (with the IPs)
-/// through the status subresource, as the kubelet would.
-async fn create_pod(client: &kube::Client, mut pod: Pod) -> kube::Result<()> {
-    let ns = pod.metadata.namespace.clone().unwrap();
-    let name = pod.metadata.name.clone().unwrap();
-    let status = pod.status.take();
-    let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    api.create(&PostParams::default(), &pod).await?;
-    let ips: Vec<String> = status
-        .and_then(|s| s.pod_ips)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|ip| ip.ip)
-        .collect();
-    if !ips.is_empty() {
-        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(pod_status(&ips)),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn create_policy(client: &kube::Client, pol: NetworkPolicy) -> kube::Result<()> {
-    let ns = pol.metadata.namespace.clone().unwrap();
-    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &pol)
-        .await
-        .map(drop)
-}
-
-/// Writes the synthetic cluster (namespaces, then pods with their status,
-/// then policies) with `IN_FLIGHT` requests in flight.
-async fn write_cluster(client: &kube::Client, objs: &nftpol::core::k8s::Objects) {
-    let nss = Api::<Namespace>::all(client.clone());
-    futures::stream::iter(objs.namespaces.iter().map(|(_, o)| {
-        let nss = &nss;
-        async move { nss.create(&PostParams::default(), o).await.map(drop) }
-    }))
-    .buffer_unordered(IN_FLIGHT)
-    .try_collect::<Vec<()>>()
-    .await
-    .expect("creating the namespaces");
-    futures::stream::iter(objs.pods.iter().map(|(_, o)| create_pod(client, o.clone())))
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("creating the pods");
-    futures::stream::iter(
-        objs.policies
-            .iter()
-            .map(|(_, o)| create_policy(client, o.clone())),
-    )
-    .buffer_unordered(IN_FLIGHT)
-    .try_collect::<Vec<()>>()
-    .await
-    .expect("creating the policies");
-}
-
-/// `VmHWM` of process `pid`, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb / 1024.0
 }
 
 /// Polls the applies counters until they have not moved for `quiet`
@@ -187,15 +99,9 @@ fn measure(
         .enable_all()
         .build()
         .unwrap();
-    let client = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).unwrap();
-        let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(conf).unwrap()
-    });
+    let client = write::admin_client(&rt, cp.admin_kubeconfig());
     let t = Instant::now();
-    rt.block_on(write_cluster(&client, objs));
+    rt.block_on(write::write_cluster(&client, objs));
     eprintln!(
         "{}: control plane up in {:.1} s; {} namespaces, {} pods (+ status), {} policies written in {:.1} s",
         scale.name,
@@ -302,7 +208,7 @@ fn measure(
         *kinds.entry(kind).or_insert(0) += 1;
         delta.push(took);
     }
-    // Structure: a new policy (a full replacement).
+    // Structure: a new policy (its chains, its pods' groups: a staged apply).
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
     let mut full = Vec::new();
     for i in 0..samples {
@@ -320,14 +226,14 @@ fn measure(
         let (now, took) = wait_apply(state, t);
         assert!(
             now.0 > state.0,
-            "a new policy selecting local pods is a full replacement"
+            "a new policy selecting local pods is a structural (staged) apply"
         );
         full.push(took);
     }
     let rss = peak_rss_mb(agent.pid());
     let (pods_n, pols_n) = (objs.pods.len(), objs.policies.len());
     println!(
-        "{:<7} pods {:>6} policies {:>5} | start to first table {} | new pod ({kinds:?}): p50 {} p99 {} | new policy (full): p50 {} p99 {} | agent peak RSS {:.0} MB",
+        "{:<7} pods {:>6} policies {:>5} | start to first table {} | new pod ({kinds:?}): p50 {} p99 {} | new policy (structural apply): p50 {} p99 {} | agent peak RSS {:.0} MB",
         scale.name,
         pods_n,
         pols_n,

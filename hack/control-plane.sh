@@ -18,6 +18,8 @@
 #                   --authorization-mode=RBAC, default admission plugins
 #                   (PodSecurity included) except ServiceAccount.
 # DIR/env holds the URLs and file names (sourceable); logs are DIR/*.log.
+# $NFTPOL_APISERVER_ARGS (words) are added to kube-apiserver's flags (e.g.
+# audit logging for a benchmark).
 #
 # Without kube-controller-manager: ServiceAccounts are not created for you,
 # namespaces never finish deleting, nothing is garbage-collected, and pods
@@ -145,6 +147,7 @@ run_apiserver() { # bin etcd_url api_port
     --authorization-mode=RBAC \
     --disable-admission-plugins=ServiceAccount \
     --endpoint-reconciler-type=none \
+    ${NFTPOL_APISERVER_ARGS:-} \
     </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"
   wait_ready kube-apiserver "$!" 90 "$api_url/readyz" \

@@ -16,7 +16,8 @@
 //! subject of at most one event per run, so no later event's change can be
 //! taken for an earlier one's.
 
-use super::{METRICS, pod_status};
+use super::METRICS;
+use super::write::pod_status;
 use nftpol_testkit::agent;
 use nftpol_testkit::bench::loadavg;
 use nftpol_testkit::nftmon::{self, Monitor};
@@ -376,6 +377,6 @@ pub fn run(
         (self_cpu + child_cpu) / wall * 100.0,
         self_cpu / wall * 100.0,
         child_cpu / wall * 100.0,
-        super::peak_rss_mb(pid),
+        super::write::peak_rss_mb(pid),
     );
 }

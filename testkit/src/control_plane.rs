@@ -84,6 +84,8 @@ pub struct ControlPlane {
     /// Our temporary directory (removed on drop); the script's DIR is `root/cp`.
     root: PathBuf,
     bin: PathBuf,
+    /// Extra kube-apiserver flags (`NFTPOL_APISERVER_ARGS`).
+    apiserver_args: String,
     kubeconfig: PathBuf,
     url: String,
     ca: PathBuf,
@@ -94,6 +96,12 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver (`hack/control-plane.sh up`, which waits
     /// for `/readyz`). Panics when that fails, with the script's output.
     pub fn start() -> ControlPlane {
+        ControlPlane::start_with(&[])
+    }
+
+    /// [`Self::start`], with `apiserver_args` added to kube-apiserver's flags
+    /// (also when [`Self::start_apiserver`] restarts it), e.g. audit logging.
+    pub fn start_with(apiserver_args: &[String]) -> ControlPlane {
         let bin = bin_dir().unwrap_or_else(|why| panic!("{why}"));
         let root = std::env::temp_dir().join(format!(
             "nftpol-cp-{}-{}",
@@ -107,6 +115,7 @@ impl ControlPlane {
             .arg("up")
             .arg(&dir)
             .env("NFTPOL_K8S_BIN", &bin)
+            .env("NFTPOL_APISERVER_ARGS", apiserver_args.join(" "))
             .stdin(Stdio::null())
             .output()
             .expect("hack/control-plane.sh runs");
@@ -124,6 +133,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             root,
             bin,
+            apiserver_args: apiserver_args.join(" "),
             kubeconfig: PathBuf::new(),
             url: String::new(),
             ca: PathBuf::new(),
@@ -179,6 +189,7 @@ impl ControlPlane {
         let out = Command::new(repo().join("hack/control-plane.sh"))
             .arg(sub)
             .arg(self.dir())
+            .env("NFTPOL_APISERVER_ARGS", &self.apiserver_args)
             .stdin(Stdio::null())
             .output()
             .expect("hack/control-plane.sh runs");

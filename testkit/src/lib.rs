@@ -40,6 +40,7 @@ pub mod oracle;
 pub mod plot;
 pub mod probe;
 pub mod realistic;
+pub mod relay;
 pub mod sctp;
 pub mod server;
 pub mod sock;

@@ -273,6 +273,16 @@ impl Monitor {
         let s = self.shared.lock().unwrap();
         (s.txns.clone(), s.overruns)
     }
+
+    /// How many transactions were seen so far (no copy, for polling).
+    pub fn count(&self) -> usize {
+        self.shared.lock().unwrap().txns.len()
+    }
+
+    /// When transaction `i` (counting from 0) was committed, once seen.
+    pub fn committed(&self, i: usize) -> Option<Instant> {
+        self.shared.lock().unwrap().txns.get(i).map(|t| t.at)
+    }
 }
 
 impl Drop for Monitor {

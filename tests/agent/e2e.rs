@@ -26,12 +26,11 @@
 
 use nftpol_testkit as kit;
 
-use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -42,6 +41,7 @@ use kit::listing::{self, Counters};
 use kit::netns;
 use kit::netns::Netns;
 use kit::probe::{self, Outcome};
+use kit::relay::Relay;
 use kit::wait_for;
 use kit::{ChecksumMode, Family, ProbeSpec, Proto, Shape, TopoSpec, Topology};
 
@@ -171,116 +171,6 @@ impl Api {
     fn restart(&self) {
         self.in_node1(ControlPlane::start_apiserver);
         *self.while_down.lock().unwrap() = None;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A TCP relay: node 2 reaches the API server over the node link.
-// ---------------------------------------------------------------------------------------------
-
-/// Accepts on `listen` and pipes every connection to `upstream`; everything it opens lives in
-/// the namespace of the thread that started it. Counts the connections it accepted; while
-/// [`Relay::cut`] it closes them at once (a partition). Stops (and cuts its connections) on drop.
-struct Relay {
-    stop: Arc<AtomicBool>,
-    cut: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Relay> {
-        let listener = TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let thread = {
-            let (stop, cut, accepted, conns) =
-                (stop.clone(), cut.clone(), accepted.clone(), conns.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let client = match listener.accept() {
-                        Ok((c, _)) => c,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                        Err(_) => continue,
-                    };
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                    if cut.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let _ = client.set_nonblocking(false);
-                    // API server down: the client sees its connection closed, like a refusal.
-                    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))
-                    else {
-                        continue;
-                    };
-                    let pairs = [
-                        (client.try_clone(), server.try_clone()),
-                        (server.try_clone(), client.try_clone()),
-                    ];
-                    let mut held = conns.lock().unwrap();
-                    held.retain(|s| s.peer_addr().is_ok());
-                    held.extend(client.try_clone());
-                    held.extend(server.try_clone());
-                    drop(held);
-                    // Cut while connecting: `cut` may have drained before this one was held.
-                    if cut.load(Ordering::Relaxed) {
-                        let _ = client.shutdown(std::net::Shutdown::Both);
-                        let _ = server.shutdown(std::net::Shutdown::Both);
-                        continue;
-                    }
-                    for pair in pairs {
-                        if let (Ok(mut from), Ok(mut to)) = pair {
-                            std::thread::spawn(move || {
-                                let _ = io::copy(&mut from, &mut to);
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                                let _ = from.shutdown(std::net::Shutdown::Both);
-                            });
-                        }
-                    }
-                }
-            })
-        };
-        Ok(Relay {
-            stop,
-            cut,
-            accepted,
-            conns,
-            thread: Some(thread),
-        })
-    }
-
-    /// Connections accepted so far (also those closed at once while cut).
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Cuts every open connection and closes new ones at once (`true`), or relays again.
-    fn cut(&self, cut: bool) {
-        self.cut.store(cut, Ordering::Relaxed);
-        if cut {
-            for c in self.conns.lock().unwrap().drain(..) {
-                let _ = c.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
