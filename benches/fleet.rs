@@ -408,6 +408,7 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
         ])
         .arg(kubeconfig)
         .env("RUST_LOG", "warn")
+        .env("GLIBC_TUNABLES", nftpol_testkit::agent::GLIBC_TUNABLES)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
         node.agent = Some(AgentProcess::spawn(&mut cmd));
@@ -423,7 +424,8 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
     let bytes_settled: Vec<(u64, u64)> = nodes.iter().map(|n| n.relay.bytes()).collect();
     let cpu = |nodes: &[Node]| -> Vec<f64> {
         let pid = |n: &Node| n.agent.as_ref().expect("spawned").pid();
-        nodes.iter().map(|n| cpu_seconds(pid(n)).0).collect()
+        let both = |(own, children): (f64, f64)| own + children;
+        nodes.iter().map(|n| both(cpu_seconds(pid(n)))).collect()
     };
     let cpu_settled = cpu(&nodes);
 
@@ -560,7 +562,7 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
         per_agent(&mut down2, " KB", 1e3 / per_min),
     );
     println!(
-        "  agent CPU (user + system): start-up {}; per change {}; steady state, per minute {}",
+        "  agent CPU (user + system, its `nft` processes included): start-up {}; per change {}; steady state, per minute {}",
         per_agent(&mut cpu_settled.clone(), " ms", 1e-3),
         per_agent(
             &mut minus(&cpu_changed, &cpu_settled),
