@@ -142,7 +142,6 @@ fn measure(
                     .split_whitespace(),
             )
             .env("RUST_LOG", "warn")
-            .env("GLIBC_TUNABLES", nftpol_testkit::agent::GLIBC_TUNABLES)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     );

@@ -408,7 +408,6 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
         ])
         .arg(kubeconfig)
         .env("RUST_LOG", "warn")
-        .env("GLIBC_TUNABLES", nftpol_testkit::agent::GLIBC_TUNABLES)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
         node.agent = Some(AgentProcess::spawn(&mut cmd));

@@ -1188,20 +1188,3 @@ fn the_chart_follows_the_crate_and_deploy() {
          deploy/manifests/04-crd-nodeprogramstatuses.yaml; copy it"
     );
 }
-
-/// The benchmarks measure the agent with the DaemonSet's allocator settings.
-#[test]
-fn the_benchmarks_run_the_agent_with_the_daemonsets_allocator_settings() {
-    let d = load();
-    let c = container(one(&d.daemonsets, "DaemonSet"));
-    let env = c.env.as_deref().unwrap_or_default();
-    let tunables = env
-        .iter()
-        .find(|e| e.name == "GLIBC_TUNABLES")
-        .and_then(|e| e.value.as_deref());
-    assert_eq!(
-        tunables,
-        Some(nftpol_testkit::agent::GLIBC_TUNABLES),
-        "deploy/ and testkit::agent::GLIBC_TUNABLES disagree"
-    );
-}

@@ -151,8 +151,3 @@ impl Drop for AgentProcess {
         let _ = self.0.wait();
     }
 }
-
-/// The allocator settings the DaemonSet gives the agent (`GLIBC_TUNABLES`
-/// in deploy/manifests/02-daemonset.yaml and the chart; `tests/deploy.rs`
-/// checks they agree), so benchmarks measure the agent as deployed.
-pub const GLIBC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
