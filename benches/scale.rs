@@ -39,8 +39,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use nftpol::core::k8s::slim::SlimPod;
 
 use anyhow::{Context, Result, bail, ensure};
 use nftpol::core::compile::Options;
@@ -108,7 +109,7 @@ fn opts(node: Option<&str>) -> Options {
 /// Objects as a watch store holds them (each in an `Arc`).
 struct Stored {
     namespaces: Vec<Arc<Namespace>>,
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Arc<SlimPod>>,
     policies: Vec<Arc<NetworkPolicy>>,
 }
 
@@ -120,7 +121,11 @@ impl Stored {
                 .iter()
                 .map(|o| Arc::new(o.1.clone()))
                 .collect(),
-            pods: objs.pods.iter().map(|o| Arc::new(o.1.clone())).collect(),
+            pods: objs
+                .pods
+                .iter()
+                .map(|o| Arc::new(SlimPod::from(&o.1)))
+                .collect(),
             policies: objs
                 .policies
                 .iter()
@@ -149,7 +154,15 @@ impl Stored {
         }
         Stored {
             namespaces: swap(&self.namespaces, &objs.namespaces),
-            pods: swap(&self.pods, &objs.pods),
+            pods: self
+                .pods
+                .iter()
+                .zip(&objs.pods)
+                .map(|(a, (_, n))| {
+                    let n = SlimPod::from(n);
+                    if **a == n { a.clone() } else { Arc::new(n) }
+                })
+                .collect(),
             policies: swap(&self.policies, &objs.policies),
         }
     }

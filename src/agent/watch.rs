@@ -35,7 +35,8 @@ use tokio::sync::Notify;
 use super::http::Health;
 use super::metrics::{Metrics, ResourceLabel};
 use super::worker::{Source, StoreState};
-use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod, strip};
+use crate::core::k8s::slim::SlimPod;
+use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, strip};
 
 /// Retry delays of one failed list/watch: exponential from [`Self::MIN`]
 /// doubling to [`Self::MAX`], each with up to 100 % random jitter added (so
@@ -125,7 +126,7 @@ impl Backoff for WatchBackoff {
 
 /// The reflectors' stores: stripped objects, kept current by the watches.
 pub(super) struct Stores {
-    pods: Store<Pod>,
+    pods: Store<SlimPod>,
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
     nodes: Store<Node>,
@@ -175,7 +176,7 @@ pub(super) fn start(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> Stores {
-    let (pods, pods_w) = reflector::store::<Pod>();
+    let (pods, pods_w) = reflector::store::<SlimPod>();
     let (namespaces, ns_w) = reflector::store::<Namespace>();
     let (policies, pol_w) = reflector::store::<NetworkPolicy>();
     let (nodes, node_w) = reflector::store::<Node>();
@@ -186,7 +187,7 @@ pub(super) fn start(
     let mut node_seen = NodeFingerprints::default();
     let wcfg = watcher::Config::default();
     let events = stream::select_all([
-        watcher(Api::<Pod>::all(client.clone()), wcfg.clone())
+        watcher(Api::<SlimPod>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::pod)
             .reflect(pods_w)

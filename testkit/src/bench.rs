@@ -48,7 +48,11 @@ pub fn relist(cache: &mut ClusterCache, objs: &Objects) {
     }
     cache.update(
         &arcs(&objs.namespaces),
-        &arcs(&objs.pods),
+        &objs
+            .pods
+            .iter()
+            .map(|o| Arc::new(nftpol::core::k8s::slim::SlimPod::from(&o.1)))
+            .collect::<Vec<_>>(),
         &arcs(&objs.policies),
     );
 }

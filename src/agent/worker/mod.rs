@@ -51,7 +51,8 @@ use super::{Config, http, stopped};
 use crate::core::compile::{Options, incremental};
 use crate::core::k8s::cache::ClusterCache;
 use crate::core::k8s::node_status::Held;
-use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, Pod};
+use crate::core::k8s::slim::SlimPod;
+use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node};
 use crate::kernel::enforcer::{Applied, Enforcer};
 
 /// Shortest wait after a failed apply; it doubles per failure up to [`RETRY_MAX`].
@@ -63,8 +64,8 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct StoreState {
     /// Namespaces.
     pub namespaces: Vec<Arc<Namespace>>,
-    /// Pods.
-    pub pods: Vec<Arc<Pod>>,
+    /// Pods (parsed slim).
+    pub pods: Vec<Arc<SlimPod>>,
     /// Network policies.
     pub policies: Vec<Arc<NetworkPolicy>>,
     /// ClusterNetworkPolicies (empty while their CRD is not installed).

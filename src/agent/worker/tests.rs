@@ -19,6 +19,7 @@ use crate::agent::Config;
 use crate::agent::http::{HEALTHZ, Health, respond};
 use crate::agent::metrics::{Metrics, ReasonLabel};
 use crate::core::compile::{DropLog, Options, compile_objects};
+use crate::core::k8s::slim::SlimPod;
 use crate::core::k8s::{Objects, Pod, load_paths};
 use crate::core::nft::ruleset::Ruleset;
 use crate::kernel::enforcer::Enforcer;
@@ -107,7 +108,11 @@ impl Source for TestSource {
                 .iter()
                 .map(|(_, o)| Arc::new(o.clone()))
                 .collect(),
-            pods: objs.pods.iter().map(|(_, o)| Arc::new(o.clone())).collect(),
+            pods: objs
+                .pods
+                .iter()
+                .map(|(_, o)| Arc::new(SlimPod::from(o)))
+                .collect(),
             policies: objs
                 .policies
                 .iter()

@@ -8,6 +8,7 @@
 //! gives for the same objects (tested below), so the compiler's output does
 //! not depend on which path built the model.
 
+use super::slim::SlimPod;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -73,7 +74,7 @@ fn address<K>(o: &Arc<K>) -> usize {
 pub struct ClusterCache {
     cluster: Cluster,
     namespaces: Seen<core::Namespace>,
-    pods: Seen<core::Pod>,
+    pods: Seen<SlimPod>,
     policies: Seen<net::NetworkPolicy>,
     cluster_policies: Seen<ClusterNetworkPolicy>,
     nodes: Seen<core::Node>,
@@ -237,7 +238,7 @@ impl ClusterCache {
     pub fn update(
         &mut self,
         namespaces: &[Arc<core::Namespace>],
-        pods: &[Arc<core::Pod>],
+        pods: &[Arc<SlimPod>],
         policies: &[Arc<net::NetworkPolicy>],
     ) -> UpdateStats {
         let src = api_source();
@@ -251,9 +252,9 @@ impl ClusterCache {
         }
         self.pods.update(
             pods,
-            |p: &core::Pod| &p.metadata,
+            |p: &SlimPod| &p.metadata,
             true,
-            |p, d| convert::pod(p, Some(&src), d).map(Arc::new),
+            |p, d| convert::pod(&p.to_pod(), Some(&src), d).map(Arc::new),
             &mut self.cluster.pods,
             &mut stats,
             &mut self.changes.pods,

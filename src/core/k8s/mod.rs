@@ -7,6 +7,7 @@ pub mod convert;
 pub mod lint_input;
 pub mod load;
 pub mod node_status;
+pub mod slim;
 pub mod strip;
 
 use crate::core::diag::Diagnostic;

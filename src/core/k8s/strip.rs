@@ -2,42 +2,21 @@
 //! stay small at 10k pods. Objects are rebuilt from the fields conversion
 //! reads (everything else left at its default, which holds no heap memory):
 //! metadata keeps name, namespace, labels, resourceVersion and nftpol's own
-//! annotations; a pod keeps `spec.nodeName`, `spec.hostNetwork`, each
-//! container's name and ports (and an init container's `restartPolicy`: a
-//! sidecar serves ports), `status.phase`, `status.podIP(s)`. Containers are
-//! kept even without ports, so a diagnostic's field path
-//! (`spec.containers[2].ports[0]`) names the same container.
+//! annotations. Pods are parsed as [`SlimPod`]s in the first place (each
+//! container's name, ports and `restartPolicy`, `spec.nodeName`,
+//! `spec.hostNetwork`, `status.phase`, `status.podIP(s)`): only their
+//! metadata is stripped here.
 
-use k8s_openapi::api::core::v1::{
-    Container, Namespace, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec, NodeStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// Strips a pod down to what conversion reads.
-pub fn pod(p: &mut Pod) {
+use super::slim::SlimPod;
+
+/// Strips a pod's metadata (a [`SlimPod`] holds nothing else conversion
+/// does not read).
+pub fn pod(p: &mut SlimPod) {
     meta(&mut p.metadata);
-    let container = |c: Container| Container {
-        name: c.name,
-        ports: c.ports,
-        restart_policy: c.restart_policy,
-        ..Container::default()
-    };
-    p.spec = p.spec.take().map(|s| PodSpec {
-        containers: s.containers.into_iter().map(container).collect(),
-        init_containers: s
-            .init_containers
-            .map(|cs| cs.into_iter().map(container).collect()),
-        host_network: s.host_network,
-        node_name: s.node_name,
-        ..PodSpec::default()
-    });
-    p.status = p.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        pod_ip: s.pod_ip,
-        pod_ips: s.pod_ips,
-        ..PodStatus::default()
-    });
 }
 
 /// Strips a namespace to its metadata (its spec and status are never read).
@@ -106,10 +85,11 @@ fn meta(m: &mut ObjectMeta) {
 mod tests {
     use super::*;
     use crate::core::k8s::cache::ClusterCache;
+    use k8s_openapi::api::core::v1::Pod;
     use std::sync::Arc;
 
     /// The model a cache builds from namespace `a` and `p`, and its diagnostics (both as text).
-    fn model_of(p: &Pod) -> (String, String) {
+    fn model_of(p: &SlimPod) -> (String, String) {
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).unwrap();
         let mut c = ClusterCache::new();
@@ -120,7 +100,7 @@ mod tests {
 
     #[test]
     fn stripping_keeps_what_the_model_reads() {
-        let mut p: Pod = serde_json::from_value(serde_json::json!({
+        let full: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "web", "namespace": "a", "labels": {"app": "web"},
                 "annotations": {"nftpol.io/x": "1", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
@@ -137,7 +117,8 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap();
-        let model = |p: &Pod| model_of(p).0;
+        let model = |p: &SlimPod| model_of(p).0;
+        let mut p = SlimPod::from(&full);
         let before = model(&p);
         pod(&mut p);
         assert_eq!(model(&p), before, "the model does not change");
@@ -145,9 +126,7 @@ mod tests {
         assert!(m.managed_fields.is_none() && m.owner_references.is_none());
         assert_eq!(m.annotations.as_ref().unwrap().len(), 1);
         let spec = p.spec.as_ref().unwrap();
-        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
         assert!(spec.containers[0].ports.is_some(), "named ports stay");
-        assert!(p.status.as_ref().unwrap().conditions.is_none());
     }
 
     /// Sidecars, a container without ports, a bad port (its diagnostic's
@@ -156,7 +135,7 @@ mod tests {
     /// conversion reads are left.
     #[test]
     fn a_stripped_pod_converts_the_same_and_keeps_only_what_is_read() {
-        let mut p: Pod = serde_json::from_value(serde_json::json!({
+        let mut p: SlimPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "a", "labels": {"app": "web"},
                          "uid": "u", "resourceVersion": "9", "generation": 1,
                          "creationTimestamp": "2026-12-04T10:00:00Z",
@@ -179,7 +158,7 @@ mod tests {
                        "startTime": "2026-12-04T10:00:01Z"}
         }))
         .unwrap();
-        let model = |p: &Pod| {
+        let model = |p: &SlimPod| {
             let (cluster, diags) = model_of(p);
             format!("{cluster} {diags}")
         };
@@ -190,7 +169,6 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&p).unwrap(),
             serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "web", "namespace": "a", "labels": {"app": "web"},
                              "resourceVersion": "9", "annotations": {"nftpol.io/x": "1"}},
                 "spec": {

@@ -2,7 +2,7 @@ use super::*;
 use crate::core::k8s::{Objects, to_cluster};
 use serde_json::json;
 
-fn pod(name: &str, rv: &str, app: &str, ip: &str) -> core::Pod {
+fn pod(name: &str, rv: &str, app: &str, ip: &str) -> SlimPod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "a", "resourceVersion": rv,
                      "labels": {"app": app}},
@@ -35,11 +35,11 @@ fn arcs<K: Clone>(objs: &[K]) -> Vec<Arc<K>> {
     objs.iter().cloned().map(Arc::new).collect()
 }
 
-fn objects(n: &[core::Namespace], p: &[core::Pod], q: &[net::NetworkPolicy]) -> Objects {
+fn objects(n: &[core::Namespace], p: &[SlimPod], q: &[net::NetworkPolicy]) -> Objects {
     let src = api_source;
     Objects {
         namespaces: n.iter().map(|o| (src(), o.clone())).collect(),
-        pods: p.iter().map(|o| (src(), o.clone())).collect(),
+        pods: p.iter().map(|o| (src(), o.to_pod())).collect(),
         policies: q.iter().map(|o| (src(), o.clone())).collect(),
         ..Objects::default()
     }
@@ -58,7 +58,7 @@ fn cached_model_equals_fresh_conversion() {
     ];
     let mut policies = vec![pol("allow", "6", "web")];
     let mut check = |n: &[core::Namespace],
-                     p: &[core::Pod],
+                     p: &[SlimPod],
                      q: &[net::NetworkPolicy],
                      expect_converted: usize,
                      expect_removed: usize| {
@@ -115,7 +115,7 @@ fn objects_are_recognised_by_address() {
         pod("p2", "3", "db", "10.0.0.2"),
     ]);
     let policies = arcs(&[pol("allow", "4", "web")]);
-    let check = |cache: &mut ClusterCache, pods: &[Arc<core::Pod>], conv, rem| {
+    let check = |cache: &mut ClusterCache, pods: &[Arc<SlimPod>], conv, rem| {
         let stats = cache.update(&namespaces, pods, &policies);
         assert_eq!((stats.converted, stats.removed), (conv, rem), "{stats:?}");
         assert_eq!(
@@ -123,7 +123,7 @@ fn objects_are_recognised_by_address() {
             1 + pods.len() + 1,
             "{stats:?}"
         );
-        let plain = |v: &[Arc<core::Pod>]| v.iter().map(|o| (**o).clone()).collect::<Vec<_>>();
+        let plain = |v: &[Arc<SlimPod>]| v.iter().map(|o| (**o).clone()).collect::<Vec<_>>();
         let nss: Vec<_> = namespaces.iter().map(|o| (**o).clone()).collect();
         let pols: Vec<_> = policies.iter().map(|o| (**o).clone()).collect();
         let (fresh, _) = to_cluster(&objects(&nss, &plain(pods), &pols));
