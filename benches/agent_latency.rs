@@ -141,7 +141,11 @@ fn measure(
                     .unwrap_or_default()
                     .split_whitespace(),
             )
-            .env("RUST_LOG", "warn")
+            // `NFTPOL_AGENT_LOG=info` shows the agent's own timeline.
+            .env(
+                "RUST_LOG",
+                std::env::var("NFTPOL_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     );
