@@ -44,6 +44,13 @@ pub struct ResourceLabel {
     pub resource: String,
 }
 
+/// `outcome` label of kernel batches: netlink, netlink_refused, nft.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// How the change reached the kernel.
+    pub outcome: String,
+}
+
 /// `result` label of status writes: ok, error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -205,6 +212,8 @@ pub struct Metrics {
     pub would_drop_packets: WouldDropCounts,
     /// Failed list/watch calls by resource.
     pub watch_errors: Family<ResourceLabel, Counter>,
+    /// Element changes and stages by how they reached the kernel.
+    pub kernel_batches: Family<OutcomeLabel, Counter>,
     /// Times the kernel dropped NFLOG messages because the reader's socket
     /// buffer was full.
     pub drop_log_overruns: Counter,
@@ -285,7 +294,7 @@ impl Metrics {
     pub const WATCHED: [&'static str; 3] = ["pods", "namespaces", "networkpolicies"];
 
     /// Metric names as exported (with the `nftpol_` prefix), for docs and tests.
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "nftpol_compile_duration_seconds",
         "nftpol_compile_path_total",
         "nftpol_apply_duration_seconds",
@@ -299,6 +308,7 @@ impl Metrics {
         "nftpol_dropped_packets_total",
         "nftpol_would_drop_packets_total",
         "nftpol_watch_errors_total",
+        "nftpol_kernel_batches_total",
         "nftpol_drop_log_overruns_total",
         "nftpol_drop_log_skipped_messages_total",
         "nftpol_drop_log_reader_state",
@@ -337,6 +347,14 @@ impl Metrics {
         let would_drop_packets = WouldDropCounts::default();
         let watch_errors = Family::<ResourceLabel, Counter>::default();
         let drop_log_overruns = Counter::default();
+        let kernel_batches = Family::<OutcomeLabel, Counter>::default();
+        // Every outcome from the start (0 until counted), so rates and
+        // alerts see the series before the first change.
+        for outcome in ["netlink", "netlink_refused", "nft"] {
+            let _ = kernel_batches.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
         let drop_log_skipped = Family::<ReasonLabel, Counter>::default();
         let drop_log_reader = Family::<StateLabel, Gauge>::default();
         let chain_drops = Arc::new(Mutex::new(BTreeMap::new()));
@@ -399,6 +417,11 @@ impl Metrics {
             "watch_errors",
             "Failed list/watch calls to the API server by resource; the agent keeps its last state and retries",
             watch_errors.clone(),
+        );
+        registry.register(
+            "kernel_batches",
+            "Element changes and stages of structural changes by how they reached the kernel: netlink (a batch the kernel acknowledged), netlink_refused (refused: the table is then replaced through nft), nft (as an nft script: intervals, batches too large, stages that create chains)",
+            kernel_batches.clone(),
         );
         registry.register(
             "drop_log_overruns",
@@ -490,6 +513,7 @@ impl Metrics {
             dropped_packets,
             would_drop_packets,
             watch_errors,
+            kernel_batches,
             drop_log_overruns,
             drop_log_skipped,
             drop_log_reader,

@@ -39,7 +39,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::kernel::enforcer::Enforcer;
-use crate::kernel::netlink::NetlinkElements;
+use crate::kernel::netlink::{NetlinkElements, Transports};
 use crate::kernel::nft::NftCli;
 use metrics::Metrics;
 
@@ -122,7 +122,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("synced; taking over table inet nftpol");
 
-    let enforcer = enforcer(&cfg);
+    let (enforcer, transports) = enforcer(&cfg);
     let feed = (!cfg.status_interval.is_zero()).then(|| {
         let ns = cfg
             .status_namespace
@@ -132,6 +132,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         status::start(&client, &ns, &cfg.node, cfg.status_interval, metrics.clone())
     });
     let mut worker = worker::Worker::new(cfg, enforcer, metrics, health);
+    if let Some(t) = transports {
+        worker = worker.with_transports(t);
+    }
     if let Some(feed) = feed {
         worker = worker.with_status(feed);
     }
@@ -164,11 +167,12 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
 /// The enforcer over `nft` and, unless `--element-updates nft`, a netlink
 /// socket for element changes (opened here, in the agent's network
 /// namespace); without a socket, element changes go through `nft` too.
-fn enforcer(cfg: &Config) -> Enforcer {
+/// With the socket, its counts for `nftpol_kernel_batches_total`.
+fn enforcer(cfg: &Config) -> (Enforcer, Option<Transports>) {
     let cli = NftCli::with_timeout(cfg.nft.clone(), cfg.nft_timeout);
     if !cfg.netlink_elements {
         tracing::info!("element changes through nft (--element-updates nft)");
-        return Enforcer::with(cli);
+        return (Enforcer::with(cli), None);
     }
     match NetlinkElements::open(cli.clone()) {
         Ok(nl) => {
@@ -176,11 +180,12 @@ fn enforcer(cfg: &Config) -> Enforcer {
                 max_batch = nl.max_batch(),
                 "element changes as netlink batches"
             );
-            Enforcer::with(nl)
+            let t = nl.transports();
+            (Enforcer::with(nl), Some(t))
         }
         Err(e) => {
             tracing::warn!(error = %e, "no netlink socket: element changes through nft");
-            Enforcer::with(cli)
+            (Enforcer::with(cli), None)
         }
     }
 }

@@ -241,6 +241,14 @@ fn a_refused_batch_changes_nothing() {
             generation: None,
         };
         nl.apply_elements(&change).unwrap();
+        // What the agent's nftpol_kernel_batches_total reports.
+        let t = nl.transports();
+        let count = |n: &Arc<AtomicU64>| n.load(Ordering::Relaxed);
+        assert_eq!(
+            (count(&t.netlink), count(&t.refused), count(&t.nft)),
+            (1, 1, 0),
+            "one batch acknowledged, one refused, none through nft"
+        );
         let added = good.sets[name].1.first().expect("one element");
         let get = std::process::Command::new("nft")
             .args(["get", "element", "inet", "nftpol", name])

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::droplog::DropLogFeed;
-use super::metrics::{Metrics, ObjectLabel, PathLabel, ReasonLabel};
+use super::metrics::{Metrics, ObjectLabel, OutcomeLabel, PathLabel, ReasonLabel};
 use super::status::{self, Feed};
 use super::{Config, http, stopped};
 use crate::core::compile::{Options, incremental};
@@ -54,6 +54,7 @@ use crate::core::k8s::node_status::Held;
 use crate::core::k8s::slim::SlimPod;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node};
 use crate::kernel::enforcer::{Applied, Enforcer};
+use crate::kernel::netlink::Transports;
 
 /// Shortest wait after a failed apply; it doubles per failure up to [`RETRY_MAX`].
 pub const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -108,6 +109,9 @@ pub struct Worker {
     /// The model's [`ClusterCache::policy_versions`] when the status feed
     /// last took the policies held (they are rebuilt only when it moves).
     held_version: Option<u64>,
+    /// The netlink transport's counts, and their values when last copied
+    /// into `nftpol_kernel_batches_total`.
+    transports: Option<(Transports, [u64; 3])>,
 }
 
 impl Worker {
@@ -128,6 +132,38 @@ impl Worker {
             health,
             status: None,
             held_version: None,
+            transports: None,
+        }
+    }
+
+    /// Counts how the netlink transport's changes went in
+    /// `nftpol_kernel_batches_total`.
+    pub fn with_transports(mut self, t: Transports) -> Worker {
+        self.transports = Some((t, [0; 3]));
+        self
+    }
+
+    /// Copies the transport's counts (since the last call) into the metric.
+    fn count_transports(&mut self) {
+        let Some((t, seen)) = self.transports.as_mut() else {
+            return;
+        };
+        let counts = [
+            ("netlink", &t.netlink),
+            ("netlink_refused", &t.refused),
+            ("nft", &t.nft),
+        ];
+        for (i, (outcome, n)) in counts.into_iter().enumerate() {
+            let now = n.load(Ordering::Relaxed);
+            if now > seen[i] {
+                self.metrics
+                    .kernel_batches
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(now - seen[i]);
+            }
+            seen[i] = now;
         }
     }
 
@@ -330,6 +366,7 @@ impl Worker {
         self.health.idle();
         self.enforcer = Some(enforcer);
         self.compiler = Some(compiler);
+        self.count_transports();
         let s = s.unwrap_or_default();
         match result {
             Ok(applied) => {

@@ -51,8 +51,22 @@ pub struct NetlinkElements {
     state: Mutex<State>,
     /// Largest batch one send may carry (the socket's send buffer).
     max_batch: usize,
-    /// Batches the kernel acknowledged.
-    applied: Arc<AtomicU64>,
+    /// How the transactions went.
+    counts: Transports,
+}
+
+/// Counts of the transactions [`NetlinkElements`] was given (element
+/// changes and stages; full replacements are not counted), by how they went
+/// to the kernel; shared, so the agent reads them for its metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Transports {
+    /// Sent as a netlink batch and acknowledged.
+    pub netlink: Arc<AtomicU64>,
+    /// Sent as a netlink batch and refused (the caller falls back).
+    pub refused: Arc<AtomicU64>,
+    /// Sent as an `nft -f` script instead (intervals, batches too large,
+    /// stages that create chains).
+    pub nft: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -84,7 +98,7 @@ impl NetlinkElements {
                 buf: vec![0; 1 << 16],
             }),
             max_batch,
-            applied: Arc::default(),
+            counts: Transports::default(),
         })
     }
 
@@ -92,7 +106,12 @@ impl NetlinkElements {
     /// through `nft` instead are not counted), still readable once the
     /// transport is handed to an enforcer.
     pub fn applied(&self) -> Arc<AtomicU64> {
-        self.applied.clone()
+        self.counts.netlink.clone()
+    }
+
+    /// All the counts (see [`Transports`]).
+    pub fn transports(&self) -> Transports {
+        self.counts.clone()
     }
 
     /// The largest batch sent over netlink (larger ones go through `nft`).
@@ -117,12 +136,17 @@ impl NetlinkElements {
         match encode(st.seq) {
             Some(batch) if batch.bytes.len() <= self.max_batch => {
                 st.seq = st.seq.wrapping_add(batch.acked.len() as u32 + 2);
-                st.send(&batch)?;
-                self.applied.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                let sent = st.send(&batch);
+                let counter = match &sent {
+                    Ok(()) => &self.counts.netlink,
+                    Err(_) => &self.counts.refused,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                sent
             }
             _ => {
                 drop(st);
+                self.counts.nft.fetch_add(1, Ordering::Relaxed);
                 self.cli.apply(&script())
             }
         }
@@ -225,7 +249,10 @@ impl Nft for NetlinkElements {
             Some(StageOps::Remove(r)) => {
                 self.send_or(|seq| encode::removal(r, seq), || stage.script.clone())
             }
-            None => self.cli.apply(&stage.script),
+            None => {
+                self.counts.nft.fetch_add(1, Ordering::Relaxed);
+                self.cli.apply(&stage.script)
+            }
         }
     }
 
