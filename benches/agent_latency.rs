@@ -95,11 +95,7 @@ fn measure(
     cp.kubectl_ok(&["apply", "--server-side", "-f", deploy.to_str().unwrap()]);
     let kubeconfig = cp.token_kubeconfig("nftpol", "nftpol");
     // One thread: every socket is opened from this thread, in this namespace.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = write::admin_client(&rt, cp.admin_kubeconfig());
+    let (rt, client) = write::admin(cp.admin_kubeconfig());
     let t = Instant::now();
     rt.block_on(write::write_cluster(&client, objs));
     eprintln!(

@@ -343,11 +343,7 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
 
     // The cluster, written from the hub (one thread: its sockets live there).
     netns::in_netns(hub.name(), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = write::admin_client(&rt, cp.admin_kubeconfig());
+        let (rt, client) = write::admin(cp.admin_kubeconfig());
         let t = Instant::now();
         rt.block_on(write::write_cluster(&client, &objs));
         let fleet: Namespace = serde_json::from_value(json!({
@@ -433,11 +429,7 @@ fn run(scale: synth::Scale, n: usize, samples: usize, quiet_secs: u64) {
     let mut deleted = Samples::default();
     let mut new_pod = Samples::default();
     netns::in_netns(hub.name(), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = write::admin_client(&rt, cp.admin_kubeconfig());
+        let (rt, client) = write::admin(cp.admin_kubeconfig());
         let policies = Api::<NetworkPolicy>::namespaced(client.clone(), "fleet");
         let pods = Api::<Pod>::namespaced(client.clone(), "fleet");
         let step = |write: &mut dyn FnMut(), into: &mut Samples, what: &str| {

@@ -14,16 +14,22 @@ use serde_json::{Value, json};
 /// Requests in flight while writing the cluster.
 const IN_FLIGHT: usize = 32;
 
-/// A client with the admin's kubeconfig (client certificate), built on
-/// `rt`: its sockets are opened from the namespace of the thread using it.
-pub fn admin_client(rt: &tokio::runtime::Runtime, kubeconfig: &Path) -> kube::Client {
-    rt.block_on(async {
+/// A current-thread runtime and a client with the admin's kubeconfig
+/// (client certificate) on it: its sockets are opened from the thread that
+/// uses them, so in that thread's network namespace.
+pub fn admin(kubeconfig: &Path) -> (tokio::runtime::Runtime, kube::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
         let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
         let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
         kube::Client::try_from(conf).unwrap()
-    })
+    });
+    (rt, client)
 }
 
 /// The `p` quantile of `v` (sorted in place; nearest rank).
