@@ -8,6 +8,19 @@ use super::{Index, Isolator, NamedSet, Scope, SetSource};
 use crate::core::compile::{Compiled, Options};
 use crate::core::model::{Cluster, NamespaceScope, Peer, Pod, PodMatch};
 
+impl Isolator {
+    /// `p` as an isolator; `None` when it isolates in no direction.
+    pub(super) fn of(p: &crate::core::model::Policy) -> Option<Isolator> {
+        (p.ingress.is_some() || p.egress.is_some()).then(|| Isolator {
+            id: p.id.clone(),
+            selector: p.pod_selector.clone(),
+            ingress: p.ingress.is_some(),
+            egress: p.egress.is_some(),
+            audit: p.audit,
+        })
+    }
+}
+
 impl Index {
     /// The index of a full compile; `None` for the tiered layout (with
     /// ClusterNetworkPolicies) or when the compile and the model disagree.
@@ -21,20 +34,8 @@ impl Index {
             return None;
         }
         let mut policies: HashMap<String, Vec<Isolator>> = HashMap::new();
-        for p in cluster.policies.values() {
-            if p.ingress.is_none() && p.egress.is_none() {
-                continue;
-            }
-            policies
-                .entry(p.id.namespace.clone())
-                .or_default()
-                .push(Isolator {
-                    id: p.id.clone(),
-                    selector: p.pod_selector.clone(),
-                    ingress: p.ingress.is_some(),
-                    egress: p.egress.is_some(),
-                    audit: p.audit,
-                });
+        for i in cluster.policies.values().filter_map(Isolator::of) {
+            policies.entry(i.id.namespace.clone()).or_default().push(i);
         }
         let groups = compiled
             .drop_log

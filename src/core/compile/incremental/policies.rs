@@ -93,17 +93,8 @@ impl Index {
     fn set_isolator(&mut self, cluster: &Cluster, id: &ObjectRef) {
         let list = self.policies.entry(id.namespace.clone()).or_default();
         list.retain(|i| i.id != *id);
-        if let Some(p) = cluster.policies.get(id)
-            && (p.ingress.is_some() || p.egress.is_some())
-        {
+        if let Some(isolator) = cluster.policies.get(id).and_then(Isolator::of) {
             let at = list.partition_point(|i| i.id < *id);
-            let isolator = Isolator {
-                id: id.clone(),
-                selector: p.pod_selector.clone(),
-                ingress: p.ingress.is_some(),
-                egress: p.egress.is_some(),
-                audit: p.audit,
-            };
             list.insert(at, isolator);
         }
         if list.is_empty() {
