@@ -3,13 +3,14 @@
 //! with backoff and verifies the kernel table on every resync.
 //!
 //! Timing, per burst of change signals:
-//! - leading edge: the first change to an idle agent (no apply in the last
-//!   `min_interval`, no backoff pending) is applied at once, so a lone event
+//! - leading edge: the first change to an idle agent (no apply started in
+//!   the last `min_interval`, no backoff pending) is applied at once, so a lone event
 //!   never waits for a quiet time; so is the first sync;
 //! - trailing batch: changes that arrive while an apply is recent are
 //!   coalesced: their apply runs once the signals have been quiet for
 //!   `min_interval`, never sooner than `min_interval` after the previous
-//!   apply, and never later than `max_delay` after the batch's first signal,
+//!   apply began (so a long apply, a structural change, does not also
+//!   delay the next batch), and never later than `max_delay` after the batch's first signal,
 //!   however busy the API server is;
 //! - after a failed apply the state stays dirty and the next attempt waits a
 //!   backoff (0.5 s doubling to 30 s; back to zero after a success). The
@@ -223,8 +224,10 @@ impl Worker {
                     }
                 }
             }
-            let ok = self.apply_once(source).await;
+            // The interval counts from the start of an apply: a long one
+            // (a structural change) does not also delay the next batch.
             last_apply = Instant::now();
+            let ok = self.apply_once(source).await;
             if self.status.as_ref().is_some_and(Feed::due) {
                 self.publish_status().await;
             }
