@@ -166,9 +166,9 @@ pub struct RunArgs {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:9750")]
     pub listen: std::net::SocketAddr,
-    /// Minimum time between applies: a change to an idle agent applies at
-    /// once; changes within this time of an apply are coalesced until they
-    /// are quiet this long (at most --max-delay).
+    /// Minimum time between the starts of two applies: a change to an idle
+    /// agent applies at once; changes within this time of an apply's start
+    /// are coalesced until they are quiet this long (at most --max-delay).
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub min_interval: std::time::Duration,
     /// Longest any event waits for its apply (under constant churn, how
