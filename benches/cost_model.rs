@@ -169,10 +169,7 @@ fn lstsq(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<Vec<f64>> {
 
 fn main() -> Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
-    let rounds: usize = std::env::var("NFTPOL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if bench { 3 } else { 1 });
+    let rounds: usize = nftpol_testkit::bench::env_or("NFTPOL_ROUNDS", if bench { 3 } else { 1 });
     let mut tables = tables(bench)?;
     let ns = netns::Netns::new("costmodel")?;
     for _ in 0..rounds {

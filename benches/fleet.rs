@@ -50,6 +50,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use nftpol_testkit::agent::AgentProcess;
+use nftpol_testkit::bench::env_or;
 use nftpol_testkit::control_plane::{self, ControlPlane};
 use nftpol_testkit::netns::{self, Netns};
 use nftpol_testkit::nftmon::{Monitor, cpu_seconds};
@@ -71,13 +72,6 @@ struct Node {
     monitor: Monitor,
     agent: Option<AgentProcess>,
     user: String,
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn ip(args: &[&str]) {

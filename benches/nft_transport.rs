@@ -322,12 +322,7 @@ fn run(scale: synth::Scale, rounds: usize, txns: usize) -> Result<()> {
 
 fn main() -> Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
-    let get = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let get = nftpol_testkit::bench::env_or::<usize>;
     let rounds = get("NFTPOL_ROUNDS", if bench { 5 } else { 2 });
     let txns = get("NFTPOL_TXNS", if bench { 40 } else { 5 });
     let names = std::env::var("NFTPOL_SCALES")

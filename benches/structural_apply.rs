@@ -190,10 +190,7 @@ fn main() -> Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
     let names = std::env::var("NFTPOL_SCALES")
         .unwrap_or_else(|_| if bench { "large,realistic" } else { "small" }.to_string());
-    let rounds: usize = std::env::var("NFTPOL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if bench { 10 } else { 2 });
+    let rounds: usize = nftpol_testkit::bench::env_or("NFTPOL_ROUNDS", if bench { 10 } else { 2 });
     println!(
         "== a structural change (a partial compile) to the kernel, step by step; {rounds} rounds x 2 directions"
     );

@@ -15,6 +15,15 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Environment variable `key` parsed as a `T` (a bench setting such as
+/// `NFTPOL_ROUNDS`), else `default` (also when it does not parse).
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The median of `v` in milliseconds (0 for none).
 pub fn median_ms(mut v: Vec<Duration>) -> f64 {
     if v.is_empty() {
