@@ -10,8 +10,9 @@
 //!   coalesced: their apply runs once the signals have been quiet for
 //!   `min_interval`, never sooner than `min_interval` after the previous
 //!   apply began (so a long apply, a structural change, does not also
-//!   delay the next batch), and never later than `max_delay` after the batch's first signal,
-//!   however busy the API server is;
+//!   delay the next batch), and never later than `max_delay` after the
+//!   batch's first signal (which may have come while the previous apply
+//!   ran), however busy the API server is;
 //! - after a failed apply the state stays dirty and the next attempt waits a
 //!   backoff (0.5 s doubling to 30 s; back to zero after a success). The
 //!   enforcer itself falls back from a failed delta to a full replacement.
@@ -186,6 +187,9 @@ impl Worker {
         let mut last_apply = Instant::now() - self.cfg.min_interval;
         let mut next_resync = Instant::now() + self.resync_period();
         let mut dirty = true; // the first sync always runs
+        // When the first change not yet applied arrived, if it came while an
+        // apply was running (the batch's wait counts from then).
+        let mut pending_since: Option<Instant> = None;
         loop {
             if !dirty {
                 let status_at = self.status.as_ref().and_then(Feed::wake);
@@ -206,14 +210,17 @@ impl Worker {
                     continue;
                 }
             }
-            // Leading edge: a change to an idle agent (the last apply at
-            // least min_interval ago, no backoff pending) is applied at once.
-            // Trailing batch: changes that come while an apply is recent
-            // are coalesced: wait for quiet, but never past max_delay.
-            let first = Instant::now();
+            // Leading edge: a change to an idle agent (the last apply began
+            // at least min_interval ago, no backoff pending) is applied at
+            // once. Trailing batch: changes that come while an apply is
+            // recent are coalesced: wait for quiet, but never past max_delay
+            // after the first of them (which may have come during the
+            // previous apply).
+            let now = Instant::now();
+            let first = pending_since.take().unwrap_or(now);
             let deadline = first + self.cfg.max_delay;
-            let earliest = (last_apply + self.cfg.min_interval).max(first + backoff);
-            if first < earliest {
+            let earliest = (last_apply + self.cfg.min_interval).max(now + backoff);
+            if now < earliest {
                 loop {
                     let quiet_until = Instant::now() + self.cfg.min_interval;
                     let wake = quiet_until.max(earliest).min(deadline.max(earliest));
@@ -227,17 +234,31 @@ impl Worker {
             // The interval counts from the start of an apply: a long one
             // (a structural change) does not also delay the next batch.
             last_apply = Instant::now();
-            let ok = self.apply_once(source).await;
+            // Changes arriving during the apply are not in it (it read the
+            // stores when it began): note when the first came.
+            let ok = {
+                let apply = self.apply_once(source);
+                tokio::pin!(apply);
+                loop {
+                    tokio::select! {
+                        ok = &mut apply => break ok,
+                        _ = changed.notified(), if pending_since.is_none() => {
+                            pending_since = Some(Instant::now());
+                        }
+                    }
+                }
+            };
             if self.status.as_ref().is_some_and(Feed::due) {
                 self.publish_status().await;
             }
             if ok {
-                dirty = false;
                 backoff = Duration::ZERO;
             } else {
                 backoff = (backoff * 2).clamp(RETRY_MIN, RETRY_MAX);
                 tracing::warn!(retry_in = ?backoff, "apply failed; previous ruleset stays in force");
             }
+            // Still dirty after a failure, or when changes came meanwhile.
+            dirty = !ok || pending_since.is_some();
         }
     }
 

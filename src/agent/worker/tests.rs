@@ -352,6 +352,55 @@ async fn max_delay_bounds_a_burst_that_never_goes_quiet() {
     run.stop().await;
 }
 
+/// Changes that arrive while an apply runs wait at most max_delay from
+/// the first of them, not from the end of that apply (under churn the
+/// quiet never comes, and an apply's duration used to add to the wait).
+#[tokio::test(start_paused = true)]
+async fn a_change_during_an_apply_waits_max_delay_from_its_arrival() {
+    let run = Run::start(Duration::ZERO, |_, _| {});
+    run.at(ms(1000)).await;
+    run.nft.hang();
+    run.source.add_peer(0);
+    run.changed.notify_one();
+    // The apply blocks in nft; virtual time stands still until advanced.
+    let start = std::time::Instant::now();
+    while run.nft.hung() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the apply never reached nft"
+        );
+        std::thread::sleep(ms(1));
+        tokio::task::yield_now().await;
+    }
+    for k in 1..=3 {
+        tokio::time::advance(ms(20)).await;
+        run.source.add_peer(k);
+        run.changed.notify_one();
+        // Let the worker's task see it now (as it would on a live runtime).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // The apply ends at 1.06 s (released: the delta is "killed", the same
+    // attempt replaces the table in full).
+    run.nft.release();
+    // Then a change every 30 ms until 3 s: never quiet.
+    for k in 4..70u8 {
+        run.at(ms(1060 + 30 * u64::from(k - 3))).await;
+        run.source.add_peer(k);
+        run.changed.notify_one();
+    }
+    let attempts = run.attempts();
+    assert_eq!(attempts[..2], [ms(0), ms(1000)]);
+    assert_eq!(
+        attempts[2],
+        ms(1020) + MAX_DELAY,
+        "max_delay after the first change that came during the apply (1.02 s), \
+         not after the apply's end (1.06 s)"
+    );
+    run.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_apply_retries_with_doubling_backoff_and_keeps_the_old_table() {
     let run = Run::start(Duration::ZERO, |_, _| {});
