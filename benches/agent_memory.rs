@@ -410,6 +410,11 @@ impl Agent {
                 self.enforcer.sync_edits(&e.edits).expect("a mirror"),
                 e.drop_log,
             ),
+            Output::Reshaped(r) => {
+                let current = self.compiler.current().expect("indexed");
+                let applied = self.enforcer.sync_touched(current, &r.touched);
+                (applied.expect("a mirror"), r.drop_log)
+            }
         };
         steps.sync = t.elapsed();
         self.drop_log = Some(Arc::new(drop_log));

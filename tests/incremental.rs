@@ -23,7 +23,7 @@ use nftpol::core::model::{
     Cidr, Cluster, IpBlock, NAMESPACE_NAME_LABEL, Namespace, NamespaceScope, Node, ObjectRef, Peer,
     Pod, PodMatch, Policy, Port, PortMatch, Protocol, Requirement, Rule, Selector,
 };
-use nftpol::core::nft::delta::diff;
+use nftpol::core::nft::delta::{diff, staged, staged_touched};
 use nftpol::core::nft::render::script;
 use nftpol::core::nft::ruleset::Ruleset;
 use nftpol_testkit::synth::Rng;
@@ -472,6 +472,30 @@ fn compile_checking_edits(
 ) -> (Compiled, Path) {
     match state.compile_edits(c, vec![], changes, opts) {
         (Output::Full(got), path) => (got, path),
+        (Output::Reshaped(r), path) => {
+            let current = state
+                .current()
+                .expect("a reshaped result is indexed")
+                .clone();
+            let mut mirror = prev.clone();
+            r.touched.apply_to(&mut mirror, &current);
+            assert_eq!(
+                mirror, current,
+                "event {step}: previous + what the partial compile names != new"
+            );
+            assert_eq!(
+                staged_touched(prev, &current, &r.touched, current.generation),
+                staged(prev, &current),
+                "event {step}: stages over the names touched != stages over the whole rulesets"
+            );
+            let got = Compiled {
+                ruleset: current,
+                diagnostics: r.diagnostics,
+                enforced_pods: r.enforced_pods,
+                drop_log: r.drop_log,
+            };
+            (got, path)
+        }
         (Output::Edited(e), path) => {
             let current = state
                 .current()

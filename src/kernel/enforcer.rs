@@ -22,7 +22,9 @@
 
 use super::listing;
 use super::nft::{ApplyError, Nft, NftCli};
-use crate::core::nft::delta::{Edits, ElementChange, Present, staged, staged_over};
+use crate::core::nft::delta::{
+    Edits, ElementChange, Present, Touched, staged, staged_over, staged_touched,
+};
 use crate::core::nft::render;
 use crate::core::nft::ruleset::{Generation, Ruleset, TABLE};
 
@@ -124,6 +126,45 @@ impl Enforcer {
             self.mirror = Some(new);
         }
         Some(applied)
+    }
+
+    /// Brings the kernel from the mirror to `new` when `touched` names
+    /// everything in which they differ (a partial compile's record): the
+    /// stages of [`staged_touched`], the mirror then updated by copying only
+    /// what is named. `None`, and nothing done, without a mirror or when the
+    /// change cannot be staged (a name changed kind): the caller then syncs
+    /// the whole ruleset. A refused stage falls back to replacing the whole
+    /// table with `new`.
+    pub fn sync_touched(
+        &mut self,
+        new: &Ruleset,
+        touched: &Touched,
+    ) -> Option<Result<Applied, ApplyError>> {
+        let mut mirror = self.mirror.take()?;
+        if touched.is_empty() {
+            self.mirror = Some(mirror);
+            return Some(Ok(Applied::Unchanged));
+        }
+        let generation = new.generation.map(|_| self.next_generation());
+        let Some(stages) = staged_touched(&mirror, new, touched, generation) else {
+            self.mirror = Some(mirror);
+            return None;
+        };
+        for stage in &stages {
+            if self.nft.apply_stage(stage).is_err() {
+                // What the kernel holds now is not known for sure.
+                let mut whole = new.clone();
+                let applied = self.full(&mut whole, None);
+                if applied.is_ok() {
+                    self.mirror = Some(whole);
+                }
+                return Some(applied);
+            }
+        }
+        touched.apply_to(&mut mirror, new);
+        mirror.generation = generation;
+        self.mirror = Some(mirror);
+        Some(Ok(Applied::Full))
     }
 
     /// The generation the kernel's table holds now, as far as this enforcer knows.
@@ -451,6 +492,85 @@ mod tests {
         assert_eq!(
             without_generation(c.mirror()),
             without_generation(a.mirror())
+        );
+    }
+
+    /// `sync_touched` sends the stages `sync` of the reshaped ruleset sends
+    /// and keeps the same mirror; without a mirror it does nothing; a
+    /// refused stage falls back to a full replacement.
+    #[test]
+    fn a_partial_compile_syncs_as_the_stages_of_the_reshaped_ruleset() {
+        use crate::core::compile::incremental::{Changes, Output, State};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (objs, _) = crate::core::k8s::load_paths(&[root.join("upstream-xyz")]);
+        let opts = crate::core::compile::Options::default();
+        let (mut cluster, _) = crate::core::k8s::to_cluster(&objs);
+        let mut state = State::default();
+        let first = state
+            .compile(&cluster, vec![], &Changes::default(), &opts)
+            .0
+            .ruleset;
+        // A policy deleted: its chains and its pods' group chains go.
+        let gone = cluster.policies.keys().next().cloned().expect("policies");
+        cluster.policies.remove(&gone);
+        let changes = Changes {
+            policies: [gone].into(),
+            ..Changes::default()
+        };
+        let (Output::Reshaped(r), _) = state.compile_edits(&cluster, vec![], &changes, &opts)
+        else {
+            panic!("a policy deleted is a partial compile");
+        };
+        assert!(!r.touched.chains.is_empty(), "chains come and go");
+        let second = state.current().expect("indexed").clone();
+        let (nft_a, nft_b) = (FakeNft::new(), FakeNft::new());
+        let (mut a, mut b) = (Enforcer::with(nft_a.clone()), Enforcer::with(nft_b.clone()));
+        a.sync(&first).unwrap();
+        b.sync(&first).unwrap();
+        assert_eq!(a.sync(&second).unwrap(), Applied::Full);
+        let g1 = b.generation();
+        let got = b.sync_touched(&second, &r.touched).expect("a mirror");
+        assert_eq!(got.unwrap(), Applied::Full);
+        // The same stages (the generations differ between the enforcers).
+        let scripts = |n: &FakeNft| -> Vec<String> {
+            n.calls()[1..]
+                .iter()
+                .map(|c| {
+                    c.script
+                        .lines()
+                        .filter(|l| !l.contains(crate::core::nft::names::GENERATION_SET))
+                        .filter(|l| !l.contains(crate::core::nft::names::STAMP_MAP))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect()
+        };
+        assert_eq!(scripts(&nft_b), scripts(&nft_a));
+        let mut want = second.clone();
+        want.generation = b.generation();
+        assert_eq!(b.mirror(), Some(&want), "the mirror is the new ruleset");
+        assert!(b.generation() > g1, "a new generation");
+
+        assert!(
+            Enforcer::with(FakeNft::new())
+                .sync_touched(&second, &r.touched)
+                .is_none()
+        );
+
+        let nft_c = FakeNft::new();
+        let mut c = Enforcer::with(nft_c.clone());
+        c.sync(&first).unwrap();
+        nft_c.fail_next(1);
+        assert_eq!(
+            c.sync_touched(&second, &r.touched).unwrap().unwrap(),
+            Applied::Full
+        );
+        let mut want = second.clone();
+        want.generation = c.generation();
+        assert_eq!(
+            c.mirror(),
+            Some(&want),
+            "replaced in full after the refusal"
         );
     }
 }

@@ -86,10 +86,12 @@ pub trait Source: Send + Sync {
 
 /// What a compile hands the enforcer.
 enum Handover {
-    /// A whole ruleset (full or partial compile).
+    /// A whole ruleset (a full compile).
     Ruleset(crate::core::nft::ruleset::Ruleset),
     /// Element edits of the previous one (the incremental path).
     Edits(crate::core::nft::delta::Edits),
+    /// The names of what a partial compile changed in the previous one.
+    Touched(crate::core::nft::delta::Touched),
 }
 
 /// The apply loop's state. See the module docs.
@@ -356,6 +358,12 @@ impl Worker {
                 e.drop_log,
                 Handover::Edits(e.edits),
             ),
+            incremental::Output::Reshaped(r) => (
+                r.diagnostics,
+                r.enforced_pods,
+                r.drop_log,
+                Handover::Touched(r.touched),
+            ),
         };
         let invalid = diagnostics.iter().filter(|d| d.is_error()).count();
         self.metrics.invalid_policies.set(invalid as i64);
@@ -381,6 +389,13 @@ impl Worker {
                     let current = compiler.current().expect("edited: indexed");
                     enforcer.sync_owned(current.clone())
                 }),
+                // Likewise for a partial compile's structural change.
+                Handover::Touched(touched) => {
+                    let current = compiler.current().expect("reshaped: indexed");
+                    enforcer
+                        .sync_touched(current, &touched)
+                        .unwrap_or_else(|| enforcer.sync_owned(current.clone()))
+                }
             };
             let s = compiler.current().or(enforcer.mirror()).map(|r| r.stats());
             (enforcer, compiler, r, s)

@@ -24,8 +24,9 @@
 //! code as the full compile, members found by a scan instead of the
 //! selector graph, revocation applied per chain), and they are put where
 //! the full compile puts them (group, audit group, policy chains, each
-//! section sorted by name). The result is a whole ruleset again (the
-//! enforcer stages the structural change).
+//! section sorted by name). The result names what changed ([`Touched`]),
+//! so the enforcer stages the change without copying or comparing whole
+//! rulesets.
 //!
 //! A NetworkPolicy added, deleted or changed takes the policy step first
 //! (`incremental/policies.rs`): its chains are rebuilt while some group
@@ -59,7 +60,7 @@ use crate::core::model::{
     Cluster, Direction, Family, NamespaceScope, ObjectRef, Peer, Pod, PodMatch, Protocol, Range,
     Selector,
 };
-use crate::core::nft::delta::Edits;
+use crate::core::nft::delta::{Edits, Touched};
 use crate::core::nft::names;
 use crate::core::nft::ruleset::{Element, Ruleset};
 
@@ -117,30 +118,6 @@ pub struct State {
     index: Option<Index>,
 }
 
-/// A compile's result: a new ruleset, or element edits of the previous one.
-#[derive(Debug)]
-pub enum Output {
-    /// A full compile.
-    Full(Compiled),
-    /// The previous result, edited.
-    Edited(Edited),
-}
-
-/// The incremental path's result: what turns the previous compile's
-/// ruleset into this one ([`State::current`] holds it), and the rest of
-/// [`Compiled`].
-#[derive(Debug)]
-pub struct Edited {
-    /// The element changes.
-    pub edits: Edits,
-    /// As [`Compiled::diagnostics`].
-    pub diagnostics: Vec<Diagnostic>,
-    /// As [`Compiled::enforced_pods`].
-    pub enforced_pods: usize,
-    /// As [`Compiled::drop_log`].
-    pub drop_log: super::droplog::Index,
-}
-
 impl State {
     /// The ruleset for `cluster`, incrementally from the previous one when
     /// `changes` allow it, else by a full compile (which rebuilds the
@@ -155,6 +132,16 @@ impl State {
     ) -> (Compiled, Path) {
         match self.compile_edits(cluster, diagnostics, changes, opts) {
             (Output::Full(c), path) => (c, path),
+            (Output::Reshaped(e), path) => {
+                let ruleset = self.current().expect("reshaped: indexed").clone();
+                let out = Compiled {
+                    ruleset,
+                    diagnostics: e.diagnostics,
+                    enforced_pods: e.enforced_pods,
+                    drop_log: e.drop_log,
+                };
+                (out, path)
+            }
             (Output::Edited(e), path) => {
                 let ruleset = self.current().expect("edited: indexed").clone();
                 let out = Compiled {
@@ -185,9 +172,13 @@ impl State {
             Some(ix) if !ix.same_options(opts) => "options changed",
             Some(ix) => match ix.update_all(cluster, changes) {
                 Ok(Step::Structural) => {
-                    let mut out = ix.compiled.clone();
-                    out.diagnostics = diagnostics;
-                    return (Output::Full(out), Path::Partial);
+                    let out = Reshaped {
+                        touched: std::mem::take(&mut ix.touched),
+                        diagnostics,
+                        enforced_pods: ix.compiled.enforced_pods,
+                        drop_log: ix.compiled.drop_log.clone(),
+                    };
+                    return (Output::Reshaped(out), Path::Partial);
                 }
                 Ok(Step::Elements(edits)) => {
                     let out = Edited {
@@ -293,6 +284,8 @@ struct Index {
     set_keys: BTreeMap<String, String>,
     /// (direction, policy) → how many group chains jump to its chain.
     policy_uses: HashMap<(Direction, ObjectRef), usize>,
+    /// What the structural steps of the current update changed, by name.
+    touched: Touched,
 }
 
 /// What [`Index::update`] did.
@@ -300,8 +293,8 @@ enum Step {
     /// Only elements changed: these.
     Elements(Edits),
     /// Group chains (and maybe policy chains and sets) came, went or were
-    /// rebuilt, or a policy moved pods between groups: the whole ruleset is
-    /// handed over.
+    /// rebuilt, or a policy moved pods between groups: [`Index::touched`]
+    /// names what changed.
     Structural,
 }
 
@@ -444,12 +437,16 @@ impl Index {
     /// Applies the changed policies, then the changed pods, to the previous
     /// ruleset, or says why it cannot (the index is then of no use).
     fn update_all(&mut self, cluster: &Cluster, changes: &Changes) -> Result<Step, &'static str> {
+        self.touched = Touched::default();
         let policies = match changes.policies.is_empty() {
             true => false,
             false => self.update_policies(cluster, &changes.policies)?,
         };
         match self.update(cluster, &changes.pods)? {
-            Step::Elements(_) if policies => Ok(Step::Structural),
+            Step::Elements(edits) if policies => {
+                self.touch_edits(&edits);
+                Ok(Step::Structural)
+            }
             step => Ok(step),
         }
     }
@@ -537,7 +534,10 @@ impl Index {
             };
         }
         Ok(match structural {
-            true => Step::Structural,
+            true => {
+                self.touch_edits(&out);
+                Step::Structural
+            }
             false => Step::Elements(out),
         })
     }
@@ -581,8 +581,11 @@ impl Index {
 }
 
 mod build;
+mod output;
 mod partial;
 mod policies;
+
+pub use output::{Edited, Output, Reshaped};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,9 @@ use super::ruleset::{Element, Generation, Ruleset, TABLE};
 use super::{names, render};
 
 mod edits;
+mod touched;
 pub use edits::{Edits, ElementChange, MapElements};
+pub use touched::Touched;
 
 /// How to go from one ruleset to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,12 +254,42 @@ pub const STAGE_HEADER: &str = "# nftpol: structural change, stage";
 /// in place (a set's type or comment, a chain's hook or comment): then the
 /// caller replaces everything in one transaction.
 pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
-    let old_chains: BTreeMap<&str, &Chain> =
-        old.chains.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    staged_in(old, new, None, new.generation)
+}
+
+/// [`staged`] when everything that differs between `old` and `new` is
+/// named in `touched` (a partial compile's record): only those chains,
+/// sets and maps are looked at, so neither ruleset is compared whole; the
+/// generation goes to `generation` (the enforcer's, not `new`'s). The
+/// stages are those [`staged`] gives for the same two rulesets.
+pub fn staged_touched(
+    old: &Ruleset,
+    new: &Ruleset,
+    touched: &Touched,
+    generation: Option<Generation>,
+) -> Option<Vec<Stage>> {
+    staged_in(old, new, Some(touched), generation)
+}
+
+fn staged_in(
+    old: &Ruleset,
+    new: &Ruleset,
+    scope: Option<&Touched>,
+    new_generation: Option<Generation>,
+) -> Option<Vec<Stage>> {
+    let chain_in = |n: &str| scope.is_none_or(|t| t.chains.contains(n));
+    let old_chains: BTreeMap<&str, &Chain> = old
+        .chains
+        .iter()
+        .filter(|(n, _)| chain_in(n))
+        .map(|(n, c)| (n.as_str(), c))
+        .collect();
     let mut create = String::new();
     let mut flush = String::new();
     let mut switch = String::new();
-    for (name, c) in &new.chains {
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    for (name, c) in new.chains.iter().filter(|(n, _)| chain_in(n)) {
+        kept.insert(name);
         match old_chains.get(name.as_str()) {
             Some(o) if o.hook != c.hook || o.comment != c.comment => return None,
             Some(o) if o.rules == c.rules => {}
@@ -269,14 +301,40 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
             None => render::chain_decl(&mut create, name, c),
         }
     }
-    for (name, sn) in &new.sets {
+    // Sets and maps: every one (or the touched ones), by name.
+    let names = scope.map(|t| &t.sets);
+    let (old_sets, old_maps): (Vec<&str>, Vec<&str>) = match names {
+        None => (
+            old.sets.keys().map(String::as_str).collect(),
+            old.maps.keys().map(String::as_str).collect(),
+        ),
+        Some(n) => (
+            n.iter()
+                .map(String::as_str)
+                .filter(|k| old.sets.contains_key(*k))
+                .collect(),
+            n.iter()
+                .map(String::as_str)
+                .filter(|k| old.maps.contains_key(*k))
+                .collect(),
+        ),
+    };
+    let new_sets: Vec<(&String, &super::ruleset::Set)> = match names {
+        None => new.sets.iter().collect(),
+        Some(n) => n.iter().filter_map(|k| new.sets.get_key_value(k)).collect(),
+    };
+    let new_maps: Vec<(&String, &super::ruleset::VerdictMap)> = match names {
+        None => new.maps.iter().collect(),
+        Some(n) => n.iter().filter_map(|k| new.maps.get_key_value(k)).collect(),
+    };
+    for (name, sn) in new_sets {
         match old.sets.get(name) {
             Some(so) if so.kind != sn.kind || so.comment != sn.comment => return None,
             Some(_) => {}
             None => render::set_decl(&mut create, name, sn),
         }
     }
-    for (name, mn) in &new.maps {
+    for (name, mn) in new_maps {
         match old.maps.get(name) {
             Some(mo) if mo.family != mn.family || mo.comment != mn.comment => return None,
             Some(_) => {}
@@ -284,32 +342,33 @@ pub fn staged(old: &Ruleset, new: &Ruleset) -> Option<Vec<Stage>> {
         }
     }
     // The element changes of what both have: once, for the script and as data.
-    let edits = Edits::of_common(old, new);
+    let edits = Edits::of_common_in(old, new, names);
     let mut d = Elements::of(&edits);
-    match (old.generation, new.generation) {
+    match (old.generation, new_generation) {
         (Some(o), Some(n)) => d.adds.push_str(&generation_script(o, n)),
         (None, Some(n)) => render::generation(&mut create, n),
         (Some(_), None) | (None, None) => {}
     }
-    let gen_gone = old.generation.is_some() && new.generation.is_none();
+    let gen_gone = old.generation.is_some() && new_generation.is_none();
     let remove = removal(
-        old.chains.iter().map(|(n, _)| n.as_str()),
-        old.maps
-            .keys()
-            .map(String::as_str)
+        old.chains
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| chain_in(n)),
+        old_maps
+            .into_iter()
             .filter(|n| !new.maps.contains_key(*n))
             .chain(gen_gone.then_some(names::STAMP_MAP)),
-        old.sets
-            .keys()
-            .map(String::as_str)
+        old_sets
+            .into_iter()
             .filter(|n| !new.sets.contains_key(*n))
             .chain(gen_gone.then_some(names::GENERATION_SET)),
-        new,
+        &kept,
     );
     // A switch that refills no chain is element changes only: as data too.
     let switch_ops = (flush.is_empty() && switch.is_empty()).then(|| StageOps::Elements {
         edits,
-        generation: old.generation.zip(new.generation),
+        generation: old.generation.zip(new_generation),
     });
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
     second.push_str(&block_or_empty(&switch));
@@ -391,7 +450,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
         present.chains.iter().map(|(n, _)| n.as_str()),
         maps.iter().copied().filter(|n| !kept_map(n)),
         sets.iter().copied().filter(|n| !kept_set(n)),
-        new,
+        &new.chains.iter().map(|(n, _)| n.as_str()).collect(),
     );
     Some(stages_of(
         (block_or_empty(&create), None),
@@ -400,18 +459,17 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
     ))
 }
 
-/// The last stage: flush the chains of `chains` that `new` does not have
-/// (their rules hold references to the rest), then delete the maps and sets
-/// given, and those chains; as a script and as data.
+/// The last stage: flush the chains of `chains` not `kept` (the new
+/// ruleset's: their rules hold references to the rest), then delete the
+/// maps and sets given, and those chains; as a script and as data.
 fn removal<'a>(
     chains: impl Iterator<Item = &'a str>,
     maps: impl Iterator<Item = &'a str>,
     sets: impl Iterator<Item = &'a str>,
-    new: &Ruleset,
+    kept: &BTreeSet<&str>,
 ) -> (String, Option<StageOps>) {
     // By name: a node table has thousands of chains (a scan per chain was
     // quadratic: milliseconds per structural change).
-    let kept: BTreeSet<&str> = new.chains.iter().map(|(n, _)| n.as_str()).collect();
     let r = Removal {
         chains: chains
             .filter(|n| !kept.contains(n))

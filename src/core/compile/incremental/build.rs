@@ -65,6 +65,7 @@ impl Index {
             by_match: BTreeMap::new(),
             set_keys: recorded.set_keys,
             policy_uses: HashMap::new(),
+            touched: Default::default(),
         };
         for (dir, pols, _) in ix.groups.keys() {
             for p in pols {

@@ -8,6 +8,13 @@ use crate::core::model::{Cluster, Direction, ObjectRef};
 use crate::core::nft::names;
 
 impl Index {
+    /// Records the sets and maps `edits` change in [`Index::touched`].
+    pub(super) fn touch_edits(&mut self, edits: &crate::core::nft::delta::Edits) {
+        let t = &mut self.touched.sets;
+        t.extend(edits.sets.keys().cloned());
+        t.extend(edits.maps.keys().cloned());
+    }
+
     /// Forgets a set the ruleset no longer has.
     pub(super) fn remove_source(&mut self, set: &str) {
         for (_, sets) in self.matches.iter_mut() {
@@ -147,6 +154,10 @@ impl Index {
             });
             false
         });
+        // Everything removed or built here, by name (the sets the removed
+        // chains named may go; those the new ones name may be new).
+        self.touched.sets.extend(maybe_unused.iter().cloned());
+        self.touched.chains.extend(gone_chains);
         // The pods enforced here after the change (local named-port sets).
         let enforced: BTreeSet<ObjectRef> = cluster
             .pods
@@ -184,6 +195,11 @@ impl Index {
         let new_chains: Vec<(String, Chain)> =
             partial.groups.into_iter().chain(partial.policies).collect();
         for (name, chain) in new_chains {
+            self.touched.chains.insert(name.clone());
+            let touched = &mut self.touched.sets;
+            chain_sets(&chain, |s| {
+                touched.insert(s.to_string());
+            });
             let r = rank(self, &name);
             let at = self
                 .compiled

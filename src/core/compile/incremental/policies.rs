@@ -109,6 +109,7 @@ impl Index {
             let chain = self.groups.get(key).map(|(name, _)| name.clone());
             for ip in ips {
                 let map = names::dispatch_map(key.0, Family::of(ip));
+                self.touched.sets.insert(map.clone());
                 let elements = &mut self
                     .compiled
                     .ruleset

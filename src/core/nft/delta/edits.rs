@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::{Elements, Update, generation_script};
-use crate::core::nft::ruleset::{Element, Generation, Ruleset, VerdictMap};
+use crate::core::nft::ruleset::{Element, Generation, Ruleset, Set, VerdictMap};
 
 /// A verdict map's elements: address → the chain it jumps to.
 pub type MapElements = BTreeMap<IpAddr, String>;
@@ -35,8 +35,18 @@ impl Edits {
     /// The element changes of the sets and maps `old` and `new` both have
     /// (by name; the rest is not looked at).
     pub fn of_common(old: &Ruleset, new: &Ruleset) -> Edits {
+        Edits::of_common_in(old, new, None)
+    }
+
+    /// [`Edits::of_common`] over the sets and maps named in `names` only
+    /// (all of them for `None`).
+    pub fn of_common_in(old: &Ruleset, new: &Ruleset, names: Option<&BTreeSet<String>>) -> Edits {
         let mut e = Edits::default();
-        for (name, sn) in &new.sets {
+        let sets: Vec<(&String, &Set)> = match names {
+            None => new.sets.iter().collect(),
+            Some(n) => n.iter().filter_map(|k| new.sets.get_key_value(k)).collect(),
+        };
+        for (name, sn) in sets {
             let Some(so) = old.sets.get(name) else {
                 continue;
             };
@@ -47,7 +57,11 @@ impl Edits {
                 e.sets.insert(name.clone(), (deleted, added));
             }
         }
-        for (name, mn) in &new.maps {
+        let maps: Vec<(&String, &VerdictMap)> = match names {
+            None => new.maps.iter().collect(),
+            Some(n) => n.iter().filter_map(|k| new.maps.get_key_value(k)).collect(),
+        };
+        for (name, mn) in maps {
             let Some(mo) = old.maps.get(name) else {
                 continue;
             };
