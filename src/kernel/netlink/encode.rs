@@ -15,11 +15,14 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage,
+};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
-    RuleMessage, SetAttribute, SetElementAttribute, SetElementList, SetElementMessage, SetMessage,
-    Verdict, VerdictAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
+    SetElementMessage, SetMessage, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
@@ -33,23 +36,70 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NLMSG_ERROR: u16 = 2;
 /// Elements per message: keeps one message far below the socket buffer.
 const ELEMENTS_PER_MESSAGE: usize = 512;
+/// `NFTA_DATA_VALUE`.
+const NFTA_DATA_VALUE: u16 = 1;
 
 /// One element of a set or map as the kernel takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Elem {
-    key: Vec<u8>,
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Elem {
+    pub(super) key: Vec<u8>,
+    /// Closes the interval the element before it opened
+    /// (`NFT_SET_ELEM_INTERVAL_END`).
+    pub(super) end: bool,
+    /// A concatenated interval's last key (`NFTA_SET_ELEM_KEY_END`).
+    pub(super) key_end: Option<Vec<u8>>,
     /// A map's value.
-    data: Option<DataAttribute>,
+    pub(super) data: Option<DataAttribute>,
+    /// libnftnl's user data (`NFTA_SET_ELEM_USERDATA`).
+    pub(super) userdata: Option<Vec<u8>>,
 }
+
+impl Elem {
+    /// An element that is its key.
+    pub(super) fn key(key: Vec<u8>) -> Elem {
+        Elem {
+            key,
+            ..Elem::default()
+        }
+    }
+}
+
+/// One message of a batch: what it carries, its extra flags, and what it
+/// does (for error messages).
+pub(super) type Message = (NfTablesMessage, u16, String);
 
 /// The messages of one transaction, ready to send.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Batch begin, the element messages, batch end.
+    /// Batch begin, the messages, batch end.
     pub bytes: Vec<u8>,
-    /// Sequence numbers of the element messages (each asks for an
-    /// acknowledgement), with what each does (for error messages).
-    pub acked: Vec<(u32, String)>,
+    /// Sequence number of each message between begin and end (they follow
+    /// the begin's), with what it does. Only the last asks for an
+    /// acknowledgement: the kernel reports every message it refuses
+    /// anyway, and an acknowledgement per message would overflow the
+    /// socket's receive buffer on a batch of thousands of rules.
+    pub messages: Vec<(u32, String)>,
+}
+
+impl Batch {
+    /// What the message numbered `seq` does; the begin or end of the batch
+    /// for theirs; `None` for any other number.
+    pub fn describe(&self, seq: u32) -> Option<&str> {
+        let first = self.messages.first()?.0;
+        let begin = first.wrapping_sub(1);
+        let end = first.wrapping_add(self.messages.len() as u32);
+        if seq == begin || seq == end {
+            return Some("the batch");
+        }
+        let i = seq.wrapping_sub(first) as usize;
+        self.messages.get(i).map(|(_, w)| w.as_str())
+    }
+
+    /// The sequence number of the message whose acknowledgement says the
+    /// kernel took the batch.
+    pub fn acked(&self) -> u32 {
+        self.messages.last().map_or(0, |(s, _)| *s)
+    }
 }
 
 /// The address's bytes as the kernel keys it (network order).
@@ -80,19 +130,35 @@ fn jump(chain: &str) -> DataAttribute {
     ])
 }
 
-fn map_elems(m: &MapElements) -> Vec<Elem> {
-    m.iter()
-        .map(|(ip, chain)| Elem {
-            key: addr(ip),
-            data: Some(jump(chain)),
-        })
-        .collect()
+/// A dispatch map's element: address to `jump` chain.
+pub(super) fn map_elem(ip: &IpAddr, chain: &str) -> Elem {
+    Elem {
+        data: Some(jump(chain)),
+        ..Elem::key(addr(ip))
+    }
 }
 
-fn set_elems(s: &std::collections::BTreeSet<Element>) -> Option<Vec<Elem>> {
-    s.iter()
-        .map(|e| key(e).map(|key| Elem { key, data: None }))
-        .collect()
+fn map_elems(m: &MapElements) -> Vec<Elem> {
+    m.iter().map(|(ip, chain)| map_elem(ip, chain)).collect()
+}
+
+/// Elements of a set that is not an interval set; `None` when one is an
+/// interval.
+pub(super) fn set_elems<'a>(s: impl IntoIterator<Item = &'a Element>) -> Option<Vec<Elem>> {
+    s.into_iter().map(|e| key(e).map(Elem::key)).collect()
+}
+
+/// The element of `ct-generation` holding `stamp` (a `mark`: host order).
+pub(super) fn generation_elem(stamp: u32) -> Elem {
+    Elem::key(stamp.to_ne_bytes().to_vec())
+}
+
+/// The element of `ct-stamp` mapping the unstamped mark 0 to `stamp`.
+pub(super) fn stamp_elem(stamp: u32) -> Elem {
+    Elem {
+        data: Some(DataAttribute::Value(stamp.to_ne_bytes().to_vec())),
+        ..Elem::key(0u32.to_ne_bytes().to_vec())
+    }
 }
 
 /// What one transaction does, in the order the script would: every
@@ -112,21 +178,12 @@ fn operations(change: &ElementChange) -> Option<Vec<(bool, String, Vec<Elem>)>> 
     let mut ops = deletes;
     ops.extend(adds);
     if let Some((old, new)) = change.generation {
-        let mark = |m: u32| m.to_ne_bytes().to_vec();
         let gen_set = names::GENERATION_SET.to_string();
         let stamp_map = names::STAMP_MAP.to_string();
-        let set_elem = |m: u32| Elem {
-            key: mark(m),
-            data: None,
-        };
-        let stamp = |m: u32| Elem {
-            key: mark(0),
-            data: Some(DataAttribute::Value(mark(m))),
-        };
-        ops.push((false, gen_set.clone(), vec![set_elem(old.stamp())]));
-        ops.push((false, stamp_map.clone(), vec![stamp(old.stamp())]));
-        ops.push((true, gen_set, vec![set_elem(new.stamp())]));
-        ops.push((true, stamp_map, vec![stamp(new.stamp())]));
+        ops.push((false, gen_set.clone(), vec![generation_elem(old.stamp())]));
+        ops.push((false, stamp_map.clone(), vec![stamp_elem(old.stamp())]));
+        ops.push((true, gen_set, vec![generation_elem(new.stamp())]));
+        ops.push((true, stamp_map, vec![stamp_elem(new.stamp())]));
     }
     ops.retain(|(_, _, elems)| !elems.is_empty());
     Some(ops)
@@ -159,35 +216,68 @@ pub fn batch(change: &ElementChange, seq: u32) -> Option<Batch> {
     let ops = operations(change)?;
     let mut messages = Vec::new();
     for (add, set, elems) in ops {
-        for chunk in elems.chunks(ELEMENTS_PER_MESSAGE) {
-            let list = chunk
-                .iter()
-                .map(|e| {
-                    let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(
-                        e.key.clone(),
-                    ))];
-                    if let Some(d) = &e.data {
-                        attrs.push(SetElementAttribute::Data(d.clone()));
-                    }
-                    ListAttribute::Element(attrs)
-                })
-                .collect();
-            let msg = SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(TABLE.to_string()),
-                    SetElementList::Set(set.clone()),
-                    SetElementList::Elements(list),
-                ],
-            };
-            let verb = if add { "add" } else { "delete" };
-            let what = format!("{verb} {} element(s) in {set}", chunk.len());
-            messages.push(match add {
-                true => (NfTablesMessage::NewSetElement(msg), NLM_F_CREATE, what),
-                false => (NfTablesMessage::DeleteSetElement(msg), 0, what),
-            });
-        }
+        messages.extend(element_messages(add, &set, None, &elems));
     }
     framed(messages, seq)
+}
+
+/// `NFT_MSG_NEWSETELEM` (`add`) or `NFT_MSG_DELSETELEM` messages for
+/// `elems` of set `set`, [`ELEMENTS_PER_MESSAGE`] at most in each, in
+/// order; `id`: the set's transaction id when the same batch creates it.
+pub(super) fn element_messages(
+    add: bool,
+    set: &str,
+    id: Option<u32>,
+    elems: &[Elem],
+) -> Vec<Message> {
+    let mut messages = Vec::new();
+    for chunk in elems.chunks(ELEMENTS_PER_MESSAGE) {
+        let list = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut attrs = Vec::new();
+                if e.end {
+                    attrs.push(SetElementAttribute::Flags(SetElementFlags::IntervalEnd));
+                }
+                attrs.push(SetElementAttribute::Key(DataAttribute::Value(
+                    e.key.clone(),
+                )));
+                if let Some(k) = &e.key_end {
+                    attrs.push(SetElementAttribute::KeyEnd(vec![DefaultNla::new(
+                        NFTA_DATA_VALUE,
+                        k.clone(),
+                    )]));
+                }
+                if let Some(d) = &e.data {
+                    attrs.push(SetElementAttribute::Data(d.clone()));
+                }
+                if let Some(u) = &e.userdata {
+                    attrs.push(SetElementAttribute::UserData(u.clone()));
+                }
+                // Numbered from 1 as libnftnl numbers them (the kernel
+                // reads a list's attributes whatever their type).
+                let mut bytes = vec![0; attrs.as_slice().buffer_len()];
+                attrs.as_slice().emit(&mut bytes);
+                let kind = u16::try_from(i + 1).expect("512 at most") | NLA_F_NESTED;
+                ListAttribute::Other(DefaultNla::new(kind, bytes))
+            })
+            .collect();
+        let mut attributes = vec![
+            SetElementList::Table(TABLE.to_string()),
+            SetElementList::Set(set.to_string()),
+        ];
+        attributes.extend(id.map(SetElementList::SetId));
+        attributes.push(SetElementList::Elements(list));
+        let msg = SetElementMessage { attributes };
+        let verb = if add { "add" } else { "delete" };
+        let what = format!("{verb} {} element(s) in {set}", chunk.len());
+        messages.push(match add {
+            true => (NfTablesMessage::NewSetElement(msg), NLM_F_CREATE, what),
+            false => (NfTablesMessage::DeleteSetElement(msg), 0, what),
+        });
+    }
+    messages
 }
 
 /// A removal stage as one batch, in the script's order: each chain's rules
@@ -229,9 +319,9 @@ pub fn removal(r: &Removal, seq: u32) -> Option<Batch> {
 }
 
 /// `messages` (each with its extra flags and what it does) between a batch
-/// begin and end, numbered from `seq`, each asking for an acknowledgement;
-/// `None` when there are none.
-fn framed(messages: Vec<(NfTablesMessage, u16, String)>, seq: u32) -> Option<Batch> {
+/// begin and end, numbered from `seq`, the last asking for an
+/// acknowledgement; `None` when there are none.
+pub(super) fn framed(messages: Vec<Message>, seq: u32) -> Option<Batch> {
     use netlink_packet_netfilter::none::ControlMessage;
     if messages.is_empty() {
         return None;
@@ -239,21 +329,26 @@ fn framed(messages: Vec<(NfTablesMessage, u16, String)>, seq: u32) -> Option<Bat
     let mut out = Vec::new();
     let mut seq = seq;
     emit(&mut control(ControlMessage::BatchBegin, seq), &mut out);
-    let mut acked = Vec::new();
-    for (inner, flags, what) in messages {
+    let n = messages.len();
+    let mut described = Vec::with_capacity(n);
+    for (i, (inner, flags, what)) in messages.into_iter().enumerate() {
         seq = seq.wrapping_add(1);
         let mut m = NetlinkMessage::from(NetfilterMessage::new(
             NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
             inner,
         ));
-        m.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let ack = if i + 1 == n { NLM_F_ACK } else { 0 };
+        m.header.flags = NLM_F_REQUEST | ack | flags;
         m.header.sequence_number = seq;
         emit(&mut m, &mut out);
-        acked.push((seq, what));
+        described.push((seq, what));
     }
     seq = seq.wrapping_add(1);
     emit(&mut control(ControlMessage::BatchEnd, seq), &mut out);
-    Some(Batch { bytes: out, acked })
+    Some(Batch {
+        bytes: out,
+        messages: described,
+    })
 }
 
 /// The acknowledgements and errors in a datagram from the kernel: each
@@ -328,10 +423,19 @@ mod tests {
         };
         let b = batch(&change, 100).expect("encodable");
         // delete in self-v4; add in self-v4, the map; the generation's two deletes and two adds.
-        let seqs: Vec<u32> = b.acked.iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u32> = b.messages.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [101, 102, 103, 104, 105, 106, 107]);
-        assert!(b.acked[0].1.starts_with("delete 1 element(s) in self-v4"));
-        assert!(b.acked[2].1.contains("ingress-pods-v4"));
+        assert!(
+            b.messages[0]
+                .1
+                .starts_with("delete 1 element(s) in self-v4")
+        );
+        assert!(b.messages[2].1.contains("ingress-pods-v4"));
+        assert_eq!(b.acked(), 107);
+        assert_eq!(b.describe(101), Some(b.messages[0].1.as_str()));
+        assert_eq!(b.describe(100), Some("the batch"));
+        assert_eq!(b.describe(108), Some("the batch"));
+        assert_eq!(b.describe(109), None);
         // Walk the messages: types and flags.
         let mut types = Vec::new();
         let mut buf = &b.bytes[..];
@@ -343,9 +447,14 @@ mod tests {
         let (new, del) = ((10 << 8) | 12, (10 << 8) | 14);
         assert_eq!(types.first(), Some(&(16, req)), "batch begin");
         assert_eq!(types.last(), Some(&(17, req)), "batch end");
-        assert_eq!(types[1], (del, req | ack));
-        assert_eq!(types[2], (new, req | ack | create));
+        assert_eq!(types[1], (del, req));
+        assert_eq!(types[2], (new, req | create));
         assert_eq!(types.len(), 9);
+        assert_eq!(
+            types[7],
+            (new, req | ack | create),
+            "only the last asks for an ack"
+        );
         // The generation's set key is the stamp in host order.
         let stamp = Generation::new(6).stamp().to_ne_bytes();
         assert!(b.bytes.windows(4).any(|w| w == stamp));
@@ -380,7 +489,7 @@ mod tests {
             generation: None,
         };
         let b = batch(&change, 0).unwrap();
-        let counts: Vec<&str> = b.acked.iter().map(|(_, w)| w.as_str()).collect();
+        let counts: Vec<&str> = b.messages.iter().map(|(_, w)| w.as_str()).collect();
         assert_eq!(
             counts,
             [

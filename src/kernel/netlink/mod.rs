@@ -11,13 +11,13 @@
 //! begin and end — one transaction, all of it or nothing, exactly as the
 //! same `delete element` / `add element` script through `nft -f` would be
 //! (same order, same flags: an add of an element already there is not an
-//! error, a delete of one not there is, and aborts the batch). Every
-//! element message asks for an acknowledgement; the kernel processes a
-//! batch inside the `send` call, so every reply is queued when it returns,
-//! and the transaction counts as applied only when each element message was
-//! acknowledged and none refused. Anything else is an error, after which
-//! the enforcer replaces the whole table with `nft` (the same fallback as a
-//! refused script).
+//! error, a delete of one not there is, and aborts the batch). The last
+//! message asks for an acknowledgement, and the kernel answers every
+//! message it refuses; it processes a batch inside the `send` call, so
+//! every reply is queued when it returns, and the transaction counts as
+//! applied only when the last message was acknowledged and none refused.
+//! Anything else is an error, after which the enforcer replaces the whole
+//! table with `nft` (the same fallback as a refused script).
 //!
 //! The stages of a structural change (`delta::staged`) go the same way when
 //! they can ([`Nft::apply_stage`]): the switch, when it refills no chain, is
@@ -135,7 +135,7 @@ impl NetlinkElements {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match encode(st.seq) {
             Some(batch) if batch.bytes.len() <= self.max_batch => {
-                st.seq = st.seq.wrapping_add(batch.acked.len() as u32 + 2);
+                st.seq = st.seq.wrapping_add(batch.messages.len() as u32 + 2);
                 let sent = st.send(&batch);
                 let counter = match &sent {
                     Ok(()) => &self.counts.netlink,
@@ -154,8 +154,8 @@ impl NetlinkElements {
 }
 
 impl State {
-    /// Sends `batch` and checks that every element message was
-    /// acknowledged and none refused.
+    /// Sends `batch` and checks that the kernel acknowledged its last
+    /// message and refused none.
     fn send(&mut self, batch: &encode::Batch) -> Result<(), ApplyError> {
         let io_err = |what: &str, e: io::Error| ApplyError::Rejected {
             stderr: format!("netlink: {what}: {e}"),
@@ -178,20 +178,24 @@ impl State {
                 io::Error::other(format!("{sent} of {} bytes sent", batch.bytes.len())),
             ));
         }
-        let mut pending: Vec<&(u32, String)> = batch.acked.iter().collect();
+        // The kernel answers every message it refuses, and acknowledges the
+        // last: once that acknowledgement is read, every answer before it
+        // has been (they come in the batch's order).
+        let mut acked = false;
         let mut refused = Vec::new();
-        while !pending.is_empty() {
+        while !acked {
             let Some(n) = self.recv_now().map_err(|e| io_err("receiving", e))? else {
                 break;
             };
             for (seq, code) in encode::replies(&self.buf[..n]) {
-                let Some(i) = pending.iter().position(|(s, _)| *s == seq) else {
+                let Some(what) = batch.describe(seq) else {
                     continue;
                 };
-                let (_, what) = pending.remove(i);
                 if code != 0 {
                     let e = io::Error::from_raw_os_error(-code);
                     refused.push(format!("{what}: {e}"));
+                } else if seq == batch.acked() {
+                    acked = true;
                 }
             }
         }
@@ -203,12 +207,11 @@ impl State {
                 ),
             });
         }
-        if !pending.is_empty() {
+        if !acked {
             return Err(ApplyError::Rejected {
                 stderr: format!(
-                    "netlink: {} of {} element messages unacknowledged",
-                    pending.len(),
-                    batch.acked.len()
+                    "netlink: the batch of {} messages was not acknowledged",
+                    batch.messages.len()
                 ),
             });
         }
