@@ -2,6 +2,7 @@
 //! topologies, the test bed itself, and element deltas against full loads.
 
 mod cases;
+mod create;
 mod delta;
 mod netlink;
 mod replace;

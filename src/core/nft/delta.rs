@@ -11,8 +11,11 @@ use super::ruleset::Chain;
 use super::ruleset::{Element, Generation, Ruleset, TABLE};
 use super::{names, render};
 
+mod create;
 mod edits;
 mod touched;
+use create::Create;
+pub use create::Creation;
 pub use edits::{Edits, ElementChange, MapElements};
 pub use touched::Touched;
 
@@ -250,6 +253,11 @@ pub const STAGE_HEADER: &str = "# nftpol: structural change, stage";
 /// through to accept) nor a deleted map (its elements are gone: a miss is
 /// "not isolated").
 ///
+/// Each stage is an `nft -f` script and, where it can be, the same as data
+/// ([`Stage::ops`]: the first always, as a [`Creation`]; the switch when it
+/// refills no chain; the last always), which a netlink transport sends
+/// without `nft`.
+///
 /// `None` when something both have changed in a way that cannot be updated
 /// in place (a set's type or comment, a chain's hook or comment): then the
 /// caller replaces everything in one transaction.
@@ -284,7 +292,7 @@ fn staged_in(
         .filter(|(n, _)| chain_in(n))
         .map(|(n, c)| (n.as_str(), c))
         .collect();
-    let mut create = String::new();
+    let mut create = Create::default();
     let mut flush = String::new();
     let mut switch = String::new();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
@@ -298,7 +306,7 @@ fn staged_in(
                 render::chain_decl(&mut switch, name, c);
             }
             None if c.hook.is_some() => render::chain_decl(&mut switch, name, c),
-            None => render::chain_decl(&mut create, name, c),
+            None => create.chain(name, c),
         }
     }
     // Sets and maps: every one (or the touched ones), by name.
@@ -331,14 +339,14 @@ fn staged_in(
         match old.sets.get(name) {
             Some(so) if so.kind != sn.kind || so.comment != sn.comment => return None,
             Some(_) => {}
-            None => render::set_decl(&mut create, name, sn),
+            None => create.set(name, sn),
         }
     }
     for (name, mn) in new_maps {
         match old.maps.get(name) {
             Some(mo) if mo.family != mn.family || mo.comment != mn.comment => return None,
             Some(_) => {}
-            None => render::map_decl(&mut create, name, mn),
+            None => create.map(name, mn),
         }
     }
     // The element changes of what both have: once, for the script and as data.
@@ -346,7 +354,7 @@ fn staged_in(
     let mut d = Elements::of(&edits);
     match (old.generation, new_generation) {
         (Some(o), Some(n)) => d.adds.push_str(&generation_script(o, n)),
-        (None, Some(n)) => render::generation(&mut create, n),
+        (None, Some(n)) => create.generation(n),
         (Some(_), None) | (None, None) => {}
     }
     let gen_gone = old.generation.is_some() && new_generation.is_none();
@@ -372,11 +380,7 @@ fn staged_in(
     });
     let mut second = format!("{flush}{}{}", d.deletes, d.adds);
     second.push_str(&block_or_empty(&switch));
-    Some(stages_of(
-        (block_or_empty(&create), None),
-        (second, switch_ops),
-        remove,
-    ))
+    Some(stages_of(create.stage(), (second, switch_ops), remove))
 }
 
 /// [`staged`] when only the names of what the kernel holds are known (the
@@ -395,7 +399,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
         .collect();
     let sets: BTreeSet<&str> = present.sets.iter().map(String::as_str).collect();
     let maps: BTreeSet<&str> = present.maps.iter().map(String::as_str).collect();
-    let mut create = String::new();
+    let mut create = Create::default();
     let mut flush = String::new();
     let mut switch = String::new();
     for (name, c) in &new.chains {
@@ -413,7 +417,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
                 render::chain_decl(&mut switch, name, c);
             }
             None if c.hook.is_some() => render::chain_decl(&mut switch, name, c),
-            None => render::chain_decl(&mut create, name, c),
+            None => create.chain(name, c),
         }
     }
     for (name, set) in &new.sets {
@@ -421,7 +425,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
             let _ = writeln!(flush, "flush set inet {TABLE} {name}");
             render::set_decl(&mut switch, name, set);
         } else {
-            render::set_decl(&mut create, name, set);
+            create.set(name, set);
         }
     }
     for (name, map) in &new.maps {
@@ -429,7 +433,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
             let _ = writeln!(flush, "flush map inet {TABLE} {name}");
             render::map_decl(&mut switch, name, map);
         } else {
-            render::map_decl(&mut create, name, map);
+            create.map(name, map);
         }
     }
     let (gen_set, gen_map) = (names::GENERATION_SET, names::STAMP_MAP);
@@ -439,7 +443,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
             let _ = writeln!(flush, "flush map inet {TABLE} {gen_map}");
             render::generation(&mut switch, g);
         } else if !sets.contains(gen_set) && !maps.contains(gen_map) {
-            render::generation(&mut create, g);
+            create.generation(g);
         } else {
             return None;
         }
@@ -453,7 +457,7 @@ pub fn staged_over(present: &Present, new: &Ruleset) -> Option<Vec<Stage>> {
         &new.chains.iter().map(|(n, _)| n.as_str()).collect(),
     );
     Some(stages_of(
-        (block_or_empty(&create), None),
+        create.stage(),
         (format!("{flush}{}", block_or_empty(&switch)), None),
         remove,
     ))
@@ -499,15 +503,17 @@ fn removal<'a>(
 pub struct Stage {
     /// The stage as an `nft -f` script, headed by [`STAGE_HEADER`].
     pub script: String,
-    /// The same transaction as data when it only changes elements or only
-    /// deletes (what a netlink transport sends without `nft`); `None` when
-    /// it creates or refills chains.
+    /// The same transaction as data when it only creates, only changes
+    /// elements or only deletes (what a netlink transport sends without
+    /// `nft`); `None` when it refills chains.
     pub ops: Option<StageOps>,
 }
 
 /// A stage as data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageOps {
+    /// The first stage: what only the new ruleset has.
+    Create(Creation),
     /// Element changes of the sets and maps both rulesets have, and the
     /// generation step (`(from, to)`) when both have one.
     Elements {

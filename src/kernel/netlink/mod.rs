@@ -22,17 +22,23 @@
 //! The stages of a structural change (`delta::staged`) go the same way when
 //! they can ([`Nft::apply_stage`]): the switch, when it refills no chain, is
 //! element changes and the generation step; the last stage only deletes
-//! (rule flushes, map, set and chain deletions by name). The first stage,
-//! which creates chains with their rules, goes through `nft`.
+//! (rule flushes, map, set and chain deletions by name); the first stage
+//! creates chains with their rules and sets and maps with their elements
+//! ([`create`], with the rule expressions of [`expr`]: what `nft -f` sends
+//! for the same script, so `nft list` prints it back the same). A switch
+//! that refills chains goes through `nft`.
 //!
-//! A change holding an interval element (not encoded: [`encode`]) or too
-//! large for one send goes through `nft -f` as its script.
+//! A change holding an interval element (not encoded: [`encode`]), a rule
+//! shape or comment [`expr`] does not encode, or a batch too large for one
+//! send goes through `nft -f` as its script.
 //!
 //! The socket belongs to the network namespace of the thread that opened
 //! it ([`NetlinkElements::open`]): open it in the namespace whose table it
 //! changes.
 
+mod create;
 pub mod encode;
+mod expr;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -251,6 +257,9 @@ impl Nft for NetlinkElements {
             }
             Some(StageOps::Remove(r)) => {
                 self.send_or(|seq| encode::removal(r, seq), || stage.script.clone())
+            }
+            Some(StageOps::Create(c)) => {
+                self.send_or(|seq| create::creation(c, seq), || stage.script.clone())
             }
             None => {
                 self.counts.nft.fetch_add(1, Ordering::Relaxed);
