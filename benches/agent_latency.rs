@@ -11,8 +11,8 @@
 //! few samples as a smoke test. Runs in its own network namespace, where the
 //! control plane starts too; the agent authenticates with deploy/'s
 //! ServiceAccount token (TokenRequest) and uses its default coalescing
-//! settings (a change to an idle agent at once; changes within 100 ms of an
-//! apply coalesced, at most 100 ms; `NFTPOL_AGENT_ARGS="--max-delay 250ms"` adds agent flags to
+//! settings (a change to an idle agent at once; changes within 20 ms of an
+//! apply's start coalesced, at most 40 ms; `NFTPOL_AGENT_ARGS="--max-delay 250ms"` adds agent flags to
 //! compare settings). `NFTPOL_SCALES=small` picks scales. The cluster is written
 //! with the admin's client certificate through `kube` (a few dozen requests
 //! in flight), not kubectl.

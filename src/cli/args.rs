@@ -169,11 +169,11 @@ pub struct RunArgs {
     /// Minimum time between the starts of two applies: a change to an idle
     /// agent applies at once; changes within this time of an apply's start
     /// are coalesced until they are quiet this long (at most --max-delay).
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub min_interval: std::time::Duration,
     /// Longest any event waits for its apply (under constant churn, how
     /// often the agent applies: see docs/performance.md).
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
     pub max_delay: std::time::Duration,
     /// How often to verify the kernel table and repair drift (0s = never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
