@@ -301,6 +301,9 @@ pub fn run(
         txns.iter().filter(|t| t.full).map(|t| t.at).collect();
     let mut lat: BTreeMap<Kind, Vec<Duration>> = BTreeMap::new();
     let mut by_kind: BTreeMap<(Kind, &str), usize> = BTreeMap::new();
+    // The same latencies by the 10 s window their event was written in:
+    // whether the tail is steady over the run or grows.
+    let mut windows: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
     let failed = done.iter().filter(|d| d.start.is_none()).count();
     for d in &done {
         let Some(start) = d.start else { continue };
@@ -319,6 +322,8 @@ pub fn run(
         let class = match hit {
             Some((at, _)) => {
                 lat.entry(d.kind).or_default().push(*at - start);
+                let w = start.saturating_duration_since(t0).as_secs() / 10;
+                windows.entry(w).or_default().push(*at - start);
                 if full_at.contains(at) {
                     "in a full replacement"
                 } else {
@@ -360,6 +365,18 @@ pub fn run(
             pct(v, 1.0),
         );
     }
+    let by_window: Vec<String> = windows
+        .iter_mut()
+        .map(|(w, v)| {
+            v.sort();
+            let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+            format!("{}-{} s {p50:.0}/{p99:.0}", w * 10, w * 10 + 10)
+        })
+        .collect();
+    println!(
+        "churn: p50/p99 ms by when the event was written: {}",
+        by_window.join(", ")
+    );
     println!(
         "churn: kernel transactions {during} ({fulls} full), notification overruns {overruns}; applies full/delta/unchanged +{}/+{}/+{}",
         applies1.0 - applies0.0,
