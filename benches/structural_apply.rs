@@ -1,6 +1,6 @@
 //! Where the time of a structural change goes, compile to kernel: the tail
 //! of the churn scenario (issue 14) is its partial compiles, whose results
-//! reach the kernel as a structural change in up to three `nft -f` stages.
+//! reach the kernel as a structural change in up to three stages.
 //!
 //! `cargo bench --bench structural_apply` builds the cluster
 //! (`NFTPOL_SCALES`, default `large,realistic`), compiles node-01's table
@@ -13,10 +13,10 @@
 //! ruleset it hands out), `delta::staged` (the
 //! comparison of the old and new rulesets and the stage scripts), and each
 //! stage's transaction — rounds alternate the transport: every stage as its
-//! `nft -f` script, or as the agent sends them (`NetlinkElements`: a stage
-//! that only changes elements or only deletes as a netlink batch, the one
-//! that creates chains through `nft`). At the end the kernel's table must equal a
-//! fresh compile's (the drift check's comparison). Prints the median of
+//! `nft -f` script, or as the agent sends them (`NetlinkElements`: each
+//! stage as a netlink batch where it can be, a switch that refills chains
+//! through `nft`). At the end the kernel's table must equal a fresh
+//! compile's (the drift check's comparison). Prints the median of
 //! each, the scripts' sizes and the load average. Under `cargo test` it runs
 //! the small scale with 2 rounds.
 

@@ -343,8 +343,10 @@ impl Worker {
             .compile_seconds
             .observe(t.elapsed().as_secs_f64());
         // A full compile hands over its ruleset; the incremental path its
-        // element edits of the previous one, which the enforcer applies to
-        // its mirror of the kernel (no copy, no comparison of whole tables).
+        // element edits of the previous one, or (a partial compile) the
+        // names of the chains, sets and maps it changed in the compiler's
+        // ruleset, which the enforcer applies to its mirror of the kernel
+        // (no copy, no comparison of whole tables).
         let (diagnostics, enforced_pods, drop_index, output) = match compiled {
             incremental::Output::Full(c) => (
                 c.diagnostics,
