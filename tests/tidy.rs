@@ -437,3 +437,40 @@ fn a_long_file_needs_its_reason() {
     let with = format!("//! {LONG_FILE_MARK} one table of cases.\n{body}");
     assert!(violations("src/core/x.rs", &with).is_empty());
 }
+
+/// Every benchmark in Cargo.toml is run by `hack/bench-all.sh` (the one
+/// command docs/performance.md gives to reproduce its figures) and listed
+/// in docs/performance.md's "Reproduce".
+#[test]
+fn every_benchmark_is_reproducible_by_one_command() {
+    let read = |p: &str| fs::read_to_string(root().join(p)).unwrap();
+    let manifest = read("Cargo.toml");
+    let (script, doc) = (read("hack/bench-all.sh"), read("docs/performance.md"));
+    let benches: Vec<&str> = manifest
+        .split("[[bench]]")
+        .skip(1)
+        .filter_map(|b| {
+            let line = b.lines().find(|l| l.trim_start().starts_with("name"))?;
+            line.split('"').nth(1)
+        })
+        .collect();
+    assert!(benches.len() >= 9, "benchmarks found: {benches:?}");
+    // The names in `order=(…)`, the list the script runs by default.
+    let order: Vec<&str> = script
+        .lines()
+        .find_map(|l| l.strip_prefix("order=("))
+        .and_then(|l| l.strip_suffix(')'))
+        .expect("hack/bench-all.sh: an order=(…) line")
+        .split_whitespace()
+        .collect();
+    for b in benches {
+        assert!(
+            script.contains(&format!("[{b}]=")) && order.contains(&b),
+            "hack/bench-all.sh does not run benchmark {b}"
+        );
+        assert!(
+            doc.contains(&format!("`benches/{b}.rs`")) || doc.contains(&format!("`benches/{b}/`")),
+            "docs/performance.md, \"Reproduce\", does not list benches/{b}"
+        );
+    }
+}
