@@ -424,22 +424,35 @@ mod tests {
         assert!(!e.verify().unwrap(), "a deleted table is drift");
     }
 
-    /// `sync_edits` sends what `sync` of the edited ruleset sends and keeps
-    /// the same mirror; without a mirror it does nothing; a refused edit
-    /// falls back to a full replacement.
-    #[test]
-    fn edits_sync_as_the_delta_of_the_edited_ruleset() {
-        use crate::core::compile::incremental::{Changes, Output, State};
-        use crate::core::nft::names;
+    /// The upstream-xyz testdata case as a model, compiled once through an
+    /// incremental state: the model, the state, its options and the ruleset.
+    fn upstream_xyz_compiled() -> (
+        crate::core::model::Cluster,
+        crate::core::compile::incremental::State,
+        crate::core::compile::Options,
+        Ruleset,
+    ) {
+        use crate::core::compile::incremental::{Changes, State};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         let (objs, _) = crate::core::k8s::load_paths(&[root.join("upstream-xyz")]);
         let opts = crate::core::compile::Options::default();
-        let (mut cluster, _) = crate::core::k8s::to_cluster(&objs);
+        let (cluster, _) = crate::core::k8s::to_cluster(&objs);
         let mut state = State::default();
         let first = state
             .compile(&cluster, vec![], &Changes::default(), &opts)
             .0
             .ruleset;
+        (cluster, state, opts, first)
+    }
+
+    /// `sync_edits` sends what `sync` of the edited ruleset sends and keeps
+    /// the same mirror; without a mirror it does nothing; a refused edit
+    /// falls back to a full replacement.
+    #[test]
+    fn edits_sync_as_the_delta_of_the_edited_ruleset() {
+        use crate::core::compile::incremental::{Changes, Output};
+        use crate::core::nft::names;
+        let (mut cluster, mut state, opts, first) = upstream_xyz_compiled();
         let gone = cluster.pods.keys().next().cloned().expect("pods");
         cluster.pods.remove(&gone);
         let changes = Changes {
@@ -500,16 +513,8 @@ mod tests {
     /// refused stage falls back to a full replacement.
     #[test]
     fn a_partial_compile_syncs_as_the_stages_of_the_reshaped_ruleset() {
-        use crate::core::compile::incremental::{Changes, Output, State};
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let (objs, _) = crate::core::k8s::load_paths(&[root.join("upstream-xyz")]);
-        let opts = crate::core::compile::Options::default();
-        let (mut cluster, _) = crate::core::k8s::to_cluster(&objs);
-        let mut state = State::default();
-        let first = state
-            .compile(&cluster, vec![], &Changes::default(), &opts)
-            .0
-            .ruleset;
+        use crate::core::compile::incremental::{Changes, Output};
+        let (mut cluster, mut state, opts, first) = upstream_xyz_compiled();
         // A policy deleted: its chains and its pods' group chains go.
         let gone = cluster.policies.keys().next().cloned().expect("policies");
         cluster.policies.remove(&gone);

@@ -132,23 +132,30 @@ impl State {
     ) -> (Compiled, Path) {
         match self.compile_edits(cluster, diagnostics, changes, opts) {
             (Output::Full(c), path) => (c, path),
-            (Output::Reshaped(e), path) => {
-                let ruleset = self.current().expect("reshaped: indexed").clone();
+            (
+                Output::Reshaped(Reshaped {
+                    diagnostics,
+                    enforced_pods,
+                    drop_log,
+                    ..
+                })
+                | Output::Edited(Edited {
+                    diagnostics,
+                    enforced_pods,
+                    drop_log,
+                    ..
+                }),
+                path,
+            ) => {
+                let ruleset = self
+                    .current()
+                    .expect("an incremental step: indexed")
+                    .clone();
                 let out = Compiled {
                     ruleset,
-                    diagnostics: e.diagnostics,
-                    enforced_pods: e.enforced_pods,
-                    drop_log: e.drop_log,
-                };
-                (out, path)
-            }
-            (Output::Edited(e), path) => {
-                let ruleset = self.current().expect("edited: indexed").clone();
-                let out = Compiled {
-                    ruleset,
-                    diagnostics: e.diagnostics,
-                    enforced_pods: e.enforced_pods,
-                    drop_log: e.drop_log,
+                    diagnostics,
+                    enforced_pods,
+                    drop_log,
                 };
                 (out, path)
             }
