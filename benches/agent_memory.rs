@@ -405,7 +405,7 @@ impl Agent {
         steps.compile = t.elapsed();
         let t = Instant::now();
         let (applied, drop_log) = match out {
-            Output::Full(c) => (self.enforcer.sync_owned(c.ruleset), c.drop_log),
+            Output::Full(c) => (self.enforcer.sync_owned(c.ruleset), Arc::new(c.drop_log)),
             Output::Edited(e) => (
                 self.enforcer.sync_edits(&e.edits).expect("a mirror"),
                 e.drop_log,
@@ -417,7 +417,7 @@ impl Agent {
             }
         };
         steps.sync = t.elapsed();
-        self.drop_log = Some(Arc::new(drop_log));
+        self.drop_log = Some(drop_log);
         (path, applied.expect("null nft"), steps)
     }
 }

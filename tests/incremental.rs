@@ -492,7 +492,7 @@ fn compile_checking_edits(
                 ruleset: current,
                 diagnostics: r.diagnostics,
                 enforced_pods: r.enforced_pods,
-                drop_log: r.drop_log,
+                drop_log: std::sync::Arc::unwrap_or_clone(r.drop_log),
             };
             (got, path)
         }
@@ -516,7 +516,7 @@ fn compile_checking_edits(
                 ruleset: current,
                 diagnostics: e.diagnostics,
                 enforced_pods: e.enforced_pods,
-                drop_log: e.drop_log,
+                drop_log: std::sync::Arc::unwrap_or_clone(e.drop_log),
             };
             (got, path)
         }

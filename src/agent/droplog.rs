@@ -81,10 +81,10 @@ impl DropLogFeed {
     /// Hands the applied ruleset's index to the reader, starting the reader
     /// the first time a ruleset logs, and deletes the dropped-packet series
     /// of pods the index no longer knows ([`forget_gone_pods`]).
-    pub fn publish(&mut self, index: Index) {
+    pub fn publish(&mut self, index: Arc<Index>) {
         let logs = index.logs_any();
         forget_gone_pods(&self.metrics, &index);
-        *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
+        *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         if logs && !self.started {
             self.started = true;
             spawn_reader(self.group, self.index.clone(), self.metrics.clone());

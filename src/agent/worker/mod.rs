@@ -351,7 +351,7 @@ impl Worker {
             incremental::Output::Full(c) => (
                 c.diagnostics,
                 c.enforced_pods,
-                c.drop_log,
+                Arc::new(c.drop_log),
                 Handover::Ruleset(c.ruleset),
             ),
             incremental::Output::Edited(e) => (

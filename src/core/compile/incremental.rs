@@ -130,36 +130,9 @@ impl State {
         changes: &Changes,
         opts: &Options,
     ) -> (Compiled, Path) {
-        match self.compile_edits(cluster, diagnostics, changes, opts) {
-            (Output::Full(c), path) => (c, path),
-            (
-                Output::Reshaped(Reshaped {
-                    diagnostics,
-                    enforced_pods,
-                    drop_log,
-                    ..
-                })
-                | Output::Edited(Edited {
-                    diagnostics,
-                    enforced_pods,
-                    drop_log,
-                    ..
-                }),
-                path,
-            ) => {
-                let ruleset = self
-                    .current()
-                    .expect("an incremental step: indexed")
-                    .clone();
-                let out = Compiled {
-                    ruleset,
-                    diagnostics,
-                    enforced_pods,
-                    drop_log,
-                };
-                (out, path)
-            }
-        }
+        let (out, path) = self.compile_edits(cluster, diagnostics, changes, opts);
+        let current = || self.current().expect("an incremental step: indexed");
+        (out.into_compiled(current), path)
     }
 
     /// [`State::compile`], giving the incremental path's result as edits of
@@ -183,7 +156,7 @@ impl State {
                         touched: std::mem::take(&mut ix.touched),
                         diagnostics,
                         enforced_pods: ix.compiled.enforced_pods,
-                        drop_log: ix.compiled.drop_log.clone(),
+                        drop_log: Arc::clone(&ix.drop_log),
                     };
                     return (Output::Reshaped(out), Path::Partial);
                 }
@@ -192,7 +165,7 @@ impl State {
                         edits,
                         diagnostics,
                         enforced_pods: ix.compiled.enforced_pods,
-                        drop_log: ix.compiled.drop_log.clone(),
+                        drop_log: Arc::clone(&ix.drop_log),
                     };
                     return (Output::Edited(out), Path::Incremental);
                 }
@@ -263,7 +236,12 @@ struct NamedSet {
 struct Index {
     node: Option<String>,
     options: Options,
+    /// The last result (its `drop_log` moved out to `drop_log`).
     compiled: Compiled,
+    /// The drop-log index, shared with the results handed out: changed
+    /// (copied first when a result still holds it) only when a group comes
+    /// or goes, or a pod's address while some group logs.
+    drop_log: Arc<crate::core::compile::droplog::Index>,
     /// The model's pods as compiled (shared with the model: a pod the model
     /// replaces stays here until the next compile).
     pods: BTreeMap<ObjectRef, Arc<Pod>>,
@@ -576,7 +554,7 @@ impl Index {
             }
         }
         if self.logs_any {
-            let pods = &mut self.compiled.drop_log.pods;
+            let pods = &mut Arc::make_mut(&mut self.drop_log).pods;
             for ip in &c.ips {
                 match add {
                     true => pods.insert(*ip, c.id.clone()),

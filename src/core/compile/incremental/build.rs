@@ -48,11 +48,14 @@ impl Index {
                 )
             })
             .collect();
+        let mut compiled = compiled;
+        let drop_log = Arc::new(std::mem::take(&mut compiled.drop_log));
         let mut ix = Index {
             node: opts.node.clone(),
             options: opts.clone(),
-            logs_any: compiled.drop_log.logs_any(),
+            logs_any: drop_log.logs_any(),
             compiled,
+            drop_log,
             pods: cluster.pods.clone(),
             owners: HashMap::new(),
             policies,

@@ -2,6 +2,7 @@
 //! they use) coming and going with the pods that change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::{GroupKey, Index};
 use crate::core::model::{Cluster, Direction, ObjectRef};
@@ -36,7 +37,7 @@ impl Index {
         came: &[GroupKey],
         went: &[GroupKey],
     ) -> bool {
-        let dl = &self.compiled.drop_log;
+        let dl = &*self.drop_log;
         let gone: BTreeSet<&str> = went
             .iter()
             .filter_map(|k| self.groups.get(k).map(|(n, _)| n.as_str()))
@@ -101,7 +102,7 @@ impl Index {
         let mut gone_chains: BTreeSet<String> = BTreeSet::new();
         for key in went {
             let (name, _) = self.groups.remove(key).expect("a group that went");
-            self.compiled.drop_log.groups.remove(&name);
+            Arc::make_mut(&mut self.drop_log).groups.remove(&name);
             gone_chains.insert(name);
             for p in &key.1 {
                 let uses = self.policy_uses.get_mut(&(key.0, p.clone())).expect("used");
@@ -171,7 +172,7 @@ impl Index {
             &self.options,
             &mut self.compiled.ruleset,
             &mut self.set_keys,
-            &mut self.compiled.drop_log,
+            Arc::make_mut(&mut self.drop_log),
             enforced,
             &groups,
             &new_policies,
@@ -185,7 +186,7 @@ impl Index {
             } else if name == names::STAMP_CHAIN {
                 4
             } else {
-                match ix.compiled.drop_log.groups.get(name) {
+                match ix.drop_log.groups.get(name) {
                     Some(g) if g.audit => 2,
                     Some(_) => 1,
                     None => 3,
