@@ -470,57 +470,40 @@ fn compile_checking_edits(
     prev: &Ruleset,
     step: usize,
 ) -> (Compiled, Path) {
-    match state.compile_edits(c, vec![], changes, opts) {
-        (Output::Full(got), path) => (got, path),
-        (Output::Reshaped(r), path) => {
-            let current = state
-                .current()
-                .expect("a reshaped result is indexed")
-                .clone();
+    let (out, path) = state.compile_edits(c, vec![], changes, opts);
+    let current = || state.current().expect("an incremental result is indexed");
+    match &out {
+        Output::Full(_) => {}
+        Output::Reshaped(r) => {
+            let current = current();
             let mut mirror = prev.clone();
-            r.touched.apply_to(&mut mirror, &current);
+            r.touched.apply_to(&mut mirror, current);
             assert_eq!(
-                mirror, current,
+                &mirror, current,
                 "event {step}: previous + what the partial compile names != new"
             );
             assert_eq!(
-                staged_touched(prev, &current, &r.touched, current.generation),
-                staged(prev, &current),
+                staged_touched(prev, current, &r.touched, current.generation),
+                staged(prev, current),
                 "event {step}: stages over the names touched != stages over the whole rulesets"
             );
-            let got = Compiled {
-                ruleset: current,
-                diagnostics: r.diagnostics,
-                enforced_pods: r.enforced_pods,
-                drop_log: std::sync::Arc::unwrap_or_clone(r.drop_log),
-            };
-            (got, path)
         }
-        (Output::Edited(e), path) => {
-            let current = state
-                .current()
-                .expect("an edited result is indexed")
-                .clone();
+        Output::Edited(e) => {
+            let current = current();
             let mut edited = prev.clone();
             assert!(
                 e.edits.apply(&mut edited),
                 "event {step}: edits name a missing set"
             );
-            assert_eq!(edited, current, "event {step}: previous + edits != new");
+            assert_eq!(&edited, current, "event {step}: previous + edits != new");
             assert_eq!(
                 e.edits.script(),
-                diff(prev, &current),
+                diff(prev, current),
                 "event {step}: edits' script != diff"
             );
-            let got = Compiled {
-                ruleset: current,
-                diagnostics: e.diagnostics,
-                enforced_pods: e.enforced_pods,
-                drop_log: std::sync::Arc::unwrap_or_clone(e.drop_log),
-            };
-            (got, path)
         }
     }
+    (out.into_compiled(current), path)
 }
 
 fn cases() -> u32 {
