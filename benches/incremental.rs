@@ -1,19 +1,23 @@
 //! Incremental vs full compile for one pod relabel, as the agent runs them.
 //!
-//! `cargo bench --bench incremental` generates the synthetic cluster
-//! (`NFTPOL_SCALES`, default `large`), loads it into a `ClusterCache` and an
-//! `incremental::State` (one full compile), picks a pod whose `app` relabel
-//! takes the incremental path both ways, then alternates, round by round,
-//! on the same model: the relabel (and back) through `State::compile` (the
-//! incremental path, including the copy of the ruleset it hands out), and a
-//! full `compile_cluster` of the same model. Both views: node-01's table and
-//! every pod. Then the same for a relabel that takes the partial path both
-//! ways (a pod alone in its group: the group chain goes and another comes). Prints medians of wall and thread CPU time, their ratio and the
-//! load average before and after, and the CPU time of copying a result
-//! (the incremental path hands out a copy of the ruleset it keeps). The cache's conversion of the one pod is
-//! common to both paths and not timed. `NFTPOL_ROUNDS` sets the rounds
-//! (default 11; each is one incremental and one full compile per direction).
-//! Under `cargo test` it runs the small scale with 2 rounds.
+//! `cargo bench --bench incremental` generates the cluster (`NFTPOL_SCALES`:
+//! `small`, `large` (the default) or `realistic`), loads it into a
+//! `ClusterCache` and an `incremental::State` (one full compile), picks a
+//! pod whose `app` relabel takes the incremental path both ways, then
+//! alternates, round by round, on the same model: the relabel (and back)
+//! through `State::compile_edits` (the agent's path: the result as edits of
+//! the ruleset the state keeps), and a full `compile_cluster` of the same
+//! model. Both views: node-01's table and every pod. Then the same for a
+//! relabel that takes the partial path both ways (a pod alone in its group:
+//! the group chain goes and another comes). Prints medians of wall and
+//! thread CPU time, their ratio and the load average before and after, and
+//! the CPU time of turning the result into a whole ruleset (a copy: what
+//! `State::compile`, the CLI's path, adds). The cache's conversion of the
+//! one pod is common to both paths and not timed. `NFTPOL_ROUNDS` sets the
+//! rounds (default 11; each is one incremental and one full compile per
+//! direction). Under `cargo test` it runs the small scale with 2 rounds.
+//! `NFTPOL_PROFILE=incremental` or `=partial` runs only that path's node
+//! view and no full compiles (for `perf record`).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,7 @@ use nftpol::core::k8s::Objects;
 use nftpol::core::k8s::cache::ClusterCache;
 use nftpol::core::nft::render::script;
 use nftpol_testkit::bench::{loadavg, median_ms, relist, versioned};
-use nftpol_testkit::synth;
+use nftpol_testkit::{realistic, synth};
 
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -114,13 +118,20 @@ fn view(
         for target in [&changed, objs] {
             relist(&mut cache, target);
             let changes = cache.take_changes();
-            let ((got, path), w, c) =
-                timed(|| state.compile(cache.cluster(), cache.diagnostics(), &changes, &opts));
+            // The agent's path: the result as edits (or the names of what
+            // changed) of the ruleset the state keeps.
+            let ((out, path), w, c) = timed(|| {
+                state.compile_edits(cache.cluster(), cache.diagnostics(), &changes, &opts)
+            });
             ensure!(path == want, "took {path:?}");
             inc_wall.push(w);
             inc_cpu.push(c);
-            // The part of it that is the copy of the result it hands out.
-            copy_cpu.push(timed(|| got.clone()).2);
+            // What the CLI's path adds: the whole ruleset as a copy.
+            let (got, _, copy) = timed(|| out.into_compiled(|| state.current().expect("indexed")));
+            copy_cpu.push(copy);
+            if std::env::var("NFTPOL_PROFILE").is_ok() {
+                continue;
+            }
             let (want, w, c) =
                 timed(|| compile_cluster(cache.cluster(), cache.diagnostics(), &opts));
             full_wall.push(w);
@@ -139,7 +150,7 @@ fn view(
     );
     println!(
         "  {}/{} {}: {what}: incremental {iw:.2} ms wall / {ic:.2} ms CPU, full {fw:.1} ms wall / \
-         {fc:.1} ms CPU; full/incremental {:.0}x (CPU); copying the result {:.2} ms CPU; \
+         {fc:.1} ms CPU; full/incremental {:.0}x (CPU); whole ruleset (copy) {:.2} ms CPU; \
          load {load_before} -> {}",
         scale.name,
         want.as_str(),
@@ -160,14 +171,23 @@ fn main() -> Result<()> {
         "== one pod relabel: incremental vs full compile (median of {rounds} rounds x 2 directions)"
     );
     for name in names.split(',') {
-        let scale = *synth::SCALES
-            .iter()
-            .find(|s| s.name == name)
-            .with_context(|| format!("no scale {name}"))?;
-        let mut objs = synth::generate(scale, 42);
+        let (scale, mut objs) = if name == realistic::SCALE.name {
+            (realistic::SCALE, realistic::generate(42))
+        } else {
+            let scale = *synth::SCALES
+                .iter()
+                .find(|s| s.name == name)
+                .with_context(|| format!("no scale {name}"))?;
+            (scale, synth::generate(scale, 42))
+        };
         versioned(&mut objs);
         for want in [Path::Incremental, Path::Partial] {
             for node in [Some("node-01"), None] {
+                if let Ok(w) = std::env::var("NFTPOL_PROFILE")
+                    && (w != want.as_str() || node.is_none())
+                {
+                    continue;
+                }
                 view(scale, &objs, node, rounds, want)?;
             }
         }

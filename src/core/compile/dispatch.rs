@@ -27,8 +27,7 @@ pub(super) struct Dispatch {
 }
 
 impl<'a> Compiler<'a> {
-    /// The pods enforced here (on `node`, or all), remembered for the sets
-    /// that hold enforced pods only.
+    /// The pods enforced here (on `node`, or all), counted.
     pub(super) fn enforced_pods(&mut self, node: Option<&str>) -> Vec<&'a Pod> {
         let enforced: Vec<&Pod> = self
             .cluster
@@ -37,7 +36,7 @@ impl<'a> Compiler<'a> {
             .map(|p| &**p)
             .filter(|p| node.is_none() || p.node.as_deref() == node)
             .collect();
-        self.enforced = enforced.iter().map(|p| p.id.clone()).collect();
+        self.enforced_count = enforced.len();
         enforced
     }
 

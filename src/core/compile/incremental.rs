@@ -199,7 +199,7 @@ impl State {
 /// A policy of a namespace, as far as isolation goes.
 #[derive(Debug)]
 struct Isolator {
-    id: ObjectRef,
+    id: Arc<ObjectRef>,
     selector: Selector,
     ingress: bool,
     egress: bool,
@@ -207,7 +207,11 @@ struct Isolator {
 }
 
 /// A group chain's key: direction, isolating policies (sorted), audit group.
-type GroupKey = (Direction, Vec<ObjectRef>, bool);
+/// The policies are shared with [`Isolator::id`]: a pod's keys are built
+/// for every changed pod, and a namespace may have hundreds of policies
+/// selecting every pod (copying their names was a third of a partial
+/// compile on the realistic cluster).
+type GroupKey = (Direction, Vec<Arc<ObjectRef>>, bool);
 
 /// Which pods a named-port set holds.
 #[derive(Debug)]
@@ -271,6 +275,9 @@ struct Index {
     policy_uses: HashMap<(Direction, ObjectRef), usize>,
     /// What the structural steps of the current update changed, by name.
     touched: Touched,
+    /// Set or map name → how many times the ruleset's chains name it
+    /// (a set whose count drops to 0 goes with the chains that named it).
+    set_uses: HashMap<String, usize>,
 }
 
 /// What [`Index::update`] did.
@@ -289,7 +296,6 @@ struct Contribution {
     id: ObjectRef,
     ips: Vec<IpAddr>,
     enforced: bool,
-    groups: Vec<GroupKey>,
     sets: Vec<(String, Element)>,
     maps: Vec<(String, IpAddr, String)>,
 }
@@ -316,7 +322,10 @@ impl Index {
         }
         let pols = self.policies.get(&pod.id.namespace);
         for dir in Direction::ALL {
-            let (mut enforced, mut audited) = (Vec::new(), Vec::new());
+            // Sized once: a namespace may have hundreds of policies that
+            // select every pod (growing the vector was most of this).
+            let all = pols.map_or(0, Vec::len);
+            let (mut enforced, mut audited) = (Vec::with_capacity(all), Vec::new());
             for p in pols.into_iter().flatten() {
                 let isolates = match dir {
                     Direction::Ingress => p.ingress,
@@ -352,18 +361,23 @@ impl Index {
         c
     }
 
-    /// A pod's elements; `Err` when its group has no chain.
-    fn contribution(&mut self, cluster: &Cluster, pod: &Pod) -> Result<Contribution, &'static str> {
+    /// A pod's elements, given its group keys ([`Index::group_keys`]);
+    /// `Err` when its group has no chain.
+    fn contribution(
+        &mut self,
+        cluster: &Cluster,
+        pod: &Pod,
+        groups: &[GroupKey],
+    ) -> Result<Contribution, &'static str> {
         let enforced = self.enforced(pod);
         let mut c = Contribution {
             id: pod.id.clone(),
             ips: pod.ips.clone(),
             enforced,
-            groups: self.group_keys(pod),
             sets: Vec::new(),
             maps: Vec::new(),
         };
-        for key in &c.groups {
+        for key in groups {
             let Some((chain, _)) = self.groups.get(key) else {
                 return Err("a pod's isolating policies form a new group");
             };
@@ -443,8 +457,13 @@ impl Index {
         cluster: &Cluster,
         changed: &BTreeSet<ObjectRef>,
     ) -> Result<Step, &'static str> {
-        // (pod, as indexed, as now)
-        type Edit<'a> = (&'a ObjectRef, Option<Arc<Pod>>, Option<&'a Arc<Pod>>);
+        // (pod, as indexed, as now, the group keys of each)
+        type Edit<'a> = (
+            &'a ObjectRef,
+            Option<Arc<Pod>>,
+            Option<&'a Arc<Pod>>,
+            [Vec<GroupKey>; 2],
+        );
         let mut edits: Vec<Edit> = Vec::new();
         let mut count = self.pods.len() as isize;
         let mut group_delta: BTreeMap<GroupKey, isize> = BTreeMap::new();
@@ -455,16 +474,26 @@ impl Index {
                 continue;
             }
             count += new.is_some() as isize - old.is_some() as isize;
-            for (p, sign) in [(old.as_deref(), -1), (new.map(|p| &**p), 1)] {
+            let mut keys: [Vec<GroupKey>; 2] = Default::default();
+            for (i, (p, sign)) in [(old.as_deref(), -1), (new.map(|p| &**p), 1)]
+                .into_iter()
+                .enumerate()
+            {
                 let Some(p) = p else { continue };
-                for key in self.group_keys(p) {
-                    *group_delta.entry(key).or_default() += sign as isize;
+                keys[i] = self.group_keys(p);
+                for key in &keys[i] {
+                    match group_delta.get_mut(key) {
+                        Some(d) => *d += sign as isize,
+                        None => {
+                            group_delta.insert(key.clone(), sign as isize);
+                        }
+                    }
                 }
                 for ip in &p.ips {
                     *owner_delta.entry(*ip).or_default() += sign;
                 }
             }
-            edits.push((id, old, new));
+            edits.push((id, old, new, keys));
         }
         if count != cluster.pods.len() as isize {
             return Err("the change list does not account for the pods");
@@ -484,10 +513,10 @@ impl Index {
         // while the old chains and sets are there; the new ones come once
         // the new ones are.
         let mut out = Edits::default();
-        for (_, old, _) in &edits {
+        for (_, old, _, [keys, _]) in &edits {
             if let Some(p) = old {
                 let c = self
-                    .contribution(cluster, p)
+                    .contribution(cluster, p, keys)
                     .expect("an indexed pod's groups have chains");
                 self.apply(&c, false, &mut out);
             }
@@ -503,12 +532,12 @@ impl Index {
                 self.owners.remove(&ip);
             }
         }
-        for (id, old, new) in edits {
+        for (id, old, new, [_, keys]) in edits {
             let enforced = &mut self.compiled.enforced_pods;
             *enforced -= old.as_ref().is_some_and(|p| enforced_on(&self.node, p)) as usize;
             if let Some(p) = new {
                 let c = self
-                    .contribution(cluster, p)
+                    .contribution(cluster, p, &keys)
                     .expect("chains of new groups were added");
                 self.apply(&c, true, &mut out);
                 self.compiled.enforced_pods += c.enforced as usize;

@@ -192,7 +192,8 @@ fn compile_recording(
         rs: Ruleset::default(),
         diags: Vec::new(),
         set_keys: BTreeMap::new(),
-        enforced: BTreeSet::new(),
+        node: opts.node.as_deref(),
+        enforced_count: 0,
         drop_log: droplog::Index::default(),
         tiers: (
             cluster
@@ -211,7 +212,7 @@ fn compile_recording(
     let compiled = Compiled {
         ruleset: c.rs,
         diagnostics: c.diags,
-        enforced_pods: c.enforced.len(),
+        enforced_pods: c.enforced_count,
         drop_log: c.drop_log,
     };
     let recorded = Recorded {
@@ -242,16 +243,14 @@ struct Partial {
 /// [`incremental`] (the layout without ClusterNetworkPolicies): the chains
 /// of `groups` (direction, isolating policies, audit) and of the
 /// (direction, policy) pairs in `policies`, creating in `rs` the sets they
-/// name that it lacks; `enforced` are the pods enforced here (the elements
-/// of local named-port sets); the groups go into `drop_log`.
-#[allow(clippy::too_many_arguments)]
+/// name that it lacks (local named-port sets hold the pods of
+/// `opts.node`); the groups go into `drop_log`.
 fn partial(
     cluster: &Cluster,
     opts: &Options,
     rs: &mut Ruleset,
     set_keys: &mut BTreeMap<String, String>,
     drop_log: &mut droplog::Index,
-    enforced: BTreeSet<ObjectRef>,
     groups: &[(crate::core::model::Direction, Vec<ObjectRef>, bool)],
     policies: &BTreeSet<(crate::core::model::Direction, ObjectRef)>,
 ) -> Partial {
@@ -261,7 +260,8 @@ fn partial(
         rs: std::mem::take(rs),
         diags: Vec::new(),
         set_keys: std::mem::take(set_keys),
-        enforced,
+        node: opts.node.as_deref(),
+        enforced_count: 0,
         drop_log: std::mem::take(drop_log),
         tiers: (false, false),
         np_audit: false,
@@ -317,8 +317,10 @@ struct Compiler<'a> {
     diags: Vec<Diagnostic>,
     /// Generated name → the canonical key it was made for, to detect hash collisions.
     set_keys: BTreeMap<String, String>,
-    /// Pods enforced here (all pods without `--node`).
-    enforced: BTreeSet<ObjectRef>,
+    /// The node whose pods are enforced here (`None`: every pod).
+    node: Option<&'a str>,
+    /// How many pods are enforced here (set by a full compile).
+    enforced_count: usize,
     /// Group chains and pod addresses, for explaining logged drops.
     drop_log: droplog::Index,
     /// Whether the cluster has Admin, Baseline ClusterNetworkPolicies.
@@ -342,24 +344,29 @@ impl Compiler<'_> {
         if let Some(g) = self.graph {
             return g.members(m);
         }
+        // Without the graph (a partial compile): the pods of the namespaces
+        // in scope, each namespace a range of the model's pods (sorted by
+        // namespace, then name), not a walk over every pod.
         use crate::core::model::NamespaceScope;
-        let mut in_scope: BTreeMap<&str, bool> = BTreeMap::new();
-        let mut out: Vec<ObjectRef> = self
-            .cluster
-            .pods
-            .values()
-            .filter(|p| {
-                let ns = p.id.namespace.as_str();
-                let scoped = *in_scope.entry(ns).or_insert_with(|| match &m.namespaces {
-                    NamespaceScope::Named(n) => n == ns,
-                    NamespaceScope::Selector(s) => s.matches(&self.cluster.namespace_labels(ns)),
-                });
-                scoped && m.pods.matches(&p.labels)
-            })
+        let namespaces: Vec<&str> = match &m.namespaces {
+            NamespaceScope::Named(n) => vec![n.as_str()],
+            NamespaceScope::Selector(s) => self
+                .cluster
+                .pod_namespaces()
+                .filter(|ns| self.cluster.namespace_matches(s, ns))
+                .collect(),
+        };
+        namespaces
+            .into_iter()
+            .flat_map(|ns| self.cluster.pods_of(ns))
+            .filter(|p| m.pods.matches(&p.labels))
             .map(|p| p.id.clone())
-            .collect();
-        out.sort();
-        out
+            .collect()
+    }
+
+    /// Whether `pod` is enforced by this table.
+    fn enforced(&self, pod: &crate::core::model::Pod) -> bool {
+        self.node.is_none() || pod.node.as_deref() == self.node
     }
 
     /// Records where a pod-dependent set came from, when recording.

@@ -109,8 +109,7 @@ impl Compiler<'_> {
     ) -> String {
         let set = names::local_named_port_set(name, proto, f);
         if !self.rs.sets.contains_key(&set) {
-            let elements =
-                self.named_port_elements(name, proto, f, |p, _| self.enforced.contains(&p.id));
+            let elements = self.named_port_elements(name, proto, f, |p, _| self.enforced(p));
             self.source(&set, || {
                 SetSource::LocalNamedPort(name.to_string(), proto, f)
             });

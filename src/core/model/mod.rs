@@ -328,4 +328,35 @@ impl Cluster {
             None => Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())]),
         }
     }
+
+    /// Whether `sel` matches namespace `name`'s labels
+    /// ([`Cluster::namespace_labels`], without copying them).
+    pub fn namespace_matches(&self, sel: &Selector, name: &str) -> bool {
+        match self.namespaces.get(name) {
+            Some(ns) => sel.matches(&ns.labels),
+            None => sel.matches(&self.namespace_labels(name)),
+        }
+    }
+
+    /// The pods of namespace `ns`, by name: a range of [`Cluster::pods`].
+    pub fn pods_of<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+        let ns = ns.to_string();
+        self.pods
+            .range(ObjectRef::new(ns.clone(), String::new())..)
+            .take_while(move |(id, _)| id.namespace == ns)
+            .map(|(_, p)| p)
+    }
+
+    /// The namespaces that have pods, sorted (one range lookup per
+    /// namespace, not a walk over every pod).
+    pub fn pod_namespaces(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut next = self.pods.keys().next();
+        std::iter::from_fn(move || {
+            let ns = next?.namespace.as_str();
+            // The least namespace after `ns`: `ns` followed by NUL.
+            let after = ObjectRef::new(format!("{ns}\0"), String::new());
+            next = self.pods.range(after..).next().map(|(k, _)| k);
+            Some(ns)
+        })
+    }
 }

@@ -12,7 +12,7 @@ impl Isolator {
     /// `p` as an isolator; `None` when it isolates in no direction.
     pub(super) fn of(p: &crate::core::model::Policy) -> Option<Isolator> {
         (p.ingress.is_some() || p.egress.is_some()).then(|| Isolator {
-            id: p.id.clone(),
+            id: Arc::new(p.id.clone()),
             selector: p.pod_selector.clone(),
             ingress: p.ingress.is_some(),
             egress: p.egress.is_some(),
@@ -43,7 +43,11 @@ impl Index {
             .iter()
             .map(|(name, g)| {
                 (
-                    (g.direction, g.policies.clone(), g.audit),
+                    (
+                        g.direction,
+                        g.policies.iter().cloned().map(Arc::new).collect(),
+                        g.audit,
+                    ),
                     (name.clone(), 0),
                 )
             })
@@ -69,10 +73,16 @@ impl Index {
             set_keys: recorded.set_keys,
             policy_uses: HashMap::new(),
             touched: Default::default(),
+            set_uses: HashMap::new(),
         };
+        for (_, chain) in &ix.compiled.ruleset.chains {
+            super::partial::chain_sets(chain, |s| {
+                *ix.set_uses.entry(s.to_string()).or_default() += 1;
+            });
+        }
         for (dir, pols, _) in ix.groups.keys() {
             for p in pols {
-                *ix.policy_uses.entry((*dir, p.clone())).or_default() += 1;
+                *ix.policy_uses.entry((*dir, (**p).clone())).or_default() += 1;
             }
         }
         for (set, source) in recorded.sources {

@@ -105,10 +105,13 @@ impl Index {
             Arc::make_mut(&mut self.drop_log).groups.remove(&name);
             gone_chains.insert(name);
             for p in &key.1 {
-                let uses = self.policy_uses.get_mut(&(key.0, p.clone())).expect("used");
+                let uses = self
+                    .policy_uses
+                    .get_mut(&(key.0, (**p).clone()))
+                    .expect("used");
                 *uses -= 1;
                 if *uses == 0 {
-                    self.policy_uses.remove(&(key.0, p.clone()));
+                    self.policy_uses.remove(&(key.0, (**p).clone()));
                     gone_chains.insert(names::policy_chain(key.0, p));
                 }
             }
@@ -116,9 +119,9 @@ impl Index {
         let mut new_policies: BTreeSet<(Direction, ObjectRef)> = BTreeSet::new();
         for key in came {
             for p in &key.1 {
-                let uses = self.policy_uses.entry((key.0, p.clone())).or_default();
+                let uses = self.policy_uses.entry((key.0, (**p).clone())).or_default();
                 if *uses == 0 {
-                    new_policies.insert((key.0, p.clone()));
+                    new_policies.insert((key.0, (**p).clone()));
                 }
                 *uses += 1;
             }
@@ -128,15 +131,20 @@ impl Index {
             gone_chains.remove(&names::policy_chain(*dir, p));
         }
         if !new_policies.is_empty() {
-            let existing: BTreeSet<&str> = self
-                .compiled
-                .ruleset
-                .chains
+            // (One walk over the chains against the few new names, not a
+            // set of every chain's name.)
+            let mut wanted: BTreeMap<String, (Direction, ObjectRef)> = new_policies
                 .iter()
-                .map(|(n, _)| n.as_str())
+                .map(|(dir, p)| (names::policy_chain(*dir, p), (*dir, p.clone())))
                 .collect();
-            new_policies
-                .retain(|(dir, p)| !existing.contains(names::policy_chain(*dir, p).as_str()));
+            for (name, _) in &self.compiled.ruleset.chains {
+                if let Some(key) = wanted.remove(name) {
+                    new_policies.remove(&key);
+                    if wanted.is_empty() {
+                        break;
+                    }
+                }
+            }
         }
         for (dir, p) in rebuild {
             gone_chains.insert(names::policy_chain(*dir, p));
@@ -146,47 +154,52 @@ impl Index {
         }
         let rs = &mut self.compiled.ruleset;
         let mut maybe_unused: BTreeSet<String> = BTreeSet::new();
-        rs.chains.retain(|(name, chain)| {
-            if !gone_chains.contains(name) {
-                return true;
-            }
-            chain_sets(chain, |s| {
-                maybe_unused.insert(s.to_string());
+        let set_uses = &mut self.set_uses;
+        if !gone_chains.is_empty() {
+            rs.chains.retain(|(name, chain)| {
+                if !gone_chains.contains(name) {
+                    return true;
+                }
+                chain_sets(chain, |s| {
+                    if let Some(n) = set_uses.get_mut(s) {
+                        *n -= 1;
+                    }
+                    maybe_unused.insert(s.to_string());
+                });
+                false
             });
-            false
-        });
+        }
         // Everything removed or built here, by name (the sets the removed
         // chains named may go; those the new ones name may be new).
         self.touched.sets.extend(maybe_unused.iter().cloned());
         self.touched.chains.extend(gone_chains);
-        // The pods enforced here after the change (local named-port sets).
-        let enforced: BTreeSet<ObjectRef> = cluster
-            .pods
-            .values()
-            .filter(|p| self.enforced(p))
-            .map(|p| p.id.clone())
+        let groups: Vec<(Direction, Vec<ObjectRef>, bool)> = came
+            .iter()
+            .map(|(d, pols, audit)| (*d, pols.iter().map(|p| (**p).clone()).collect(), *audit))
             .collect();
-        let groups: Vec<(Direction, Vec<ObjectRef>, bool)> = came.to_vec();
         let partial = crate::core::compile::partial(
             cluster,
             &self.options,
             &mut self.compiled.ruleset,
             &mut self.set_keys,
             Arc::make_mut(&mut self.drop_log),
-            enforced,
             &groups,
             &new_policies,
         );
         for (key, (name, _)) in came.iter().zip(&partial.groups) {
             self.groups.insert(key.clone(), (name.clone(), 0));
         }
-        let rank = |ix: &Index, name: &str| -> u8 {
+        // The full compile's order: base chains, group chains, audit group
+        // chains, then the rest (policy chains), the stamp chain last, each
+        // section by name. Ranks are looked up once per change, not once
+        // per chain for every chain added.
+        let rank = |dl: &crate::core::compile::droplog::Index, name: &str| -> u8 {
             if name == names::FORWARD_CHAIN || name == names::INGRESS_CHAIN {
                 0
             } else if name == names::STAMP_CHAIN {
                 4
             } else {
-                match ix.drop_log.groups.get(name) {
+                match dl.groups.get(name) {
                     Some(g) if g.audit => 2,
                     Some(_) => 1,
                     None => 3,
@@ -195,42 +208,35 @@ impl Index {
         };
         let new_chains: Vec<(String, Chain)> =
             partial.groups.into_iter().chain(partial.policies).collect();
+        let mut ranks: Vec<u8> = match new_chains.is_empty() {
+            true => Vec::new(),
+            false => (self.compiled.ruleset.chains.iter())
+                .map(|(n, _)| rank(&self.drop_log, n))
+                .collect(),
+        };
         for (name, chain) in new_chains {
             self.touched.chains.insert(name.clone());
             let touched = &mut self.touched.sets;
+            let set_uses = &mut self.set_uses;
             chain_sets(&chain, |s| {
+                *set_uses.entry(s.to_string()).or_default() += 1;
                 touched.insert(s.to_string());
             });
-            let r = rank(self, &name);
-            let at = self
-                .compiled
-                .ruleset
-                .chains
-                .iter()
-                .position(|(n, _)| {
-                    let rn = rank(self, n);
-                    rn > r || (rn == r && n.as_str() > name.as_str())
-                })
-                .unwrap_or(self.compiled.ruleset.chains.len());
+            let r = rank(&self.drop_log, &name);
+            let chains = &self.compiled.ruleset.chains;
+            let at = (0..chains.len())
+                .find(|&i| ranks[i] > r || (ranks[i] == r && chains[i].0.as_str() > name.as_str()))
+                .unwrap_or(chains.len());
             self.compiled.ruleset.chains.insert(at, (name, chain));
+            ranks.insert(at, r);
         }
         for (set, source) in partial.sources {
             self.add_source(set, source);
         }
-        // Sets only the removed chains named go with them. (One walk over
-        // every rule, crossing off names without copying any: on a node
-        // table of thousands of chains, collecting every name used cost
-        // milliseconds.)
-        if !maybe_unused.is_empty() {
-            for (_, c) in &self.compiled.ruleset.chains {
-                chain_sets(c, |s| {
-                    maybe_unused.remove(s);
-                });
-                if maybe_unused.is_empty() {
-                    break;
-                }
-            }
-            for set in &maybe_unused {
+        // Sets no chain names any more go with the chains that named them.
+        for set in &maybe_unused {
+            if self.set_uses.get(set).is_some_and(|n| *n == 0) {
+                self.set_uses.remove(set);
                 self.compiled.ruleset.sets.remove(set);
                 self.compiled.ruleset.maps.remove(set);
                 self.remove_source(set);
@@ -239,8 +245,8 @@ impl Index {
     }
 }
 
-/// Calls `f` with each set and map a chain's rules name.
-fn chain_sets(chain: &crate::core::nft::ruleset::Chain, mut f: impl FnMut(&str)) {
+/// Calls `f` with each set and map a chain's rules name (once per mention).
+pub(super) fn chain_sets(chain: &crate::core::nft::ruleset::Chain, mut f: impl FnMut(&str)) {
     use crate::core::nft::ruleset::{Match, Verdict};
     for r in &chain.rules {
         for m in &r.matches {

@@ -92,9 +92,9 @@ impl Index {
     /// policies), or takes it out.
     fn set_isolator(&mut self, cluster: &Cluster, id: &ObjectRef) {
         let list = self.policies.entry(id.namespace.clone()).or_default();
-        list.retain(|i| i.id != *id);
+        list.retain(|i| *i.id != *id);
         if let Some(isolator) = cluster.policies.get(id).and_then(Isolator::of) {
-            let at = list.partition_point(|i| i.id < *id);
+            let at = list.partition_point(|i| *i.id < *id);
             list.insert(at, isolator);
         }
         if list.is_empty() {
