@@ -22,6 +22,7 @@
 
 pub mod droplog;
 pub mod http;
+mod journal;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod status;

@@ -33,8 +33,9 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use super::http::Health;
+use super::journal::{Journal, Kind};
 use super::metrics::{Metrics, ResourceLabel};
-use super::worker::{Source, StoreState};
+use super::worker::{Source, StoreChanges, StoreState};
 use crate::core::k8s::slim::SlimPod;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node, strip};
 
@@ -133,6 +134,8 @@ pub(super) struct Stores {
     cluster_policies: Store<ClusterNetworkPolicy>,
     /// True while listing ClusterNetworkPolicies answers 404 (no CRD).
     cnp_absent: tokio::sync::watch::Receiver<bool>,
+    /// The keys the watches changed since the worker last read them.
+    journal: Journal,
 }
 
 impl Stores {
@@ -164,6 +167,18 @@ impl Source for Stores {
             nodes: self.nodes.state(),
         }
     }
+
+    /// Only the objects the watches changed since the last call (a whole
+    /// store after its relist): see `journal`.
+    fn changes(&self) -> StoreChanges {
+        self.journal.take(
+            &self.namespaces,
+            &self.pods,
+            &self.policies,
+            &self.cluster_policies,
+            &self.nodes,
+        )
+    }
 }
 
 /// Starts the watches; every event that changes what nftpol reads wakes `changed`, every error is
@@ -186,29 +201,41 @@ pub(super) fn start(
     let absent_set = absent_flag.clone();
     let mut node_seen = NodeFingerprints::default();
     let wcfg = watcher::Config::default();
+    let journal = Journal::default();
+    let (j_pods, j_ns, j_pol, j_node, j_cnp) = (
+        journal.clone(),
+        journal.clone(),
+        journal.clone(),
+        journal.clone(),
+        journal.clone(),
+    );
     let events = stream::select_all([
         watcher(Api::<SlimPod>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::pod)
             .reflect(pods_w)
+            .inspect(move |e| j_pods.record_result(Kind::Pods, e))
             .map(|e| tag("pods", e))
             .boxed(),
         watcher(Api::<Namespace>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::namespace)
             .reflect(ns_w)
+            .inspect(move |e| j_ns.record_result(Kind::Namespaces, e))
             .map(|e| tag("namespaces", e))
             .boxed(),
         watcher(Api::<NetworkPolicy>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::network_policy)
             .reflect(pol_w)
+            .inspect(move |e| j_pol.record_result(Kind::Policies, e))
             .map(|e| tag("networkpolicies", e))
             .boxed(),
         watcher(Api::<Node>::all(client.clone()), wcfg.clone())
             .backoff(WatchBackoff::new())
             .modify(strip::node)
             .reflect(node_w)
+            .inspect(move |e| j_node.record_result(Kind::Nodes, e))
             .map(move |e| {
                 let relevant = match &e {
                     Ok(ev) => node_seen.changed(ev),
@@ -224,6 +251,7 @@ pub(super) fn start(
             .backoff(WatchBackoff::with_absent(absent_flag))
             .modify(strip::cluster_network_policy)
             .reflect(cnp_w)
+            .inspect(move |e| j_cnp.record_result(Kind::ClusterPolicies, e))
             .map(move |e| {
                 match &e {
                     Err(err) if is_not_found(err) => {
@@ -253,6 +281,7 @@ pub(super) fn start(
         nodes,
         cluster_policies,
         cnp_absent,
+        journal,
     }
 }
 

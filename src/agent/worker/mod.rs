@@ -51,7 +51,7 @@ use super::metrics::{Metrics, ObjectLabel, OutcomeLabel, PathLabel, ReasonLabel}
 use super::status::{self, Feed};
 use super::{Config, http, stopped};
 use crate::core::compile::{Options, incremental};
-use crate::core::k8s::cache::ClusterCache;
+use crate::core::k8s::cache::{ClusterCache, Delta};
 use crate::core::k8s::node_status::Held;
 use crate::core::k8s::slim::SlimPod;
 use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node};
@@ -77,11 +77,39 @@ pub struct StoreState {
     pub nodes: Vec<Arc<Node>>,
 }
 
+/// What changed in the stores since the worker last read them: per kind
+/// every object, or the changed keys with their current objects.
+pub struct StoreChanges {
+    /// Namespaces.
+    pub namespaces: Delta<Namespace>,
+    /// Pods (parsed slim).
+    pub pods: Delta<SlimPod>,
+    /// Network policies.
+    pub policies: Delta<NetworkPolicy>,
+    /// ClusterNetworkPolicies.
+    pub cluster_policies: Delta<ClusterNetworkPolicy>,
+    /// Nodes.
+    pub nodes: Delta<Node>,
+}
+
 /// Where the worker reads the cluster from (the reflectors' stores, or a
 /// test's list of objects).
 pub trait Source: Send + Sync {
     /// The current objects (shared pointers, no copies).
     fn state(&self) -> StoreState;
+
+    /// What changed since the last call (the first call: everything). By
+    /// default every object, every time.
+    fn changes(&self) -> StoreChanges {
+        let s = self.state();
+        StoreChanges {
+            namespaces: Delta::All(s.namespaces),
+            pods: Delta::All(s.pods),
+            policies: Delta::All(s.policies),
+            cluster_policies: Delta::All(s.cluster_policies),
+            nodes: Delta::All(s.nodes),
+        }
+    }
 }
 
 /// What a compile hands the enforcer.
@@ -274,7 +302,7 @@ impl Worker {
 
     /// Compiles the source and brings the kernel to the result; true on success.
     async fn apply_once(&mut self, source: &dyn Source) -> bool {
-        let state = source.state();
+        let changes = source.changes();
         let status = self.status.is_some();
         let held_version = self.held_version;
         let node = self.cfg.node.clone();
@@ -290,8 +318,11 @@ impl Worker {
         let t = std::time::Instant::now();
         let (model, compiler, compiled, path, (versions, held)) =
             tokio::task::spawn_blocking(move || {
-                let mut stats = model.update(&state.namespaces, &state.pods, &state.policies);
-                let scoped = model.update_cluster_scoped(&state.cluster_policies, &state.nodes);
+                let state = changes;
+                let mut stats = model.update_delta(&state.namespaces, &state.pods, &state.policies);
+                let scoped =
+                    model.update_cluster_scoped_delta(&state.cluster_policies, &state.nodes);
+                drop(state);
                 stats.converted += scoped.converted;
                 stats.removed += scoped.removed;
                 stats.reused += scoped.reused;
@@ -299,10 +330,8 @@ impl Worker {
                 // name or resourceVersion changed (a walk over every policy).
                 let versions = model.policy_versions();
                 let held = (status && held_version != Some(versions)).then(|| {
-                    Held::of(
-                        state.policies.iter().map(|o| &**o),
-                        state.cluster_policies.iter().map(|o| &**o),
-                    )
+                    let (policies, cluster_policies) = model.policy_objects();
+                    Held::of(policies, cluster_policies)
                 });
                 tracing::debug!(
                     converted = stats.converted,

@@ -9,12 +9,16 @@
 //! not depend on which path built the model.
 
 use super::slim::SlimPod;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+mod seen;
+pub use seen::Delta;
+use seen::{Objs, Seen, len};
 
 use super::cnp::ClusterNetworkPolicy;
 use super::convert;
@@ -33,42 +37,6 @@ pub struct UpdateStats {
     pub reused: usize,
 }
 
-/// Per-kind bookkeeping: the objects last seen, the resourceVersion each
-/// was converted at and the diagnostics its conversion produced.
-///
-/// Every update walks a whole store (tens of thousands of objects) for what
-/// is usually one changed object, so the walk must not touch the objects: a
-/// store hands an unchanged object over as the same `Arc`, and `objects`
-/// (which holds each, so its address cannot be reused) recognises it by its
-/// address alone. Only objects with a new address are read: converted if
-/// their resourceVersion is new (a relist hands over new `Arc`s of the same
-/// versions: not converted again).
-#[derive(Debug)]
-struct Seen<K> {
-    /// Namespace → name → the resourceVersion converted (`None`: the object
-    /// had none, and is converted whenever it has a new address).
-    versions: HashMap<String, HashMap<String, Option<String>>>,
-    /// Address → the object, and the last update that saw it there.
-    objects: HashMap<usize, (Arc<K>, u64)>,
-    /// Bumped by every update.
-    epoch: u64,
-    diags: BTreeMap<ObjectRef, Vec<Diagnostic>>,
-}
-
-impl<K> Default for Seen<K> {
-    fn default() -> Self {
-        Seen {
-            versions: HashMap::new(),
-            objects: HashMap::new(),
-            epoch: 0,
-            diags: BTreeMap::new(),
-        }
-    }
-}
-
-fn address<K>(o: &Arc<K>) -> usize {
-    Arc::as_ptr(o) as usize
-}
 /// The model of the cluster, updated incrementally. See the module docs.
 #[derive(Debug, Default)]
 pub struct ClusterCache {
@@ -85,7 +53,9 @@ pub struct ClusterCache {
     policy_versions: u64,
 }
 
-fn key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
+/// The model's key of an API object: namespace/name (a namespaced object
+/// without a namespace is in `default`), or `""`/name for a cluster-scoped one.
+pub fn object_key(m: &ObjectMeta, namespaced: bool) -> ObjectRef {
     let ns = if namespaced {
         m.namespace.clone().unwrap_or_else(|| "default".to_string())
     } else {
@@ -107,115 +77,6 @@ pub fn api_source() -> Source {
         file: "api".to_string(),
         document: 0,
         item: None,
-    }
-}
-
-impl<K> Seen<K> {
-    /// The same objects as last time, at the same addresses: nothing to do.
-    fn unchanged(&self, objs: &[Arc<K>]) -> bool {
-        objs.len() == self.objects.len()
-            && objs.iter().all(|o| self.objects.contains_key(&address(o)))
-    }
-
-    /// Applies `objs` (the complete current set of one kind) to the model:
-    /// `convert` turns a changed object into its model entry (or None when
-    /// the model leaves it out), `insert`/`remove` edit the model.
-    /// Keys whose model entry appeared, went or changed are added to `changed`.
-    /// True when some object was new, had a new resourceVersion or went away.
-    #[allow(clippy::too_many_arguments)]
-    fn update<V: PartialEq>(
-        &mut self,
-        objs: &[Arc<K>],
-        meta: impl Fn(&K) -> &ObjectMeta,
-        namespaced: bool,
-        mut convert: impl FnMut(&K, &mut Vec<Diagnostic>) -> Option<V>,
-        model: &mut BTreeMap<ObjectRef, V>,
-        stats: &mut UpdateStats,
-        changed: &mut BTreeSet<ObjectRef>,
-    ) -> bool {
-        self.epoch += 1;
-        let epoch = self.epoch;
-        // Objects seen again at their address (distinct).
-        let mut again = 0;
-        let mut touched = false;
-        // Objects at a new address, and their keys.
-        let mut fresh: Vec<&Arc<K>> = Vec::new();
-        let mut fresh_keys: HashSet<ObjectRef> = HashSet::new();
-        for o in objs {
-            if let Some((_, seen)) = self.objects.get_mut(&address(o)) {
-                again += (*seen != epoch) as usize;
-                *seen = epoch;
-                stats.reused += 1;
-                continue;
-            }
-            fresh.push(o);
-            let m = meta(o);
-            let k = key(m, namespaced);
-            let rv = m.resource_version.as_deref();
-            fresh_keys.insert(k.clone());
-            let version = self
-                .versions
-                .entry(k.namespace.clone())
-                .or_default()
-                .entry(k.name.clone())
-                .or_insert(None);
-            if rv.is_some() && version.as_deref() == rv {
-                stats.reused += 1;
-                continue;
-            }
-            // An object without a resourceVersion is converted every time.
-            *version = rv.map(str::to_string);
-            touched = true;
-            let mut d = Vec::new();
-            let differs = match convert(o, &mut d) {
-                Some(v) => model
-                    .insert(k.clone(), v)
-                    .is_none_or(|old| Some(&old) != model.get(&k)),
-                None => model.remove(&k).is_some(),
-            };
-            if d.is_empty() {
-                self.diags.remove(&k);
-            } else {
-                self.diags.insert(k.clone(), d);
-            }
-            if differs {
-                changed.insert(k);
-            }
-            stats.converted += 1;
-        }
-        if again != self.objects.len() {
-            // Objects not handed over again: replaced (their key came at a
-            // new address) or gone.
-            let left: Vec<usize> = self
-                .objects
-                .iter()
-                .filter(|(_, (_, seen))| *seen != epoch)
-                .map(|(a, _)| *a)
-                .collect();
-            for a in left {
-                let (old, _) = self.objects.remove(&a).expect("listed");
-                let k = key(meta(&old), namespaced);
-                if fresh_keys.contains(&k) {
-                    continue;
-                }
-                touched = true;
-                if let Some(names) = self.versions.get_mut(&k.namespace) {
-                    names.remove(&k.name);
-                    if names.is_empty() {
-                        self.versions.remove(&k.namespace);
-                    }
-                }
-                if model.remove(&k).is_some() {
-                    stats.removed += 1;
-                    changed.insert(k.clone());
-                }
-                self.diags.remove(&k);
-            }
-        }
-        for o in fresh {
-            self.objects.insert(address(o), (o.clone(), epoch));
-        }
-        touched
     }
 }
 
@@ -241,16 +102,39 @@ impl ClusterCache {
         pods: &[Arc<SlimPod>],
         policies: &[Arc<net::NetworkPolicy>],
     ) -> UpdateStats {
+        self.update_objs(Objs::All(namespaces), Objs::All(pods), Objs::All(policies))
+    }
+
+    /// [`ClusterCache::update`] from what changed: per kind every object, or
+    /// only the keys the watch reported since the last update (with their
+    /// current objects), so that one changed pod costs one pod, not a walk
+    /// over every object of a large cluster. The result is the same as
+    /// [`ClusterCache::update`] with the complete sets (tested).
+    pub fn update_delta(
+        &mut self,
+        namespaces: &Delta<core::Namespace>,
+        pods: &Delta<SlimPod>,
+        policies: &Delta<net::NetworkPolicy>,
+    ) -> UpdateStats {
+        self.update_objs(namespaces.objs(), pods.objs(), policies.objs())
+    }
+
+    fn update_objs(
+        &mut self,
+        namespaces: Objs<'_, core::Namespace>,
+        pods: Objs<'_, SlimPod>,
+        policies: Objs<'_, net::NetworkPolicy>,
+    ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
         let mut other = BTreeSet::new();
 
         if self.namespaces.unchanged(namespaces) {
-            stats.reused += namespaces.len();
+            stats.reused += len(namespaces);
         } else {
             self.update_namespaces(namespaces, &mut stats, &mut other);
         }
-        self.pods.update(
+        self.pods.apply(
             pods,
             |p: &SlimPod| &p.metadata,
             true,
@@ -259,7 +143,7 @@ impl ClusterCache {
             &mut stats,
             &mut self.changes.pods,
         );
-        if self.policies.update(
+        if self.policies.apply(
             policies,
             |p: &net::NetworkPolicy| &p.metadata,
             true,
@@ -276,19 +160,15 @@ impl ClusterCache {
 
     fn update_namespaces(
         &mut self,
-        namespaces: &[Arc<core::Namespace>],
+        namespaces: Objs<'_, core::Namespace>,
         stats: &mut UpdateStats,
         other: &mut BTreeSet<ObjectRef>,
     ) {
         let src = api_source();
         // Namespaces are keyed by name in the model; reuse the generic
         // bookkeeping over an ObjectRef-keyed view and copy changes across.
-        let mut ns_model: BTreeMap<ObjectRef, crate::core::model::Namespace> =
-            std::mem::take(&mut self.cluster.namespaces)
-                .into_iter()
-                .map(|(n, v)| (ObjectRef::new(String::new(), n), v))
-                .collect();
-        self.namespaces.update(
+        let mut ns_model = by_name(std::mem::take(&mut self.cluster.namespaces));
+        self.namespaces.apply(
             namespaces,
             |n: &core::Namespace| &n.metadata,
             false,
@@ -310,15 +190,33 @@ impl ClusterCache {
         cluster_policies: &[Arc<ClusterNetworkPolicy>],
         nodes: &[Arc<core::Node>],
     ) -> UpdateStats {
+        self.update_scoped_objs(Objs::All(cluster_policies), Objs::All(nodes))
+    }
+
+    /// [`ClusterCache::update_cluster_scoped`] from what changed (see
+    /// [`ClusterCache::update_delta`]).
+    pub fn update_cluster_scoped_delta(
+        &mut self,
+        cluster_policies: &Delta<ClusterNetworkPolicy>,
+        nodes: &Delta<core::Node>,
+    ) -> UpdateStats {
+        self.update_scoped_objs(cluster_policies.objs(), nodes.objs())
+    }
+
+    fn update_scoped_objs(
+        &mut self,
+        cluster_policies: Objs<'_, ClusterNetworkPolicy>,
+        nodes: Objs<'_, core::Node>,
+    ) -> UpdateStats {
         let src = api_source();
         let mut stats = UpdateStats::default();
         let mut other = BTreeSet::new();
         if self.cluster_policies.unchanged(cluster_policies) && self.nodes.unchanged(nodes) {
-            stats.reused += cluster_policies.len() + nodes.len();
+            stats.reused += len(cluster_policies) + len(nodes);
             return stats;
         }
         let mut model = by_name(std::mem::take(&mut self.cluster.cluster_policies));
-        if self.cluster_policies.update(
+        if self.cluster_policies.apply(
             cluster_policies,
             |p: &ClusterNetworkPolicy| &p.metadata,
             false,
@@ -331,7 +229,7 @@ impl ClusterCache {
         }
         self.cluster.cluster_policies = model.into_iter().map(|(k, v)| (k.name, v)).collect();
         let mut model = by_name(std::mem::take(&mut self.cluster.nodes));
-        self.nodes.update(
+        self.nodes.apply(
             nodes,
             |n: &core::Node| &n.metadata,
             false,
@@ -343,6 +241,20 @@ impl ClusterCache {
         self.cluster.nodes = model.into_iter().map(|(k, v)| (k.name, v)).collect();
         self.changes.other |= !other.is_empty();
         stats
+    }
+
+    /// The current NetworkPolicy and ClusterNetworkPolicy objects (as last
+    /// handed to an update), in no particular order.
+    pub fn policy_objects(
+        &self,
+    ) -> (
+        impl Iterator<Item = &net::NetworkPolicy>,
+        impl Iterator<Item = &ClusterNetworkPolicy>,
+    ) {
+        (
+            self.policies.objects.values().map(|(o, _)| &**o),
+            self.cluster_policies.objects.values().map(|(o, _)| &**o),
+        )
     }
 
     /// What changed in the model (by value, not by resourceVersion) since

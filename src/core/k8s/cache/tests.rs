@@ -250,3 +250,188 @@ fn cluster_scoped_objects_are_cached_too() {
     n.remove(0);
     check(&c, &n, 0, 2);
 }
+
+/// One kind's store in [`per_key_updates_equal_whole_set_updates`]: the
+/// current objects by key, and the keys changed since the last take.
+struct FakeStore<K> {
+    objs: BTreeMap<ObjectRef, Arc<K>>,
+    changed: BTreeSet<ObjectRef>,
+}
+
+impl<K> FakeStore<K> {
+    fn new() -> Self {
+        FakeStore {
+            objs: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+    fn put(&mut self, k: ObjectRef, o: K) {
+        self.objs.insert(k.clone(), Arc::new(o));
+        self.changed.insert(k);
+    }
+    fn delete(&mut self, k: &ObjectRef) {
+        self.objs.remove(k);
+        self.changed.insert(k.clone());
+    }
+    fn all(&self) -> Vec<Arc<K>> {
+        self.objs.values().cloned().collect()
+    }
+    /// The changed keys with their objects; every object after a relist.
+    fn take(&mut self, relist: bool) -> Delta<K> {
+        let changed = std::mem::take(&mut self.changed);
+        match relist {
+            true => Delta::All(self.all()),
+            false => Delta::Keys(
+                changed
+                    .into_iter()
+                    .map(|k| {
+                        let o = self.objs.get(&k).cloned();
+                        (k, o)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The agent's path (only the keys the watch reported, a whole store after
+/// a relist) builds the same model, diagnostics and changes as handing
+/// every object over each time, through a long pseudo-random sequence of
+/// creates, new versions, deletes, re-creates, objects re-listed at a new
+/// address with the same resourceVersion, and objects without one.
+#[test]
+fn per_key_updates_equal_whole_set_updates() {
+    let (mut whole, mut keyed) = (ClusterCache::new(), ClusterCache::new());
+    let mut n = FakeStore::new();
+    let mut p = FakeStore::new();
+    let mut q = FakeStore::new();
+    let mut c = FakeStore::new();
+    let mut d = FakeStore::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let mut rv = 100;
+    for step in 0..600 {
+        for _ in 0..1 + next(4) {
+            rv += 1;
+            // Roughly: 1 in 8 changes has no resourceVersion, 1 in 8 keeps
+            // the previous one (a relist's new copy of the same version).
+            let v = match next(8) {
+                0 => String::new(),
+                1 => (rv - 1).to_string(),
+                _ => rv.to_string(),
+            };
+            let del = next(5) == 0;
+            let i = next(6);
+            let with_rv = |mut m: serde_json::Value| {
+                if v.is_empty() {
+                    m["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("resourceVersion");
+                }
+                m
+            };
+            match next(5) {
+                0 => {
+                    let k = ObjectRef::new("", format!("ns{}", i % 3));
+                    if del {
+                        n.delete(&k);
+                    } else {
+                        let o = ns(&k.name, &v, &format!("t{}", next(3)));
+                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
+                        n.put(k, o.unwrap());
+                    }
+                }
+                1 | 2 => {
+                    let k = ObjectRef::new("a", format!("p{i}"));
+                    if del {
+                        p.delete(&k);
+                    } else {
+                        let ip = match next(6) {
+                            0 => "bad".to_string(),
+                            j => format!("10.0.0.{j}"),
+                        };
+                        let o = pod(&k.name, &v, &format!("app{}", next(3)), &ip);
+                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
+                        p.put(k, o.unwrap());
+                    }
+                }
+                3 => {
+                    let k = ObjectRef::new("a", format!("q{}", i % 4));
+                    if del {
+                        q.delete(&k);
+                    } else {
+                        let o = pol(&k.name, &v, &format!("app{}", next(3)));
+                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
+                        q.put(k, o.unwrap());
+                    }
+                }
+                _ => match next(2) {
+                    0 => {
+                        let k = ObjectRef::new("", format!("c{}", i % 2));
+                        if del {
+                            c.delete(&k);
+                        } else {
+                            let prio = [10, 20, 5000][next(3) as usize];
+                            c.put(k.clone(), cnp(&k.name, &v, prio));
+                        }
+                    }
+                    _ => {
+                        let k = ObjectRef::new("", format!("n{}", i % 3));
+                        if del {
+                            d.delete(&k);
+                        } else {
+                            let ip = format!("10.1.0.{}", next(4));
+                            d.put(k.clone(), node(&k.name, &v, &ip));
+                        }
+                    }
+                },
+            }
+        }
+        let a = whole.update(&n.all(), &p.all(), &q.all());
+        let a2 = whole.update_cluster_scoped(&c.all(), &d.all());
+        let relist = step % 37 == 0;
+        let b = keyed.update_delta(&n.take(relist), &p.take(relist), &q.take(relist));
+        let b2 = keyed.update_cluster_scoped_delta(&c.take(relist), &d.take(relist));
+        assert_eq!(
+            keyed.cluster(),
+            whole.cluster(),
+            "step {step}: models differ"
+        );
+        let text = |c: &ClusterCache| -> Vec<String> {
+            c.diagnostics().iter().map(|d| d.to_string()).collect()
+        };
+        assert_eq!(
+            text(&keyed),
+            text(&whole),
+            "step {step}: diagnostics differ"
+        );
+        assert_eq!(
+            keyed.take_changes(),
+            whole.take_changes(),
+            "step {step}: changes differ"
+        );
+        assert_eq!(
+            keyed.policy_versions(),
+            whole.policy_versions(),
+            "step {step}"
+        );
+        assert_eq!(
+            (b.converted + b2.converted, b.removed + b2.removed),
+            (a.converted + a2.converted, a.removed + a2.removed),
+            "step {step}: {a:?} {a2:?} / {b:?} {b2:?}"
+        );
+        let held = |c: &ClusterCache| {
+            let (p, cp) = c.policy_objects();
+            crate::core::k8s::node_status::Held::of(p, cp)
+        };
+        assert_eq!(held(&keyed), held(&whole), "step {step}");
+    }
+    // The sequence reached every kind of change.
+    assert!(!whole.cluster().pods.is_empty() && !whole.cluster().policies.is_empty());
+}
