@@ -5,7 +5,10 @@
 //! (`nftpol_testkit::nftmon`: the kernel's own notifications, replayed; not
 //! the agent's apply counters, which cannot say which of many overlapping
 //! events an apply carried). Also the agent's CPU (utime + stime, and its `nft` children's)
-//! over the run as % of one core, and its peak RSS.
+//! over the run as % of one core, and its peak RSS. Where the time goes:
+//! the API server's answer to each write (and the latency counted from
+//! that answer instead), and the agent's own compile and apply durations
+//! over the run (its histograms: mean and spread).
 //!
 //! `NFTPOL_CHURN_SECS` and `NFTPOL_CHURN_RATE` (events per second) set the
 //! run. Mix: 35 % create (a new replica of a random pod's workload, on a
@@ -77,11 +80,12 @@ struct Live {
 }
 
 /// An event as written: its kind, the pod's IPv4 address, when the timed
-/// write started (None: the write failed).
+/// write started and when the API server answered it (None: the write
+/// failed).
 struct Done {
     kind: Kind,
     ip: u32,
-    start: Option<Instant>,
+    start: Option<(Instant, Instant)>,
 }
 
 fn ipv4(pod: &Pod) -> Option<u32> {
@@ -99,7 +103,7 @@ async fn create(
     ns: String,
     pod: serde_json::Value,
     ips: [String; 2],
-) -> Option<Instant> {
+) -> Option<(Instant, Instant)> {
     let api = Api::<Pod>::namespaced(client, &ns);
     let pod: Pod = serde_json::from_value(pod).unwrap();
     let name = pod.metadata.name.clone().unwrap();
@@ -113,16 +117,16 @@ async fn create(
     )
     .await
     .ok()?;
-    Some(start)
+    Some((start, Instant::now()))
 }
 
-async fn delete(client: kube::Client, ns: String, name: String) -> Option<Instant> {
+async fn delete(client: kube::Client, ns: String, name: String) -> Option<(Instant, Instant)> {
     let api = Api::<Pod>::namespaced(client, &ns);
     let start = Instant::now();
     api.delete(&name, &DeleteParams::default().grace_period(0))
         .await
         .ok()?;
-    Some(start)
+    Some((start, Instant::now()))
 }
 
 async fn relabel(
@@ -130,7 +134,7 @@ async fn relabel(
     ns: String,
     name: String,
     labels: serde_json::Value,
-) -> Option<Instant> {
+) -> Option<(Instant, Instant)> {
     let api = Api::<Pod>::namespaced(client, &ns);
     let start = Instant::now();
     api.patch(
@@ -140,7 +144,72 @@ async fn relabel(
     )
     .await
     .ok()?;
-    Some(start)
+    Some((start, Instant::now()))
+}
+
+/// The agent's compile and apply duration histograms (summed over their
+/// labels): per `le` bound the cumulative count, then the sum and count.
+struct Durations {
+    compile: (Vec<(f64, f64)>, f64, f64),
+    apply: (Vec<(f64, f64)>, f64, f64),
+}
+
+impl Durations {
+    fn scrape() -> Durations {
+        let body = agent::metrics_text(METRICS).expect("the agent's metrics");
+        let hist = |name: &str| {
+            let mut buckets: BTreeMap<String, f64> = BTreeMap::new();
+            let prefix = format!("{name}_bucket{{");
+            for l in body.lines().filter(|l| l.starts_with(&prefix)) {
+                let le = l.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+                let n = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+                if let (Some(le), Some(n)) = (le, n) {
+                    *buckets.entry(le.to_string()).or_default() += n;
+                }
+            }
+            let mut buckets: Vec<(f64, f64)> = buckets
+                .into_iter()
+                .map(|(le, n)| (le.parse().unwrap_or(f64::INFINITY), n))
+                .collect();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let sum = agent::metric_in(&body, &format!("{name}_sum"), "");
+            let count = agent::metric_in(&body, &format!("{name}_count"), "");
+            (buckets, sum, count)
+        };
+        Durations {
+            compile: hist("nftpol_compile_duration_seconds"),
+            apply: hist("nftpol_apply_duration_seconds"),
+        }
+    }
+
+    /// Mean and the spread over the histogram's bounds of what happened
+    /// since `before`.
+    fn print_since(&self, before: &Durations) {
+        for (what, now, then) in [
+            ("compile", &self.compile, &before.compile),
+            ("apply", &self.apply, &before.apply),
+        ] {
+            let n = now.2 - then.2;
+            if n <= 0.0 {
+                continue;
+            }
+            let mut spread = Vec::new();
+            let mut below = 0.0;
+            for (le, c) in &now.0 {
+                let c0 = then.0.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
+                let cum = c - c0;
+                if cum > below {
+                    spread.push(format!("<={:.1} ms: {}", le * 1e3, cum - below));
+                }
+                below = cum;
+            }
+            println!(
+                "churn: agent {what}: {n} taking {:.1} ms on average; by bound {}",
+                (now.1 - then.1) / n * 1e3,
+                spread.join(", ")
+            );
+        }
+    }
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
@@ -188,6 +257,7 @@ pub fn run(
         }
     }
     let applies0 = agent::applies(METRICS).expect("the agent's metrics");
+    let hist0 = Durations::scrape();
     let paths0 = agent::compile_paths(METRICS).expect("the agent's metrics");
     let cpu0 = nftmon::cpu_seconds(pid);
     let load0 = loadavg();
@@ -280,6 +350,7 @@ pub fn run(
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = nftmon::cpu_seconds(pid);
     let applies1 = agent::applies(METRICS).expect("the agent's metrics");
+    let hist1 = Durations::scrape();
     let paths1 = agent::compile_paths(METRICS).expect("the agent's metrics");
     let load1 = loadavg();
     let (txns, overruns) = monitor.snapshot();
@@ -305,8 +376,16 @@ pub fn run(
     // whether the tail is steady over the run or grows.
     let mut windows: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
     let failed = done.iter().filter(|d| d.start.is_none()).count();
+    // Where the time goes: the API server's answer to each write, and the
+    // latency counted from that answer instead (0 when the kernel had it
+    // first: the watch event can outrun the write's response).
+    let mut writes: Vec<Duration> = Vec::new();
+    let mut after_answer: Vec<Duration> = Vec::new();
     for d in &done {
-        let Some(start) = d.start else { continue };
+        let Some((start, answered)) = d.start else {
+            continue;
+        };
+        writes.push(answered - start);
         let window_end = match d.kind {
             Kind::Relabel => txns
                 .iter()
@@ -322,6 +401,7 @@ pub fn run(
         let class = match hit {
             Some((at, _)) => {
                 lat.entry(d.kind).or_default().push(*at - start);
+                after_answer.push(at.saturating_duration_since(answered));
                 let w = start.saturating_duration_since(t0).as_secs() / 10;
                 windows.entry(w).or_default().push(*at - start);
                 if full_at.contains(at) {
@@ -365,6 +445,24 @@ pub fn run(
             pct(v, 1.0),
         );
     }
+    for (what, v) in [
+        ("the API server's answer to a write", &mut writes),
+        (
+            "event -> kernel counted from that answer",
+            &mut after_answer,
+        ),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort();
+        println!(
+            "churn: {what}: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            pct(v, 0.5),
+            pct(v, 0.99),
+            pct(v, 1.0),
+        );
+    }
     let by_window: Vec<String> = windows
         .iter_mut()
         .map(|(w, v)| {
@@ -389,6 +487,7 @@ pub fn run(
         paths1.1 - paths0.1,
         paths1.2 - paths0.2,
     );
+    hist1.print_since(&hist0);
     println!(
         "churn: agent CPU {:.1} % of one core (self {self_cpu:.1} s, nft children {child_cpu:.1} s, over {wall:.1} s: {:.1} % self, {:.1} % children); peak RSS {:.0} MB",
         (self_cpu + child_cpu) / wall * 100.0,
