@@ -27,7 +27,7 @@ use nftpol::core::compile::{Options, compile_cluster};
 use nftpol::core::k8s::Objects;
 use nftpol::core::k8s::cache::ClusterCache;
 use nftpol::core::nft::render::script;
-use nftpol_testkit::bench::{loadavg, median_ms, relist, versioned};
+use nftpol_testkit::bench::{loadavg, median_ms, relist, update_pods, versioned};
 use nftpol_testkit::{realistic, synth};
 
 fn thread_cpu() -> Duration {
@@ -104,19 +104,19 @@ fn view(
             let there = compile(&mut cache, &mut state, &changed).1;
             let back = compile(&mut cache, &mut state, objs).1;
             if there == want && back == want {
-                found = Some((changed, what));
+                found = Some((changed, what, k));
                 break 'search;
             }
         }
     }
-    let (changed, what) =
+    let (changed, what, k) =
         found.with_context(|| format!("no {want:?} relabel among the pods tried"))?;
     let (mut inc_wall, mut inc_cpu, mut full_wall, mut full_cpu) = (vec![], vec![], vec![], vec![]);
     let mut copy_cpu = vec![];
     let load_before = loadavg();
     for _ in 0..rounds {
         for target in [&changed, objs] {
-            relist(&mut cache, target);
+            update_pods(&mut cache, target, &[k]);
             let changes = cache.take_changes();
             // The agent's path: the result as edits (or the names of what
             // changed) of the ruleset the state keeps.

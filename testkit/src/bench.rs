@@ -47,6 +47,28 @@ pub fn versioned(objs: &mut Objects) {
     }
 }
 
+/// The cache brought to `objs` when only the pods at indices `changed`
+/// differ from what it holds, as the agent's watches report a change: those
+/// pods' keys and objects (`Delta::Keys`), nothing else read. (A
+/// [`relist`] per round also frees and allocates every object, which left
+/// the allocator's free lists for the timed compile after it to sort out.)
+pub fn update_pods(cache: &mut ClusterCache, objs: &Objects, changed: &[usize]) {
+    use nftpol::core::k8s::cache::{Delta, object_key};
+    let pods = changed
+        .iter()
+        .map(|&k| {
+            let p = &objs.pods[k].1;
+            let pod = nftpol::core::k8s::slim::SlimPod::from(p);
+            (object_key(&p.metadata, true), Some(Arc::new(pod)))
+        })
+        .collect();
+    cache.update_delta(
+        &Delta::Keys(Vec::new()),
+        &Delta::Keys(pods),
+        &Delta::Keys(Vec::new()),
+    );
+}
+
 /// The cache brought to `objs` with every object in a new `Arc`, as after a
 /// relist: read, converted only where the resourceVersion is new (the
 /// agent's watches hand over the same `Arc`s for unchanged objects, so
