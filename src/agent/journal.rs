@@ -10,7 +10,10 @@
 //! object of each key: an event that lands between the two is read now and
 //! again at the next apply (its key is recorded after the take), which
 //! converts nothing twice (the model skips a resourceVersion it has).
-//! Every kind starts marked whole: the first apply walks everything.
+//! Every kind starts marked whole: the first apply walks everything, and
+//! every `--resync` period marks them whole again ([`Journal::mark_all`]),
+//! so that a key the journal somehow missed cannot leave the model behind
+//! its store for longer than a period and the next event.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -103,6 +106,11 @@ impl Journal {
         }
     }
 
+    /// Marks every kind whole: the next take reads every store.
+    pub(super) fn mark_all(&self) {
+        *self.lock() = Pending::default();
+    }
+
     /// [`Journal::record`] for a watch stream's item (errors change no store).
     pub(super) fn record_result<K: Resource, E>(
         &self,
@@ -180,4 +188,70 @@ where
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::k8s::slim::SlimPod;
+    use crate::core::k8s::{ClusterNetworkPolicy, Namespace, NetworkPolicy, Node};
+
+    fn pod(name: &str) -> SlimPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "a", "resourceVersion": "1"}
+        }))
+        .unwrap()
+    }
+
+    /// What a take says of the pods: every object, or (key, present).
+    fn pods_of(c: &StoreChanges) -> Result<usize, Vec<(String, bool)>> {
+        match &c.pods {
+            Delta::All(v) => Ok(v.len()),
+            Delta::Keys(k) => Err(k
+                .iter()
+                .map(|(k, o)| (format!("{}/{}", k.namespace, k.name), o.is_some()))
+                .collect()),
+        }
+    }
+
+    #[test]
+    fn a_take_reads_the_changed_keys_and_whole_kinds_after_a_relist() {
+        let (pods, mut pods_w) = reflector::store::<SlimPod>();
+        let (ns, _w1) = reflector::store::<Namespace>();
+        let (pol, _w2) = reflector::store::<NetworkPolicy>();
+        let (cnp, _w3) = reflector::store::<ClusterNetworkPolicy>();
+        let (nodes, _w4) = reflector::store::<Node>();
+        let j = Journal::default();
+        let take = || j.take(&ns, &pods, &pol, &cnp, &nodes);
+        let mut feed = |e: watcher::Event<SlimPod>| {
+            pods_w.apply_watcher_event(&e);
+            j.record(Kind::Pods, &e);
+        };
+        // The first take reads everything.
+        feed(watcher::Event::Apply(pod("p1")));
+        let c = take();
+        assert_eq!(pods_of(&c), Ok(1));
+        assert!(matches!(c.namespaces, Delta::All(_)) && matches!(c.nodes, Delta::All(_)));
+        // Then only what changed, with its current object or none.
+        assert_eq!(pods_of(&take()), Err(vec![]));
+        feed(watcher::Event::Apply(pod("p2")));
+        feed(watcher::Event::Apply(pod("p2")));
+        feed(watcher::Event::Delete(pod("p1")));
+        let c = take();
+        assert_eq!(
+            pods_of(&c),
+            Err(vec![("a/p1".into(), false), ("a/p2".into(), true)])
+        );
+        assert!(matches!(&c.namespaces, Delta::Keys(k) if k.is_empty()));
+        // A relist (the store swapped at InitDone) reads the whole kind.
+        feed(watcher::Event::Init);
+        feed(watcher::Event::InitApply(pod("p3")));
+        assert_eq!(pods_of(&take()), Err(vec![]), "nothing until InitDone");
+        feed(watcher::Event::InitDone);
+        assert_eq!(pods_of(&take()), Ok(1));
+        // So does a resync's mark.
+        j.mark_all();
+        assert_eq!(pods_of(&take()), Ok(1));
+        assert_eq!(pods_of(&take()), Err(vec![]));
+    }
 }

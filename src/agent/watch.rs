@@ -168,6 +168,10 @@ impl Source for Stores {
         }
     }
 
+    fn rewalk(&self) {
+        self.journal.mark_all();
+    }
+
     /// Only the objects the watches changed since the last call (a whole
     /// store after its relist): see `journal`.
     fn changes(&self) -> StoreChanges {

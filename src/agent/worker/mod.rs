@@ -98,6 +98,10 @@ pub trait Source: Send + Sync {
     /// The current objects (shared pointers, no copies).
     fn state(&self) -> StoreState;
 
+    /// Makes the next [`Source::changes`] hand over every object (the
+    /// worker calls it every `--resync` period).
+    fn rewalk(&self) {}
+
     /// What changed since the last call (the first call: everything). By
     /// default every object, every time.
     fn changes(&self) -> StoreChanges {
@@ -230,6 +234,7 @@ impl Worker {
                     }
                     _ = tokio::time::sleep_until(next_resync) => {
                         next_resync = Instant::now() + self.resync_period();
+                        source.rewalk();
                         if !self.verify().await {
                             dirty = true;
                         }
