@@ -26,10 +26,10 @@ export NFTPOL_K8S_BIN
 declare -A env=(
   [scale]="NFTPOL_ROUNDS=7 NFTPOL_PLOTS=docs/img"              # Compile, memory, CLI; Kernel
   [packet_path]="NFTPOL_ROUNDS=7 NFTPOL_PLOTS=docs/img"        # Packet path
-  [incremental]="NFTPOL_SCALES=large NFTPOL_ROUNDS=11"         # Incremental compile
+  [incremental]="NFTPOL_SCALES=large,realistic NFTPOL_ROUNDS=11"         # Incremental compile
   [nft_transport]=""                                           # A process per transaction; Netlink batches
   [structural_apply]="NFTPOL_SCALES=large,realistic NFTPOL_ROUNDS=6"  # Structural changes as netlink batches
-  [agent_latency]="NFTPOL_SCALES=large,realistic NFTPOL_CHURN_SECS=30"  # Agent: event to kernel
+  [agent_latency]="NFTPOL_SCALES=large,realistic"  # Agent: event to kernel
   [agent_memory]=""                                            # Agent memory
   [fleet]=""                                                   # A fleet of agents
   [cost_model]="NFTPOL_ROUNDS=3"                               # Cost model
