@@ -132,16 +132,7 @@ impl Journal {
         cluster_policies: &Store<crate::core::k8s::ClusterNetworkPolicy>,
         nodes: &Store<crate::core::k8s::Node>,
     ) -> StoreChanges {
-        let mut p = std::mem::replace(
-            &mut *self.lock(),
-            Pending {
-                namespaces: Keys::none(),
-                pods: Keys::none(),
-                policies: Keys::none(),
-                cluster_policies: Keys::none(),
-                nodes: Keys::none(),
-            },
-        );
+        let mut p = std::mem::replace(&mut *self.lock(), Pending::none());
         StoreChanges {
             namespaces: read(namespaces, std::mem::take(&mut p.namespaces), false),
             pods: read(pods, std::mem::take(&mut p.pods), true),
@@ -161,6 +152,19 @@ impl Keys {
         Keys {
             all: false,
             keys: BTreeSet::new(),
+        }
+    }
+}
+
+impl Pending {
+    /// Nothing pending (after a take).
+    fn none() -> Pending {
+        Pending {
+            namespaces: Keys::none(),
+            pods: Keys::none(),
+            policies: Keys::none(),
+            cluster_policies: Keys::none(),
+            nodes: Keys::none(),
         }
     }
 }

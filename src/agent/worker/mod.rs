@@ -323,11 +323,11 @@ impl Worker {
         let t = std::time::Instant::now();
         let (model, compiler, compiled, path, (versions, held)) =
             tokio::task::spawn_blocking(move || {
-                let state = changes;
-                let mut stats = model.update_delta(&state.namespaces, &state.pods, &state.policies);
-                let scoped =
-                    model.update_cluster_scoped_delta(&state.cluster_policies, &state.nodes);
-                drop(state);
+                let c = changes;
+                let mut stats = model.update_delta(&c.namespaces, &c.pods, &c.policies);
+                let scoped = model.update_cluster_scoped_delta(&c.cluster_policies, &c.nodes);
+                // The objects are the stores' (shared); not held past the update.
+                drop(c);
                 stats.converted += scoped.converted;
                 stats.removed += scoped.removed;
                 stats.reused += scoped.reused;

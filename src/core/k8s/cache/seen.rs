@@ -70,19 +70,6 @@ pub enum Delta<K> {
 }
 
 impl<K> Delta<K> {
-    /// How many objects it carries.
-    pub fn len(&self) -> usize {
-        match self {
-            Delta::All(v) => v.len(),
-            Delta::Keys(v) => v.len(),
-        }
-    }
-
-    /// Whether it carries none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub(super) fn objs(&self) -> Objs<'_, K> {
         match self {
             Delta::All(v) => Objs::All(v),

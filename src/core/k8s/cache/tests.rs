@@ -294,6 +294,19 @@ impl<K> FakeStore<K> {
     }
 }
 
+/// `o` without a resourceVersion when `rv` is empty (as built, else).
+fn as_versioned<K: serde::Serialize + serde::de::DeserializeOwned>(o: K, rv: &str) -> K {
+    if !rv.is_empty() {
+        return o;
+    }
+    let mut m = serde_json::to_value(o).unwrap();
+    m["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    serde_json::from_value(m).unwrap()
+}
+
 /// The agent's path (only the keys the watch reported, a whole store after
 /// a relist) builds the same model, diagnostics and changes as handing
 /// every object over each time, through a long pseudo-random sequence of
@@ -327,15 +340,6 @@ fn per_key_updates_equal_whole_set_updates() {
             };
             let del = next(5) == 0;
             let i = next(6);
-            let with_rv = |mut m: serde_json::Value| {
-                if v.is_empty() {
-                    m["metadata"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("resourceVersion");
-                }
-                m
-            };
             match next(5) {
                 0 => {
                     let k = ObjectRef::new("", format!("ns{}", i % 3));
@@ -343,8 +347,7 @@ fn per_key_updates_equal_whole_set_updates() {
                         n.delete(&k);
                     } else {
                         let o = ns(&k.name, &v, &format!("t{}", next(3)));
-                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
-                        n.put(k, o.unwrap());
+                        n.put(k, as_versioned(o, &v));
                     }
                 }
                 1 | 2 => {
@@ -357,8 +360,7 @@ fn per_key_updates_equal_whole_set_updates() {
                             j => format!("10.0.0.{j}"),
                         };
                         let o = pod(&k.name, &v, &format!("app{}", next(3)), &ip);
-                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
-                        p.put(k, o.unwrap());
+                        p.put(k, as_versioned(o, &v));
                     }
                 }
                 3 => {
@@ -367,8 +369,7 @@ fn per_key_updates_equal_whole_set_updates() {
                         q.delete(&k);
                     } else {
                         let o = pol(&k.name, &v, &format!("app{}", next(3)));
-                        let o = serde_json::from_value(with_rv(serde_json::to_value(o).unwrap()));
-                        q.put(k, o.unwrap());
+                        q.put(k, as_versioned(o, &v));
                     }
                 }
                 _ => match next(2) {
@@ -378,7 +379,7 @@ fn per_key_updates_equal_whole_set_updates() {
                             c.delete(&k);
                         } else {
                             let prio = [10, 20, 5000][next(3) as usize];
-                            c.put(k.clone(), cnp(&k.name, &v, prio));
+                            c.put(k.clone(), as_versioned(cnp(&k.name, &v, prio), &v));
                         }
                     }
                     _ => {
@@ -387,7 +388,7 @@ fn per_key_updates_equal_whole_set_updates() {
                             d.delete(&k);
                         } else {
                             let ip = format!("10.1.0.{}", next(4));
-                            d.put(k.clone(), node(&k.name, &v, &ip));
+                            d.put(k.clone(), as_versioned(node(&k.name, &v, &ip), &v));
                         }
                     }
                 },
