@@ -273,7 +273,10 @@ fn main() {
                     eprintln!("NFTPOL_SCALES: unknown scale {name:?}");
                     std::process::exit(1);
                 };
-                measure(*scale, &synth::generate(*scale, 42), 30, None);
+                // `NFTPOL_CHURN=all`: the churn at the synthetic scales too.
+                let churn = (std::env::var("NFTPOL_CHURN").as_deref() == Ok("all"))
+                    .then(|| churn::Config::from_env(60.0, 100.0));
+                measure(*scale, &synth::generate(*scale, 42), 30, churn);
             }
         } else {
             let scale = synth::SCALES[0];
