@@ -27,14 +27,15 @@ pub(super) struct Dispatch {
 }
 
 impl<'a> Compiler<'a> {
-    /// The pods enforced here (on `node`, or all), counted.
-    pub(super) fn enforced_pods(&mut self, node: Option<&str>) -> Vec<&'a Pod> {
+    /// The pods enforced here (on the compile's node, or all), counted.
+    pub(super) fn enforced_pods(&mut self) -> Vec<&'a Pod> {
+        let node = self.node;
         let enforced: Vec<&Pod> = self
             .cluster
             .pods
             .values()
             .map(|p| &**p)
-            .filter(|p| node.is_none() || p.node.as_deref() == node)
+            .filter(|p| p.enforced_by(node))
             .collect();
         self.enforced_count = enforced.len();
         enforced

@@ -310,7 +310,7 @@ impl Index {
     }
 
     fn enforced(&self, pod: &Pod) -> bool {
-        enforced_on(&self.node, pod)
+        pod.enforced_by(self.node.as_deref())
     }
 
     /// The group keys of a pod, per direction it is isolated in (as
@@ -461,8 +461,3 @@ pub use output::{Edited, Output, Reshaped};
 
 #[cfg(test)]
 mod tests;
-
-/// Whether `pod` is enforced by the table of `node` (`None`: every pod).
-fn enforced_on(node: &Option<String>, pod: &Pod) -> bool {
-    node.is_none() || pod.node == *node
-}

@@ -366,7 +366,7 @@ impl Compiler<'_> {
 
     /// Whether `pod` is enforced by this table.
     fn enforced(&self, pod: &crate::core::model::Pod) -> bool {
-        self.node.is_none() || pod.node.as_deref() == self.node
+        pod.enforced_by(self.node)
     }
 
     /// Records where a pod-dependent set came from, when recording.
@@ -379,7 +379,7 @@ impl Compiler<'_> {
     /// Base chains and dispatch maps, group chains, then the chain of every
     /// policy a group uses (each naming the sets it needs).
     fn run(&mut self, opts: &Options) {
-        let enforced = self.enforced_pods(opts.node.as_deref());
+        let enforced = self.enforced_pods();
         let dispatch = self.dispatch(&enforced);
         self.np_audit = !dispatch.audit_groups.is_empty();
         if self.tiered() {

@@ -150,6 +150,12 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// Whether the table of `node` enforces this pod (`None`: the table of
+    /// every pod).
+    pub fn enforced_by(&self, node: Option<&str>) -> bool {
+        node.is_none() || self.node.as_deref() == node
+    }
+
     /// The number a NetworkPolicy port `name` (with `protocol`) means on
     /// this pod: the container port of that name, if its protocol matches.
     /// The one place a named port is resolved (compile, explain and the

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Contribution, GroupKey, Index, Step, enforced_on};
+use super::{Contribution, GroupKey, Index, Step};
 use crate::core::model::{Cluster, ObjectRef, Pod};
 use crate::core::nft::delta::Edits;
 use crate::core::nft::ruleset::Ruleset;
@@ -95,7 +95,9 @@ impl Index {
         }
         for (id, old, new, [_, keys]) in edits {
             let enforced = &mut self.compiled.enforced_pods;
-            *enforced -= old.as_ref().is_some_and(|p| enforced_on(&self.node, p)) as usize;
+            *enforced -=
+                old.as_ref()
+                    .is_some_and(|p| p.enforced_by(self.node.as_deref())) as usize;
             if let Some(p) = new {
                 let c = self
                     .contribution(cluster, p, &keys)
