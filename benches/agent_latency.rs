@@ -12,7 +12,7 @@
 //! control plane starts too; the agent authenticates with deploy/'s
 //! ServiceAccount token (TokenRequest) and uses its default coalescing
 //! settings (a change to an idle agent at once; changes within 20 ms of an
-//! apply's start coalesced, at most 40 ms; `NFTPOL_AGENT_ARGS="--max-delay 250ms"` adds agent flags to
+//! apply's start coalesced, at most 20 ms; `NFTPOL_AGENT_ARGS="--max-delay 250ms"` adds agent flags to
 //! compare settings). `NFTPOL_SCALES=small` picks scales. The cluster is written
 //! with the admin's client certificate through `kube` (a few dozen requests
 //! in flight), not kubectl.

@@ -172,8 +172,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub min_interval: std::time::Duration,
     /// Longest any event waits for its apply (under constant churn, how
-    /// often the agent applies: see docs/performance.md).
-    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
+    /// often the agent applies: see docs/performance.md). Equal to
+    /// --min-interval by default: a burst's first event waits at most that.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub max_delay: std::time::Duration,
     /// How often to verify the kernel table and repair drift (0s = never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
