@@ -30,12 +30,18 @@ impl Index {
         changed: &BTreeSet<ObjectRef>,
     ) -> Result<bool, &'static str> {
         let namespaces: BTreeSet<&str> = changed.iter().map(|id| id.namespace.as_str()).collect();
-        // The enforced pods these policies may select, and their groups
-        // under the old policies.
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .values()
-            .filter(|p| namespaces.contains(p.id.namespace.as_str()) && self.enforced(p))
+        // The enforced pods these policies may select (a range of the
+        // index's pods per namespace), and their groups under the old
+        // policies.
+        let pods: Vec<Arc<Pod>> = namespaces
+            .iter()
+            .flat_map(|ns| {
+                self.pods
+                    .range(ObjectRef::new(ns.to_string(), String::new())..)
+                    .take_while(move |(id, _)| id.namespace == *ns)
+            })
+            .map(|(_, p)| p)
+            .filter(|p| self.enforced(p))
             .cloned()
             .collect();
         let before: Vec<Vec<GroupKey>> = pods.iter().map(|p| self.group_keys(p)).collect();
