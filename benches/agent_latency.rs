@@ -13,7 +13,8 @@
 //! ServiceAccount token (TokenRequest) and uses its default coalescing
 //! settings (a change to an idle agent at once; changes within 20 ms of an
 //! apply's start coalesced, at most 20 ms; `NFTPOL_AGENT_ARGS="--max-delay 250ms"` adds agent flags to
-//! compare settings). `NFTPOL_SCALES=small` picks scales. The cluster is written
+//! compare settings). `NFTPOL_SCALES=small` picks scales, `NFTPOL_SAMPLES`
+//! the single-change samples of each kind (30). The cluster is written
 //! with the admin's client certificate through `kube` (a few dozen requests
 //! in flight), not kubectl.
 //!
@@ -178,7 +179,11 @@ fn measure(
         .clone();
     let ns = template.metadata.namespace.clone().unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let hist0 = churn::Durations::scrape();
     let mut delta = Vec::new();
+    // How long the API server took to answer each write (part of the
+    // latency; the agent cannot shorten it).
+    let mut pod_answers = Vec::new();
     let mut kinds = std::collections::BTreeMap::new();
     for i in 0..samples {
         let mut p = template.clone();
@@ -197,6 +202,7 @@ fn measure(
             &Patch::Merge(pod_status(&[&ip])),
         ))
         .expect("writing a pod's status");
+        pod_answers.push(t.elapsed());
         let (now, took) = wait_apply(state, t);
         let kind = if now.1 > state.1 {
             "delta"
@@ -208,9 +214,11 @@ fn measure(
         *kinds.entry(kind).or_insert(0) += 1;
         delta.push(took);
     }
+    let hist1 = churn::Durations::scrape();
     // Structure: a new policy (its chains, its pods' groups: a staged apply).
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
     let mut full = Vec::new();
+    let mut policy_answers = Vec::new();
     for i in 0..samples {
         // Selects every pod of the template's namespace (it runs on node-01).
         let pol: NetworkPolicy = serde_json::from_value(json!({
@@ -223,6 +231,7 @@ fn measure(
         let t = Instant::now();
         rt.block_on(policies.create(&PostParams::default(), &pol))
             .expect("creating a policy");
+        policy_answers.push(t.elapsed());
         let (now, took) = wait_apply(state, t);
         assert!(
             now.0 > state.0,
@@ -230,6 +239,7 @@ fn measure(
         );
         full.push(took);
     }
+    let hist2 = churn::Durations::scrape();
     let rss = peak_rss_mb(agent.pid());
     let (pods_n, pols_n) = (objs.pods.len(), objs.policies.len());
     println!(
@@ -244,6 +254,20 @@ fn measure(
         ms(pct(&mut full, 0.99)),
         rss,
     );
+    println!(
+        "{}: {samples} samples each; new pod p90 {} max {}, its write answered p50 {} p99 {}; new policy p90 {} max {}, its write answered p50 {} p99 {}",
+        scale.name,
+        ms(pct(&mut delta, 0.9)),
+        ms(pct(&mut delta, 1.0)),
+        ms(pct(&mut pod_answers, 0.5)),
+        ms(pct(&mut pod_answers, 0.99)),
+        ms(pct(&mut full, 0.9)),
+        ms(pct(&mut full, 1.0)),
+        ms(pct(&mut policy_answers, 0.5)),
+        ms(pct(&mut policy_answers, 0.99)),
+    );
+    hist1.print_since(&hist0, &format!("{}: new pods", scale.name));
+    hist2.print_since(&hist1, &format!("{}: new policies", scale.name));
     if let (Some(cfg), Some(monitor)) = (churn, monitor) {
         churn::run(&rt, &client, objs, agent.pid(), scale.nodes, cfg, monitor);
     }
@@ -262,11 +286,17 @@ fn main() {
             // `NFTPOL_SCALES=small,large,realistic` (the default) picks scales.
             let names =
                 std::env::var("NFTPOL_SCALES").unwrap_or_else(|_| "small,large,realistic".into());
+            // `NFTPOL_SAMPLES`: single-change samples of each kind (30: the
+            // p99 is then the slowest; more make it a percentile).
+            let samples = std::env::var("NFTPOL_SAMPLES").map_or(30, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("NFTPOL_SAMPLES: not a number: {v}"))
+            });
             for name in names.split(',') {
                 if name == realistic::SCALE.name {
                     let objs = realistic::generate(42);
                     let cfg = churn::Config::from_env(60.0, 100.0);
-                    measure(realistic::SCALE, &objs, 30, Some(cfg));
+                    measure(realistic::SCALE, &objs, samples, Some(cfg));
                     continue;
                 }
                 let Some(scale) = synth::SCALES.iter().find(|s| s.name == name) else {
@@ -276,7 +306,7 @@ fn main() {
                 // `NFTPOL_CHURN=all`: the churn at the synthetic scales too.
                 let churn = (std::env::var("NFTPOL_CHURN").as_deref() == Ok("all"))
                     .then(|| churn::Config::from_env(60.0, 100.0));
-                measure(*scale, &synth::generate(*scale, 42), 30, churn);
+                measure(*scale, &synth::generate(*scale, 42), samples, churn);
             }
         } else {
             let scale = synth::SCALES[0];

@@ -29,7 +29,7 @@ declare -A env=(
   [incremental]="NFTPOL_SCALES=large,realistic NFTPOL_ROUNDS=11"         # Incremental compile
   [nft_transport]=""                                           # A process per transaction; Netlink batches
   [structural_apply]="NFTPOL_SCALES=large,realistic NFTPOL_ROUNDS=6"  # Structural changes as netlink batches
-  [agent_latency]="NFTPOL_SCALES=large,realistic"  # Agent: event to kernel
+  [agent_latency]="NFTPOL_SCALES=large,realistic NFTPOL_CHURN=all NFTPOL_SAMPLES=200"  # Agent: event to kernel
   [agent_memory]=""                                            # Agent memory
   [fleet]=""                                                   # A fleet of agents
   [cost_model]="NFTPOL_ROUNDS=3"                               # Cost model

@@ -155,13 +155,13 @@ async fn relabel(
 
 /// The agent's compile and apply duration histograms (summed over their
 /// labels): per `le` bound the cumulative count, then the sum and count.
-struct Durations {
+pub struct Durations {
     compile: (Vec<(f64, f64)>, f64, f64),
     apply: (Vec<(f64, f64)>, f64, f64),
 }
 
 impl Durations {
-    fn scrape() -> Durations {
+    pub fn scrape() -> Durations {
         let body = agent::metrics_text(METRICS).expect("the agent's metrics");
         let hist = |name: &str| {
             let mut buckets: BTreeMap<String, f64> = BTreeMap::new();
@@ -189,8 +189,8 @@ impl Durations {
     }
 
     /// Mean and the spread over the histogram's bounds of what happened
-    /// since `before`.
-    fn print_since(&self, before: &Durations) {
+    /// since `before`, on lines starting with `what`.
+    pub fn print_since(&self, before: &Durations, label: &str) {
         for (what, now, then) in [
             ("compile", &self.compile, &before.compile),
             ("apply", &self.apply, &before.apply),
@@ -210,7 +210,7 @@ impl Durations {
                 below = cum;
             }
             println!(
-                "churn: agent {what}: {n} taking {:.1} ms on average; by bound {}",
+                "{label}: agent {what}: {n} taking {:.1} ms on average; by bound {}",
                 (now.1 - then.1) / n * 1e3,
                 spread.join(", ")
             );
@@ -538,7 +538,7 @@ pub fn run(
         paths1.1 - paths0.1,
         paths1.2 - paths0.2,
     );
-    hist1.print_since(&hist0);
+    hist1.print_since(&hist0, "churn");
     println!(
         "churn: agent CPU {:.1} % of one core (self {self_cpu:.1} s, nft children {child_cpu:.1} s, over {wall:.1} s: {:.1} % self, {:.1} % children); peak RSS {:.0} MB",
         (self_cpu + child_cpu) / wall * 100.0,
