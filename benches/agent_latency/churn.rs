@@ -189,7 +189,7 @@ impl Durations {
     }
 
     /// Mean and the spread over the histogram's bounds of what happened
-    /// since `before`, on lines starting with `what`.
+    /// since `before`, on lines starting with `label`.
     pub fn print_since(&self, before: &Durations, label: &str) {
         for (what, now, then) in [
             ("compile", &self.compile, &before.compile),

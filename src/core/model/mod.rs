@@ -27,6 +27,18 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+/// The values of `map` whose keys are in namespace `ns`, by name: a range,
+/// not a walk (keys order by namespace first).
+pub fn in_namespace<'a, V>(
+    map: &'a BTreeMap<ObjectRef, V>,
+    ns: &str,
+) -> impl Iterator<Item = &'a V> + 'a {
+    let ns = ns.to_string();
+    map.range(ObjectRef::new(ns.clone(), String::new())..)
+        .take_while(move |(id, _)| id.namespace == ns)
+        .map(|(_, v)| v)
+}
+
 impl ObjectRef {
     /// Builds a reference.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
@@ -346,11 +358,7 @@ impl Cluster {
 
     /// The pods of namespace `ns`, by name: a range of [`Cluster::pods`].
     pub fn pods_of<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
-        let ns = ns.to_string();
-        self.pods
-            .range(ObjectRef::new(ns.clone(), String::new())..)
-            .take_while(move |(id, _)| id.namespace == ns)
-            .map(|(_, p)| p)
+        in_namespace(&self.pods, ns)
     }
 
     /// The namespaces that have pods, sorted (one range lookup per

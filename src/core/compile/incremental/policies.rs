@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{GroupKey, Index, Isolator};
-use crate::core::model::{Cluster, Direction, Family, ObjectRef, Pod};
+use crate::core::model::{Cluster, Direction, Family, ObjectRef, Pod, in_namespace};
 use crate::core::nft::names;
 
 impl Index {
@@ -35,12 +35,7 @@ impl Index {
         // policies.
         let pods: Vec<Arc<Pod>> = namespaces
             .iter()
-            .flat_map(|ns| {
-                self.pods
-                    .range(ObjectRef::new(ns.to_string(), String::new())..)
-                    .take_while(move |(id, _)| id.namespace == *ns)
-            })
-            .map(|(_, p)| p)
+            .flat_map(|ns| in_namespace(&self.pods, ns))
             .filter(|p| self.enforced(p))
             .cloned()
             .collect();
