@@ -290,7 +290,9 @@ fn main() {
             // p99 is then the slowest; more make it a percentile).
             let samples = std::env::var("NFTPOL_SAMPLES").map_or(30, |v| {
                 v.parse()
-                    .unwrap_or_else(|_| panic!("NFTPOL_SAMPLES: not a number: {v}"))
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| panic!("NFTPOL_SAMPLES: not a count of 1 or more: {v}"))
             });
             for name in names.split(',') {
                 if name == realistic::SCALE.name {
