@@ -23,7 +23,7 @@
 //! node-01 only through some later event, and is counted apart.
 
 use super::METRICS;
-use super::write::pod_status;
+use super::write::{self, pod_status};
 use nftpol_testkit::agent;
 use nftpol_testkit::bench::loadavg;
 use nftpol_testkit::nftmon::{self, Monitor};
@@ -218,8 +218,9 @@ impl Durations {
     }
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+/// [`write::pct`] in milliseconds (sorts `v`).
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    write::pct(v, p).as_secs_f64() * 1e3
 }
 
 /// Runs the churn against the agent `pid` (already settled) on the cluster
@@ -457,12 +458,11 @@ pub fn run(
         *by_kind.entry((d.kind, class)).or_insert(0) += 1;
     }
     if !unexpected.is_empty() {
-        unexpected.sort();
         println!(
             "churn: creates not expected on node-01 whose address appeared there through a later event ({}): after p50 {:.0} ms, max {:.0} ms (not counted as latency)",
             unexpected.len(),
-            pct(&unexpected, 0.5),
-            pct(&unexpected, 1.0),
+            pct(&mut unexpected, 0.5),
+            pct(&mut unexpected, 1.0),
         );
     }
     let during = txns.iter().filter(|t| t.at >= t0).count();
@@ -487,7 +487,6 @@ pub fn run(
         if v.is_empty() {
             continue;
         }
-        v.sort();
         println!(
             "churn: event -> kernel, {kind} ({} events): p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
             v.len(),
@@ -506,7 +505,6 @@ pub fn run(
         if v.is_empty() {
             continue;
         }
-        v.sort();
         println!(
             "churn: {what}: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
             pct(v, 0.5),
@@ -517,7 +515,6 @@ pub fn run(
     let by_window: Vec<String> = windows
         .iter_mut()
         .map(|(w, v)| {
-            v.sort();
             let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
             format!("{}-{} s {p50:.0}/{p99:.0}", w * 10, w * 10 + 10)
         })
